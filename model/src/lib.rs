@@ -1,0 +1,30 @@
+//! replicore's replication protocols, written once as Stateright actors.
+//!
+//! Every protocol here is a set of pure, deterministic state machines (sans-IO). A step
+//! takes the actor's state and one input and produces the next state plus commands:
+//!
+//! ```text
+//!             inputs (facts)                          outputs (commands)
+//!   on_start(id, saved storage) ──┐            ┌──▶ Save(storage)      durable first
+//!   on_msg(src, msg)         ─────┼─▶ actor ───┼──▶ Send(dst, msg)     then these
+//!   on_timeout(timer tag)    ─────┘   state    └──▶ SetTimer / CancelTimer(tag)
+//! ```
+//!
+//! # Driver contract
+//! Three drivers run the same steps: Stateright's checker (every interleaving, time
+//! abstracted: any set timer may fire at any moment), the tokio runtime in
+//! `replicore-runtime` (real sockets, clocks, disk) and unit tests. A driver calls
+//! `on_start` once per incarnation (with the last saved storage after a crash), then
+//! `on_msg`/`on_timeout` one at a time. It executes a step's commands in order, and a `Save`
+//! must be durable before any later `Send` of the same step leaves the node: the model treats
+//! a step as atomic, and the runtime keeps that true.
+//!
+//! # Crate map
+//! - [`store`]: the application's data ([`store::Store`]) and its delta algebra.
+//! - [`master_slave`]: protocol 1, master/slave replication (seeds 000/001).
+//! - [`liveness`]: a graph check of our own that convergence stays reachable.
+#![warn(missing_docs)]
+
+pub mod liveness;
+pub mod master_slave;
+pub mod store;

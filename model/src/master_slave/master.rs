@@ -1,0 +1,397 @@
+//! The master server: the master service layer (MS, the replication engine, this file)
+//! around the master user layer ([`MasterUser`], the original copy).
+//!
+//! ```text
+//!  clients ──Update/Rollback──▶ ┌──────────── master server ────────────┐
+//!          ◀─Committed/Aborted─ │ MU: data, versions, history, ledger   │
+//!                               │ MS: pending 2PC, votes, decision, acks│
+//!  slaves ──DeltaRequest, ────▶ │                                       │ ──Announce/Prepare/Commit/
+//!           Prepared/Refused,   └───────────────────────────────────────┘   Abort/Heartbeat/Delta──▶ slaves
+//!           HeartbeatAck
+//! ```
+
+use super::master_user::{CatchUp, MasterUser, Step};
+use super::msg::{AbortReason, Beat, ClientMsg, Decision, Mode, Msg, Outcome, ServiceMsg, Timer};
+use super::{Mutant, Saved};
+use crate::store::Store;
+use serde::{Deserialize, Serialize};
+use stateright::actor::{Actor, Id, Out};
+use stateright::{Rewrite, RewritePlan};
+use std::borrow::Cow;
+use std::collections::{BTreeSet, VecDeque};
+use std::marker::PhantomData;
+use std::ops::Range;
+use std::time::Duration;
+
+/// The most client requests the master holds while a two-phase update is undecided; beyond
+/// it a request is ignored and its client's retry brings it back.
+pub const QUEUE_MAX: usize = 1024;
+
+/// The undecided two-phase update (at most one at a time).
+#[derive(Clone, Debug, Deserialize, Eq, Hash, Ord, PartialEq, PartialOrd, Serialize)]
+#[serde(bound = "")]
+pub struct Pending<S: Store> {
+    /// The client that asked for it.
+    pub client: Id,
+    /// The client's request number.
+    pub req: u64,
+    /// The reserved version and its delta.
+    pub step: Step<S>,
+}
+
+/// A client request waiting for the undecided two-phase update to be decided.
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct Queued<S: Store> {
+    /// The client.
+    pub client: Id,
+    /// Its request number.
+    pub req: u64,
+    /// The change.
+    pub op: S::Op,
+    /// One-phase or two-phase.
+    pub mode: Mode,
+}
+
+/// What the master saves, before any message that reveals it leaves (SPEC "Durability").
+#[derive(Clone, Debug, Deserialize, Eq, Hash, Ord, PartialEq, PartialOrd, Serialize)]
+#[serde(bound = "")]
+pub struct MasterStorage<S: Store> {
+    /// The whole master user layer: data, version counter, history, client ledger.
+    pub user: MasterUser<S>,
+    /// The undecided two-phase update, saved before its Prepare leaves.
+    pub pending: Option<Pending<S>>,
+    /// The last decision, saved before its Commit/Abort leaves.
+    pub last_decision: Option<Decision>,
+}
+
+/// The master server's state.
+///
+/// # Invariants
+/// - At most one two-phase update is undecided (`pending`); later requests wait in `queue`.
+/// - `votes ⊆ slaves` and only counts votes for `pending`'s version.
+/// - `acked` only holds slaves that acknowledged the current [`Beat`]; the heartbeat timer is
+///   set exactly while some slave has not.
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct MasterState<S: Store> {
+    /// The master user layer (MU).
+    pub user: MasterUser<S>,
+    /// The undecided two-phase update.
+    pub pending: Option<Pending<S>>,
+    /// Slaves that voted Prepared for `pending`.
+    pub votes: BTreeSet<Id>,
+    /// The last two-phase decision.
+    pub last_decision: Option<Decision>,
+    /// Slaves that acknowledged the current beat.
+    pub acked: BTreeSet<Id>,
+    /// Requests waiting for `pending`'s decision, oldest first.
+    pub queue: VecDeque<Queued<S>>,
+}
+
+impl<S: Store> MasterState<S> {
+    /// What the heartbeat currently carries.
+    pub fn beat(&self) -> Beat {
+        Beat {
+            version: self.user.version,
+            decision: self.last_decision,
+        }
+    }
+
+    fn storage(&self) -> Saved<S> {
+        Saved::Master(MasterStorage {
+            user: self.user.clone(),
+            pending: self.pending.clone(),
+            last_decision: self.last_decision,
+        })
+    }
+}
+
+impl<S: Store> Rewrite<Id> for MasterState<S> {
+    fn rewrite<P>(&self, plan: &RewritePlan<Id, P>) -> Self {
+        let mut s = self.clone();
+        s.votes = self.votes.iter().map(|id| plan.rewrite(id)).collect();
+        s.acked = self.acked.iter().map(|id| plan.rewrite(id)).collect();
+        s
+    }
+}
+
+/// The master server actor.
+#[derive(Clone, Debug)]
+pub struct MasterServer<S: Store> {
+    /// The participants: every configured slave (static membership).
+    pub slaves: Vec<Id>,
+    /// How many committed steps MU remembers for deltas; older versions get a snapshot.
+    pub history_bound: usize,
+    /// How often to re-send the beat to slaves that have not acknowledged it.
+    pub heartbeat: Range<Duration>,
+    /// A deliberate bug, for showing that the checker catches it.
+    pub mutant: Option<Mutant>,
+    /// The store type.
+    pub store: PhantomData<S>,
+}
+
+impl<S: Store> MasterServer<S> {
+    fn is(&self, mutant: Mutant) -> bool {
+        self.mutant == Some(mutant)
+    }
+
+    /// Broadcasts one message to every slave (claims 10, 20, 23, 38: the runtime encodes it
+    /// once and writes it to every link).
+    fn multicast(&self, o: &mut Out<Self>, msg: ServiceMsg<S>) {
+        o.broadcast(&self.slaves, &Msg::Service(msg));
+    }
+
+    /// The beat changed: every slave must acknowledge it anew.
+    fn rearm_heartbeat(&self, state: &mut MasterState<S>, o: &mut Out<Self>) {
+        state.acked.clear();
+        o.set_timer(Timer::Heartbeat, self.heartbeat.clone());
+    }
+
+    /// Takes a new client request: one-phase commits at once, two-phase starts a vote.
+    fn start(&self, state: &mut MasterState<S>, o: &mut Out<Self>, q: Queued<S>) {
+        let entry = state.user.clients.entry(q.client).or_default();
+        entry.next_req = q.req + 1;
+        entry.last_reply = None;
+        let step = state.user.begin(&q.op);
+        match q.mode {
+            Mode::OnePhase => {
+                // One-phase (claims 1, 36, 45, 46): MU applies the change and MS announces it
+                // to every slave concurrently. Saved before anything reveals it.
+                let (prior, new) = (step.prior, step.new);
+                let delta = step.delta.clone();
+                state.user.commit(step, self.history_bound);
+                let reply = ClientMsg::Committed { req: q.req, version: new };
+                state.user.clients.entry(q.client).or_default().last_reply = Some(reply.clone());
+                if !self.is(Mutant::AnnounceBeforeSave) {
+                    o.save(state.storage());
+                }
+                self.multicast(o, ServiceMsg::Announce { prior, new, delta: Some(delta) });
+                o.send(q.client, Msg::Client(reply));
+                self.rearm_heartbeat(state, o);
+            }
+            Mode::TwoPhase { timeout_ms } => {
+                // Two-phase (claims 6, 28, 47a): reserve the version, save it, then ask every
+                // participant to prepare, and wait at most `timeout_ms` for the votes.
+                let prepare = ServiceMsg::Prepare {
+                    prior: step.prior,
+                    new: step.new,
+                    delta: step.delta.clone(),
+                };
+                state.pending = Some(Pending { client: q.client, req: q.req, step });
+                state.votes.clear();
+                o.save(state.storage());
+                self.multicast(o, prepare);
+                o.set_timer(Timer::Decision, Duration::from_millis(timeout_ms)..Duration::from_millis(timeout_ms));
+            }
+        }
+    }
+
+    /// Decides the pending update (claims 18, 21), saves the decision, then tells every slave
+    /// and the client. Then takes queued requests.
+    /// `abort` is `None` to commit, or why the update is aborted.
+    fn decide(&self, state: &mut MasterState<S>, o: &mut Out<Self>, abort: Option<AbortReason>) {
+        let Some(pending) = state.pending.take() else {
+            return;
+        };
+        let version = pending.step.new;
+        let outcome = if abort.is_some() { Outcome::Abort } else { Outcome::Commit };
+        state.votes.clear();
+        state.last_decision = Some(Decision { version, outcome });
+        let (to_slaves, to_client) = match abort {
+            None => {
+                state.user.commit(pending.step, self.history_bound);
+                (ServiceMsg::Commit { version }, ClientMsg::Committed { req: pending.req, version })
+            }
+            Some(reason) => {
+                // MU returns to the prior state: the data was never changed.
+                state.user.abort(&pending.step, self.is(Mutant::ReuseAbortedVersion));
+                (
+                    ServiceMsg::Abort { version },
+                    ClientMsg::Aborted { req: pending.req, version, reason },
+                )
+            }
+        };
+        state.user.clients.entry(pending.client).or_default().last_reply = Some(to_client.clone());
+        if !self.is(Mutant::ForgetDecisionOnCrash) {
+            o.save(state.storage());
+        }
+        o.cancel_timer(Timer::Decision);
+        self.multicast(o, to_slaves);
+        o.send(pending.client, Msg::Client(to_client));
+        self.rearm_heartbeat(state, o);
+        self.drain_queue(state, o);
+    }
+
+    /// Takes queued requests in order until one starts a new two-phase update.
+    fn drain_queue(&self, state: &mut MasterState<S>, o: &mut Out<Self>) {
+        while state.pending.is_none() {
+            let Some(q) = state.queue.pop_front() else {
+                return;
+            };
+            self.start(state, o, q);
+        }
+    }
+
+    fn on_client(&self, state: &mut Cow<MasterState<S>>, src: Id, msg: ClientMsg<S>, o: &mut Out<Self>) {
+        let entry = state.user.clients.get(&src).cloned().unwrap_or_default();
+        match msg {
+            ClientMsg::Update { req, op, mode } => {
+                if req + 1 == entry.next_req {
+                    // A retry of the last request: answer again once decided; never apply twice.
+                    if let Some(reply) = entry.last_reply {
+                        o.send(src, Msg::Client(reply));
+                    }
+                } else if req < entry.next_req {
+                    // Older than the last request: its client has moved on. Ignore.
+                } else if state.pending.is_some() {
+                    // Later updates wait for the undecided one (SPEC "Ordering").
+                    let queued = state.queue.iter().any(|q| q.client == src && q.req == req);
+                    if !queued && state.queue.len() < QUEUE_MAX {
+                        state.to_mut().queue.push_back(Queued { client: src, req, op, mode });
+                    }
+                } else {
+                    self.start(state.to_mut(), o, Queued { client: src, req, op, mode });
+                }
+            }
+            ClientMsg::Rollback { req } => {
+                let undecided = state.pending.as_ref().is_some_and(|p| p.client == src && p.req == req);
+                if undecided {
+                    // Claim 5: the client withdraws the change before it is decided.
+                    self.decide(state.to_mut(), o, Some(AbortReason::RolledBack));
+                } else if req + 1 == entry.next_req {
+                    // Too late to roll back, or already aborted: tell the client the outcome.
+                    if let Some(reply) = entry.last_reply {
+                        o.send(src, Msg::Client(reply));
+                    }
+                }
+                // Otherwise the update has not arrived yet (reordered); the client retries.
+            }
+            // Replies travel from the master, never to it.
+            ClientMsg::Committed { .. } | ClientMsg::Aborted { .. } => {}
+        }
+    }
+
+    fn on_service(&self, state: &mut Cow<MasterState<S>>, src: Id, msg: ServiceMsg<S>, o: &mut Out<Self>) {
+        match msg {
+            ServiceMsg::DeltaRequest { from } => {
+                // Claims 17, 36d: MS asks MU for what the slave misses and sends it.
+                match state.user.catch_up(from) {
+                    Some(CatchUp::Delta(delta)) => o.send(
+                        src,
+                        Msg::Service(ServiceMsg::Delta { from, to: state.user.version, delta }),
+                    ),
+                    Some(CatchUp::Snapshot(data)) => o.send(
+                        src,
+                        Msg::Service(ServiceMsg::Snapshot { from, to: state.user.version, data }),
+                    ),
+                    // The slave is not behind (a stale request): nothing to send.
+                    None => {}
+                }
+            }
+            ServiceMsg::Prepared { version } => {
+                let current = state.pending.as_ref().is_some_and(|p| p.step.new == version);
+                // A vote for an update already decided, or a repeated vote, changes nothing.
+                if current && self.slaves.contains(&src) && !state.votes.contains(&src) {
+                    let state = state.to_mut();
+                    state.votes.insert(src);
+                    let enough = if self.is(Mutant::CommitOnMajority) {
+                        2 * state.votes.len() > self.slaves.len()
+                    } else {
+                        // Claims 1, 18: commit only once every participant voted Prepared.
+                        state.votes.len() == self.slaves.len()
+                    };
+                    if enough {
+                        self.decide(state, o, None);
+                    }
+                }
+            }
+            ServiceMsg::Refused { version } => {
+                if state.pending.as_ref().is_some_and(|p| p.step.new == version) {
+                    self.decide(state.to_mut(), o, Some(AbortReason::Refused));
+                }
+                // A refusal of a decided update is stale.
+            }
+            ServiceMsg::HeartbeatAck(beat) => {
+                // Only an acknowledgement of the current beat counts; older ones are stale.
+                if beat == state.beat() && !state.acked.contains(&src) && self.slaves.contains(&src) {
+                    let state = state.to_mut();
+                    state.acked.insert(src);
+                    if state.acked.len() == self.slaves.len() {
+                        // Nothing left to repair: the heartbeat stops (so a converged system
+                        // is quiescent, and a stuck one is visible to the checker).
+                        o.cancel_timer(Timer::Heartbeat);
+                    }
+                }
+            }
+            // Master-to-slave messages never arrive at the master (only by a stray sender).
+            ServiceMsg::Announce { .. }
+            | ServiceMsg::Delta { .. }
+            | ServiceMsg::Snapshot { .. }
+            | ServiceMsg::Prepare { .. }
+            | ServiceMsg::Commit { .. }
+            | ServiceMsg::Abort { .. }
+            | ServiceMsg::Heartbeat(_) => {}
+        }
+    }
+}
+
+impl<S: Store> Actor for MasterServer<S> {
+    type Msg = Msg<S>;
+    type State = MasterState<S>;
+    type Timer = Timer;
+    type Storage = Saved<S>;
+    type Random = ();
+
+    fn on_start(&self, _id: Id, storage: &Option<Self::Storage>, o: &mut Out<Self>) -> Self::State {
+        let mut state = MasterState {
+            user: MasterUser::new(),
+            pending: None,
+            votes: BTreeSet::new(),
+            last_decision: None,
+            acked: BTreeSet::new(),
+            queue: VecDeque::new(),
+        };
+        if let Some(Saved::Master(saved)) = storage {
+            state.user = saved.user.clone();
+            state.pending = saved.pending.clone();
+            state.last_decision = saved.last_decision;
+            // Votes were volatile: an update left undecided by the crash is presumed aborted,
+            // and the decision is saved and heartbeated like any other.
+            self.decide(&mut state, o, Some(AbortReason::MasterRestarted));
+            // Slaves may have missed anything while the master was down: heartbeat until each
+            // acknowledges.
+            self.rearm_heartbeat(&mut state, o);
+        }
+        state
+    }
+
+    fn on_msg(&self, _id: Id, state: &mut Cow<Self::State>, src: Id, msg: Self::Msg, o: &mut Out<Self>) {
+        match msg {
+            Msg::Client(msg) => self.on_client(state, src, msg, o),
+            Msg::Service(msg) => self.on_service(state, src, msg, o),
+        }
+    }
+
+    fn on_timeout(&self, _id: Id, state: &mut Cow<Self::State>, timer: &Self::Timer, o: &mut Out<Self>) {
+        match timer {
+            Timer::Heartbeat => {
+                let beat = state.beat();
+                for slave in &self.slaves {
+                    if !state.acked.contains(slave) {
+                        o.send(*slave, Msg::Service(ServiceMsg::Heartbeat(beat)));
+                    }
+                }
+                if !self.is(Mutant::HeartbeatOnce) {
+                    o.set_timer(Timer::Heartbeat, self.heartbeat.clone());
+                }
+            }
+            Timer::Decision => {
+                // Claim 6: not every vote arrived in time.
+                if state.pending.is_some() {
+                    self.decide(state.to_mut(), o, Some(AbortReason::TimedOut));
+                }
+            }
+            // Client timers never run on the master.
+            Timer::Retry => {}
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! Protocol 1: master/slave replication (seeds 000 and 001).
+//!
+//! A master server (master user layer MU + master service layer MS) replicates its original
+//! copy to slave servers (slave service layer SS + slave user layer SU), by one-phase
+//! announcements or two-phase prepare/commit, repaired by heartbeats. `docs/protocol.md`
+//! tells the story; each rule is written once, at the handler that implements it.
+//!
+//! - [`master`]: MS, the [`MasterServer`] actor; [`master_user`]: MU.
+//! - [`slave`]: SS, the [`SlaveServer`] actor; [`slave_user`]: SU.
+//! - [`client`]: a scripted client of MU.
+//! - [`model`]: the checked system: [`MasterSlaveConfig::into_model`], the ghost history,
+//!   the properties, symmetry.
+
+pub mod client;
+pub mod master;
+pub mod master_user;
+pub mod model;
+pub mod msg;
+pub mod slave;
+pub mod slave_user;
+
+pub use client::{ScriptClient, ScriptStep, UpdateKind};
+pub use master::{MasterServer, MasterState, MasterStorage};
+pub use model::{Ghost, MasterSlaveConfig, NetworkKind, Node, NodeState};
+pub use msg::{AbortReason, Beat, ClientMsg, Decision, Mode, Msg, Outcome, ServiceMsg, Timer};
+pub use slave::{SlaveServer, SlaveState, SlaveStorage};
+
+use crate::store::Store;
+use serde::{Deserialize, Serialize};
+use stateright::actor::Id;
+use stateright::{Rewrite, RewritePlan};
+
+/// What any actor of protocol 1 saves (`Out::save`); restored by `on_start` after a crash.
+#[derive(Clone, Debug, Deserialize, Eq, Hash, Ord, PartialEq, PartialOrd, Serialize)]
+#[serde(bound = "")]
+pub enum Saved<S: Store> {
+    /// The master's saved state.
+    Master(MasterStorage<S>),
+    /// A slave's saved state.
+    Slave(SlaveStorage<S>),
+}
+
+impl<S: Store> Saved<S> {
+    /// The committed version this saved state restores.
+    pub fn version(&self) -> u64 {
+        match self {
+            Saved::Master(m) => m.user.version,
+            Saved::Slave(s) => s.user.version,
+        }
+    }
+}
+
+// Saved states name no other actor.
+impl<S: Store> Rewrite<Id> for Saved<S> {
+    fn rewrite<P>(&self, _plan: &RewritePlan<Id, P>) -> Self {
+        self.clone()
+    }
+}
+
+/// A deliberate bug behind a model option. Each one is refuted by the checker with a
+/// counterexample; [`Mutant::breaks`] names the property it breaks.
+#[derive(Clone, Copy, Debug, Deserialize, Eq, Hash, Ord, PartialEq, PartialOrd, Serialize)]
+pub enum Mutant {
+    /// A slave applies an announcement's delta without checking it is at the prior version.
+    ApplyWithoutPriorCheck,
+    /// The master commits once a majority, not every participant, voted Prepared.
+    CommitOnMajority,
+    /// A slave votes Prepared without saving the prepared delta.
+    VoteWithoutSaving,
+    /// The master hands out an aborted version number again.
+    ReuseAbortedVersion,
+    /// The master does not save its decision, so a crash forgets it.
+    ForgetDecisionOnCrash,
+    /// A slave writes a prepared delta into the data that reads see.
+    ExposePreparedData,
+    /// The master announces a one-phase update without saving it first.
+    AnnounceBeforeSave,
+    /// A slave asks for a missing delta only once per version, so a lost reply strands it
+    /// (a liveness bug that Stateright's `Eventually` cannot see: the heartbeat never stops).
+    NoDeltaRetry,
+    /// The master heartbeats only once instead of until acknowledged (a liveness bug).
+    HeartbeatOnce,
+}
+
+impl Mutant {
+    /// Every mutant.
+    pub const ALL: [Mutant; 9] = [
+        Mutant::ApplyWithoutPriorCheck,
+        Mutant::CommitOnMajority,
+        Mutant::VoteWithoutSaving,
+        Mutant::ReuseAbortedVersion,
+        Mutant::ForgetDecisionOnCrash,
+        Mutant::ExposePreparedData,
+        Mutant::AnnounceBeforeSave,
+        Mutant::NoDeltaRetry,
+        Mutant::HeartbeatOnce,
+    ];
+
+    /// The command-line name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mutant::ApplyWithoutPriorCheck => "apply-without-prior-check",
+            Mutant::CommitOnMajority => "commit-on-majority",
+            Mutant::VoteWithoutSaving => "vote-without-saving",
+            Mutant::ReuseAbortedVersion => "reuse-aborted-version",
+            Mutant::ForgetDecisionOnCrash => "forget-decision-on-crash",
+            Mutant::ExposePreparedData => "expose-prepared-data",
+            Mutant::AnnounceBeforeSave => "announce-before-save",
+            Mutant::NoDeltaRetry => "no-delta-retry",
+            Mutant::HeartbeatOnce => "heartbeat-once",
+        }
+    }
+
+    /// A one-line description.
+    pub fn description(self) -> &'static str {
+        match self {
+            Mutant::ApplyWithoutPriorCheck => "a slave applies an announcement without checking the prior version",
+            Mutant::CommitOnMajority => "the master commits on a majority instead of all votes",
+            Mutant::VoteWithoutSaving => "a slave votes Prepared without saving the prepared delta",
+            Mutant::ReuseAbortedVersion => "the master reuses an aborted version number",
+            Mutant::ForgetDecisionOnCrash => "the master forgets its decision on a crash",
+            Mutant::ExposePreparedData => "a slave exposes prepared data to reads",
+            Mutant::AnnounceBeforeSave => "the master announces a one-phase update before saving it",
+            Mutant::NoDeltaRetry => "a slave never re-requests a lost delta",
+            Mutant::HeartbeatOnce => "the master stops heartbeating after one round",
+        }
+    }
+
+    /// Parses a command-line name.
+    pub fn from_name(name: &str) -> Option<Mutant> {
+        Mutant::ALL.into_iter().find(|m| m.name() == name)
+    }
+
+    /// The property the checker refutes, and the smallest config known to show it.
+    pub fn breaks(self) -> (&'static str, MasterSlaveConfig) {
+        use model::props;
+        let base = MasterSlaveConfig { mutant: Some(self), ..MasterSlaveConfig::default() };
+        match self {
+            Mutant::ApplyWithoutPriorCheck => (
+                props::SLAVE_DATA,
+                MasterSlaveConfig { script: model::script("1p,1p"), max_crashes: 0, ..base },
+            ),
+            Mutant::CommitOnMajority => (props::COMMIT_VALIDITY, MasterSlaveConfig { max_crashes: 0, ..base }),
+            Mutant::VoteWithoutSaving => (props::DURABLE_VOTES, base),
+            Mutant::ReuseAbortedVersion => (props::NO_ABORTED_VISIBLE, MasterSlaveConfig { max_crashes: 0, ..base }),
+            Mutant::ForgetDecisionOnCrash => (props::AGREEMENT, base),
+            Mutant::ExposePreparedData => (props::SLAVE_DATA, MasterSlaveConfig { max_crashes: 0, ..base }),
+            Mutant::AnnounceBeforeSave => (
+                props::UNIQUE_VERSIONS,
+                MasterSlaveConfig { script: model::script("1p,1p"), ..base },
+            ),
+            Mutant::NoDeltaRetry => (props::CONVERGENCE_REACHABLE, MasterSlaveConfig { max_crashes: 0, ..base }),
+            Mutant::HeartbeatOnce => (props::CONVERGES, MasterSlaveConfig { max_crashes: 0, ..base }),
+        }
+    }
+}

@@ -1,0 +1,797 @@
+//! The checked system of protocol 1: one master, N slaves and a scripted client under a
+//! configurable network and crash bound; the ghost history the properties read; the
+//! properties; and symmetry over slaves.
+//!
+//! Actor ids: the master is 0, slaves are `1..=N`, the client is `N + 1`.
+
+use super::client::{ClientState, ScriptClient, ScriptStep, UpdateKind};
+use super::master::{MasterServer, MasterState};
+use super::master_user::Step;
+use super::msg::{AbortReason, Beat, ClientMsg, Msg, Outcome, ServiceMsg};
+use super::slave::{SlaveServer, SlaveState};
+use super::{Mutant, Saved};
+use crate::store::{KvOp, ModelKv, Store, Version};
+use stateright::actor::{Actor, ActorModel, ActorModelState, Envelope, Id, LossyNetwork, Network, Out};
+use stateright::{Expectation, Rewrite, RewritePlan};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::marker::PhantomData;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// The network semantics the checker explores (SPEC "Fault model").
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum NetworkKind {
+    /// Unordered; a sent message may be delivered any number of times (a set).
+    UnorderedDuplicating,
+    /// Unordered; each sent copy is delivered at most once (a multiset).
+    UnorderedNonDuplicating,
+    /// FIFO per directed link, like TCP.
+    Ordered,
+}
+
+impl NetworkKind {
+    /// The command-line name.
+    pub fn name(self) -> &'static str {
+        match self {
+            NetworkKind::UnorderedDuplicating => "duplicating",
+            NetworkKind::UnorderedNonDuplicating => "nonduplicating",
+            NetworkKind::Ordered => "ordered",
+        }
+    }
+}
+
+impl FromStr for NetworkKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "duplicating" => Ok(NetworkKind::UnorderedDuplicating),
+            "nonduplicating" => Ok(NetworkKind::UnorderedNonDuplicating),
+            "ordered" => Ok(NetworkKind::Ordered),
+            _ => Err(format!("unknown network '{s}' (expected duplicating, nonduplicating or ordered)")),
+        }
+    }
+}
+
+/// Parses a compact script: comma-separated `1p` (one-phase), `2p` (two-phase) and `rb`
+/// (a two-phase update rolled back at once). Update `i` puts value `i + 1` at key `i % 2`,
+/// so every committed state differs from the one before it. Panics on a bad script; use
+/// [`try_script`] on user input.
+pub fn script(s: &str) -> Vec<ScriptStep<ModelKv>> {
+    try_script(s).expect("a valid built-in script")
+}
+
+/// Parses a compact script (see [`script`]).
+pub fn try_script(s: &str) -> Result<Vec<ScriptStep<ModelKv>>, String> {
+    let items: Vec<&str> = s.split(',').map(str::trim).filter(|t| !t.is_empty()).collect();
+    if items.len() > 16 {
+        return Err(format!("script has {} updates; at most 16 are supported", items.len()));
+    }
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let kind = match *item {
+                "1p" => UpdateKind::OnePhase,
+                "2p" => UpdateKind::TwoPhase,
+                "rb" => UpdateKind::RolledBack,
+                other => return Err(format!("unknown script item '{other}' (expected 1p, 2p or rb)")),
+            };
+            Ok(ScriptStep { op: KvOp::Put((i % 2) as u8, i as u8 + 1), kind })
+        })
+        .collect()
+}
+
+/// Formats a script back into its compact form.
+pub fn script_text(script: &[ScriptStep<ModelKv>]) -> String {
+    script
+        .iter()
+        .map(|s| match s.kind {
+            UpdateKind::OnePhase => "1p",
+            UpdateKind::TwoPhase => "2p",
+            UpdateKind::RolledBack => "rb",
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// A model configuration of protocol 1; [`MasterSlaveConfig::into_model`] builds it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MasterSlaveConfig {
+    /// How many slave servers.
+    pub slaves: usize,
+    /// The client's updates.
+    pub script: Vec<ScriptStep<ModelKv>>,
+    /// The network semantics.
+    pub network: NetworkKind,
+    /// Whether messages can be lost.
+    pub lossy: bool,
+    /// How many servers may be down at the same time.
+    pub max_crashes: usize,
+    /// How many committed steps the master remembers for deltas.
+    pub history_bound: usize,
+    /// A deliberate bug.
+    pub mutant: Option<Mutant>,
+}
+
+impl Default for MasterSlaveConfig {
+    /// The default config (issue "core"): 1 master, 2 slaves, a one-phase update, a
+    /// two-phase update and a rolled-back two-phase update, over a lossy duplicating
+    /// reordering network with at most 1 crash, and a history of 1 step so that catch-up by
+    /// snapshot is reachable.
+    fn default() -> Self {
+        MasterSlaveConfig {
+            slaves: 2,
+            script: script("1p,2p,rb"),
+            network: NetworkKind::UnorderedDuplicating,
+            lossy: true,
+            max_crashes: 1,
+            history_bound: 1,
+            mutant: None,
+        }
+    }
+}
+
+impl fmt::Display for MasterSlaveConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "master-slave: slaves={} script={} network={}{} crashes={} history={} mutant={}",
+            self.slaves,
+            script_text(&self.script),
+            if self.lossy { "lossy," } else { "" },
+            self.network.name(),
+            self.max_crashes,
+            self.history_bound,
+            self.mutant.map_or("none", Mutant::name),
+        )
+    }
+}
+
+/// The model type built by [`MasterSlaveConfig::into_model`].
+pub type MasterSlaveModel = ActorModel<Node<ModelKv>, MasterSlaveConfig, Ghost<ModelKv>>;
+/// A state of [`MasterSlaveModel`].
+pub type MasterSlaveState = ActorModelState<Node<ModelKv>, Ghost<ModelKv>>;
+
+impl MasterSlaveConfig {
+    /// The master's id.
+    pub fn master_id(&self) -> Id {
+        Id::from(0)
+    }
+
+    /// The slaves' ids.
+    pub fn slave_ids(&self) -> Vec<Id> {
+        (1..=self.slaves).map(Id::from).collect()
+    }
+
+    /// The client's id.
+    pub fn client_id(&self) -> Id {
+        Id::from(self.slaves + 1)
+    }
+
+    fn has(&self, kind: UpdateKind) -> bool {
+        self.script.iter().any(|s| s.kind == kind)
+    }
+
+    /// The config whose state space decides every safety and reachability property of
+    /// this one, exactly, and is smaller.
+    ///
+    /// On an unordered duplicating network, message loss cannot change whether a safety or
+    /// reachability property holds: a delivered message stays deliverable, a message's
+    /// presence never disables another action, and no property reads the network. Every run
+    /// with drops is therefore matched, step for step, by the run that omits the drops and
+    /// simply never delivers those messages again; it reaches the same actor states,
+    /// storages and ghost history. So the lossy space and the loss-free space satisfy the same
+    /// `Always`/`Sometimes` properties, and the loss-free one is far smaller (no subsets of
+    /// dropped messages). Liveness is different: it needs loss, and is checked on the
+    /// config itself.
+    pub fn safety_equivalent(&self) -> MasterSlaveConfig {
+        let mut cfg = self.clone();
+        if cfg.network == NetworkKind::UnorderedDuplicating {
+            cfg.lossy = false;
+        }
+        cfg
+    }
+
+    /// Builds the actor model with every property that applies to this config.
+    pub fn into_model(self) -> MasterSlaveModel {
+        let master = self.master_id();
+        let slaves = self.slave_ids();
+        let tick = Duration::from_millis(10)..Duration::from_millis(20);
+        let mut model = ActorModel::new(self.clone(), Ghost::default())
+            .actor(Node::Master(MasterServer {
+                slaves: slaves.clone(),
+                history_bound: self.history_bound,
+                heartbeat: tick.clone(),
+                mutant: self.mutant,
+                store: PhantomData,
+            }))
+            .actors(slaves.iter().map(|_| {
+                Node::Slave(SlaveServer { master, mutant: self.mutant, store: PhantomData })
+            }))
+            .actor(Node::Client(ScriptClient {
+                master,
+                script: self.script.clone(),
+                timeout_ms: 100,
+                retry: tick,
+            }))
+            .init_network(match self.network {
+                NetworkKind::UnorderedDuplicating => Network::new_unordered_duplicating([]),
+                NetworkKind::UnorderedNonDuplicating => Network::new_unordered_nonduplicating([]),
+                NetworkKind::Ordered => Network::new_ordered([]),
+            })
+            .lossy_network(if self.lossy { LossyNetwork::Yes } else { LossyNetwork::No })
+            .max_crashes(self.max_crashes)
+            .record_msg_out(Ghost::record_out)
+            .record_msg_in(Ghost::record_in)
+            // The client is not a server of the fault model: it never crashes.
+            .within_boundary(|cfg, state| !state.crashed[usize::from(cfg.client_id())]);
+
+        use props::*;
+        model = model
+            .property(Expectation::Always, SLAVE_DATA, |_, s| slave_data(s))
+            .property(Expectation::Always, NO_ABORTED_VISIBLE, |_, s| no_aborted_visible(s))
+            .property(Expectation::Always, AGREEMENT, |_, s| agreement(s))
+            .property(Expectation::Always, COMMIT_VALIDITY, |_, s| commit_validity(s))
+            .property(Expectation::Always, UNIQUE_VERSIONS, |_, s| unique_versions(s))
+            .property(Expectation::Always, MONOTONIC, |_, s| monotonic(s))
+            .property(Expectation::Always, DURABLE_VOTES, |_, s| durable_votes(s));
+        if self.max_crashes == 0 {
+            // With crashes allowed no state is terminal (a crash is always possible), so
+            // Stateright's `Eventually` would pass vacuously: it is only added where it can
+            // fail. [`crate::liveness`] covers every config.
+            model = model.property(Expectation::Eventually, CONVERGES, |m, s| converged(&m.cfg, s));
+        }
+        if self.has(UpdateKind::TwoPhase) || self.has(UpdateKind::RolledBack) {
+            model = model
+                .property(Expectation::Sometimes, REACH_TWO_PHASE_COMMIT, |m, s| two_phase_commit_everywhere(&m.cfg, s))
+                .property(Expectation::Sometimes, REACH_ABORT, |_, s| !s.history.aborted.is_empty());
+        }
+        if self.has(UpdateKind::RolledBack) {
+            model = model.property(Expectation::Sometimes, REACH_ROLLBACK, |_, s| s.history.rolled_back);
+        }
+        if self.lossy && self.script.len() >= 2 {
+            model = model.property(Expectation::Sometimes, REACH_DELTA, |_, s| s.history.delta_applied);
+            if self.history_bound < self.script.len() {
+                model = model.property(Expectation::Sometimes, REACH_SNAPSHOT, |_, s| s.history.snapshot_applied);
+            }
+        }
+        if self.max_crashes > 0 {
+            model = model.property(Expectation::Sometimes, REACH_RECOVERY, |m, s| recovered_and_converged(&m.cfg, s));
+        }
+        model
+    }
+}
+
+/// Ghost state for the properties: what the master revealed and decided, reconstructed from
+/// the messages it sent. It is never read by protocol logic.
+#[derive(Clone, Debug, Default, Eq, Hash, PartialEq)]
+pub struct Ghost<S: Store> {
+    /// Every committed state the master revealed, by version.
+    pub committed: BTreeMap<Version, S>,
+    /// Every two-phase step the master proposed, by version.
+    pub proposed: BTreeMap<Version, Step<S>>,
+    /// Versions the master decided to commit by two-phase commit.
+    pub two_phase_commits: BTreeSet<Version>,
+    /// Versions the master aborted (never to be visible).
+    pub aborted: BTreeSet<Version>,
+    /// (slave, version) for every Prepared vote a slave sent.
+    pub voted: BTreeSet<(Id, Version)>,
+    /// The master revealed two different states under one version.
+    pub version_reused: bool,
+    /// The master sent Commit for a version some participant had not voted Prepared.
+    pub commit_without_votes: bool,
+    /// A client was told its update was rolled back.
+    pub rolled_back: bool,
+    /// A slave applied a Delta reply.
+    pub delta_applied: bool,
+    /// A slave applied a Snapshot reply.
+    pub snapshot_applied: bool,
+}
+
+impl<S: Store> Rewrite<Id> for Ghost<S> {
+    fn rewrite<P>(&self, plan: &RewritePlan<Id, P>) -> Self {
+        let mut g = self.clone();
+        g.voted = self.voted.iter().map(|(id, v)| (plan.rewrite(id), *v)).collect();
+        g
+    }
+}
+
+impl<S: Store> Ghost<S> {
+    /// Records that the master revealed `data` as its committed state at `version`.
+    fn reveal(&mut self, version: Version, data: S) {
+        match self.committed.get(&version) {
+            Some(known) if *known != data => self.version_reused = true,
+            Some(_) => {}
+            None => {
+                self.committed.insert(version, data);
+            }
+        }
+    }
+
+    /// The committed state at `prior` followed by `delta`, if `prior` is known.
+    fn after(&self, prior: Version, delta: &S::Delta) -> Option<S> {
+        let mut data = if prior == 0 { S::default() } else { self.committed.get(&prior)?.clone() };
+        data.apply(delta);
+        Some(data)
+    }
+
+    fn reveal_two_phase(&mut self, cfg: &MasterSlaveConfig, version: Version) {
+        if !cfg.slave_ids().iter().all(|id| self.voted.contains(&(*id, version))) {
+            self.commit_without_votes = true;
+        }
+        self.two_phase_commits.insert(version);
+        if let Some(step) = self.proposed.get(&version).cloned()
+            && let Some(data) = self.after(step.prior, &step.delta)
+        {
+            self.reveal(version, data);
+        }
+    }
+
+    fn record_out(cfg: &MasterSlaveConfig, ghost: &Self, env: Envelope<&Msg<S>>) -> Option<Self> {
+        let from_master = env.src == cfg.master_id();
+        let mut g = ghost.clone();
+        match env.msg {
+            Msg::Service(m) if from_master => match m {
+                ServiceMsg::Announce { prior, new, delta: Some(delta) } => {
+                    let data = g.after(*prior, delta)?;
+                    g.reveal(*new, data);
+                }
+                ServiceMsg::Delta { from, to, delta } => {
+                    let data = g.after(*from, delta)?;
+                    g.reveal(*to, data);
+                }
+                ServiceMsg::Snapshot { to, data, .. } => g.reveal(*to, data.clone()),
+                ServiceMsg::Prepare { prior, new, delta } => {
+                    g.proposed.insert(*new, Step { prior: *prior, new: *new, delta: delta.clone() });
+                }
+                ServiceMsg::Commit { version } => g.reveal_two_phase(cfg, *version),
+                ServiceMsg::Abort { version } => {
+                    g.aborted.insert(*version);
+                }
+                ServiceMsg::Heartbeat(beat) => match beat.decision {
+                    Some(d) if d.outcome == Outcome::Commit => g.reveal_two_phase(cfg, d.version),
+                    Some(d) => {
+                        g.aborted.insert(d.version);
+                    }
+                    None => return None,
+                },
+                _ => return None,
+            },
+            Msg::Service(ServiceMsg::Prepared { version }) => {
+                g.voted.insert((env.src, *version));
+            }
+            Msg::Client(ClientMsg::Aborted { version, reason, .. }) if from_master => {
+                g.aborted.insert(*version);
+                g.rolled_back |= *reason == AbortReason::RolledBack;
+            }
+            _ => return None,
+        }
+        (g != *ghost).then_some(g)
+    }
+
+    fn record_in(_cfg: &MasterSlaveConfig, ghost: &Self, env: Envelope<&Msg<S>>) -> Option<Self> {
+        // A Delta or Snapshot delivery is only a transition when the slave applied it.
+        let mut g = ghost.clone();
+        match env.msg {
+            Msg::Service(ServiceMsg::Delta { .. }) if !ghost.delta_applied => g.delta_applied = true,
+            Msg::Service(ServiceMsg::Snapshot { .. }) if !ghost.snapshot_applied => g.snapshot_applied = true,
+            _ => return None,
+        }
+        Some(g)
+    }
+}
+
+/// The actors of the checked system.
+#[derive(Clone, Debug)]
+pub enum Node<S: Store> {
+    /// The master server.
+    Master(MasterServer<S>),
+    /// A slave server.
+    Slave(SlaveServer<S>),
+    /// The scripted client.
+    Client(ScriptClient<S>),
+}
+
+/// The state of one actor of the checked system.
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub enum NodeState<S: Store> {
+    /// The master's.
+    Master(MasterState<S>),
+    /// A slave's.
+    Slave(SlaveState<S>),
+    /// The client's.
+    Client(ClientState),
+}
+
+impl<S: Store> Rewrite<Id> for NodeState<S> {
+    fn rewrite<P>(&self, plan: &RewritePlan<Id, P>) -> Self {
+        match self {
+            NodeState::Master(s) => NodeState::Master(s.rewrite(plan)),
+            NodeState::Slave(s) => NodeState::Slave(s.rewrite(plan)),
+            NodeState::Client(s) => NodeState::Client(s.rewrite(plan)),
+        }
+    }
+}
+
+/// Runs one step of an inner actor on the matching variant of a [`NodeState`], keeping the
+/// state borrowed unless the inner actor changed it (so no-op steps stay visible to the
+/// checker and nothing is cloned).
+macro_rules! delegate {
+    ($state:ident, $o:ident, $variant:ident, $inner:ident, |$st:ident, $out:ident| $call:expr) => {{
+        let mut $st = Cow::Borrowed($inner);
+        let mut $out = Out::new();
+        $call;
+        $o.append(&mut $out);
+        if let Cow::Owned(next) = $st {
+            *$state = Cow::Owned(NodeState::$variant(next));
+        }
+    }};
+}
+
+impl<S: Store> Actor for Node<S> {
+    type Msg = Msg<S>;
+    type State = NodeState<S>;
+    type Timer = super::Timer;
+    type Storage = Saved<S>;
+    type Random = ();
+
+    fn on_start(&self, id: Id, storage: &Option<Self::Storage>, o: &mut Out<Self>) -> Self::State {
+        macro_rules! start {
+            ($a:ident, $variant:ident) => {{
+                let mut out = Out::new();
+                let s = NodeState::$variant($a.on_start(id, storage, &mut out));
+                o.append(&mut out);
+                s
+            }};
+        }
+        match self {
+            Node::Master(a) => start!(a, Master),
+            Node::Slave(a) => start!(a, Slave),
+            Node::Client(a) => start!(a, Client),
+        }
+    }
+
+    fn on_msg(&self, id: Id, state: &mut Cow<Self::State>, src: Id, msg: Self::Msg, o: &mut Out<Self>) {
+        match (self, &**state) {
+            (Node::Master(a), NodeState::Master(s)) => delegate!(state, o, Master, s, |st, out| a.on_msg(id, &mut st, src, msg, &mut out)),
+            (Node::Slave(a), NodeState::Slave(s)) => delegate!(state, o, Slave, s, |st, out| a.on_msg(id, &mut st, src, msg, &mut out)),
+            (Node::Client(a), NodeState::Client(s)) => delegate!(state, o, Client, s, |st, out| a.on_msg(id, &mut st, src, msg, &mut out)),
+            // An actor never holds another role's state.
+            _ => {}
+        }
+    }
+
+    fn on_timeout(&self, id: Id, state: &mut Cow<Self::State>, timer: &Self::Timer, o: &mut Out<Self>) {
+        match (self, &**state) {
+            (Node::Master(a), NodeState::Master(s)) => delegate!(state, o, Master, s, |st, out| a.on_timeout(id, &mut st, timer, &mut out)),
+            (Node::Slave(a), NodeState::Slave(s)) => delegate!(state, o, Slave, s, |st, out| a.on_timeout(id, &mut st, timer, &mut out)),
+            (Node::Client(a), NodeState::Client(s)) => delegate!(state, o, Client, s, |st, out| a.on_timeout(id, &mut st, timer, &mut out)),
+            _ => {}
+        }
+    }
+}
+
+/// The property names and predicates of protocol 1. Each predicate is a plain function of a
+/// model state, so the checker, the runtime tests and trace conformance call the same code.
+pub mod props {
+    use super::*;
+
+    /// Safety 1: every live slave's (version, data) is the master's committed data at that
+    /// version; reads on a slave see nothing else.
+    pub const SLAVE_DATA: &str = "slave data is the master's committed data at its version";
+    /// Safety 2.
+    pub const NO_ABORTED_VISIBLE: &str = "no aborted or rolled-back update is visible on a slave";
+    /// Safety 3.
+    pub const AGREEMENT: &str = "no version is both committed and aborted";
+    /// Safety 4.
+    pub const COMMIT_VALIDITY: &str = "the master commits only after every participant voted prepared";
+    /// Safety 5.
+    pub const UNIQUE_VERSIONS: &str = "no two committed states share a version";
+    /// Safety 6.
+    pub const MONOTONIC: &str = "no node's committed version goes back across a restart";
+    /// Safety 7: a Prepared vote is a promise that survives a crash.
+    pub const DURABLE_VOTES: &str = "every undecided prepared vote is backed by a saved delta";
+    /// Liveness, checked by Stateright's `Eventually` at terminal states.
+    pub const CONVERGES: &str = "every slave converges once faults stop";
+    /// Liveness, checked by [`crate::liveness`] over the whole explored graph.
+    pub const CONVERGENCE_REACHABLE: &str = "convergence stays reachable from every state";
+    /// Reachability.
+    pub const REACH_TWO_PHASE_COMMIT: &str = "a two-phase commit reaches every slave";
+    /// Reachability.
+    pub const REACH_ABORT: &str = "a two-phase update aborts";
+    /// Reachability.
+    pub const REACH_ROLLBACK: &str = "a client rolls back an update";
+    /// Reachability.
+    pub const REACH_DELTA: &str = "a slave catches up by delta request";
+    /// Reachability.
+    pub const REACH_SNAPSHOT: &str = "a slave catches up by snapshot";
+    /// Reachability.
+    pub const REACH_RECOVERY: &str = "a crashed slave recovers and converges";
+
+    /// The live master's state.
+    pub fn master(s: &MasterSlaveState) -> Option<&MasterState<ModelKv>> {
+        match &*s.actor_states[0] {
+            NodeState::Master(m) if !s.crashed[0] => Some(m),
+            _ => None,
+        }
+    }
+
+    /// Every live slave's state.
+    pub fn live_slaves(s: &MasterSlaveState) -> impl Iterator<Item = (usize, &SlaveState<ModelKv>)> {
+        s.actor_states.iter().enumerate().filter_map(|(i, a)| match &**a {
+            NodeState::Slave(sl) if !s.crashed[i] => Some((i, sl)),
+            _ => None,
+        })
+    }
+
+    /// Safety 1.
+    pub fn slave_data(s: &MasterSlaveState) -> bool {
+        live_slaves(s).all(|(_, sl)| {
+            let v = sl.user.version;
+            if v == 0 {
+                sl.user.data == ModelKv::default()
+            } else {
+                s.history.committed.get(&v) == Some(&sl.user.data)
+            }
+        })
+    }
+
+    /// Safety 2.
+    pub fn no_aborted_visible(s: &MasterSlaveState) -> bool {
+        live_slaves(s).all(|(_, sl)| !s.history.aborted.contains(&sl.user.version))
+    }
+
+    /// Safety 3: no version is both decided committed (or revealed as committed) and aborted.
+    pub fn agreement(s: &MasterSlaveState) -> bool {
+        s.history.aborted.iter().all(|v| !s.history.committed.contains_key(v) && !s.history.two_phase_commits.contains(v))
+    }
+
+    /// Safety 4.
+    pub fn commit_validity(s: &MasterSlaveState) -> bool {
+        !s.history.commit_without_votes
+    }
+
+    /// Safety 5.
+    pub fn unique_versions(s: &MasterSlaveState) -> bool {
+        !s.history.version_reused
+    }
+
+    /// Safety 6. A node's version only grows while it runs (handlers never lower it); a
+    /// crash keeps its last volatile state in the model, so a crashed node whose saved version
+    /// is below the version it had would come back older.
+    pub fn monotonic(s: &MasterSlaveState) -> bool {
+        s.actor_states.iter().enumerate().all(|(i, a)| {
+            if !s.crashed[i] {
+                return true;
+            }
+            let saved = s.actor_storages[i].as_ref().map_or(0, Saved::version);
+            match &**a {
+                NodeState::Master(m) => saved >= m.user.version,
+                NodeState::Slave(sl) => saved >= sl.user.version,
+                NodeState::Client(_) => true,
+            }
+        })
+    }
+
+    /// Safety 7: while the master has not decided a version, every slave that voted
+    /// Prepared for it holds the prepared delta (live) or has it saved (crashed).
+    pub fn durable_votes(s: &MasterSlaveState) -> bool {
+        s.history.voted.iter().all(|(id, v)| {
+            let decided = s.history.aborted.contains(v) || s.history.two_phase_commits.contains(v);
+            if decided {
+                return true;
+            }
+            let i = usize::from(*id);
+            let holds = |p: &Option<Step<ModelKv>>| p.as_ref().is_some_and(|p| p.new == *v);
+            if s.crashed[i] {
+                matches!(&s.actor_storages[i], Some(Saved::Slave(st)) if holds(&st.user.prepared))
+            } else {
+                matches!(&*s.actor_states[i], NodeState::Slave(sl) if holds(&sl.user.prepared) || sl.user.version >= *v)
+            }
+        })
+    }
+
+    /// Converged: nobody is down, the client is done, nothing is undecided, and every slave
+    /// holds the master's committed version and no prepared delta.
+    pub fn converged(cfg: &MasterSlaveConfig, s: &MasterSlaveState) -> bool {
+        if s.crashed.iter().any(|c| *c) {
+            return false;
+        }
+        let client_done = matches!(&*s.actor_states[usize::from(cfg.client_id())],
+            NodeState::Client(c) if c.next as usize >= cfg.script.len());
+        let Some(m) = master(s) else { return false };
+        client_done
+            && m.pending.is_none()
+            && live_slaves(s).all(|(_, sl)| {
+                sl.user.version == m.user.version && sl.user.prepared.is_none() && sl.waiting.is_none()
+            })
+    }
+
+    /// Reachability: some two-phase commit is applied on every slave.
+    pub fn two_phase_commit_everywhere(cfg: &MasterSlaveConfig, s: &MasterSlaveState) -> bool {
+        let slaves: Vec<_> = live_slaves(s).collect();
+        slaves.len() == cfg.slaves
+            && s.history.two_phase_commits.iter().any(|v| slaves.iter().all(|(_, sl)| sl.user.version >= *v))
+    }
+
+    /// Reachability: a slave restarted from its saved state and caught up with the master.
+    pub fn recovered_and_converged(_cfg: &MasterSlaveConfig, s: &MasterSlaveState) -> bool {
+        let Some(m) = master(s) else { return false };
+        m.user.version > 0
+            && live_slaves(s).any(|(_, sl)| sl.recovered && sl.user.version == m.user.version && sl.user.prepared.is_none())
+    }
+}
+
+/// The lowest committed version slave `i` can ever hold again: its version only grows while
+/// it runs, and a restart resumes from its saved version.
+fn slave_floor(s: &MasterSlaveState, i: usize) -> Version {
+    let saved = s.actor_storages[i].as_ref().map_or(0, Saved::version);
+    match &*s.actor_states[i] {
+        NodeState::Slave(sl) => sl.user.version.min(saved),
+        _ => 0,
+    }
+}
+
+/// The master's floors: the lowest values its counters can ever take again. Each only
+/// grows while the master runs, a restart resumes from the saved value, and every save
+/// stores the live value. (The mutant that reuses an aborted version lowers the version
+/// counter by one at most, which [`is_dead`] allows for.)
+struct MasterFloor {
+    version: Version,
+    decided: Option<Version>,
+    next_version: Version,
+}
+
+fn master_floor(s: &MasterSlaveState) -> MasterFloor {
+    let NodeState::Master(m) = &*s.actor_states[0] else {
+        return MasterFloor { version: 0, decided: None, next_version: 0 };
+    };
+    let live = (m.user.version, m.last_decision.map(|d| d.version), m.user.next_version);
+    let saved = match &s.actor_storages[0] {
+        Some(Saved::Master(st)) => (st.user.version, st.last_decision.map(|d| d.version), st.user.next_version),
+        _ => (0, None, 0),
+    };
+    MasterFloor {
+        version: live.0.min(saved.0),
+        decided: live.1.min(saved.1),
+        next_version: live.2.min(saved.2),
+    }
+}
+
+/// The lowest "next request" the master can ever expect again from `client`.
+fn request_floor(s: &MasterSlaveState, client: Id) -> u64 {
+    let live = match &*s.actor_states[0] {
+        NodeState::Master(m) => m.user.clients.get(&client).map_or(0, |e| e.next_req),
+        _ => 0,
+    };
+    let saved = match &s.actor_storages[0] {
+        Some(Saved::Master(m)) => m.user.clients.get(&client).map_or(0, |e| e.next_req),
+        _ => 0,
+    };
+    live.min(saved)
+}
+
+/// Whether the master can never again count an acknowledgement of `beat`.
+fn beat_is_dead(floor: &MasterFloor, beat: &Beat) -> bool {
+    beat.version < floor.version || beat.decision.map(|d| d.version) < floor.decided
+}
+
+/// Whether delivering `env` is a no-op in this state and in every state reachable from it
+/// (or only produces messages that are), judged by counters that never decrease in any
+/// variant of the model, mutants included. Such a message changes no behaviour, so
+/// forgetting it merges states that differ only by dead messages.
+fn is_dead(cfg: &MasterSlaveConfig, s: &MasterSlaveState, env: &Envelope<Msg<ModelKv>>) -> bool {
+    let dst = usize::from(env.dst);
+    let from_master = env.src == cfg.master_id();
+    let client_next = |s: &MasterSlaveState| match &*s.actor_states[usize::from(cfg.client_id())] {
+        NodeState::Client(c) => c.next,
+        _ => 0,
+    };
+    match (&*s.actor_states[dst], &env.msg) {
+        (NodeState::Slave(_), Msg::Service(m)) if from_master => {
+            let floor = slave_floor(s, dst);
+            match m {
+                ServiceMsg::Announce { new: v, .. }
+                | ServiceMsg::Commit { version: v }
+                | ServiceMsg::Abort { version: v } => *v <= floor,
+                // A prepare below the floor can never be voted on: voting needs version == prior.
+                ServiceMsg::Prepare { prior, new, .. } => *new <= floor || *prior < floor,
+                ServiceMsg::Delta { from, to, .. } | ServiceMsg::Snapshot { from, to, .. } => {
+                    *to <= floor || *from < floor
+                }
+                // Nothing to learn, and the master can never count the acknowledgement.
+                ServiceMsg::Heartbeat(beat) => {
+                    beat.version <= floor
+                        && beat.decision.is_none_or(|d| d.version <= floor)
+                        && beat_is_dead(&master_floor(s), beat)
+                }
+                _ => false,
+            }
+        }
+        // A slave only listens to the master's service layer.
+        (NodeState::Slave(_), _) => true,
+        (NodeState::Client(c), Msg::Client(ClientMsg::Committed { req, .. } | ClientMsg::Aborted { req, .. })) => {
+            !from_master || *req < c.next
+        }
+        (NodeState::Client(_), _) => true,
+        (NodeState::Master(_), Msg::Client(ClientMsg::Update { req, .. })) => {
+            let floor = request_floor(s, env.src);
+            // Older requests are ignored; the last one is answered, uselessly if the client has
+            // the answer.
+            req + 1 < floor || (req + 1 == floor && *req < client_next(s))
+        }
+        (NodeState::Master(_), Msg::Client(ClientMsg::Rollback { req })) => {
+            req + 1 < request_floor(s, env.src) || *req < client_next(s)
+        }
+        (NodeState::Master(m), Msg::Service(ServiceMsg::Prepared { version: v } | ServiceMsg::Refused { version: v })) => {
+            // A vote counts only for the pending update. The counter only drops (mutant) from
+            // a pending version's successor to that version, so below the floor and not
+            // pending (live or saved) means never pending again.
+            let saved_pending = match &s.actor_storages[0] {
+                Some(Saved::Master(st)) => st.pending.as_ref().map(|p| p.step.new),
+                _ => None,
+            };
+            *v < master_floor(s).next_version
+                && m.pending.as_ref().is_none_or(|p| p.step.new != *v)
+                && saved_pending != Some(*v)
+        }
+        // Every answer would be dead at the slave: it answers only its current version.
+        (NodeState::Master(_), Msg::Service(ServiceMsg::DeltaRequest { from })) => {
+            *from < slave_floor(s, usize::from(env.src))
+        }
+        (NodeState::Master(_), Msg::Service(ServiceMsg::HeartbeatAck(beat))) => beat_is_dead(&master_floor(s), beat),
+        _ => false,
+    }
+}
+
+/// The symmetry representative for DFS: sorts the slaves (with their saved state, crash
+/// flag, timers and the ids in messages and ghost) while the master and the client stay put.
+/// It also forgets dead messages (see [`is_dead`]) and the duplicating network's record of
+/// the last delivered message, which no behaviour depends on.
+pub fn representative(s: &MasterSlaveState) -> MasterSlaveState {
+    let keys: Vec<_> = (0..s.actor_states.len())
+        .map(|i| {
+            let rank = match &*s.actor_states[i] {
+                NodeState::Master(_) => 0u8,
+                NodeState::Slave(_) => 1,
+                NodeState::Client(_) => 2,
+            };
+            (rank, if rank == 1 { 0 } else { i }, s.actor_states[i].clone(), s.actor_storages[i].clone(), s.crashed[i])
+        })
+        .collect();
+    let plan = RewritePlan::<Id, _>::from_values_to_sort(&keys);
+    let cfg = MasterSlaveConfig { slaves: s.actor_states.len() - 2, ..MasterSlaveConfig::default() };
+    let network = match &s.network {
+        Network::UnorderedDuplicating(set, _) => Network::new_unordered_duplicating(
+            set.iter().filter(|env| !is_dead(&cfg, s, env)).map(|env| env.rewrite(&plan)),
+        ),
+        Network::UnorderedNonDuplicating(_) => Network::new_unordered_nonduplicating(
+            s.network.iter_all().filter(|env| !is_dead(&cfg, s, &env.to_cloned_msg())).map(|env| env.to_cloned_msg().rewrite(&plan)),
+        ),
+        Network::Ordered(_) => s.network.rewrite(&plan),
+    };
+    ActorModelState {
+        actor_states: plan.reindex(&s.actor_states),
+        network,
+        timers_set: plan.reindex(&s.timers_set),
+        random_choices: plan.reindex(&s.random_choices),
+        crashed: plan.reindex(&s.crashed),
+        history: s.history.rewrite(&plan),
+        actor_storages: plan.reindex(&s.actor_storages),
+    }
+}
+
+/// Whether an action is fair for liveness: delivery, timer firing and recovery are; message
+/// loss and crashes are the faults that "stop".
+pub fn is_fair(action: &stateright::actor::ActorModelAction<Msg<ModelKv>, super::Timer, ()>) -> bool {
+    use stateright::actor::ActorModelAction as A;
+    matches!(action, A::Deliver { .. } | A::Timeout(..) | A::Recover(_))
+}
+
+/// Runs [`crate::liveness::convergence_reachable`] on this model, with slave symmetry.
+pub fn check_convergence(model: &MasterSlaveModel, max_states: usize) -> crate::liveness::GraphReport<MasterSlaveModel> {
+    let cfg = model.cfg.clone();
+    crate::liveness::convergence_reachable(model, Some(representative), is_fair, move |s| props::converged(&cfg, s), max_states)
+}
