@@ -1,0 +1,321 @@
+//! The handshake that opens every connection, before any [`crate::codec::Frame`] flows.
+//!
+//! ```text
+//!  initiator (dials)                                   acceptor (listens)
+//!    Hello{magic, wire version, cluster, id, nonce_i} ──▶  checks magic, version, cluster
+//!    ◀── Challenge{Hello{.., id, nonce_a}, mac_a}          mac_a = HMAC(key, "acceptor" ‖ transcript)
+//!    checks mac_a (does the acceptor know the key?)
+//!    Proof{mac_i} ─────────────────────────────────────▶  checks mac_i = HMAC(key, "initiator" ‖ transcript)
+//! ```
+//!
+//! The transcript is both hellos, so a proof cannot be replayed on another connection (fresh
+//! nonces) or for another node id. Both sides prove the cluster's pre-shared key without
+//! sending it. A peer failing any check is refused: the connection closes and the refusing
+//! side logs why.
+
+use crate::codec::{self, CodecError, MAGIC, WIRE_VERSION};
+use futures::{SinkExt, StreamExt};
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::codec::{Framed, LengthDelimitedCodec};
+
+/// How long a peer has to complete the handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Handshake frames are tiny; anything larger is refused.
+const HANDSHAKE_FRAME_BYTES_MAX: usize = 256;
+
+/// Who this side of a connection is.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    /// The cluster id: nodes of different clusters never talk.
+    pub cluster_id: u64,
+    /// This node's (or client's) id.
+    pub node_id: u64,
+    /// The cluster's pre-shared key.
+    pub key: Vec<u8>,
+}
+
+/// The first message of each side.
+#[derive(Clone, Debug, Deserialize, Eq, PartialEq, Serialize)]
+pub struct Hello {
+    /// Must be [`MAGIC`].
+    pub magic: [u8; 4],
+    /// Must be [`WIRE_VERSION`].
+    pub wire_version: u16,
+    /// The sender's cluster.
+    pub cluster_id: u64,
+    /// The sender's node (or client) id.
+    pub node_id: u64,
+    /// A fresh random nonce.
+    pub nonce: [u8; 32],
+}
+
+/// The messages of the handshake.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub enum HandshakeMsg {
+    /// Initiator → acceptor.
+    Hello(Hello),
+    /// Acceptor → initiator: its hello and its proof of the key.
+    Challenge {
+        /// The acceptor's hello.
+        hello: Hello,
+        /// HMAC-SHA256 proving the acceptor knows the key.
+        mac: [u8; 32],
+    },
+    /// Initiator → acceptor: its proof of the key.
+    Proof {
+        /// HMAC-SHA256 proving the initiator knows the key.
+        mac: [u8; 32],
+    },
+}
+
+/// Why a handshake failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    /// The socket failed.
+    #[error("i/o error during handshake: {0}")]
+    Io(#[from] std::io::Error),
+    /// The peer closed the connection (it refused us, e.g. for a wrong cluster key).
+    #[error("peer closed the connection during the handshake (refused: wrong cluster id or key?)")]
+    Closed,
+    /// The peer took too long.
+    #[error("handshake timed out")]
+    TimedOut,
+    /// A handshake frame did not decode.
+    #[error("bad handshake frame: {0}")]
+    Codec(#[from] CodecError),
+    /// Not a replicore peer.
+    #[error("bad magic bytes {0:?}: not a replicore peer")]
+    Magic([u8; 4]),
+    /// A different wire version.
+    #[error("peer speaks wire version {theirs}, this node speaks {ours}")]
+    WireVersion {
+        /// The peer's version.
+        theirs: u16,
+        /// Ours.
+        ours: u16,
+    },
+    /// A different cluster.
+    #[error("peer belongs to cluster {theirs}, this node to cluster {ours}")]
+    Cluster {
+        /// The peer's cluster id.
+        theirs: u64,
+        /// Ours.
+        ours: u64,
+    },
+    /// The peer's proof of the key is wrong.
+    #[error("peer node {node_id} failed to prove the cluster key (wrong key)")]
+    WrongKey {
+        /// The id the peer claimed.
+        node_id: u64,
+    },
+    /// The peer sent a handshake message out of order.
+    #[error("unexpected handshake message")]
+    Unexpected,
+}
+
+fn hello(me: &Identity) -> Hello {
+    Hello {
+        magic: MAGIC,
+        wire_version: WIRE_VERSION,
+        cluster_id: me.cluster_id,
+        node_id: me.node_id,
+        nonce: rand::random(),
+    }
+}
+
+fn check(me: &Identity, peer: &Hello) -> Result<(), HandshakeError> {
+    if peer.magic != MAGIC {
+        return Err(HandshakeError::Magic(peer.magic));
+    }
+    if peer.wire_version != WIRE_VERSION {
+        return Err(HandshakeError::WireVersion {
+            theirs: peer.wire_version,
+            ours: WIRE_VERSION,
+        });
+    }
+    if peer.cluster_id != me.cluster_id {
+        return Err(HandshakeError::Cluster {
+            theirs: peer.cluster_id,
+            ours: me.cluster_id,
+        });
+    }
+    Ok(())
+}
+
+fn mac(key: &[u8], role: &[u8], initiator: &Hello, acceptor: &Hello) -> Hmac<Sha256> {
+    // `new_from_slice` accepts keys of any length for HMAC; the error arm cannot happen.
+    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+    m.update(role);
+    for h in [initiator, acceptor] {
+        m.update(&h.cluster_id.to_be_bytes());
+        m.update(&h.node_id.to_be_bytes());
+        m.update(&h.nonce);
+    }
+    m
+}
+
+fn sign(key: &[u8], role: &[u8], initiator: &Hello, acceptor: &Hello) -> [u8; 32] {
+    mac(key, role, initiator, acceptor)
+        .finalize()
+        .into_bytes()
+        .into()
+}
+
+fn verify(key: &[u8], role: &[u8], initiator: &Hello, acceptor: &Hello, tag: &[u8; 32]) -> bool {
+    // Constant-time comparison.
+    mac(key, role, initiator, acceptor)
+        .verify_slice(tag)
+        .is_ok()
+}
+
+async fn send<T: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut Framed<T, LengthDelimitedCodec>,
+    msg: &HandshakeMsg,
+) -> Result<(), HandshakeError> {
+    io.send(codec::encode(msg, HANDSHAKE_FRAME_BYTES_MAX)?)
+        .await?;
+    Ok(())
+}
+
+async fn recv<T: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut Framed<T, LengthDelimitedCodec>,
+) -> Result<HandshakeMsg, HandshakeError> {
+    match io.next().await {
+        None => Err(HandshakeError::Closed),
+        Some(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            Err(HandshakeError::Closed)
+        }
+        Some(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+            Err(HandshakeError::Closed)
+        }
+        Some(Err(e)) => Err(e.into()),
+        Some(Ok(body)) => Ok(codec::decode(&body)?),
+    }
+}
+
+/// Runs the dialing side; returns the acceptor's node id.
+pub async fn initiate<T: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut Framed<T, LengthDelimitedCodec>,
+    me: &Identity,
+) -> Result<u64, HandshakeError> {
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+        let mine = hello(me);
+        send(io, &HandshakeMsg::Hello(mine.clone())).await?;
+        let HandshakeMsg::Challenge { hello: theirs, mac } = recv(io).await? else {
+            return Err(HandshakeError::Unexpected);
+        };
+        check(me, &theirs)?;
+        // Prove first, then check: so that with mismatched keys both sides see the mismatch
+        // and log it, instead of the acceptor seeing a bare close.
+        let proof = sign(&me.key, b"initiator", &mine, &theirs);
+        send(io, &HandshakeMsg::Proof { mac: proof }).await?;
+        if !verify(&me.key, b"acceptor", &mine, &theirs, &mac) {
+            return Err(HandshakeError::WrongKey {
+                node_id: theirs.node_id,
+            });
+        }
+        Ok(theirs.node_id)
+    })
+    .await
+    .map_err(|_| HandshakeError::TimedOut)?
+}
+
+/// Runs the listening side; returns the initiator's node id.
+pub async fn accept<T: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut Framed<T, LengthDelimitedCodec>,
+    me: &Identity,
+) -> Result<u64, HandshakeError> {
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+        let HandshakeMsg::Hello(theirs) = recv(io).await? else {
+            return Err(HandshakeError::Unexpected);
+        };
+        check(me, &theirs)?;
+        let mine = hello(me);
+        let mac = sign(&me.key, b"acceptor", &theirs, &mine);
+        send(
+            io,
+            &HandshakeMsg::Challenge {
+                hello: mine.clone(),
+                mac,
+            },
+        )
+        .await?;
+        let HandshakeMsg::Proof { mac } = recv(io).await? else {
+            return Err(HandshakeError::Unexpected);
+        };
+        if !verify(&me.key, b"initiator", &theirs, &mine, &mac) {
+            return Err(HandshakeError::WrongKey {
+                node_id: theirs.node_id,
+            });
+        }
+        Ok(theirs.node_id)
+    })
+    .await
+    .map_err(|_| HandshakeError::TimedOut)?
+}
+
+/// The codec used during the handshake (small frames only).
+pub fn handshake_codec() -> LengthDelimitedCodec {
+    codec::frame_codec(HANDSHAKE_FRAME_BYTES_MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(node_id: u64, key: &[u8]) -> Identity {
+        Identity {
+            cluster_id: 7,
+            node_id,
+            key: key.to_vec(),
+        }
+    }
+
+    async fn run(
+        a: Identity,
+        b: Identity,
+    ) -> (Result<u64, HandshakeError>, Result<u64, HandshakeError>) {
+        let (x, y) = tokio::io::duplex(4096);
+        let mut x = Framed::new(x, handshake_codec());
+        let mut y = Framed::new(y, handshake_codec());
+        let (r1, r2) = tokio::join!(
+            async {
+                let r = initiate(&mut x, &a).await;
+                drop(x);
+                r
+            },
+            async {
+                let r = accept(&mut y, &b).await;
+                drop(y);
+                r
+            }
+        );
+        (r1, r2)
+    }
+
+    #[tokio::test]
+    async fn same_key_succeeds() {
+        let (i, a) = run(id(5, b"k"), id(0, b"k")).await;
+        assert_eq!(i.unwrap(), 0);
+        assert_eq!(a.unwrap(), 5);
+    }
+
+    #[tokio::test]
+    async fn wrong_key_is_refused_on_both_sides() {
+        let (i, a) = run(id(5, b"k"), id(0, b"other")).await;
+        assert!(
+            matches!(i, Err(HandshakeError::WrongKey { node_id: 0 })),
+            "{i:?}"
+        );
+        assert!(
+            matches!(a, Err(HandshakeError::WrongKey { node_id: 5 })),
+            "{a:?}"
+        );
+    }
+}

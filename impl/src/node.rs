@@ -1,0 +1,654 @@
+//! The embedding API: start a master or a slave node in this process, update through the
+//! master, read on any node, watch committed versions, shut down gracefully.
+
+use crate::codec::{NodeStatus, Query, Reply};
+use crate::driver::{Driver, DriverError, Router};
+use crate::handshake::Identity;
+use crate::storage::{Disk, KvStore, StorageError, UserStore};
+use crate::transport::{self, Input, Link};
+use bytes::Bytes;
+use replicore_model::master_slave::{
+    AbortReason, ClientMsg, MasterServer, MasterState, Mode, Msg, Saved, SlaveServer, SlaveState,
+};
+use replicore_model::store::{KvOp, Version};
+use sha2::Digest;
+use stateright::actor::{Actor, Id};
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// The master's node id; slaves are `1..=slaves`.
+pub const MASTER_ID: u64 = 0;
+
+/// The most inputs (messages, queries) waiting for the node's actor.
+pub const INBOX_INPUTS: usize = 4096;
+
+/// How much longer than an update's own timeout a caller waits for its answer.
+pub const ANSWER_SLACK: Duration = Duration::from_secs(10);
+
+/// Client ids are drawn above this, far from node ids.
+pub const CLIENT_ID_MIN: u64 = 1 << 32;
+
+/// A fresh random client id.
+pub fn random_client_id() -> u64 {
+    CLIENT_ID_MIN + (rand::random::<u64>() >> 4)
+}
+
+fn id(n: u64) -> Id {
+    Id::from(n as usize)
+}
+
+/// How to run one node.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// The cluster id (handshakes and data directories check it).
+    pub cluster_id: u64,
+    /// The cluster's pre-shared key.
+    pub key: Vec<u8>,
+    /// This node: [`MASTER_ID`] for the master, `1..=slaves` for a slave.
+    pub node_id: u64,
+    /// How many slaves the cluster has (the master's participants).
+    pub slaves: u64,
+    /// The master's address (slaves dial it).
+    pub master_addr: String,
+    /// The address this node listens on (port 0 picks a free port).
+    pub listen: String,
+    /// This node's data directory.
+    pub data_dir: PathBuf,
+    /// The master's heartbeat period range.
+    pub heartbeat: Range<Duration>,
+    /// How many committed steps the master remembers for deltas.
+    pub history: usize,
+    /// The largest frame, in bytes.
+    pub max_frame_bytes: usize,
+}
+
+impl NodeConfig {
+    /// A config with defaults for everything but the ids, addresses and directory.
+    pub fn new(
+        cluster_id: u64,
+        key: impl Into<Vec<u8>>,
+        node_id: u64,
+        slaves: u64,
+        data_dir: impl Into<PathBuf>,
+    ) -> Self {
+        NodeConfig {
+            cluster_id,
+            key: key.into(),
+            node_id,
+            slaves,
+            master_addr: String::new(),
+            listen: "127.0.0.1:0".into(),
+            data_dir: data_dir.into(),
+            heartbeat: Duration::from_millis(100)..Duration::from_millis(150),
+            history: 256,
+            max_frame_bytes: crate::codec::MAX_FRAME_BYTES_DEFAULT,
+        }
+    }
+}
+
+/// Why a node could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The data directory failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The driver stopped on a fatal error.
+    #[error(transparent)]
+    Driver(#[from] DriverError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The config is inconsistent.
+    #[error("invalid config: {0}")]
+    Config(&'static str),
+    /// The node task panicked or was aborted.
+    #[error("node task failed: {0}")]
+    Task(String),
+}
+
+/// Why an update did not commit.
+#[derive(Clone, Copy, Debug, Eq, PartialEq, thiserror::Error)]
+pub enum UpdateError {
+    /// A slave refused to prepare it (two-phase).
+    #[error("aborted: a slave refused version {version}")]
+    Refused {
+        /// The version it had reserved.
+        version: Version,
+    },
+    /// Not every slave voted before its timeout (two-phase).
+    #[error("aborted: not every slave prepared version {version} before the timeout")]
+    TimedOut {
+        /// The version it had reserved.
+        version: Version,
+    },
+    /// The client rolled it back.
+    #[error("aborted: version {version} was rolled back")]
+    RolledBack {
+        /// The version it had reserved.
+        version: Version,
+    },
+    /// The master restarted while it was undecided.
+    #[error("aborted: the master restarted before deciding version {version}")]
+    MasterRestarted {
+        /// The version it had reserved.
+        version: Version,
+    },
+    /// No answer came in time: the outcome is unknown (ask again with the same request).
+    #[error("no answer within {0:?}; the outcome is unknown")]
+    NoAnswer(Duration),
+    /// Updates go to the master; this node is a slave.
+    #[error("this node is a slave; send updates to the master")]
+    NotMaster,
+    /// The node stopped.
+    #[error("the node stopped")]
+    Stopped,
+}
+
+impl UpdateError {
+    /// The error for an abort the master reported.
+    pub fn aborted(reason: AbortReason, version: Version) -> Self {
+        match reason {
+            AbortReason::Refused => UpdateError::Refused { version },
+            AbortReason::TimedOut => UpdateError::TimedOut { version },
+            AbortReason::RolledBack => UpdateError::RolledBack { version },
+            AbortReason::MasterRestarted => UpdateError::MasterRestarted { version },
+        }
+    }
+}
+
+/// The committed state a node exposes to reads. Cloning it is cheap (the data is
+/// structurally shared).
+#[derive(Clone, Debug, Default)]
+pub struct View<S> {
+    /// The committed version.
+    pub version: Version,
+    /// The committed data at `version` (never a prepared delta).
+    pub data: S,
+    /// The version of an undecided prepared (slave) or pending (master) two-phase update.
+    pub prepared: Option<Version>,
+}
+
+/// What the node loop needs to know about an actor's state.
+trait Inspect: Actor {
+    type Data: UserStore;
+    fn view(state: &Self::State) -> (Version, Option<Version>, &Self::Data);
+    fn next_req(state: &Self::State, client: Id) -> Option<u64>;
+}
+
+impl<S: UserStore> Inspect for MasterServer<S> {
+    type Data = S;
+    fn view(state: &MasterState<S>) -> (Version, Option<Version>, &S) {
+        (
+            state.user.version,
+            state.pending.as_ref().map(|p| p.step.new),
+            &state.user.data,
+        )
+    }
+    fn next_req(state: &MasterState<S>, client: Id) -> Option<u64> {
+        Some(state.user.clients.get(&client).map_or(0, |c| c.next_req))
+    }
+}
+
+impl<S: UserStore> Inspect for SlaveServer<S> {
+    type Data = S;
+    fn view(state: &SlaveState<S>) -> (Version, Option<Version>, &S) {
+        (
+            state.user.version,
+            state.user.prepared.as_ref().map(|p| p.new),
+            &state.user.data,
+        )
+    }
+    fn next_req(_: &SlaveState<S>, _: Id) -> Option<u64> {
+        None
+    }
+}
+
+type Waiters = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Version, UpdateError>>>>>;
+
+fn lock(
+    w: &Waiters,
+) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Result<Version, UpdateError>>>> {
+    // Nothing panics while holding it; recover the map if something did.
+    w.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The master's in-process client: a client id of its own whose replies come back through
+/// the router.
+struct LocalClient {
+    id: Id,
+    next_req: AtomicU64,
+    waiters: Waiters,
+}
+
+/// A running node. Dropping it stops it; [`Node::shutdown`] stops it and waits.
+///
+/// ```
+/// use replicore_runtime::node::{Node, NodeConfig};
+/// use replicore_runtime::Mode;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let dir = tempfile::tempdir()?;
+/// // A master with one slave.
+/// let master = Node::start(NodeConfig::new(1, "secret", 0, 1, dir.path().join("m"))).await?;
+/// let mut cfg = NodeConfig::new(1, "secret", 1, 1, dir.path().join("s1"));
+/// cfg.master_addr = master.local_addr().to_string();
+/// let slave = Node::start(cfg).await?;
+///
+/// let v1 = master.put("greeting", "hello", Mode::OnePhase).await?;
+/// let v2 = master.put("answer", "42", Mode::TwoPhase { timeout_ms: 5_000 }).await?;
+/// assert!(v2 > v1);
+///
+/// // The slave converges: watch its committed versions.
+/// let mut versions = slave.versions();
+/// versions.wait_for(|v| *v >= v2).await?;
+/// assert_eq!(slave.get("answer").as_deref(), Some(&b"42"[..]));
+///
+/// slave.shutdown().await?;
+/// master.shutdown().await?;
+/// # Ok(())
+/// # }
+/// ```
+pub struct Node<S: UserStore = KvStore> {
+    node_id: u64,
+    local_addr: SocketAddr,
+    inbox: mpsc::Sender<Input<Msg<S>>>,
+    view: watch::Receiver<View<S>>,
+    versions: watch::Receiver<Version>,
+    client: Option<Arc<LocalClient>>,
+    cancel: CancellationToken,
+    main: Option<JoinHandle<Result<(), DriverError>>>,
+    store: PhantomData<S>,
+}
+
+impl<S: UserStore> Drop for Node<S> {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+impl<S: UserStore> Node<S> {
+    /// Starts the node `config.node_id` names: the master for [`MASTER_ID`], else a slave.
+    /// Opens (or creates) its data directory, binds its listen address, restores its saved
+    /// state and starts serving.
+    pub async fn start(config: NodeConfig) -> Result<Self, NodeError> {
+        if config.node_id == MASTER_ID {
+            let actor = MasterServer::<S> {
+                slaves: (1..=config.slaves).map(id).collect(),
+                history_bound: config.history,
+                heartbeat: config.heartbeat.clone(),
+                mutant: None,
+                store: PhantomData,
+            };
+            Self::launch(actor, config).await
+        } else {
+            if config.node_id > config.slaves {
+                return Err(NodeError::Config("a slave's node id must be in 1..=slaves"));
+            }
+            if config.master_addr.is_empty() {
+                return Err(NodeError::Config("a slave needs the master's address"));
+            }
+            let actor = SlaveServer::<S> {
+                master: id(MASTER_ID),
+                mutant: None,
+                store: PhantomData,
+            };
+            Self::launch(actor, config).await
+        }
+    }
+
+    async fn launch<A>(actor: A, config: NodeConfig) -> Result<Self, NodeError>
+    where
+        A: Actor<Msg = Msg<S>, Storage = Saved<S>> + Inspect<Data = S> + Send + 'static,
+        A::State: Send + Sync,
+        A::Timer: Send + Sync,
+        A::Random: Send + Sync,
+    {
+        let disk = {
+            let (dir, cluster, node) = (config.data_dir.clone(), config.cluster_id, config.node_id);
+            tokio::task::spawn_blocking(move || Disk::open(&dir, cluster, node))
+                .await
+                .map_err(|e| NodeError::Task(e.to_string()))??
+        };
+        let listener =
+            TcpListener::bind(&config.listen)
+                .await
+                .map_err(|source| NodeError::Bind {
+                    addr: config.listen.clone(),
+                    source,
+                })?;
+        let local_addr = listener.local_addr().map_err(|source| NodeError::Bind {
+            addr: config.listen.clone(),
+            source,
+        })?;
+        let router = Router::default();
+        let driver = Driver::start(
+            actor,
+            id(config.node_id),
+            disk,
+            router.clone(),
+            config.max_frame_bytes,
+        )
+        .await?;
+        let (inbox_tx, inbox_rx) = mpsc::channel(INBOX_INPUTS);
+        let cancel = CancellationToken::new();
+        let link = Link {
+            identity: Identity {
+                cluster_id: config.cluster_id,
+                node_id: config.node_id,
+                key: config.key.clone(),
+            },
+            router: router.clone(),
+            inbox: inbox_tx.clone(),
+            max_frame_bytes: config.max_frame_bytes,
+            cancel: cancel.clone(),
+        };
+        let (version, prepared, data) = A::view(driver.state());
+        let (view_tx, view_rx) = watch::channel(View {
+            version,
+            prepared,
+            data: data.clone(),
+        });
+        let (versions_tx, versions_rx) = watch::channel(version);
+        tracing::info!(node = config.node_id, %local_addr, version, "node started");
+
+        let client = if config.node_id == MASTER_ID {
+            let local = Arc::new(LocalClient {
+                id: id(random_client_id()),
+                next_req: AtomicU64::new(0),
+                waiters: Waiters::default(),
+            });
+            let (tx, rx) = mpsc::channel(crate::driver::PEER_QUEUE_FRAMES);
+            router.register(local.id, tx);
+            tokio::spawn(dispatch_replies::<S>(
+                rx,
+                local.waiters.clone(),
+                cancel.clone(),
+            ));
+            Some(local)
+        } else {
+            tokio::spawn(transport::dial_loop(
+                config.master_addr.clone(),
+                link.clone(),
+            ));
+            None
+        };
+        tokio::spawn(transport::accept_loop(listener, link));
+        let main = tokio::spawn(run(
+            driver,
+            inbox_rx,
+            cancel.clone(),
+            view_tx,
+            versions_tx,
+            config.node_id,
+        ));
+        Ok(Node {
+            node_id: config.node_id,
+            local_addr,
+            inbox: inbox_tx,
+            view: view_rx,
+            versions: versions_rx,
+            client,
+            cancel,
+            main: Some(main),
+            store: PhantomData,
+        })
+    }
+
+    /// The address the node listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> u64 {
+        self.node_id
+    }
+
+    /// The committed version now.
+    pub fn version(&self) -> Version {
+        *self.versions.borrow()
+    }
+
+    /// A stream of committed versions: `changed()` wakes on each new one.
+    pub fn versions(&self) -> watch::Receiver<Version> {
+        self.versions.clone()
+    }
+
+    /// The committed state now (cheap: the data is structurally shared).
+    pub fn view(&self) -> View<S> {
+        self.view.borrow().clone()
+    }
+
+    /// Starts an update through this node (the master) and returns its ticket at once; the
+    /// ticket's request number is what [`Node::rollback`] takes.
+    pub async fn submit(&self, op: S::Op, mode: Mode) -> Result<Ticket, UpdateError> {
+        let client = self.client.as_ref().ok_or(UpdateError::NotMaster)?;
+        let req = client.next_req.fetch_add(1, Ordering::SeqCst);
+        let (tx, rx) = oneshot::channel();
+        lock(&client.waiters).insert(req, tx);
+        let msg = Msg::Client(ClientMsg::Update { req, op, mode });
+        self.inbox
+            .send(Input::Msg(client.id, msg))
+            .await
+            .map_err(|_| UpdateError::Stopped)?;
+        let wait = match mode {
+            Mode::OnePhase => ANSWER_SLACK,
+            Mode::TwoPhase { timeout_ms } => Duration::from_millis(timeout_ms) + ANSWER_SLACK,
+        };
+        Ok(Ticket { req, rx, wait })
+    }
+
+    /// Performs an update and waits for its outcome: the committed version, or why not.
+    pub async fn update(&self, op: S::Op, mode: Mode) -> Result<Version, UpdateError> {
+        self.submit(op, mode).await?.outcome().await
+    }
+
+    /// Asks the master to roll back request `req` (claim 5): if still undecided it aborts,
+    /// and its ticket answers [`UpdateError::RolledBack`].
+    pub async fn rollback(&self, req: u64) -> Result<(), UpdateError> {
+        let client = self.client.as_ref().ok_or(UpdateError::NotMaster)?;
+        let msg = Msg::Client(ClientMsg::Rollback { req });
+        self.inbox
+            .send(Input::Msg(client.id, msg))
+            .await
+            .map_err(|_| UpdateError::Stopped)
+    }
+
+    /// Stops the node: the actor finishes its current step, connections close, the
+    /// database is closed. Returns the error the node stopped on, if any.
+    pub async fn shutdown(mut self) -> Result<(), NodeError> {
+        self.cancel.cancel();
+        self.stopped().await
+    }
+
+    /// Waits until the node stops (by [`Node::shutdown`] elsewhere, or a fatal error).
+    pub async fn stopped(&mut self) -> Result<(), NodeError> {
+        match self.main.take() {
+            Some(h) => h
+                .await
+                .map_err(|e| NodeError::Task(e.to_string()))?
+                .map_err(NodeError::from),
+            None => Ok(()),
+        }
+    }
+
+    /// A token that stops the node when cancelled.
+    pub fn cancel_token(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+}
+
+impl Node<KvStore> {
+    /// Sets `key` to `value`.
+    pub async fn put(
+        &self,
+        key: impl Into<String>,
+        value: impl Into<Vec<u8>>,
+        mode: Mode,
+    ) -> Result<Version, UpdateError> {
+        self.update(KvOp::Put(key.into(), value.into()), mode).await
+    }
+
+    /// Removes `key`.
+    pub async fn delete(&self, key: impl Into<String>, mode: Mode) -> Result<Version, UpdateError> {
+        self.update(KvOp::Delete(key.into()), mode).await
+    }
+
+    /// Reads `key` from this node's committed data.
+    pub fn get(&self, key: &str) -> Option<Vec<u8>> {
+        self.view.borrow().data.read(&key.to_string()).cloned()
+    }
+}
+
+/// An update in flight.
+#[derive(Debug)]
+pub struct Ticket {
+    req: u64,
+    rx: oneshot::Receiver<Result<Version, UpdateError>>,
+    wait: Duration,
+}
+
+impl Ticket {
+    /// The request number (for [`Node::rollback`]).
+    pub fn req(&self) -> u64 {
+        self.req
+    }
+
+    /// Waits for the outcome.
+    pub async fn outcome(self) -> Result<Version, UpdateError> {
+        match tokio::time::timeout(self.wait, self.rx).await {
+            Err(_) => Err(UpdateError::NoAnswer(self.wait)),
+            Ok(Err(_)) => Err(UpdateError::Stopped),
+            Ok(Ok(r)) => r,
+        }
+    }
+}
+
+async fn dispatch_replies<S: UserStore>(
+    mut rx: mpsc::Receiver<Bytes>,
+    waiters: Waiters,
+    cancel: CancellationToken,
+) {
+    loop {
+        let frame = tokio::select! {
+            _ = cancel.cancelled() => return,
+            f = rx.recv() => match f { Some(f) => f, None => return },
+        };
+        // Encoded by this very process, so it decodes; a failure is ignored all the same.
+        let Ok(crate::codec::Frame::Actor(Msg::Client(reply))) =
+            crate::codec::decode::<crate::codec::Frame<Msg<S>>>(&frame)
+        else {
+            continue;
+        };
+        let (req, outcome) = match reply {
+            ClientMsg::Committed { req, version } => (req, Ok(version)),
+            ClientMsg::Aborted {
+                req,
+                version,
+                reason,
+            } => (req, Err(UpdateError::aborted(reason, version))),
+            ClientMsg::Update { .. } | ClientMsg::Rollback { .. } => continue,
+        };
+        if let Some(tx) = lock(&waiters).remove(&req) {
+            let _ = tx.send(outcome);
+        }
+    }
+}
+
+/// The status a node reports.
+pub fn status_of<S: UserStore>(node_id: u64, view: (Version, Option<Version>, &S)) -> NodeStatus {
+    let (version, prepared, data) = view;
+    let bytes = postcard::to_allocvec(data).unwrap_or_default();
+    let digest: [u8; 32] = sha2::Sha256::digest(&bytes).into();
+    NodeStatus {
+        node_id,
+        master: node_id == MASTER_ID,
+        version,
+        prepared,
+        keys: data.key_count(),
+        digest,
+    }
+}
+
+async fn run<A>(
+    mut driver: Driver<A>,
+    mut inbox: mpsc::Receiver<Input<A::Msg>>,
+    cancel: CancellationToken,
+    view: watch::Sender<View<A::Data>>,
+    versions: watch::Sender<Version>,
+    node_id: u64,
+) -> Result<(), DriverError>
+where
+    A: Actor<Storage = Saved<<A as Inspect>::Data>> + Inspect,
+    A::Msg: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+{
+    loop {
+        let next = driver.next_timer();
+        let at = next.as_ref().map(|(_, at)| *at);
+        let timer = async move {
+            match at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => break,
+            input = inbox.recv() => match input {
+                None => break,
+                Some(Input::Msg(src, msg)) => driver.on_msg(src, msg).await?,
+                Some(Input::Query(src, query, reply)) => {
+                    let state = driver.state();
+                    let answer = match query {
+                        Query::Get { key } => {
+                            let (version, _, data) = A::view(state);
+                            Reply::Value { version, value: data.read_row(&key) }
+                        }
+                        Query::Status => Reply::Status(status_of(node_id, A::view(state))),
+                        Query::NextReq => A::next_req(state, src).map_or(Reply::Unsupported, Reply::NextReq),
+                    };
+                    let _ = reply.send(answer);
+                }
+            },
+            _ = timer => {
+                if let Some((t, _)) = next {
+                    driver.on_timeout(t).await?;
+                }
+            }
+        }
+        let (version, prepared, data) = A::view(driver.state());
+        view.send_if_modified(|v| {
+            if v.version == version && v.prepared == prepared {
+                return false;
+            }
+            *v = View {
+                version,
+                prepared,
+                data: data.clone(),
+            };
+            true
+        });
+        versions.send_if_modified(|v| {
+            let changed = *v != version;
+            *v = version;
+            changed
+        });
+    }
+    tracing::info!(node = node_id, "node stopped");
+    Ok(())
+}

@@ -1,0 +1,269 @@
+//! TCP transport: a listener that accepts peers and clients, a dialer that keeps a link to
+//! the master with capped backoff, and the per-connection tasks that move frames between a
+//! socket, the [`Router`] and the node's inbox.
+//!
+//! Every channel is bounded: a connection's outbound queue holds [`PEER_QUEUE_FRAMES`]
+//! frames (overflow is dropped, i.e. message loss, which the protocol repairs), and the
+//! inbox applies backpressure to readers.
+
+use crate::codec::{self, Frame, Query, Reply};
+use crate::driver::{PEER_QUEUE_FRAMES, Router};
+use crate::handshake::{self, HandshakeError, Identity};
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use stateright::actor::Id;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+
+/// The first reconnection delay.
+pub const BACKOFF_MIN: Duration = Duration::from_millis(50);
+/// The longest reconnection delay.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// What a connection hands the node.
+#[derive(Debug)]
+pub enum Input<M> {
+    /// A protocol message from an authenticated peer.
+    Msg(Id, M),
+    /// A runtime query; the answer goes back on the oneshot.
+    Query(Id, Query, oneshot::Sender<Reply>),
+}
+
+/// A transport failure that concerns one connection only (the node keeps running).
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// Connecting failed.
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        /// The address.
+        addr: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The handshake failed.
+    #[error("handshake with {addr} failed: {source}")]
+    Handshake {
+        /// The peer's address.
+        addr: String,
+        /// The cause.
+        source: HandshakeError,
+    },
+}
+
+/// What every connection task of a node needs.
+pub struct Link<M> {
+    /// Who this node is.
+    pub identity: Identity,
+    /// Outbound frames by peer id.
+    pub router: Router,
+    /// The node's inbox.
+    pub inbox: mpsc::Sender<Input<M>>,
+    /// The frame limit.
+    pub max_frame_bytes: usize,
+    /// Stops every task.
+    pub cancel: CancellationToken,
+}
+
+impl<M> Clone for Link<M> {
+    fn clone(&self) -> Self {
+        Link {
+            identity: self.identity.clone(),
+            router: self.router.clone(),
+            inbox: self.inbox.clone(),
+            max_frame_bytes: self.max_frame_bytes,
+            cancel: self.cancel.clone(),
+        }
+    }
+}
+
+/// Accepts connections until cancelled. A peer failing the handshake is refused with a log
+/// line naming it and the reason.
+pub async fn accept_loop<M>(listener: TcpListener, link: Link<M>)
+where
+    M: Serialize + DeserializeOwned + Send + 'static,
+{
+    loop {
+        let (stream, addr) = tokio::select! {
+            _ = link.cancel.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Typically out of file descriptors: wait a little rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(BACKOFF_MIN).await;
+                    continue;
+                }
+            },
+        };
+        let link = link.clone();
+        tokio::spawn(async move {
+            let _ = stream.set_nodelay(true);
+            let mut io = Framed::new(stream, handshake::handshake_codec());
+            let peer = tokio::select! {
+                _ = link.cancel.cancelled() => return,
+                r = handshake::accept(&mut io, &link.identity) => match r {
+                    Ok(peer) => peer,
+                    Err(e) => {
+                        tracing::warn!(peer_addr = %addr, error = %e, "refused peer: handshake failed");
+                        return;
+                    }
+                },
+            };
+            tracing::info!(peer_addr = %addr, peer = peer, "peer connected");
+            serve(io, Id::from(peer as usize), link, addr).await;
+        });
+    }
+}
+
+/// Keeps a connection to the node at `addr` open until cancelled, redialing with capped
+/// exponential backoff.
+pub async fn dial_loop<M>(addr: String, link: Link<M>)
+where
+    M: Serialize + DeserializeOwned + Send + 'static,
+{
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        match connect(&addr, &link.identity).await {
+            Ok((io, peer)) => {
+                backoff = BACKOFF_MIN;
+                tracing::info!(peer_addr = %addr, peer = peer, "connected");
+                let remote = io
+                    .get_ref()
+                    .peer_addr()
+                    .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+                serve(io, Id::from(peer as usize), link.clone(), remote).await;
+                tracing::info!(peer_addr = %addr, "connection closed; redialing");
+            }
+            Err(e) => {
+                if let TransportError::Handshake { .. } = e {
+                    tracing::error!(error = %e, "refused by peer or refused peer");
+                } else {
+                    tracing::debug!(error = %e, "dial failed");
+                }
+            }
+        }
+        tokio::select! {
+            _ = link.cancel.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// Connects to `addr` and runs the initiator's handshake; returns the framed stream (with the
+/// handshake's small frame limit; raise it with `codec_mut().set_max_frame_length`) and the
+/// peer's node id.
+pub async fn connect(
+    addr: &str,
+    me: &Identity,
+) -> Result<
+    (
+        Framed<TcpStream, tokio_util::codec::LengthDelimitedCodec>,
+        u64,
+    ),
+    TransportError,
+> {
+    let stream = tokio::time::timeout(handshake::HANDSHAKE_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .map_err(|_| TransportError::Connect {
+            addr: addr.to_string(),
+            source: std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"),
+        })?
+        .map_err(|source| TransportError::Connect {
+            addr: addr.to_string(),
+            source,
+        })?;
+    let _ = stream.set_nodelay(true);
+    let mut io = Framed::new(stream, handshake::handshake_codec());
+    let peer =
+        handshake::initiate(&mut io, me)
+            .await
+            .map_err(|source| TransportError::Handshake {
+                addr: addr.to_string(),
+                source,
+            })?;
+    Ok((io, peer))
+}
+
+/// Runs an authenticated connection until it closes, a frame fails to decode, or the node
+/// stops.
+async fn serve<M>(
+    mut io: Framed<TcpStream, tokio_util::codec::LengthDelimitedCodec>,
+    peer: Id,
+    link: Link<M>,
+    addr: SocketAddr,
+) where
+    M: Serialize + DeserializeOwned + Send + 'static,
+{
+    io.codec_mut().set_max_frame_length(link.max_frame_bytes);
+    let (tx, mut rx) = mpsc::channel::<Bytes>(PEER_QUEUE_FRAMES);
+    let conn = link.router.register(peer, tx.clone());
+    let (mut sink, mut stream) = io.split();
+    let writer = async {
+        while let Some(frame) = rx.recv().await {
+            if let Err(e) = sink.send(frame).await {
+                tracing::debug!(%peer, error = %e, "write failed");
+                return;
+            }
+        }
+    };
+    let reader = async {
+        while let Some(frame) = stream.next().await {
+            let body = match frame {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(%peer, peer_addr = %addr, error = %e, "closing connection: bad frame");
+                    return;
+                }
+            };
+            match codec::decode::<Frame<M>>(&body) {
+                Err(e) => {
+                    tracing::warn!(%peer, peer_addr = %addr, error = %e, "closing connection: frame does not decode");
+                    return;
+                }
+                Ok(Frame::Actor(msg)) => {
+                    if link.inbox.send(Input::Msg(peer, msg)).await.is_err() {
+                        return; // The node stopped.
+                    }
+                }
+                Ok(Frame::Query(q)) => {
+                    let (reply_tx, reply_rx) = oneshot::channel();
+                    if link
+                        .inbox
+                        .send(Input::Query(peer, q, reply_tx))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    let Ok(reply) = reply_rx.await else { return };
+                    // The reply frame does not depend on the message type.
+                    match codec::encode(&Frame::<()>::Reply(reply), link.max_frame_bytes) {
+                        Ok(bytes) => {
+                            if tx.send(bytes).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => tracing::error!(%peer, error = %e, "reply not sent"),
+                    }
+                }
+                Ok(Frame::Reply(_)) => {
+                    // Nodes ask no questions; a stray reply is ignored.
+                }
+            }
+        }
+    };
+    tokio::select! {
+        _ = link.cancel.cancelled() => {}
+        _ = writer => {}
+        _ = reader => {}
+    }
+    link.router.unregister(peer, conn);
+    tracing::debug!(%peer, peer_addr = %addr, "connection closed");
+}
