@@ -1,0 +1,167 @@
+//! The command line: `replicore-check <protocol> [options]` and `replicore-check list`.
+//! Every option is documented in `docs/checking.md`.
+
+use crate::runner::Strategy;
+use clap::{Args, Parser, Subcommand};
+use replicore_model::master_slave::client::ScriptStep;
+use replicore_model::master_slave::model::try_script;
+use replicore_model::master_slave::{Mutant, NetworkKind};
+use replicore_model::store::ModelKv;
+
+/// Model-check replicore's protocols with Stateright.
+#[derive(Debug, Parser)]
+#[command(name = "replicore-check", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// A protocol to check, or `list`.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Protocol 1: master/slave replication by one-phase announcements and two-phase
+    /// prepare/commit, repaired by heartbeats.
+    #[command(name = "master-slave")]
+    MasterSlave {
+        /// The model's configuration.
+        #[command(flatten)]
+        model: MasterSlaveArgs,
+        /// How to search.
+        #[command(flatten)]
+        search: SearchArgs,
+    },
+    /// Print every protocol, property and mutant, one line each with a description.
+    List,
+}
+
+/// The master/slave model's options; an absent option keeps the default config's value.
+#[derive(Debug, Args)]
+pub struct MasterSlaveArgs {
+    /// How many slave servers [default: 2].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=8))]
+    pub slaves: Option<u8>,
+    /// The client's updates, comma-separated: 1p (one-phase), 2p (two-phase), rb (two-phase,
+    /// rolled back at once) [default: 1p,2p,rb].
+    #[arg(long, value_name = "LIST", value_parser = parse_script)]
+    pub script: Option<Script>,
+    /// The network, comma-separated: `lossy` plus one of duplicating, nonduplicating,
+    /// ordered [default: lossy,duplicating].
+    #[arg(long, value_name = "LIST", value_parser = parse_network)]
+    pub network: Option<NetworkSpec>,
+    /// How many servers may be down at the same time [default: 1].
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u8).range(0..=9))]
+    pub crashes: Option<u8>,
+    /// How many committed steps the master remembers for deltas [default: 1].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(0..=16))]
+    pub history: Option<u8>,
+    /// Check a deliberately broken variant (see `replicore-check list`).
+    #[arg(long, value_name = "NAME", value_parser = parse_mutant)]
+    pub mutant: Option<Mutant>,
+}
+
+/// The search options, shared by every protocol.
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    /// bfs (shortest traces, more memory, no symmetry), dfs, or simulation (random walks,
+    /// never a proof).
+    #[arg(long, value_enum, default_value = "dfs")]
+    pub strategy: Strategy,
+    /// The simulation's seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Do not expand states at this depth (the initial state has depth 1); the run is partial
+    /// (exit 3) if any state was cut.
+    #[arg(long, value_name = "D", value_parser = clap::value_parser!(u64).range(1..))]
+    pub depth: Option<u64>,
+    /// Stop after SECS seconds; the run is partial (exit 3) if it had not finished.
+    /// A simulation without it runs 30 s.
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: Option<u64>,
+    /// Checker threads [default: the number of cores].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub threads: Option<u64>,
+    /// Reduce by the protocol's symmetry (on by default for dfs and simulation; bfs cannot).
+    #[arg(long, overrides_with = "no_symmetry")]
+    pub symmetry: bool,
+    /// Do not reduce by symmetry.
+    #[arg(long, overrides_with = "symmetry")]
+    pub no_symmetry: bool,
+    /// Print one JSON document (schema replicore-check/1) instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Serve the Stateright Explorer on ADDR instead of checking; blocks until killed.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:3000")]
+    pub explore: Option<String>,
+    /// Print the trace of a path of action indices (as printed with a counterexample)
+    /// instead of checking.
+    #[arg(long, value_name = "PATH", conflicts_with = "explore")]
+    pub replay: Option<String>,
+    /// Skip the liveness graph check.
+    #[arg(long)]
+    pub no_graph: bool,
+    /// Stop the liveness graph check after this many unique states (then partial, exit 3).
+    #[arg(long, value_name = "N", default_value_t = 1_000_000)]
+    pub graph_max_states: usize,
+}
+
+impl SearchArgs {
+    /// Whether symmetry is on: explicit flags win, else on for dfs and simulation.
+    pub fn symmetry_on(&self) -> bool {
+        if self.no_symmetry {
+            false
+        } else {
+            self.symmetry || self.strategy != Strategy::Bfs
+        }
+    }
+}
+
+/// A parsed `--script`.
+#[derive(Clone, Debug)]
+pub struct Script(pub Vec<ScriptStep<ModelKv>>);
+
+/// A parsed `--network`.
+#[derive(Clone, Copy, Debug)]
+pub struct NetworkSpec {
+    /// Duplicating, non-duplicating or ordered.
+    pub kind: NetworkKind,
+    /// Whether messages may be lost.
+    pub lossy: bool,
+}
+
+fn parse_script(s: &str) -> Result<Script, String> {
+    let steps = try_script(s)?;
+    if steps.is_empty() {
+        return Err("the script is empty (expected e.g. 1p,2p,rb)".into());
+    }
+    Ok(Script(steps))
+}
+
+fn parse_network(s: &str) -> Result<NetworkSpec, String> {
+    let mut lossy = false;
+    let mut kind = None;
+    for item in s.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        if item == "lossy" {
+            lossy = true;
+        } else {
+            let k: NetworkKind = item.parse()?;
+            if kind.replace(k).is_some() {
+                return Err("name one of duplicating, nonduplicating, ordered, not several".into());
+            }
+        }
+    }
+    let Some(kind) = kind else {
+        return Err("name one of duplicating, nonduplicating, ordered (plus `lossy` if messages may be lost)".into());
+    };
+    Ok(NetworkSpec { kind, lossy })
+}
+
+fn parse_mutant(s: &str) -> Result<Mutant, String> {
+    Mutant::from_name(s).ok_or_else(|| {
+        let names: Vec<_> = Mutant::ALL.iter().map(|m| m.name()).collect();
+        format!(
+            "unknown mutant '{s}' (expected one of: {})",
+            names.join(", ")
+        )
+    })
+}

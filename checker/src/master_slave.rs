@@ -1,0 +1,859 @@
+//! Protocol 1, master/slave replication: builds the config from the options, runs the
+//! checks the model defines, and tells counterexamples in words. No protocol logic and no
+//! property lives here; the model owns both.
+
+use crate::cli::{MasterSlaveArgs, SearchArgs};
+use crate::protocol::{MutantInfo, PropertyInfo, Protocol};
+use crate::report::{
+    Counterexample, Counts, EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, Explored, GraphCheck, Kind,
+    NodeRow, PropertyRow, Report, SCHEMA, Verdict, node_line,
+};
+use crate::runner::{self, Settings, Strategy};
+use anyhow::{Context, bail};
+use replicore_model::master_slave::model::{
+    MasterSlaveModel, MasterSlaveState, check_convergence, props, representative, script_text,
+};
+use replicore_model::master_slave::{
+    Beat, ClientMsg, Decision, MasterSlaveConfig, Mode, Msg, Mutant, NodeState, Outcome, Saved,
+    ServiceMsg, Timer,
+};
+use replicore_model::store::{KvDelta, KvOp, ModelKv};
+use stateright::actor::{ActorModelAction, Id};
+use stateright::{Expectation, Model, Path};
+use std::time::Duration;
+
+/// The protocol's command-line name.
+pub const NAME: &str = "master-slave";
+
+/// Protocol 1 for `list`.
+pub struct MasterSlave;
+
+impl Protocol for MasterSlave {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn description(&self) -> &'static str {
+        "protocol 1: a master replicates to N slaves by one-phase announcements and two-phase prepare/commit, repaired by heartbeats"
+    }
+
+    fn properties(&self) -> Vec<PropertyInfo> {
+        let mut out: Vec<PropertyInfo> = Vec::new();
+        // The property set depends on the config; these two configs together name every one.
+        let crash_free = MasterSlaveConfig {
+            max_crashes: 0,
+            ..MasterSlaveConfig::default()
+        };
+        for cfg in [MasterSlaveConfig::default(), crash_free] {
+            for p in cfg.into_model().properties() {
+                if out.iter().any(|o| o.name == p.name) {
+                    continue;
+                }
+                let (kind, when) = match p.expectation {
+                    Expectation::Always => (Kind::Always, "safety, every config"),
+                    Expectation::Sometimes => (Kind::Sometimes, sometimes_when(p.name)),
+                    Expectation::Eventually => (
+                        Kind::Eventually,
+                        "liveness at terminal states, only with --crashes 0",
+                    ),
+                };
+                out.push(PropertyInfo {
+                    name: p.name,
+                    kind,
+                    when,
+                });
+            }
+        }
+        out.push(PropertyInfo {
+            name: props::CONVERGENCE_REACHABLE,
+            kind: Kind::Graph,
+            when: "liveness, our graph check over the whole space of the config itself",
+        });
+        out
+    }
+
+    fn mutants(&self) -> Vec<MutantInfo> {
+        Mutant::ALL
+            .iter()
+            .map(|m| MutantInfo {
+                name: m.name(),
+                description: m.description(),
+                breaks: m.breaks().0,
+            })
+            .collect()
+    }
+}
+
+fn sometimes_when(name: &str) -> &'static str {
+    match name {
+        props::REACH_TWO_PHASE_COMMIT | props::REACH_ABORT => "reachability, scripts with 2p or rb",
+        props::REACH_ROLLBACK => "reachability, scripts with rb",
+        props::REACH_DELTA => "reachability, lossy networks and 2+ updates",
+        props::REACH_SNAPSHOT => "reachability, lossy networks and a script longer than --history",
+        props::REACH_RECOVERY => "reachability, --crashes 1 or more",
+        _ => "reachability",
+    }
+}
+
+/// Builds the config from the options: an absent option keeps the default's value.
+pub fn config(args: &MasterSlaveArgs) -> anyhow::Result<MasterSlaveConfig> {
+    let mut cfg = MasterSlaveConfig::default();
+    if let Some(n) = args.slaves {
+        cfg.slaves = usize::from(n);
+    }
+    if let Some(s) = &args.script {
+        cfg.script = s.0.clone();
+    }
+    if let Some(n) = args.network {
+        cfg.network = n.kind;
+        cfg.lossy = n.lossy;
+    }
+    if let Some(k) = args.crashes {
+        cfg.max_crashes = usize::from(k);
+    }
+    if let Some(h) = args.history {
+        cfg.history_bound = usize::from(h);
+    }
+    cfg.mutant = args.mutant;
+    if cfg.max_crashes > cfg.slaves + 1 {
+        bail!(
+            "--crashes {} is more than the {} servers (1 master + {} slaves)",
+            cfg.max_crashes,
+            cfg.slaves + 1,
+            cfg.slaves
+        );
+    }
+    Ok(cfg)
+}
+
+/// The options that rebuild `cfg` exactly.
+pub fn config_args(cfg: &MasterSlaveConfig) -> String {
+    let mut s = format!(
+        "--slaves {} --script {} --network {}{} --crashes {} --history {}",
+        cfg.slaves,
+        script_text(&cfg.script),
+        if cfg.lossy { "lossy," } else { "" },
+        cfg.network.name(),
+        cfg.max_crashes,
+        cfg.history_bound
+    );
+    if let Some(m) = cfg.mutant {
+        s.push_str(&format!(" --mutant {}", m.name()));
+    }
+    s
+}
+
+fn config_fields(cfg: &MasterSlaveConfig) -> serde_json::Value {
+    serde_json::json!({
+        "slaves": cfg.slaves,
+        "script": script_text(&cfg.script),
+        "network": cfg.network.name(),
+        "lossy": cfg.lossy,
+        "crashes": cfg.max_crashes,
+        "history": cfg.history_bound,
+        "mutant": cfg.mutant.map(Mutant::name),
+    })
+}
+
+/// Settings from the options; errors on combinations that cannot mean what they say.
+pub fn settings(search: &SearchArgs) -> anyhow::Result<Settings> {
+    if search.symmetry && search.strategy == Strategy::Bfs {
+        bail!("--symmetry needs --strategy dfs or simulation: Stateright's bfs ignores symmetry");
+    }
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let mut timeout = search.timeout.map(Duration::from_secs);
+    if search.strategy == Strategy::Simulation && timeout.is_none() {
+        timeout = Some(Duration::from_secs(30));
+    }
+    Ok(Settings {
+        strategy: search.strategy,
+        symmetry: search.symmetry_on(),
+        threads: search
+            .threads
+            .map_or(cores, |t| usize::try_from(t).unwrap_or(cores)),
+        seed: search.seed,
+        depth: search
+            .depth
+            .map(|d| usize::try_from(d).unwrap_or(usize::MAX)),
+        timeout,
+    })
+}
+
+/// Runs `replicore-check master-slave` and returns the exit code.
+pub fn main(args: &MasterSlaveArgs, search: &SearchArgs) -> anyhow::Result<i32> {
+    let cfg = config(args)?;
+    if let Some(addr) = &search.explore {
+        return explore(cfg, addr);
+    }
+    if let Some(path) = &search.replay {
+        return replay(cfg, path, search.json);
+    }
+    let settings = settings(search)?;
+    let report = check(&cfg, &settings, search)?;
+    if search.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).context("encoding the report")?
+        );
+    } else {
+        print!("{}", report.text());
+    }
+    if report.exit_code == EXIT_PARTIAL {
+        eprintln!("replicore-check: {}", report.summary());
+    }
+    Ok(report.exit_code)
+}
+
+/// Which config the main run explores, and why.
+fn explored_config(cfg: &MasterSlaveConfig) -> (MasterSlaveConfig, String) {
+    let has_eventually = cfg
+        .clone()
+        .into_model()
+        .properties()
+        .iter()
+        .any(|p| p.expectation == Expectation::Eventually);
+    let reduced = cfg.safety_equivalent();
+    if reduced == *cfg {
+        (reduced, "explored as given".into())
+    } else if has_eventually {
+        (
+            cfg.clone(),
+            "explored as given: its Eventually property needs message loss, so the loss-free reduction (safety_equivalent) is not used".into(),
+        )
+    } else {
+        (
+            reduced,
+            "safety and reachability are decided exactly on the loss-free space: on a duplicating network loss cannot change them (MasterSlaveConfig::safety_equivalent); the liveness graph check runs on the lossy config itself".into(),
+        )
+    }
+}
+
+/// The explored config's model, carrying every property of `cfg`: a reachability property
+/// that the model only adds on a lossy network (delta and snapshot catch-up) is decided
+/// exactly on the loss-free space too, by the argument of
+/// [`MasterSlaveConfig::safety_equivalent`].
+fn explored_model(cfg: &MasterSlaveConfig, explored: &MasterSlaveConfig) -> MasterSlaveModel {
+    let mut model = explored.clone().into_model();
+    let have: Vec<&str> = model.properties().iter().map(|p| p.name).collect();
+    let missing: Vec<_> = cfg
+        .clone()
+        .into_model()
+        .properties()
+        .into_iter()
+        .filter(|p| !have.contains(&p.name) && p.expectation != Expectation::Eventually)
+        .collect();
+    for p in missing {
+        model = model.property(p.expectation, p.name, p.condition);
+    }
+    model
+}
+
+/// The full check: the main run, then the liveness graph check.
+pub fn check(
+    cfg: &MasterSlaveConfig,
+    settings: &Settings,
+    search: &SearchArgs,
+) -> anyhow::Result<Report> {
+    let (explored, reason) = explored_config(cfg);
+    let outcome = runner::run(
+        explored_model(cfg, &explored),
+        settings,
+        Some(representative),
+    );
+    let complete = outcome.stopped.is_none();
+
+    let mut properties = Vec::new();
+    let mut counterexamples = Vec::new();
+    let note = (explored != *cfg).then(|| "decided on the loss-free space".to_string());
+    for f in &outcome.findings {
+        let (kind, result) = match (&f.expectation, f.discovery.is_some(), complete) {
+            (Expectation::Always, true, _) => (Kind::Always, Verdict::Violated),
+            (Expectation::Always, false, true) => (Kind::Always, Verdict::Holds),
+            (Expectation::Eventually, true, _) => (Kind::Eventually, Verdict::Violated),
+            (Expectation::Eventually, false, true) => (Kind::Eventually, Verdict::Holds),
+            (Expectation::Sometimes, true, _) => (Kind::Sometimes, Verdict::Reached),
+            (Expectation::Sometimes, false, true) => (Kind::Sometimes, Verdict::NotReached),
+            (Expectation::Always, false, false) => (Kind::Always, Verdict::Undecided),
+            (Expectation::Eventually, false, false) => (Kind::Eventually, Verdict::Undecided),
+            (Expectation::Sometimes, false, false) => (Kind::Sometimes, Verdict::Undecided),
+        };
+        let mut counterexample = None;
+        if result == Verdict::Violated
+            && let Some((path, encoded)) = &f.discovery
+        {
+            let number = counterexamples.len() + 1;
+            counterexamples.push(counterexample_of(
+                number,
+                f.name,
+                &explored,
+                path.clone(),
+                encoded,
+            ));
+            counterexample = Some(number);
+        }
+        properties.push(PropertyRow {
+            name: f.name.to_string(),
+            kind,
+            result,
+            note: note.clone(),
+            counterexample,
+        });
+    }
+
+    let graph = graph_check(
+        cfg,
+        settings,
+        search,
+        complete,
+        &mut properties,
+        &mut counterexamples,
+    );
+
+    let states_per_sec = outcome.states as f64 / outcome.elapsed.as_secs_f64().max(1e-9);
+    let violated = properties.iter().any(|p| p.result == Verdict::Violated);
+    let undecided = properties.iter().any(|p| p.result == Verdict::Undecided);
+    let unreached = properties.iter().any(|p| p.result == Verdict::NotReached);
+    let exit_code = if violated {
+        EXIT_FAILED
+    } else if undecided {
+        EXIT_PARTIAL
+    } else if unreached {
+        EXIT_FAILED
+    } else {
+        EXIT_OK
+    };
+    Ok(Report {
+        schema: SCHEMA,
+        protocol: NAME,
+        config: cfg.to_string(),
+        config_fields: config_fields(cfg),
+        explored: Explored {
+            config: explored.to_string(),
+            reason,
+        },
+        run: settings.clone(),
+        counts: Counts {
+            states: outcome.states,
+            unique_states: outcome.unique,
+            max_depth: outcome.max_depth,
+            elapsed_secs: outcome.elapsed.as_secs_f64(),
+            states_per_sec,
+            peak_memory_bytes: runner::peak_memory_bytes(),
+        },
+        complete: complete && !undecided,
+        stopped_by: outcome.stopped,
+        properties,
+        liveness_graph: graph,
+        counterexamples,
+        exit_code,
+    })
+}
+
+/// Runs the graph check on the config itself (loss included), or says why not.
+fn graph_check(
+    cfg: &MasterSlaveConfig,
+    settings: &Settings,
+    search: &SearchArgs,
+    main_complete: bool,
+    properties: &mut Vec<PropertyRow>,
+    counterexamples: &mut Vec<Counterexample>,
+) -> Option<GraphCheck> {
+    let liveness_mutant = |m: Mutant| {
+        matches!(
+            m.breaks().0,
+            props::CONVERGENCE_REACHABLE | props::CONVERGES
+        )
+    };
+    let skip = if search.no_graph {
+        Some("--no-graph".to_string())
+    } else if settings.strategy == Strategy::Simulation {
+        Some("a simulation does not exhaust the space".to_string())
+    } else if !main_complete {
+        Some("the main run was partial".to_string())
+    } else {
+        cfg.mutant
+            .filter(|m| !liveness_mutant(*m))
+            .map(|m| format!("mutant {} targets a safety property", m.name()))
+    };
+    if let Some(why) = skip {
+        properties.push(PropertyRow {
+            name: props::CONVERGENCE_REACHABLE.to_string(),
+            kind: Kind::Graph,
+            result: Verdict::Skipped,
+            note: Some(why.clone()),
+            counterexample: None,
+        });
+        return Some(GraphCheck {
+            ran: false,
+            skipped: Some(why),
+            unique_states: 0,
+            fair_edges: 0,
+            goal_states: 0,
+            truncated: false,
+            elapsed_secs: 0.0,
+        });
+    }
+    let model = cfg.clone().into_model();
+    let live = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    if live {
+        eprint!("  liveness graph check on {cfg} ...");
+    }
+    let g = check_convergence(&model, search.graph_max_states);
+    if live {
+        eprint!("\r\x1b[2K");
+    }
+    let mut counterexample = None;
+    let result = if let Some(trap) = g.trap {
+        let number = counterexamples.len() + 1;
+        let encoded = trap.encode(&model);
+        counterexamples.push(counterexample_of(
+            number,
+            props::CONVERGENCE_REACHABLE,
+            cfg,
+            trap,
+            &encoded,
+        ));
+        counterexample = Some(number);
+        Verdict::Violated
+    } else if g.truncated {
+        Verdict::Undecided
+    } else {
+        Verdict::Holds
+    };
+    let note = if g.truncated {
+        format!(
+            "graph check stopped at --graph-max-states {}",
+            search.graph_max_states
+        )
+    } else {
+        "graph check on the config itself".to_string()
+    };
+    properties.push(PropertyRow {
+        name: props::CONVERGENCE_REACHABLE.to_string(),
+        kind: Kind::Graph,
+        result,
+        note: Some(note),
+        counterexample,
+    });
+    Some(GraphCheck {
+        ran: true,
+        skipped: None,
+        unique_states: g.unique_states,
+        fair_edges: g.fair_edges,
+        goal_states: g.goal_states,
+        truncated: g.truncated,
+        elapsed_secs: g.elapsed.as_secs_f64(),
+    })
+}
+
+type Action = ActorModelAction<Msg<ModelKv>, Timer, ()>;
+
+/// A numbered counterexample: the steps in words, the final state, and how to see it again.
+fn counterexample_of(
+    number: usize,
+    property: &str,
+    cfg: &MasterSlaveConfig,
+    path: Path<MasterSlaveState, Action>,
+    encoded: &str,
+) -> Counterexample {
+    let (steps, last) = trace(cfg, path);
+    let args = config_args(cfg);
+    Counterexample {
+        number,
+        property: property.to_string(),
+        path: encoded.to_string(),
+        config: cfg.to_string(),
+        replay: format!("replicore-check {NAME} {args} --replay {encoded}"),
+        explore: format!(
+            "replicore-check {NAME} {args} --explore, then open http://127.0.0.1:3000/#/steps/{encoded}"
+        ),
+        steps,
+        final_state: nodes(cfg, &last),
+    }
+}
+
+/// Every step of `path` in words, and the last state.
+fn trace(
+    cfg: &MasterSlaveConfig,
+    path: Path<MasterSlaveState, Action>,
+) -> (Vec<String>, MasterSlaveState) {
+    let pairs = path.into_vec();
+    let mut steps = Vec::new();
+    for w in pairs.windows(2) {
+        if let (before, Some(action)) = &w[0] {
+            steps.push(step_text(cfg, before, action, &w[1].0));
+        }
+    }
+    // A path always ends with its last state (Path's own invariant).
+    let last = pairs
+        .last()
+        .map(|(s, _)| s.clone())
+        .expect("a path has a last state");
+    (steps, last)
+}
+
+/// The name of actor `id` in a trace.
+pub fn node_name(cfg: &MasterSlaveConfig, id: Id) -> String {
+    let i = usize::from(id);
+    if i == 0 {
+        "master".into()
+    } else if i == cfg.slaves + 1 {
+        "client".into()
+    } else {
+        format!("slave {i}")
+    }
+}
+
+fn step_text(
+    cfg: &MasterSlaveConfig,
+    before: &MasterSlaveState,
+    action: &Action,
+    after: &MasterSlaveState,
+) -> String {
+    let node = |id: Id| node_name(cfg, id);
+    let (text, actor) = match action {
+        ActorModelAction::Deliver { src, dst, msg } => (
+            format!(
+                "{} receives {} from {}",
+                node(*dst),
+                msg_text(msg),
+                node(*src)
+            ),
+            Some(*dst),
+        ),
+        ActorModelAction::Drop(env) => (
+            format!(
+                "network drops {} from {} to {}",
+                msg_text(&env.msg),
+                node(env.src),
+                node(env.dst)
+            ),
+            None,
+        ),
+        ActorModelAction::Timeout(id, timer) => {
+            let what = match timer {
+                Timer::Heartbeat => "heartbeat",
+                Timer::Decision => "decision (two-phase timeout)",
+                Timer::Retry => "retry",
+            };
+            (format!("{} {what} timer fires", node(*id)), Some(*id))
+        }
+        ActorModelAction::Crash(id) => (format!("{} crashes", node(*id)), None),
+        ActorModelAction::Recover(id) => {
+            let saved = match before
+                .actor_storages
+                .get(usize::from(*id))
+                .and_then(Option::as_ref)
+            {
+                Some(Saved::Slave(s)) => match &s.user.prepared {
+                    Some(p) => format!("saved v{} (prepared v{})", s.user.version, p.new),
+                    None => format!("saved v{}", s.user.version),
+                },
+                Some(Saved::Master(m)) => match &m.pending {
+                    Some(p) => format!("saved v{} (pending v{})", m.user.version, p.step.new),
+                    None => format!("saved v{}", m.user.version),
+                },
+                None => "nothing saved".into(),
+            };
+            (format!("{} restarts with {saved}", node(*id)), Some(*id))
+        }
+        ActorModelAction::SelectRandom { actor, key, random } => (
+            format!("{} picks {random:?} for {key}", node(*actor)),
+            Some(*actor),
+        ),
+    };
+    match actor.and_then(|id| effect(before, after, usize::from(id))) {
+        Some(effect) => format!("{text}: {effect}"),
+        None => text,
+    }
+}
+
+/// What changed at node `i` that a reader of a trace cares about.
+fn effect(before: &MasterSlaveState, after: &MasterSlaveState, i: usize) -> Option<String> {
+    let summary = |s: &MasterSlaveState| -> (u64, Option<u64>) {
+        match s.actor_states.get(i).map(|a| &**a) {
+            Some(NodeState::Master(m)) => (m.user.version, m.pending.as_ref().map(|p| p.step.new)),
+            Some(NodeState::Slave(sl)) => {
+                (sl.user.version, sl.user.prepared.as_ref().map(|p| p.new))
+            }
+            Some(NodeState::Client(c)) => (c.next, None),
+            None => (0, None),
+        }
+    };
+    let is_client = matches!(
+        after.actor_states.get(i).map(|a| &**a),
+        Some(NodeState::Client(_))
+    );
+    let (v0, p0) = summary(before);
+    let (v1, p1) = summary(after);
+    let mut parts = Vec::new();
+    if v0 != v1 {
+        parts.push(if is_client {
+            format!("now on request {v1}")
+        } else {
+            format!("now at v{v1}")
+        });
+    }
+    if p0 != p1 {
+        parts.push(match p1 {
+            Some(p) => format!("prepared v{p}"),
+            None => "prepared cleared".into(),
+        });
+    }
+    (!parts.is_empty()).then(|| parts.join(", "))
+}
+
+/// A message in a trace: `Prepare{v2→v3}`, `Heartbeat{v3, commit v3}`, `Update#1{put 1=2, 2p}`.
+pub fn msg_text(msg: &Msg<ModelKv>) -> String {
+    match msg {
+        Msg::Service(m) => match m {
+            ServiceMsg::Announce { prior, new, delta } => match delta {
+                Some(d) => format!("Announce{{v{prior}→v{new} {}}}", delta_text(d)),
+                None => format!("Announce{{v{prior}→v{new}, no delta}}"),
+            },
+            ServiceMsg::DeltaRequest { from } => format!("DeltaRequest{{from v{from}}}"),
+            ServiceMsg::Delta { from, to, delta } => {
+                format!("Delta{{v{from}→v{to} {}}}", delta_text(delta))
+            }
+            ServiceMsg::Snapshot { from, to, data } => {
+                format!("Snapshot{{v{to} {}, asked from v{from}}}", data_text(data))
+            }
+            ServiceMsg::Prepare { prior, new, delta } => {
+                format!("Prepare{{v{prior}→v{new} {}}}", delta_text(delta))
+            }
+            ServiceMsg::Prepared { version } => format!("Prepared{{v{version}}}"),
+            ServiceMsg::Refused { version } => format!("Refused{{v{version}}}"),
+            ServiceMsg::Commit { version } => format!("Commit{{v{version}}}"),
+            ServiceMsg::Abort { version } => format!("Abort{{v{version}}}"),
+            ServiceMsg::Heartbeat(b) => format!("Heartbeat{{{}}}", beat_text(b)),
+            ServiceMsg::HeartbeatAck(b) => format!("HeartbeatAck{{{}}}", beat_text(b)),
+        },
+        Msg::Client(m) => match m {
+            ClientMsg::Update { req, op, mode } => {
+                let mode = match mode {
+                    Mode::OnePhase => "1p",
+                    Mode::TwoPhase { .. } => "2p",
+                };
+                format!("Update#{req}{{{}, {mode}}}", op_text(op))
+            }
+            ClientMsg::Rollback { req } => format!("Rollback#{req}"),
+            ClientMsg::Committed { req, version } => format!("Committed#{req}{{v{version}}}"),
+            ClientMsg::Aborted {
+                req,
+                version,
+                reason,
+            } => format!("Aborted#{req}{{v{version}, {reason:?}}}"),
+        },
+    }
+}
+
+fn beat_text(b: &Beat) -> String {
+    match b.decision {
+        Some(Decision { version, outcome }) => {
+            let outcome = match outcome {
+                Outcome::Commit => "commit",
+                Outcome::Abort => "abort",
+            };
+            format!("v{}, {outcome} v{version}", b.version)
+        }
+        None => format!("v{}", b.version),
+    }
+}
+
+fn op_text(op: &KvOp<u8, u8>) -> String {
+    match op {
+        KvOp::Put(k, v) => format!("put {k}={v}"),
+        KvOp::Delete(k) => format!("delete {k}"),
+    }
+}
+
+fn delta_text(d: &KvDelta<u8, u8>) -> String {
+    let parts: Vec<String> = d
+        .changes
+        .iter()
+        .map(|(k, v)| match v {
+            Some(v) => format!("{k}={v}"),
+            None => format!("{k}=∅"),
+        })
+        .collect();
+    format!("[{}]", parts.join(" "))
+}
+
+fn data_text(d: &ModelKv) -> String {
+    let parts: Vec<String> = d.entries.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+    format!("{{{}}}", parts.join(", "))
+}
+
+/// Every node of `s`, as rows.
+fn nodes(cfg: &MasterSlaveConfig, s: &MasterSlaveState) -> Vec<NodeRow> {
+    s.actor_states
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let node = node_name(cfg, Id::from(i));
+            let crashed = s.crashed.get(i).copied().unwrap_or(false);
+            let saved_version = s
+                .actor_storages
+                .get(i)
+                .and_then(Option::as_ref)
+                .map(Saved::version);
+            match &**a {
+                NodeState::Master(m) => {
+                    let mut detail = vec![format!("next version {}", m.user.next_version)];
+                    if let Some(d) = m.last_decision {
+                        detail.push(format!(
+                            "last decision {}",
+                            beat_text(&Beat {
+                                version: m.user.version,
+                                decision: Some(d)
+                            })
+                        ));
+                    }
+                    if m.pending.is_some() {
+                        let votes: Vec<String> =
+                            m.votes.iter().map(|v| node_name(cfg, *v)).collect();
+                        detail.push(format!("votes [{}]", votes.join(", ")));
+                    }
+                    if !m.queue.is_empty() {
+                        detail.push(format!("{} queued", m.queue.len()));
+                    }
+                    NodeRow {
+                        node,
+                        role: "master".into(),
+                        version: m.user.version,
+                        data: data_text(&m.user.data),
+                        prepared: m.pending.as_ref().map(|p| p.step.new),
+                        crashed,
+                        saved_version,
+                        detail: detail.join(", "),
+                    }
+                }
+                NodeState::Slave(sl) => {
+                    let mut detail = Vec::new();
+                    if let Some(w) = &sl.waiting {
+                        detail.push(format!("waiting to prepare v{} on v{}", w.new, w.prior));
+                    }
+                    if sl.recovered {
+                        detail.push("restarted".to_string());
+                    }
+                    NodeRow {
+                        node,
+                        role: "slave".into(),
+                        version: sl.user.version,
+                        data: data_text(&sl.user.data),
+                        prepared: sl.user.prepared.as_ref().map(|p| p.new),
+                        crashed,
+                        saved_version,
+                        detail: detail.join(", "),
+                    }
+                }
+                NodeState::Client(c) => NodeRow {
+                    node,
+                    role: "client".into(),
+                    version: c.next,
+                    data: format!(
+                        "{} of {} updates answered",
+                        c.next.min(cfg.script.len() as u64),
+                        cfg.script.len()
+                    ),
+                    prepared: None,
+                    crashed,
+                    saved_version,
+                    detail: String::new(),
+                },
+            }
+        })
+        .collect()
+}
+
+/// `--replay PATH`: prints the trace of a path of action indices on `cfg` exactly as given,
+/// and every property at its last state.
+fn replay(cfg: MasterSlaveConfig, encoded: &str, json: bool) -> anyhow::Result<i32> {
+    let model = cfg.clone().into_model();
+    let indices = encoded
+        .trim()
+        .trim_matches('/')
+        .split('/')
+        .map(|t| {
+            t.parse::<usize>().map_err(|_| {
+                anyhow::anyhow!("--replay: '{t}' is not an action index (expected e.g. 0/4/1)")
+            })
+        })
+        .collect::<anyhow::Result<Vec<usize>>>()?;
+    let Some((first, rest)) = indices.split_first() else {
+        bail!("--replay: empty path");
+    };
+    let inits = model.init_states();
+    let Some(init) = inits.get(*first).cloned() else {
+        bail!(
+            "--replay: no initial state {first} (there are {})",
+            inits.len()
+        );
+    };
+    let mut state = init.clone();
+    let mut taken = Vec::new();
+    for (step, ai) in rest.iter().enumerate() {
+        let mut actions = Vec::new();
+        model.actions(&state, &mut actions);
+        let Some(action) = actions.get(*ai).cloned() else {
+            bail!(
+                "--replay: step {} has no action {ai} (there are {}); was the path printed for this exact config ({cfg})?",
+                step + 1,
+                actions.len()
+            );
+        };
+        if let Some(next) = model.next_state(&state, action.clone()) {
+            state = next;
+        }
+        taken.push(action);
+    }
+    let Some(path) = Path::from_actions(&model, init, taken.iter()) else {
+        bail!("--replay: the path does not replay on {cfg} (a step is a no-op)");
+    };
+    let cx = counterexample_of(1, "replay", &cfg, path, encoded.trim());
+    let last = &state;
+    let props: Vec<(String, bool)> = model
+        .properties()
+        .iter()
+        .map(|p| (p.name.to_string(), (p.condition)(&model, last)))
+        .collect();
+    if json {
+        let doc = serde_json::json!({
+            "schema": crate::report::SCHEMA,
+            "protocol": NAME,
+            "config": cfg.to_string(),
+            "trace": cx,
+            "at_last_state": props.iter().map(|(n, v)| serde_json::json!({"name": n, "value": v})).collect::<Vec<_>>(),
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&doc).context("encoding the trace")?
+        );
+        return Ok(EXIT_OK);
+    }
+    println!("config: {cfg}");
+    for (i, s) in cx.steps.iter().enumerate() {
+        println!("  {:>3}. {s}", i + 1);
+    }
+    println!("  after the last step:");
+    for n in &cx.final_state {
+        println!("    {}", node_line(n));
+    }
+    println!("  at the last state:");
+    for (name, value) in props {
+        println!("    {:<6} {name}", if value { "true" } else { "false" });
+    }
+    Ok(EXIT_OK)
+}
+
+/// `--explore ADDR`: serves the Stateright Explorer on `cfg` exactly as given.
+fn explore(cfg: MasterSlaveConfig, addr: &str) -> anyhow::Result<i32> {
+    // Stateright's server panics when it cannot bind; find out first, and say so plainly.
+    let probe = std::net::TcpListener::bind(addr)
+        .with_context(|| format!("--explore: cannot listen on {addr}"))?;
+    drop(probe);
+    println!("config: {cfg}");
+    println!("Explorer on http://{addr}/ (open #/steps/PATH for a printed path); Ctrl-C to stop");
+    let _ = cfg.into_model().checker().serve(addr);
+    Ok(EXIT_OK)
+}

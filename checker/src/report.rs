@@ -1,0 +1,351 @@
+//! The report of one check: built by a protocol, printed as text for a person or as one JSON
+//! document (`--json`, schema `replicore-check/1`, documented in `docs/checking.md`).
+
+use crate::runner::{Settings, Stop};
+use serde::Serialize;
+use std::fmt::Write as _;
+
+/// The JSON schema name; bump it when a field changes meaning or goes away.
+pub const SCHEMA: &str = "replicore-check/1";
+
+/// Exit code: every property as expected.
+pub const EXIT_OK: i32 = 0;
+/// Exit code: a safety or liveness violation, or an unreached reachability property.
+pub const EXIT_FAILED: i32 = 1;
+/// Exit code: bad usage.
+pub const EXIT_USAGE: i32 = 2;
+/// Exit code: stopped by `--timeout`/`--depth` (or a simulation) before the space was exhausted.
+pub const EXIT_PARTIAL: i32 = 3;
+
+/// The whole report.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// Always [`SCHEMA`].
+    pub schema: &'static str,
+    /// The protocol's command-line name.
+    pub protocol: &'static str,
+    /// The requested config, in one line.
+    pub config: String,
+    /// The requested config, field by field (protocol-specific keys).
+    pub config_fields: serde_json::Value,
+    /// The config whose space the main run explored, and why it may differ.
+    pub explored: Explored,
+    /// The search settings.
+    pub run: Settings,
+    /// Counts of the main run.
+    pub counts: Counts,
+    /// Whether every verdict below is final (the space was exhausted).
+    pub complete: bool,
+    /// What stopped the run early, if anything (`timeout`, `depth`, `simulation`).
+    pub stopped_by: Option<Stop>,
+    /// One row per property, the graph liveness check last.
+    pub properties: Vec<PropertyRow>,
+    /// The liveness graph check, if it ran or was skipped.
+    pub liveness_graph: Option<GraphCheck>,
+    /// One per violation, numbered from 1.
+    pub counterexamples: Vec<Counterexample>,
+    /// The process exit code.
+    pub exit_code: i32,
+}
+
+/// The explored config.
+#[derive(Debug, Serialize)]
+pub struct Explored {
+    /// The explored config, in one line.
+    pub config: String,
+    /// Why it is the one explored.
+    pub reason: String,
+}
+
+/// The counts of the main run.
+#[derive(Debug, Serialize)]
+pub struct Counts {
+    /// States visited, with repeats.
+    pub states: usize,
+    /// Unique states after symmetry reduction (equal to `states` for a simulation).
+    pub unique_states: usize,
+    /// The deepest state seen; the initial state has depth 1.
+    pub max_depth: usize,
+    /// Wall time of the main run, in seconds.
+    pub elapsed_secs: f64,
+    /// `states / elapsed_secs`.
+    pub states_per_sec: f64,
+    /// The process's peak resident memory (VmHWM) at the end, in bytes.
+    pub peak_memory_bytes: Option<u64>,
+}
+
+/// The kind of a property.
+#[derive(Clone, Copy, Debug, Eq, PartialEq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// Safety: true in every reachable state.
+    Always,
+    /// Reachability: true in some reachable state.
+    Sometimes,
+    /// Liveness, Stateright's: true somewhere on every path to a terminal state.
+    Eventually,
+    /// Liveness, our graph check: a goal stays reachable from every state.
+    Graph,
+}
+
+impl Kind {
+    /// The lower-case name used in text and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Always => "always",
+            Kind::Sometimes => "sometimes",
+            Kind::Eventually => "eventually",
+            Kind::Graph => "graph",
+        }
+    }
+}
+
+/// A verdict.
+#[derive(Clone, Copy, Debug, Eq, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    /// No violation in the exhausted space.
+    Holds,
+    /// A counterexample exists.
+    Violated,
+    /// A witness exists.
+    Reached,
+    /// No witness in the exhausted space.
+    NotReached,
+    /// Nothing found, but the space was not exhausted.
+    Undecided,
+    /// Not checked (see `note`).
+    Skipped,
+}
+
+impl Verdict {
+    fn text(self) -> &'static str {
+        match self {
+            Verdict::Holds => "holds",
+            Verdict::Violated => "VIOLATED",
+            Verdict::Reached => "reached",
+            Verdict::NotReached => "NOT REACHED",
+            Verdict::Undecided => "undecided",
+            Verdict::Skipped => "skipped",
+        }
+    }
+}
+
+/// One property's row.
+#[derive(Debug, Serialize)]
+pub struct PropertyRow {
+    /// The property's name (a short sentence).
+    pub name: String,
+    /// Its kind.
+    pub kind: Kind,
+    /// The verdict.
+    pub result: Verdict,
+    /// Which config's space decided it, or why it was skipped.
+    pub note: Option<String>,
+    /// The number of its counterexample in `counterexamples`, if violated.
+    pub counterexample: Option<usize>,
+}
+
+/// The liveness graph check's figures.
+#[derive(Debug, Serialize)]
+pub struct GraphCheck {
+    /// Whether it ran; when not, `skipped` says why.
+    pub ran: bool,
+    /// Why it was skipped.
+    pub skipped: Option<String>,
+    /// Unique states explored (with symmetry).
+    pub unique_states: usize,
+    /// Fair edges kept.
+    pub fair_edges: usize,
+    /// Goal (converged) states.
+    pub goal_states: usize,
+    /// Whether it stopped at its state bound.
+    pub truncated: bool,
+    /// Wall time, in seconds.
+    pub elapsed_secs: f64,
+}
+
+/// One node's state after the last step of a counterexample.
+#[derive(Debug, Serialize)]
+pub struct NodeRow {
+    /// "master", "slave 1", "client".
+    pub node: String,
+    /// The node's role.
+    pub role: String,
+    /// Its committed version (the client: requests answered).
+    pub version: u64,
+    /// Its data, or the client's progress.
+    pub data: String,
+    /// The version of its prepared (or pending, on the master) two-phase update.
+    pub prepared: Option<u64>,
+    /// Whether it is down.
+    pub crashed: bool,
+    /// The version its storage would restore, if it saved anything.
+    pub saved_version: Option<u64>,
+    /// Anything else worth a look, in words.
+    pub detail: String,
+}
+
+/// A numbered counterexample.
+#[derive(Debug, Serialize)]
+pub struct Counterexample {
+    /// Its number, from 1.
+    pub number: usize,
+    /// The property it violates.
+    pub property: String,
+    /// The path as Stateright action indices (`Path::encode`).
+    pub path: String,
+    /// The config (in one line) the path belongs to.
+    pub config: String,
+    /// A command that prints this trace again.
+    pub replay: String,
+    /// A command that opens the Explorer, and the address of the last state in it.
+    pub explore: String,
+    /// Each step in words, in order.
+    pub steps: Vec<String>,
+    /// Every node after the last step.
+    pub final_state: Vec<NodeRow>,
+}
+
+impl Report {
+    /// Renders the report for a person.
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        let w = &mut out;
+        let _ = writeln!(w, "config:   {}", self.config);
+        if self.explored.config != self.config {
+            let _ = writeln!(w, "explored: {}", self.explored.config);
+        }
+        let _ = writeln!(w, "          {}", self.explored.reason);
+        let symmetry = if self.run.symmetry {
+            "symmetry on"
+        } else {
+            "symmetry off"
+        };
+        let mut run = format!(
+            "{}, {symmetry}, {} thread(s)",
+            self.run.strategy.name(),
+            self.run.threads
+        );
+        if self.run.strategy == crate::runner::Strategy::Simulation {
+            let _ = write!(run, ", seed {}", self.run.seed);
+        }
+        if let Some(d) = self.run.depth {
+            let _ = write!(run, ", depth {d}");
+        }
+        if let Some(t) = self.run.timeout {
+            let _ = write!(run, ", timeout {} s", t.as_secs());
+        }
+        let _ = writeln!(w, "search:   {run}");
+        let _ = writeln!(w);
+        let c = &self.counts;
+        let _ = writeln!(w, "states       {}", c.states);
+        let _ = writeln!(w, "unique       {}", c.unique_states);
+        let _ = writeln!(w, "max depth    {}", c.max_depth);
+        let _ = writeln!(w, "elapsed      {:.2} s", c.elapsed_secs);
+        let _ = writeln!(w, "states/s     {:.0}", c.states_per_sec);
+        match c.peak_memory_bytes {
+            Some(b) => {
+                let _ = writeln!(w, "peak memory  {:.1} MiB", b as f64 / (1024.0 * 1024.0));
+            }
+            None => {
+                let _ = writeln!(w, "peak memory  unknown");
+            }
+        }
+        if let Some(g) = &self.liveness_graph
+            && g.ran
+        {
+            let _ = writeln!(
+                w,
+                "graph check  {} unique states, {} fair edges, {} converged, {:.2} s{}",
+                g.unique_states,
+                g.fair_edges,
+                g.goal_states,
+                g.elapsed_secs,
+                if g.truncated {
+                    " (TRUNCATED at its state bound)"
+                } else {
+                    ""
+                }
+            );
+        }
+        let _ = writeln!(w);
+        for p in &self.properties {
+            let mut line = format!("  {:<12} {:<10} {}", p.result.text(), p.kind.name(), p.name);
+            if let Some(n) = p.counterexample {
+                let _ = write!(line, "  [counterexample {n}]");
+            }
+            if let Some(note) = &p.note {
+                let _ = write!(line, "  ({note})");
+            }
+            let _ = writeln!(w, "{line}");
+        }
+        for cx in &self.counterexamples {
+            let _ = writeln!(w);
+            let _ = writeln!(w, "Counterexample {}: {}", cx.number, cx.property);
+            let _ = writeln!(w, "  on {}", cx.config);
+            for (i, s) in cx.steps.iter().enumerate() {
+                let _ = writeln!(w, "  {:>3}. {s}", i + 1);
+            }
+            let _ = writeln!(w, "  after the last step:");
+            for n in &cx.final_state {
+                let _ = writeln!(w, "    {}", node_line(n));
+            }
+            let _ = writeln!(w, "  replay:  {}", cx.replay);
+            let _ = writeln!(w, "  explore: {}", cx.explore);
+        }
+        let _ = writeln!(w);
+        let _ = writeln!(w, "{}", self.summary());
+        out
+    }
+
+    /// The last line of the text report.
+    pub fn summary(&self) -> String {
+        let violated = self
+            .properties
+            .iter()
+            .filter(|p| p.result == Verdict::Violated)
+            .count();
+        let unreached = self
+            .properties
+            .iter()
+            .filter(|p| p.result == Verdict::NotReached)
+            .count();
+        match self.exit_code {
+            EXIT_OK => "OK: every property as expected".into(),
+            EXIT_PARTIAL => {
+                let why = self.stopped_by.map_or_else(
+                    || "the liveness graph check stopped at its state bound".to_string(),
+                    |s| s.describe(&self.run),
+                );
+                format!(
+                    "PARTIAL CHECK, NOT A PROOF: {why}; undecided properties were not disproved, only not seen"
+                )
+            }
+            _ => format!("FAILED: {violated} violated, {unreached} not reached"),
+        }
+    }
+}
+
+/// One node in one line.
+pub fn node_line(n: &NodeRow) -> String {
+    let mut line = format!("{:<8} v{} data {}", n.node, n.version, n.data);
+    if n.role == "client" {
+        line = format!("{:<8} {}", n.node, n.data);
+    }
+    if let Some(p) = n.prepared {
+        let _ = write!(line, ", prepared v{p}");
+    }
+    if n.crashed {
+        match n.saved_version {
+            Some(v) => {
+                let _ = write!(line, ", CRASHED (saved v{v})");
+            }
+            None => line.push_str(", CRASHED (nothing saved)"),
+        }
+    }
+    if !n.detail.is_empty() {
+        let _ = write!(line, ", {}", n.detail);
+    }
+    line
+}
