@@ -1,1 +1,555 @@
-fn main() {}
+//! `replicore`: run a master or slave node, update and read a cluster, or run a local demo.
+//!
+//! Errors print one line on stderr and exit non-zero; logs go to stderr via `tracing`
+//! (`RUST_LOG` adjusts them).
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Args, Parser, Subcommand};
+use replicore_runtime::client::Client;
+use replicore_runtime::config::ClusterFile;
+use replicore_runtime::node::{MASTER_ID, Node, NodeConfig, UpdateError};
+use replicore_runtime::{KvStore, Mode};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "replicore",
+    version,
+    about = "Master/slave data replication driven by model-checked actors"
+)]
+struct Cli {
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Cluster settings: from `--config`, overridden by flags.
+#[derive(Debug, Args)]
+struct ClusterArgs {
+    /// A TOML cluster file (cluster_id, key, master, slaves, heartbeat_ms, ...).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// The cluster id.
+    #[arg(long, global = true)]
+    cluster_id: Option<u64>,
+    /// The cluster's pre-shared key.
+    #[arg(long = "key", id = "cluster_key", global = true)]
+    key: Option<String>,
+    /// The master's address (host:port).
+    #[arg(long, global = true)]
+    master: Option<String>,
+    /// A slave's address; repeat in node id order (the first is slave 1).
+    #[arg(long = "slave", global = true)]
+    slaves: Vec<String>,
+    /// The master's heartbeat period, in milliseconds.
+    #[arg(long, global = true)]
+    heartbeat_ms: Option<u64>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the master node.
+    Master {
+        /// The data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Listen here instead of the configured master address.
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Run slave node `--id`.
+    Slave {
+        /// This slave's node id (1-based position in the slave list).
+        #[arg(long)]
+        id: u64,
+        /// The data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Listen here instead of the configured address of this slave.
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Set a key through the master.
+    Put {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+        #[command(flatten)]
+        update: UpdateArgs,
+    },
+    /// Remove a key through the master.
+    Delete {
+        /// The key.
+        key: String,
+        #[command(flatten)]
+        update: UpdateArgs,
+    },
+    /// Roll back an undecided two-phase update of client `--client-id`, request `--req`.
+    Rollback {
+        /// The client id the update was made with.
+        #[arg(long)]
+        client_id: u64,
+        /// Its request number (printed by `put`/`delete`).
+        #[arg(long)]
+        req: u64,
+    },
+    /// Read a key on a node (the master by default).
+    Get {
+        /// The key.
+        key: String,
+        /// The node to read on (0 is the master).
+        #[arg(long, default_value_t = 0)]
+        node: u64,
+    },
+    /// Every node's version and lag behind the master.
+    Status,
+    /// A master and two slaves in this process on 127.0.0.1, a short workload, convergence.
+    Demo {
+        /// How many one-phase updates to run.
+        #[arg(long, default_value_t = 10)]
+        updates: u32,
+    },
+}
+
+#[derive(Debug, Args)]
+struct UpdateArgs {
+    /// Replicate synchronously: prepare on every slave, then commit (or abort).
+    #[arg(long)]
+    two_phase: bool,
+    /// The two-phase timeout, in milliseconds.
+    #[arg(long, default_value_t = 5000, requires = "two_phase")]
+    timeout: u64,
+    /// The client id to submit as (random by default; give one to roll back later).
+    #[arg(long)]
+    client_id: Option<u64>,
+}
+
+impl UpdateArgs {
+    fn mode(&self) -> Mode {
+        if self.two_phase {
+            Mode::TwoPhase {
+                timeout_ms: self.timeout,
+            }
+        } else {
+            Mode::OnePhase
+        }
+    }
+
+    fn wait(&self) -> Duration {
+        Duration::from_millis(if self.two_phase { self.timeout } else { 0 })
+            + Duration::from_secs(10)
+    }
+}
+
+/// The merged cluster settings.
+struct Cluster {
+    cluster_id: u64,
+    key: String,
+    master: Option<String>,
+    slaves: Vec<String>,
+    heartbeat_ms: u64,
+    history: Option<usize>,
+    max_frame_bytes: Option<usize>,
+}
+
+impl Cluster {
+    fn from_args(a: &ClusterArgs) -> Result<Self> {
+        let file = match &a.config {
+            Some(p) => ClusterFile::load(p)?,
+            None => ClusterFile::default(),
+        };
+        Ok(Cluster {
+            cluster_id: a
+                .cluster_id
+                .or(file.cluster_id)
+                .ok_or_else(|| anyhow!("no cluster id: give --cluster-id or --config"))?,
+            key: a
+                .key
+                .clone()
+                .or(file.key)
+                .ok_or_else(|| anyhow!("no cluster key: give --key or --config"))?,
+            master: a.master.clone().or(file.master),
+            slaves: if a.slaves.is_empty() {
+                file.slaves
+            } else {
+                a.slaves.clone()
+            },
+            heartbeat_ms: a.heartbeat_ms.or(file.heartbeat_ms).unwrap_or(100),
+            history: file.history,
+            max_frame_bytes: file.max_frame_bytes,
+        })
+    }
+
+    fn master(&self) -> Result<&str> {
+        self.master
+            .as_deref()
+            .ok_or_else(|| anyhow!("no master address: give --master or --config"))
+    }
+
+    fn addr_of(&self, node: u64) -> Result<&str> {
+        if node == MASTER_ID {
+            return self.master();
+        }
+        let i = usize::try_from(node - 1).context("node id too large")?;
+        self.slaves.get(i).map(String::as_str).ok_or_else(|| {
+            anyhow!(
+                "no address for slave {node}: the cluster has {} slaves",
+                self.slaves.len()
+            )
+        })
+    }
+
+    fn node_config(&self, node_id: u64, data_dir: PathBuf, listen: String) -> NodeConfig {
+        let mut cfg = NodeConfig::new(
+            self.cluster_id,
+            self.key.as_bytes(),
+            node_id,
+            self.slaves.len() as u64,
+            data_dir,
+        );
+        cfg.master_addr = self.master.clone().unwrap_or_default();
+        cfg.listen = listen;
+        let hb = Duration::from_millis(self.heartbeat_ms.max(1));
+        cfg.heartbeat = hb..hb + hb / 2;
+        if let Some(h) = self.history {
+            cfg.history = h;
+        }
+        if let Some(m) = self.max_frame_bytes {
+            cfg.max_frame_bytes = m;
+        }
+        cfg
+    }
+
+    async fn client(&self, node: u64, client_id: Option<u64>) -> Result<Client> {
+        let addr = self.addr_of(node)?;
+        Client::connect(addr, self.cluster_id, self.key.as_bytes(), client_id)
+            .await
+            .with_context(|| format!("cannot reach node {node} at {addr}"))
+    }
+}
+
+fn init_logs(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) if !e.use_stderr() => {
+            // --help and --version.
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let rendered = e.to_string();
+            let line = rendered.lines().next().unwrap_or("invalid arguments");
+            eprintln!("{line} (see replicore --help)");
+            return ExitCode::from(2);
+        }
+    };
+    let node_command = matches!(
+        cli.command,
+        Command::Master { .. } | Command::Slave { .. } | Command::Demo { .. }
+    );
+    init_logs(if node_command { "info" } else { "warn" });
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes on one line, skipping a cause its parent already quotes.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    if let Command::Demo { updates } = cli.command {
+        return demo(updates).await;
+    }
+    let cluster = Cluster::from_args(&cli.cluster)?;
+    match cli.command {
+        Command::Master { data_dir, listen } => {
+            let listen = match listen {
+                Some(l) => l,
+                None => cluster.master()?.to_string(),
+            };
+            serve(cluster.node_config(MASTER_ID, data_dir, listen)).await
+        }
+        Command::Slave {
+            id,
+            data_dir,
+            listen,
+        } => {
+            if id == MASTER_ID {
+                bail!("slave ids start at 1 (0 is the master)");
+            }
+            cluster.master()?;
+            let listen = match listen {
+                Some(l) => l,
+                None => cluster.addr_of(id)?.to_string(),
+            };
+            serve(cluster.node_config(id, data_dir, listen)).await
+        }
+        Command::Put { key, value, update } => {
+            let mut c = cluster.client(MASTER_ID, update.client_id).await?;
+            let r = c
+                .put(&key, value.as_bytes(), update.mode(), update.wait())
+                .await;
+            report_update(&c, r)
+        }
+        Command::Delete { key, update } => {
+            let mut c = cluster.client(MASTER_ID, update.client_id).await?;
+            let r = c.delete(&key, update.mode(), update.wait()).await;
+            report_update(&c, r)
+        }
+        Command::Rollback { client_id, req } => {
+            let mut c = cluster.client(MASTER_ID, Some(client_id)).await?;
+            match c.rollback(req, Duration::from_secs(10)).await {
+                Err(replicore_runtime::client::ClientError::Update(UpdateError::RolledBack {
+                    version,
+                })) => {
+                    println!("rolled back: request {req} (version {version}) is aborted");
+                    Ok(())
+                }
+                Ok(version) => {
+                    bail!("too late: request {req} is already committed as version {version}")
+                }
+                Err(e) => Err(e).context(format!("rollback of request {req} failed")),
+            }
+        }
+        Command::Get { key, node } => {
+            let mut c = cluster.client(node, None).await?;
+            let (version, value) = c
+                .get(key.as_bytes())
+                .await
+                .with_context(|| format!("get from node {node} failed"))?;
+            match value {
+                Some(v) => {
+                    println!("{}", String::from_utf8_lossy(&v));
+                    Ok(())
+                }
+                None => bail!("key {key:?} not found on node {node} (version {version})"),
+            }
+        }
+        Command::Status => status(&cluster).await,
+        Command::Demo { .. } => unreachable!("handled above"),
+    }
+}
+
+fn report_update(
+    c: &Client,
+    r: Result<(u64, u64), replicore_runtime::client::ClientError>,
+) -> Result<()> {
+    let (req, version) = r.with_context(|| format!("update by client {} failed", c.client_id()))?;
+    println!(
+        "committed version {version} (client {} request {req})",
+        c.client_id()
+    );
+    Ok(())
+}
+
+/// Runs one node until Ctrl-C or SIGTERM, then shuts it down gracefully.
+async fn serve(cfg: NodeConfig) -> Result<()> {
+    let role = if cfg.node_id == MASTER_ID {
+        "master".to_string()
+    } else {
+        format!("slave {}", cfg.node_id)
+    };
+    let (listen, dir) = (cfg.listen.clone(), cfg.data_dir.clone());
+    let mut node = Node::<KvStore>::start(cfg).await.with_context(|| {
+        format!(
+            "cannot start {role} (listen {listen}, data dir {})",
+            dir.display()
+        )
+    })?;
+    println!(
+        "replicore {role} listening on {} at version {}",
+        node.local_addr(),
+        node.version()
+    );
+    let cancel = node.cancel_token();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot watch SIGTERM")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("cannot watch Ctrl-C")?,
+        _ = term.recv() => {}
+        r = node.stopped() => return r.with_context(|| format!("{role} stopped")),
+    }
+    cancel.cancel();
+    node.shutdown()
+        .await
+        .with_context(|| format!("{role} stopped with an error"))
+}
+
+async fn status(cluster: &Cluster) -> Result<()> {
+    let mut master_version = None;
+    let nodes = std::iter::once(MASTER_ID).chain(1..=cluster.slaves.len() as u64);
+    let mut reachable = 0;
+    for node in nodes {
+        let addr = cluster.addr_of(node)?.to_string();
+        let name = if node == MASTER_ID {
+            "master ".to_string()
+        } else {
+            format!("slave {node}")
+        };
+        let st = match cluster.client(node, None).await {
+            Ok(mut c) => c.status().await.map_err(anyhow::Error::from),
+            Err(e) => Err(e),
+        };
+        match st {
+            Ok(s) => {
+                reachable += 1;
+                if node == MASTER_ID {
+                    master_version = Some(s.version);
+                }
+                let lag = master_version
+                    .map_or("?".to_string(), |m| m.saturating_sub(s.version).to_string());
+                let prepared = s.prepared.map_or("-".to_string(), |p| p.to_string());
+                let digest: String = s.digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+                println!(
+                    "{name} {addr:<21} version {:>6}  lag {lag:>4}  prepared {prepared:>4}  keys {:>6}  digest {digest}",
+                    s.version, s.keys
+                );
+            }
+            Err(e) => println!("{name} {addr:<21} unreachable: {}", one_line(&e)),
+        }
+    }
+    if reachable == 0 {
+        bail!("no node of the cluster is reachable");
+    }
+    Ok(())
+}
+
+async fn demo(updates: u32) -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("replicore-demo-{}", std::process::id()));
+    let r = demo_in(&dir, updates).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    r
+}
+
+async fn demo_in(dir: &std::path::Path, updates: u32) -> Result<()> {
+    let (cluster_id, key, slaves) = (42, "demo-key", 2u64);
+    let master = Node::<KvStore>::start(NodeConfig::new(
+        cluster_id,
+        key,
+        MASTER_ID,
+        slaves,
+        dir.join("master"),
+    ))
+    .await
+    .context("cannot start the demo master")?;
+    println!("master  listening on {}", master.local_addr());
+    let mut nodes = Vec::new();
+    for id in 1..=slaves {
+        let mut cfg = NodeConfig::new(cluster_id, key, id, slaves, dir.join(format!("slave{id}")));
+        cfg.master_addr = master.local_addr().to_string();
+        let node = Node::<KvStore>::start(cfg)
+            .await
+            .with_context(|| format!("cannot start demo slave {id}"))?;
+        println!("slave {id} listening on {}", node.local_addr());
+        nodes.push(node);
+    }
+    for node in &nodes {
+        let mut versions = node.versions();
+        let id = node.node_id();
+        tokio::spawn(async move {
+            while versions.changed().await.is_ok() {
+                let v = *versions.borrow_and_update();
+                println!("  slave {id} at version {v}");
+            }
+        });
+    }
+
+    println!("-- {updates} one-phase puts");
+    for i in 0..updates {
+        let v = master
+            .put(format!("key{i}"), format!("value{i}"), Mode::OnePhase)
+            .await?;
+        println!("master  committed version {v} (one-phase put key{i})");
+    }
+    println!("-- two-phase puts (every slave prepares, then the master commits)");
+    for i in 0..3 {
+        let v = master
+            .put(
+                format!("sync{i}"),
+                format!("synced{i}"),
+                Mode::TwoPhase { timeout_ms: 2000 },
+            )
+            .await?;
+        println!("master  committed version {v} (two-phase put sync{i})");
+    }
+    let v = master.delete("key0", Mode::OnePhase).await?;
+    println!("master  committed version {v} (one-phase delete key0)");
+
+    println!("-- waiting for every slave to converge");
+    let target = master.version();
+    for node in &nodes {
+        let mut versions = node.versions();
+        tokio::time::timeout(Duration::from_secs(10), versions.wait_for(|v| *v >= target))
+            .await
+            .map_err(|_| anyhow!("slave {} did not converge within 10 s", node.node_id()))?
+            .map_err(|_| anyhow!("slave {} stopped", node.node_id()))?;
+    }
+    let reference = master.view();
+    println!(
+        "master  version {} with {} keys",
+        reference.version,
+        reference.data.len()
+    );
+    for node in &nodes {
+        let view = node.view();
+        let same = view.data == reference.data;
+        println!(
+            "slave {} version {} with {} keys: {}",
+            node.node_id(),
+            view.version,
+            view.data.len(),
+            if same {
+                "identical to the master"
+            } else {
+                "DIFFERENT"
+            }
+        );
+        if !same || view.version != reference.version {
+            bail!("slave {} diverged", node.node_id());
+        }
+    }
+    println!("converged: every node at version {target}");
+    for node in nodes {
+        node.shutdown().await?;
+    }
+    master.shutdown().await?;
+    Ok(())
+}

@@ -50,11 +50,11 @@ pub enum StorageError {
         /// The file.
         path: PathBuf,
         /// The cause.
-        source: redb::DatabaseError,
+        source: Box<redb::DatabaseError>,
     },
     /// A database operation failed.
     #[error("database error: {0}")]
-    Db(#[from] redb::Error),
+    Db(Box<redb::Error>),
     /// The file is a redb database but not one of ours.
     #[error("{path} is not a replicore data directory (format marker {found:?})")]
     Foreign {
@@ -89,7 +89,7 @@ pub enum StorageError {
 }
 
 fn db<E: Into<redb::Error>>(e: E) -> StorageError {
-    StorageError::Db(e.into())
+    StorageError::Db(Box::new(e.into()))
 }
 
 /// A user layer store that can live in the `data` table, one row per key.
@@ -220,7 +220,7 @@ impl Disk {
         let fresh = !path.exists();
         let database = Database::create(&path).map_err(|source| StorageError::Open {
             path: path.clone(),
-            source,
+            source: Box::new(source),
         })?;
         let disk = Disk {
             db: Arc::new(database),

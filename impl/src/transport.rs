@@ -138,6 +138,9 @@ where
                     .peer_addr()
                     .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
                 serve(io, Id::from(peer as usize), link.clone(), remote).await;
+                if link.cancel.is_cancelled() {
+                    return;
+                }
                 tracing::info!(peer_addr = %addr, "connection closed; redialing");
             }
             Err(e) => {
