@@ -1,0 +1,466 @@
+//! Real `replicore` processes on 127.0.0.1: replication, SIGKILL and restart, two-phase
+//! aborts, handshake refusal and garbage input.
+//!
+//! These live in `impl/tests/` (not the workspace `tests/`) because Cargo only hands a test
+//! the path of a binary built by its own package (`CARGO_BIN_EXE_replicore`).
+//!
+//! Every test runs under a `tokio::time::timeout`; waits poll a real outcome (a status line,
+//! a log line) with a deadline, never a bare sleep.
+
+use futures::SinkExt;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
+
+const BIN: &str = env!("CARGO_BIN_EXE_replicore");
+const KEY: &str = "test-key";
+const CLUSTER: u64 = 5;
+const TEST_TIMEOUT: Duration = Duration::from_secs(90);
+
+fn free_port() -> u16 {
+    // Bind port 0 and release it: the OS hands out a free port, which the node binds next.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local addr").port()
+}
+
+/// One row of `replicore status`.
+#[derive(Clone, Debug, PartialEq)]
+struct Row {
+    version: Option<u64>,
+    prepared: Option<u64>,
+    digest: Option<String>,
+}
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    ports: Vec<u16>,
+    children: BTreeMap<u64, Child>,
+    launches: u32,
+}
+
+impl Cluster {
+    fn new(slaves: usize) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ports: Vec<u16> = (0..=slaves).map(|_| free_port()).collect();
+        let slave_list: Vec<String> = ports[1..]
+            .iter()
+            .map(|p| format!("\"127.0.0.1:{p}\""))
+            .collect();
+        let config = dir.path().join("cluster.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "cluster_id = {CLUSTER}\nkey = \"{KEY}\"\nmaster = \"127.0.0.1:{}\"\nslaves = [{}]\nheartbeat_ms = 50\n",
+                ports[0],
+                slave_list.join(", ")
+            ),
+        )
+        .expect("write config");
+        Cluster {
+            dir,
+            config,
+            ports,
+            children: BTreeMap::new(),
+            launches: 0,
+        }
+    }
+
+    fn log(&self, node: u64, launch: u32) -> PathBuf {
+        self.dir.path().join(format!("node{node}-{launch}.log"))
+    }
+
+    /// Starts node `id` (0 = master) and waits until it listens.
+    async fn start(&mut self, id: u64) {
+        self.launches += 1;
+        let log = self.log(id, self.launches);
+        let out = std::fs::File::create(&log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        let data = self.dir.path().join(format!("data{id}"));
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--config").arg(&self.config);
+        if id == 0 {
+            cmd.args(["master", "--data-dir"]).arg(&data);
+        } else {
+            cmd.args(["slave", "--id", &id.to_string(), "--data-dir"])
+                .arg(&data);
+        }
+        let child = cmd
+            .stdout(out)
+            .stderr(err)
+            .env("RUST_LOG", "info")
+            .spawn()
+            .expect("spawn replicore");
+        self.children.insert(id, child);
+        wait_for_line(&log, "listening on").await;
+    }
+
+    /// SIGKILLs node `id`.
+    fn kill(&mut self, id: u64) {
+        if let Some(mut c) = self.children.remove(&id) {
+            c.kill().expect("kill -9");
+            c.wait().expect("reap");
+        }
+    }
+
+    /// All logs of node `id` so far.
+    fn logs(&self, id: u64) -> String {
+        (1..=self.launches)
+            .filter_map(|l| std::fs::read_to_string(self.log(id, l)).ok())
+            .collect()
+    }
+
+    async fn cli(&self, args: &[&str]) -> std::process::Output {
+        let mut cmd = tokio::process::Command::new(BIN);
+        cmd.arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        tokio::time::timeout(Duration::from_secs(60), cmd.output())
+            .await
+            .expect("cli bounded")
+            .expect("cli runs")
+    }
+
+    async fn ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args).await;
+        assert!(
+            out.status.success(),
+            "replicore {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    async fn status(&self) -> Vec<Row> {
+        let out = self.cli(&["status"]).await;
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|line| {
+                let words: Vec<&str> = line.split_whitespace().collect();
+                let after = |w: &str| {
+                    words
+                        .iter()
+                        .position(|x| *x == w)
+                        .and_then(|i| words.get(i + 1))
+                        .map(|s| s.to_string())
+                };
+                Row {
+                    version: after("version").and_then(|v| v.parse().ok()),
+                    prepared: after("prepared").and_then(|v| v.parse().ok()),
+                    digest: after("digest"),
+                }
+            })
+            .collect()
+    }
+
+    /// Waits until every node reports the same version (at least `min`), no prepared update
+    /// and the same data digest.
+    async fn converged(&self, min: u64) -> Vec<Row> {
+        loop {
+            let rows = self.status().await;
+            let first = rows.first().cloned();
+            let all_same = rows.len() == self.ports.len()
+                && rows.iter().all(|r| {
+                    Some(r) == first.as_ref()
+                        && r.version.is_some_and(|v| v >= min)
+                        && r.prepared.is_none()
+                });
+            if all_same {
+                return rows;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn get(&self, node: u64, key: &str) -> Option<String> {
+        let out = self.cli(&["get", key, "--node", &node.to_string()]).await;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for (_, mut c) in std::mem::take(&mut self.children) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+async fn wait_for_line(path: &Path, needle: &str) {
+    loop {
+        if std::fs::read_to_string(path).is_ok_and(|s| s.contains(needle)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn committed_version(stdout: &str) -> u64 {
+    // "committed version V (client C request R)"
+    stdout
+        .split_whitespace()
+        .nth(2)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no version in {stdout:?}"))
+}
+
+#[tokio::test]
+async fn one_and_two_phase_updates_reach_both_slaves() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let mut c = Cluster::new(2);
+        for id in 0..=2 {
+            c.start(id).await;
+        }
+        for i in 0..5 {
+            c.ok(&["put", &format!("one{i}"), &format!("v{i}")]).await;
+        }
+        let mut last = 0;
+        for i in 0..3 {
+            last = committed_version(
+                &c.ok(&[
+                    "put",
+                    &format!("two{i}"),
+                    &format!("w{i}"),
+                    "--two-phase",
+                    "--timeout",
+                    "5000",
+                ])
+                .await,
+            );
+        }
+        let deleted = committed_version(&c.ok(&["delete", "one0"]).await);
+        assert!(deleted > last);
+        let rows = c.converged(deleted).await;
+        assert_eq!(rows[0].version, Some(9));
+        for node in 0..=2 {
+            assert_eq!(c.get(node, "one4").await.as_deref(), Some("v4"));
+            assert_eq!(c.get(node, "two2").await.as_deref(), Some("w2"));
+            assert_eq!(c.get(node, "one0").await, None);
+        }
+    })
+    .await
+    .expect("test bounded");
+}
+
+#[tokio::test]
+async fn a_slave_killed_mid_stream_restarts_and_catches_up() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let mut c = Cluster::new(2);
+        for id in 0..=2 {
+            c.start(id).await;
+        }
+        let mut last = 0;
+        for i in 0..30 {
+            if i == 10 {
+                c.kill(2);
+            }
+            if i == 20 {
+                c.start(2).await;
+            }
+            let mode: &[&str] = if i % 3 == 0 && !(10..20).contains(&i) {
+                &["--two-phase", "--timeout", "5000"]
+            } else {
+                &[]
+            };
+            let mut args = vec!["put", "", ""];
+            let (k, v) = (format!("k{i}"), format!("v{i}"));
+            args[1] = &k;
+            args[2] = &v;
+            args.extend_from_slice(mode);
+            last = committed_version(&c.ok(&args).await);
+        }
+        c.converged(last).await;
+        for i in 0..30 {
+            assert_eq!(
+                c.get(2, &format!("k{i}")).await,
+                Some(format!("v{i}")),
+                "slave 2 lost k{i}"
+            );
+        }
+        assert!(
+            c.logs(2).contains("at version"),
+            "the restarted slave reported its version"
+        );
+    })
+    .await
+    .expect("test bounded");
+}
+
+#[tokio::test]
+async fn a_master_killed_between_prepare_and_commit_restarts_and_every_slave_learns_the_abort() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        // Three slaves, the third down: slaves 1 and 2 prepare while the master waits for
+        // slave 3's vote, so the master can be killed between prepare and decision.
+        let mut c = Cluster::new(3);
+        for id in 0..=2 {
+            c.start(id).await;
+        }
+        let base = committed_version(&c.ok(&["put", "base", "1"]).await);
+        let pending = tokio::process::Command::new(BIN)
+            .arg("--config")
+            .arg(&c.config)
+            .args([
+                "put",
+                "pending",
+                "x",
+                "--two-phase",
+                "--timeout",
+                "30000",
+                "--client-id",
+                "4242",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn put");
+        loop {
+            let rows = c.status().await;
+            if rows.len() == 4
+                && rows[1].prepared == Some(base + 1)
+                && rows[2].prepared == Some(base + 1)
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        c.kill(0);
+        c.start(0).await;
+        c.start(3).await;
+        let rows = c.converged(base).await;
+        assert_eq!(
+            rows[0].version,
+            Some(base),
+            "the undecided update was not committed"
+        );
+        for node in 0..=3 {
+            assert_eq!(
+                c.get(node, "pending").await,
+                None,
+                "node {node} shows an aborted update"
+            );
+            assert_eq!(c.get(node, "base").await.as_deref(), Some("1"));
+        }
+        // The waiting client re-sends after the restart and learns the decision.
+        let out = pending.wait_with_output().await.expect("put finishes");
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("master restarted"), "{stderr}");
+        // The aborted version is never used again.
+        let next = committed_version(&c.ok(&["put", "after", "2"]).await);
+        assert_eq!(next, base + 2);
+    })
+    .await
+    .expect("test bounded");
+}
+
+#[tokio::test]
+async fn a_slave_down_makes_a_two_phase_update_abort_at_its_timeout() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let mut c = Cluster::new(2);
+        c.start(0).await;
+        c.start(1).await;
+        let out = c
+            .cli(&["put", "k", "v", "--two-phase", "--timeout", "1000"])
+            .await;
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("before the timeout"), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        c.start(2).await;
+        c.converged(0).await;
+        for node in 0..=2 {
+            assert_eq!(c.get(node, "k").await, None);
+        }
+        // With every slave up, the same update commits.
+        c.ok(&["put", "k", "v", "--two-phase", "--timeout", "5000"])
+            .await;
+        assert_eq!(c.get(0, "k").await.as_deref(), Some("v"));
+    })
+    .await
+    .expect("test bounded");
+}
+
+#[tokio::test]
+async fn a_peer_with_the_wrong_cluster_key_is_refused() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let mut c = Cluster::new(1);
+        c.start(0).await;
+        c.start(1).await;
+        c.ok(&["put", "k", "v"]).await;
+        let out = c.cli(&["--key", "not-the-key", "get", "k"]).await;
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("wrong key"), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        assert!(
+            c.logs(0).contains("refused peer"),
+            "the master logs the refusal"
+        );
+        assert_eq!(c.get(0, "k").await.as_deref(), Some("v"));
+    })
+    .await
+    .expect("test bounded");
+}
+
+#[tokio::test]
+async fn garbage_bytes_close_the_connection_and_the_node_keeps_serving() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let mut c = Cluster::new(1);
+        c.start(0).await;
+        c.start(1).await;
+        c.ok(&["put", "k", "v"]).await;
+        let master = format!("127.0.0.1:{}", c.ports[0]);
+
+        // Before the handshake: garbage instead of a hello.
+        for junk in [
+            &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+            &[0u8, 0, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8, 9][..],
+            &[0xff; 64][..],
+        ] {
+            let mut s = tokio::net::TcpStream::connect(&master)
+                .await
+                .expect("connect");
+            tokio::io::AsyncWriteExt::write_all(&mut s, junk)
+                .await
+                .expect("write");
+            let mut buf = [0u8; 64];
+            // The node closes: EOF (or a reset).
+            let n = s.read(&mut buf).await.unwrap_or(0);
+            assert_eq!(n, 0, "the node answered garbage");
+        }
+
+        // After a valid handshake: a frame that does not decode.
+        let me = replicore_runtime::handshake::Identity {
+            cluster_id: CLUSTER,
+            node_id: 1 << 40,
+            key: KEY.as_bytes().to_vec(),
+        };
+        let (mut io, _) = replicore_runtime::transport::connect(&master, &me)
+            .await
+            .expect("handshake");
+        io.send(bytes::Bytes::from_static(&[0xff; 16]))
+            .await
+            .expect("send junk frame");
+        let next = futures::StreamExt::next(&mut io).await;
+        assert!(
+            matches!(next, None | Some(Err(_))),
+            "connection closed, got {next:?}"
+        );
+        wait_for_line(&c.dir.path().join("node0-1.log"), "frame does not decode").await;
+
+        assert_eq!(c.get(0, "k").await.as_deref(), Some("v"));
+        let v = committed_version(&c.ok(&["put", "k2", "v2"]).await);
+        c.converged(v).await;
+        assert_eq!(c.get(1, "k2").await.as_deref(), Some("v2"));
+    })
+    .await
+    .expect("test bounded");
+}
