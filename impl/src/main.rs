@@ -257,10 +257,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let node_command = matches!(
-        cli.command,
-        Command::Master { .. } | Command::Slave { .. } | Command::Demo { .. }
-    );
+    // Nodes log their life; clients and the demo (whose output is its story) only warnings.
+    let node_command = matches!(cli.command, Command::Master { .. } | Command::Slave { .. });
     init_logs(if node_command { "info" } else { "warn" });
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,

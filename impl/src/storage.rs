@@ -192,6 +192,8 @@ impl<S: UserStore> Durable for Saved<S> {
 pub struct Disk {
     db: Arc<Database>,
     path: PathBuf,
+    /// Data rows written or removed by saves since open: observes that a save costs its delta.
+    rows_written: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for Disk {
@@ -225,6 +227,7 @@ impl Disk {
         let disk = Disk {
             db: Arc::new(database),
             path,
+            rows_written: Arc::default(),
         };
         if fresh {
             let txn = disk.db.begin_write().map_err(db)?;
@@ -287,6 +290,11 @@ impl Disk {
         Ok(())
     }
 
+    /// How many data rows saves wrote or removed since this database was opened.
+    pub fn rows_written(&self) -> u64 {
+        self.rows_written.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The file.
     pub fn path(&self) -> &Path {
         &self.path
@@ -334,7 +342,10 @@ impl Disk {
         txn.set_durability(redb::Durability::Immediate);
         {
             let mut table = txn.open_table(DATA).map_err(db)?;
-            for (k, v) in D::Data::rows(&delta) {
+            let rows = D::Data::rows(&delta);
+            self.rows_written
+                .fetch_add(rows.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            for (k, v) in rows {
                 match v {
                     Some(v) => table.insert(&k[..], &v[..]).map_err(db)?,
                     None => table.remove(&k[..]).map_err(db)?,
@@ -401,6 +412,28 @@ mod tests {
             disk.load::<Saved<KvStore>>().unwrap(),
             Some(slave(51, data))
         );
+    }
+
+    #[test]
+    fn a_one_key_update_of_a_large_data_set_writes_one_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = Disk::open(dir.path(), 1, 2).unwrap();
+        let mut data = KvStore::default();
+        for i in 0..10_000u32 {
+            data.entries.insert(format!("k{i:05}"), vec![0; 16]);
+        }
+        let last = disk
+            .save(&KvStore::default(), slave(1, data.clone()))
+            .unwrap();
+        assert_eq!(disk.rows_written(), 10_000);
+        // The step's state is a structurally shared copy with one key changed.
+        let d = data.delta_of(&KvOp::Put("k04242".into(), b"new".to_vec()));
+        data.apply(&d);
+        disk.save(&last, slave(2, data.clone())).unwrap();
+        assert_eq!(disk.rows_written(), 10_001, "one changed key, one row");
+        drop(disk);
+        let disk = Disk::open(dir.path(), 1, 2).unwrap();
+        assert_eq!(disk.load::<Saved<KvStore>>().unwrap(), Some(slave(2, data)));
     }
 
     #[test]
