@@ -97,6 +97,10 @@ pub struct SearchArgs {
     /// instead of checking.
     #[arg(long, value_name = "PATH", conflicts_with = "explore")]
     pub replay: Option<String>,
+    /// Explore the config as given, even where a smaller space decides the same verdicts
+    /// (master-slave: the loss-free space of a lossy duplicating network).
+    #[arg(long)]
+    pub no_reduction: bool,
     /// Skip the liveness graph check.
     #[arg(long)]
     pub no_graph: bool,

@@ -205,7 +205,10 @@ pub fn main(args: &MasterSlaveArgs, search: &SearchArgs) -> anyhow::Result<i32> 
 }
 
 /// Which config the main run explores, and why.
-fn explored_config(cfg: &MasterSlaveConfig) -> (MasterSlaveConfig, String) {
+fn explored_config(cfg: &MasterSlaveConfig, no_reduction: bool) -> (MasterSlaveConfig, String) {
+    if no_reduction {
+        return (cfg.clone(), "explored as given (--no-reduction)".into());
+    }
     let has_eventually = cfg
         .clone()
         .into_model()
@@ -254,12 +257,26 @@ pub fn check(
     settings: &Settings,
     search: &SearchArgs,
 ) -> anyhow::Result<Report> {
-    let (explored, reason) = explored_config(cfg);
-    let outcome = runner::run(
-        explored_model(cfg, &explored),
-        settings,
-        Some(representative),
-    );
+    let (explored, reason) = explored_config(cfg, search.no_reduction);
+    let model = explored_model(cfg, &explored);
+    // `representative` also forgets dead messages, which can merge a terminal state into a
+    // non-terminal one: fine for Always/Sometimes, unsound for Stateright's Eventually (only
+    // judged at terminal states). Such configs are crash-free and small, so they go without.
+    let has_eventually = model
+        .properties()
+        .iter()
+        .any(|p| p.expectation == Expectation::Eventually);
+    let mut settings = settings.clone();
+    let mut reason = reason;
+    if has_eventually && settings.symmetry {
+        settings.symmetry = false;
+        reason.push_str(
+            "; symmetry off: the representative forgets dead messages, unsound for Eventually",
+        );
+    }
+    let settings = &settings;
+    let outcome = runner::run(model, settings, Some(representative));
+    let judge = explored_model(cfg, &explored);
     let complete = outcome.stopped.is_none();
 
     let mut properties = Vec::new();
@@ -277,25 +294,60 @@ pub fn check(
             (Expectation::Eventually, false, false) => (Kind::Eventually, Verdict::Undecided),
             (Expectation::Sometimes, false, false) => (Kind::Sometimes, Verdict::Undecided),
         };
+        let mut note = note.clone();
+        let mut result = result;
+        if settings.strategy == Strategy::Simulation
+            && kind == Kind::Eventually
+            && result == Verdict::Violated
+        {
+            // Stateright's simulation judges Eventually where a walk stops, and a walk also
+            // stops where it closes a cycle, which is not a terminal state.
+            result = Verdict::Undecided;
+            note = Some(
+                "a simulation cannot judge Eventually: a walk that closes a cycle looks terminal"
+                    .into(),
+            );
+        }
+        if let (Verdict::Violated | Verdict::Reached, Some((path, _))) = (result, &f.discovery) {
+            // The trace must end where the property says it does; say so if it does not.
+            let expected = kind == Kind::Sometimes;
+            let condition = judge
+                .properties()
+                .into_iter()
+                .find(|p| p.name == f.name)
+                .map(|p| p.condition);
+            if kind != Kind::Eventually
+                && condition.is_some_and(|c| c(&judge, path.last_state()) != expected)
+            {
+                note = Some(
+                    "the recorded trace does not end in the discovery (a Stateright path quirk)"
+                        .into(),
+                );
+            }
+        }
         let mut counterexample = None;
         if result == Verdict::Violated
             && let Some((path, encoded)) = &f.discovery
         {
             let number = counterexamples.len() + 1;
-            counterexamples.push(counterexample_of(
-                number,
-                f.name,
-                &explored,
-                path.clone(),
-                encoded,
-            ));
+            let (path, encoded) = match (
+                kind,
+                judge.properties().into_iter().find(|p| p.name == f.name),
+            ) {
+                (Kind::Always, Some(p)) => {
+                    shortest_prefix(&judge, path, |s| !(p.condition)(&judge, s))
+                        .unwrap_or_else(|| (path.clone(), encoded.clone()))
+                }
+                _ => (path.clone(), encoded.clone()),
+            };
+            counterexamples.push(counterexample_of(number, f.name, &explored, path, &encoded));
             counterexample = Some(number);
         }
         properties.push(PropertyRow {
             name: f.name.to_string(),
             kind,
             result,
-            note: note.clone(),
+            note,
             counterexample,
         });
     }
@@ -347,6 +399,26 @@ pub fn check(
         counterexamples,
         exit_code,
     })
+}
+
+/// The prefix of `path` that ends at its first state satisfying `hit`, and its encoding:
+/// Stateright's DFS may record a discovery some steps after the state that made it, and a
+/// trace reads best when its last step is the one that breaks the property.
+fn shortest_prefix(
+    model: &MasterSlaveModel,
+    path: &Path<MasterSlaveState, Action>,
+    hit: impl Fn(&MasterSlaveState) -> bool,
+) -> Option<(Path<MasterSlaveState, Action>, String)> {
+    let pairs = path.clone().into_vec();
+    let first = pairs.iter().position(|(s, _)| hit(s))?;
+    let init = pairs.first()?.0.clone();
+    let actions: Vec<Action> = pairs[..first]
+        .iter()
+        .filter_map(|(_, a)| a.clone())
+        .collect();
+    let prefix = Path::from_actions(model, init, actions.iter())?;
+    let encoded = prefix.encode(model);
+    Some((prefix, encoded))
 }
 
 /// Runs the graph check on the config itself (loss included), or says why not.
