@@ -429,6 +429,12 @@ impl<S: UserStore> Node<S> {
         self.versions.clone()
     }
 
+    /// A stream of committed states (version, data, prepared version): `changed()` wakes on
+    /// each change. Intermediate states may be skipped, never reordered.
+    pub fn views(&self) -> watch::Receiver<View<S>> {
+        self.view.clone()
+    }
+
     /// The committed state now (cheap: the data is structurally shared).
     pub fn view(&self) -> View<S> {
         self.view.borrow().clone()
