@@ -24,8 +24,11 @@ async fn start(id: u64, slaves: u64, dir: &Path, master_addr: Option<String>) ->
     Node::start(cfg).await.expect("node starts")
 }
 
+/// Every (version, data) one node published, in order.
+type Seen = Arc<Mutex<Vec<(u64, KvStore)>>>;
+
 /// Records every (version, data) a slave publishes.
-fn observe(node: &Node, seen: Arc<Mutex<Vec<(u64, KvStore)>>>) -> tokio::task::JoinHandle<()> {
+fn observe(node: &Node, seen: Seen) -> tokio::task::JoinHandle<()> {
     let mut views = node.views();
     tokio::spawn(async move {
         loop {
@@ -48,7 +51,7 @@ async fn slaves_only_ever_expose_the_masters_committed_states() {
             start(1, 2, dir.path(), Some(addr.clone())).await,
             start(2, 2, dir.path(), Some(addr.clone())).await,
         ];
-        let seen: Vec<Arc<Mutex<Vec<(u64, KvStore)>>>> = (0..3).map(|_| Arc::default()).collect();
+        let seen: Vec<Seen> = (0..3).map(|_| Arc::default()).collect();
         let mut observers = vec![
             observe(&slaves[0], seen[1].clone()),
             observe(&slaves[1], seen[2].clone()),
