@@ -38,9 +38,16 @@ fn main() -> ExitCode {
 fn run(cli: &Cli) -> anyhow::Result<i32> {
     match &cli.command {
         Command::List => {
-            print!("{}", protocol::list());
+            emit(&protocol::list());
             Ok(report::EXIT_OK)
         }
         Command::MasterSlave { model, search } => master_slave::main(model, search),
     }
+}
+
+/// Writes to stdout; a closed pipe (`replicore-check ... | head`) is not an error.
+pub fn emit(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }

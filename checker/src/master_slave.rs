@@ -3,6 +3,7 @@
 //! property lives here; the model owns both.
 
 use crate::cli::{MasterSlaveArgs, SearchArgs};
+use crate::emit;
 use crate::protocol::{MutantInfo, PropertyInfo, Protocol};
 use crate::report::{
     Counterexample, Counts, EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, Explored, GraphCheck, Kind,
@@ -168,9 +169,14 @@ pub fn settings(search: &SearchArgs) -> anyhow::Result<Settings> {
     Ok(Settings {
         strategy: search.strategy,
         symmetry: search.symmetry_on(),
-        threads: search
-            .threads
-            .map_or(cores, |t| usize::try_from(t).unwrap_or(cores)),
+        // The simulation walker is one thread, so that a seed replays exactly.
+        threads: if search.strategy == Strategy::Simulation {
+            1
+        } else {
+            search
+                .threads
+                .map_or(cores, |t| usize::try_from(t).unwrap_or(cores))
+        },
         seed: search.seed,
         depth: search
             .depth
@@ -191,12 +197,12 @@ pub fn main(args: &MasterSlaveArgs, search: &SearchArgs) -> anyhow::Result<i32> 
     let settings = settings(search)?;
     let report = check(&cfg, &settings, search)?;
     if search.json {
-        println!(
-            "{}",
+        emit(&format!(
+            "{}\n",
             serde_json::to_string_pretty(&report).context("encoding the report")?
-        );
+        ));
     } else {
-        print!("{}", report.text());
+        emit(&report.text());
     }
     if report.exit_code == EXIT_PARTIAL {
         eprintln!("replicore-check: {}", report.summary());
@@ -283,7 +289,7 @@ pub fn check(
     let mut counterexamples = Vec::new();
     let note = (explored != *cfg).then(|| "decided on the loss-free space".to_string());
     for f in &outcome.findings {
-        let (kind, result) = match (&f.expectation, f.discovery.is_some(), complete) {
+        let (kind, result) = match (&f.expectation, f.found, complete) {
             (Expectation::Always, true, _) => (Kind::Always, Verdict::Violated),
             (Expectation::Always, false, true) => (Kind::Always, Verdict::Holds),
             (Expectation::Eventually, true, _) => (Kind::Eventually, Verdict::Violated),
@@ -324,6 +330,9 @@ pub fn check(
                         .into(),
                 );
             }
+        }
+        if f.found && f.discovery.is_none() {
+            note = Some("its trace could not be rebuilt (a Stateright simulation bug); rerun with --strategy dfs".into());
         }
         let mut counterexample = None;
         if result == Verdict::Violated
@@ -897,24 +906,28 @@ fn replay(cfg: MasterSlaveConfig, encoded: &str, json: bool) -> anyhow::Result<i
             "trace": cx,
             "at_last_state": props.iter().map(|(n, v)| serde_json::json!({"name": n, "value": v})).collect::<Vec<_>>(),
         });
-        println!(
-            "{}",
+        emit(&format!(
+            "{}\n",
             serde_json::to_string_pretty(&doc).context("encoding the trace")?
-        );
+        ));
         return Ok(EXIT_OK);
     }
-    println!("config: {cfg}");
+    let mut out = format!("config: {cfg}\n");
     for (i, s) in cx.steps.iter().enumerate() {
-        println!("  {:>3}. {s}", i + 1);
+        out.push_str(&format!("  {:>3}. {s}\n", i + 1));
     }
-    println!("  after the last step:");
+    out.push_str("  after the last step:\n");
     for n in &cx.final_state {
-        println!("    {}", node_line(n));
+        out.push_str(&format!("    {}\n", node_line(n)));
     }
-    println!("  at the last state:");
+    out.push_str("  at the last state:\n");
     for (name, value) in props {
-        println!("    {:<6} {name}", if value { "true" } else { "false" });
+        out.push_str(&format!(
+            "    {:<6} {name}\n",
+            if value { "true" } else { "false" }
+        ));
     }
+    emit(&out);
     Ok(EXIT_OK)
 }
 

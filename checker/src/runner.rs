@@ -5,9 +5,11 @@
 //! `discoveries()` and the properties' expectations.
 
 use serde::Serialize;
-use stateright::{Checker, CheckerBuilder, Expectation, Model, Path, UniformChooser};
+use stateright::{Checker, CheckerBuilder, Expectation, Model, Path};
+use std::collections::HashSet;
 use std::fmt::Debug;
 use std::hash::Hash;
+use std::hash::{DefaultHasher, Hasher};
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
@@ -102,7 +104,10 @@ pub struct Finding<M: Model> {
     pub name: &'static str,
     /// Always, Sometimes or Eventually.
     pub expectation: Expectation,
-    /// The path to the discovery: a violation for Always/Eventually, a witness for Sometimes.
+    /// Whether the run discovered it: a violation for Always/Eventually, a witness for
+    /// Sometimes.
+    pub found: bool,
+    /// The path to the discovery, when Stateright could rebuild it.
     pub discovery: Option<Discovery<M>>,
 }
 
@@ -133,6 +138,15 @@ where
     M::State: Debug + Hash + Send + Sync + Clone + PartialEq + 'static,
     M::Action: Debug + Clone + PartialEq,
 {
+    let started = Instant::now();
+    if settings.strategy == Strategy::Simulation {
+        return simulate(
+            &model,
+            settings,
+            representative.filter(|_| settings.symmetry),
+            started,
+        );
+    }
     let mut builder: CheckerBuilder<M> = model.checker().threads(settings.threads.max(1));
     if let Some(depth) = settings.depth {
         builder = builder.target_max_depth(depth);
@@ -145,15 +159,10 @@ where
     {
         builder = builder.symmetry_fn(f);
     }
-    let started = Instant::now();
     match settings.strategy {
         Strategy::Bfs => collect(builder.spawn_bfs(), settings, started),
-        Strategy::Dfs => collect(builder.spawn_dfs(), settings, started),
-        Strategy::Simulation => collect(
-            builder.spawn_simulation(settings.seed, UniformChooser),
-            settings,
-            started,
-        ),
+        // A simulation returned above.
+        Strategy::Dfs | Strategy::Simulation => collect(builder.spawn_dfs(), settings, started),
     }
 }
 
@@ -167,20 +176,27 @@ where
     let checker = poll(checker, started, settings.strategy == Strategy::Simulation);
     let elapsed = started.elapsed();
     let model = checker.model();
-    let mut discoveries = checker.discoveries();
     let findings: Vec<Finding<M>> = model
         .properties()
         .into_iter()
-        .map(|p| Finding {
-            name: p.name,
-            expectation: p.expectation,
-            discovery: discoveries.remove(p.name).map(|path| {
-                let encoded = path.encode(model);
-                (path, encoded)
-            }),
+        .map(|p| {
+            let (found, discovery) = match rebuild(&checker, p.name) {
+                Rebuilt::None => (false, None),
+                Rebuilt::Path(path) => {
+                    let encoded = path.encode(model);
+                    (true, Some((path, encoded)))
+                }
+                Rebuilt::Lost => (true, None),
+            };
+            Finding {
+                name: p.name,
+                expectation: p.expectation,
+                found,
+                discovery,
+            }
         })
         .collect();
-    let undecided = findings.iter().any(|f| f.discovery.is_none());
+    let undecided = findings.iter().any(|f| !f.found);
     let max_depth = checker.max_depth();
     let stopped = if !undecided {
         None
@@ -202,6 +218,200 @@ where
         elapsed,
         findings,
         stopped,
+    }
+}
+
+enum Rebuilt<M: Model> {
+    None,
+    Path(Path<M::State, M::Action>),
+    /// Discovered, but the path does not replay.
+    Lost,
+}
+
+/// The discovery of `name`. Stateright 0.31's simulation records an index for every action
+/// it tried, including ignored ones taken out of the list with `swap_remove`, so rebuilding
+/// its path can panic; that must not take the report down with it.
+fn rebuild<M: Model, C: Checker<M>>(checker: &C, name: &'static str) -> Rebuilt<M>
+where
+    M::State: Debug + Hash + Clone + PartialEq,
+    M::Action: Debug + Clone + PartialEq,
+{
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| checker.discovery(name)));
+    std::panic::set_hook(hook);
+    match result {
+        Ok(Some(path)) => Rebuilt::Path(path),
+        Ok(None) => Rebuilt::None,
+        Err(_) => Rebuilt::Lost,
+    }
+}
+
+/// A walk: its initial state and the actions it took.
+type Walk<M> = (<M as Model>::State, Vec<<M as Model>::Action>);
+
+/// SplitMix64: a tiny, well-mixed generator, so a seed replays the same walks on any machine.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// Random walks from `settings.seed`, one thread, until the timeout (or until every property
+/// has a discovery). Each walk starts at a random initial state and takes a random enabled
+/// action until it reaches a terminal state, revisits a state of the same walk, leaves the
+/// boundary or reaches `--depth`. Always and Sometimes are judged at every state; Eventually
+/// only where a walk ends at a terminal state, never at a cycle.
+///
+/// Stateright 0.31's own simulation records ignored actions' indices after `swap_remove`, so
+/// its paths often do not rebuild (a panic), and it judges Eventually where a walk closes a
+/// cycle; hence this walker, whose paths are the actions it actually took.
+fn simulate<M>(
+    model: &M,
+    settings: &Settings,
+    representative: Option<Representative<M>>,
+    started: Instant,
+) -> Outcome<M>
+where
+    M: Model,
+    M::State: Debug + Hash + Clone + PartialEq,
+    M::Action: Debug + Clone + PartialEq,
+{
+    let properties = model.properties();
+    let deadline = settings.timeout.map(|t| started + t);
+    let mut rng = SplitMix64(settings.seed);
+    let mut found: Vec<Option<Walk<M>>> = properties.iter().map(|_| None).collect();
+    let inits = model.init_states();
+    let (mut states, mut max_depth) = (0usize, 0usize);
+    let live = std::io::stderr().is_terminal();
+    let mut last_print = Instant::now();
+    let fingerprint = |s: &M::State| {
+        let mut h = DefaultHasher::new();
+        match representative {
+            Some(f) => f(s).hash(&mut h),
+            None => s.hash(&mut h),
+        }
+        h.finish()
+    };
+    'walks: while !inits.is_empty() && found.iter().any(Option::is_none) {
+        let init = inits[rng.below(inits.len())].clone();
+        let mut state = init.clone();
+        let mut taken: Vec<M::Action> = Vec::new();
+        let mut seen = HashSet::new();
+        let mut pending_eventually: Vec<usize> = properties
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.expectation == Expectation::Eventually)
+            .map(|(i, _)| i)
+            .collect();
+        let mut terminal = false;
+        loop {
+            let depth = taken.len() + 1;
+            if settings.depth.is_some_and(|d| depth >= d) || !model.within_boundary(&state) {
+                break;
+            }
+            if !seen.insert(fingerprint(&state)) {
+                break;
+            }
+            states += 1;
+            max_depth = max_depth.max(depth);
+            for (i, p) in properties.iter().enumerate() {
+                let hit = match p.expectation {
+                    Expectation::Always => !(p.condition)(model, &state),
+                    Expectation::Sometimes => (p.condition)(model, &state),
+                    Expectation::Eventually => {
+                        if (p.condition)(model, &state) {
+                            pending_eventually.retain(|e| *e != i);
+                        }
+                        false
+                    }
+                };
+                if hit && found[i].is_none() {
+                    found[i] = Some((init.clone(), taken.clone()));
+                }
+            }
+            if states % 1024 == 0 {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    break 'walks;
+                }
+                if live && last_print.elapsed() >= Duration::from_secs(1) {
+                    last_print = Instant::now();
+                    let secs = started.elapsed().as_secs_f64();
+                    eprint!(
+                        "\r\x1b[2K  states {states}  depth {max_depth}  {:.0} states/s  {secs:.0} s",
+                        states as f64 / secs.max(1e-9)
+                    );
+                }
+            }
+            let mut actions = Vec::new();
+            model.actions(&state, &mut actions);
+            let next = loop {
+                if actions.is_empty() {
+                    break None;
+                }
+                let action = actions.swap_remove(rng.below(actions.len()));
+                if let Some(next) = model.next_state(&state, action.clone()) {
+                    break Some((action, next));
+                }
+            };
+            match next {
+                Some((action, next)) => {
+                    taken.push(action);
+                    state = next;
+                }
+                None => {
+                    terminal = true;
+                    break;
+                }
+            }
+        }
+        if terminal {
+            for i in pending_eventually {
+                if found[i].is_none() {
+                    found[i] = Some((init.clone(), taken.clone()));
+                }
+            }
+        }
+    }
+    if live {
+        eprint!("\r\x1b[2K");
+    }
+    let elapsed = started.elapsed();
+    let findings: Vec<Finding<M>> = properties
+        .iter()
+        .zip(found)
+        .map(|(p, f)| {
+            let discovery = f.as_ref().and_then(|(init, actions)| {
+                let path = Path::from_actions(model, init.clone(), actions.iter())?;
+                let encoded = path.encode(model);
+                Some((path, encoded))
+            });
+            Finding {
+                name: p.name,
+                expectation: p.expectation.clone(),
+                found: f.is_some(),
+                discovery,
+            }
+        })
+        .collect();
+    let undecided = findings.iter().any(|f| !f.found);
+    Outcome {
+        states,
+        unique: states,
+        max_depth,
+        elapsed,
+        findings,
+        stopped: undecided.then_some(Stop::Simulation),
     }
 }
 

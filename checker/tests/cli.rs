@@ -16,6 +16,8 @@ const SMALL: &[&str] = &[
     "duplicating",
     "--crashes",
     "1",
+    "--history",
+    "2",
 ];
 
 fn check(args: &[&str]) -> (i32, String, String) {
