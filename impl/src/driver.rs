@@ -283,3 +283,79 @@ where
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::KvStore;
+    use replicore_model::master_slave::{Saved, SlaveStorage, slave_user::SlaveUser};
+
+    /// A toy actor: on message `n` it saves version `n`, then broadcasts `n` to ids 7 and 8.
+    struct Echo;
+
+    impl Actor for Echo {
+        type Msg = u64;
+        type State = u64;
+        type Timer = ();
+        type Storage = Saved<KvStore>;
+        type Random = ();
+
+        fn on_start(&self, _: Id, storage: &Option<Self::Storage>, _: &mut Out<Self>) -> u64 {
+            storage.as_ref().map_or(0, Durable::version)
+        }
+
+        fn on_msg(&self, _: Id, state: &mut Cow<u64>, _: Id, n: u64, o: &mut Out<Self>) {
+            *state.to_mut() = n;
+            o.save(Saved::Slave(SlaveStorage {
+                user: SlaveUser {
+                    version: n,
+                    ..SlaveUser::default()
+                },
+            }));
+            o.broadcast(&[Id::from(7), Id::from(8)], &n);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_save_is_durable_before_the_steps_messages_leave() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = Disk::open(dir.path(), 1, 1).unwrap();
+        let router = Router::default();
+        let (tx7, mut rx7) = mpsc::channel(1024);
+        let (tx8, mut rx8) = mpsc::channel(1024);
+        router.register(Id::from(7), tx7);
+        router.register(Id::from(8), tx8);
+        // Checks, as each frame arrives, that the state it reveals is already on disk.
+        let checker = {
+            let disk = disk.clone();
+            tokio::spawn(async move {
+                let mut checked = 0;
+                while let Some(frame) = rx7.recv().await {
+                    let Ok(Frame::Actor(n)) = codec::decode::<Frame<u64>>(&frame) else {
+                        panic!("undecodable frame");
+                    };
+                    let saved = disk
+                        .load::<Saved<KvStore>>()
+                        .unwrap()
+                        .expect("saved before sent");
+                    assert!(saved.version() >= n, "frame {n} left before its save");
+                    // The same bytes went to the other slave: encoded once.
+                    let other = rx8.recv().await.unwrap();
+                    assert_eq!(other.as_ptr(), frame.as_ptr(), "broadcast encoded once");
+                    checked += 1;
+                }
+                checked
+            })
+        };
+        let mut driver = Driver::start(Echo, Id::from(1), disk, router.clone(), 1024)
+            .await
+            .unwrap();
+        for n in 1..=50 {
+            driver.on_msg(Id::from(2), n).await.unwrap();
+        }
+        router.unregister(Id::from(7), 1);
+        drop(router);
+        drop(driver);
+        assert_eq!(checker.await.unwrap(), 50);
+    }
+}

@@ -318,12 +318,7 @@ impl<S: UserStore> Node<S> {
         A::Timer: Send + Sync,
         A::Random: Send + Sync,
     {
-        let disk = {
-            let (dir, cluster, node) = (config.data_dir.clone(), config.cluster_id, config.node_id);
-            tokio::task::spawn_blocking(move || Disk::open(&dir, cluster, node))
-                .await
-                .map_err(|e| NodeError::Task(e.to_string()))??
-        };
+        // Bind first: a busy port fails before the data directory is touched.
         let listener =
             TcpListener::bind(&config.listen)
                 .await
@@ -335,6 +330,12 @@ impl<S: UserStore> Node<S> {
             addr: config.listen.clone(),
             source,
         })?;
+        let disk = {
+            let (dir, cluster, node) = (config.data_dir.clone(), config.cluster_id, config.node_id);
+            tokio::task::spawn_blocking(move || Disk::open(&dir, cluster, node))
+                .await
+                .map_err(|e| NodeError::Task(e.to_string()))??
+        };
         let router = Router::default();
         let driver = Driver::start(
             actor,

@@ -384,7 +384,7 @@ mod tests {
             user: SlaveUser {
                 version,
                 data,
-                prepared: None,
+                ..SlaveUser::default()
             },
         })
     }

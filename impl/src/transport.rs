@@ -26,6 +26,10 @@ pub const BACKOFF_MIN: Duration = Duration::from_millis(50);
 /// The longest reconnection delay.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
+/// The most connections a node accepts at once (handshaking or served); beyond it a new
+/// connection is closed at once.
+pub const CONNECTIONS_MAX: usize = 1024;
+
 /// What a connection hands the node.
 #[derive(Debug)]
 pub enum Input<M> {
@@ -88,6 +92,7 @@ pub async fn accept_loop<M>(listener: TcpListener, link: Link<M>)
 where
     M: Serialize + DeserializeOwned + Send + 'static,
 {
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(CONNECTIONS_MAX));
     loop {
         let (stream, addr) = tokio::select! {
             _ = link.cancel.cancelled() => return,
@@ -101,8 +106,13 @@ where
                 }
             },
         };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(peer_addr = %addr, limit = CONNECTIONS_MAX, "refused connection: too many connections");
+            continue;
+        };
         let link = link.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let _ = stream.set_nodelay(true);
             let mut io = Framed::new(stream, handshake::handshake_codec());
             let peer = tokio::select! {

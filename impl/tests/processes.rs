@@ -521,3 +521,59 @@ async fn garbage_bytes_close_the_connection_and_the_node_keeps_serving() {
     .await
     .expect("test bounded");
 }
+
+#[tokio::test]
+async fn the_demo_converges_every_node() {
+    let out = tokio::time::timeout(
+        TEST_TIMEOUT,
+        tokio::process::Command::new(BIN)
+            .args(["demo", "--updates", "5"])
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("demo bounded")
+    .expect("demo runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("converged: every node at version 9"),
+        "{stdout}"
+    );
+    assert_eq!(
+        stdout.matches("identical to the master").count(),
+        2,
+        "{stdout}"
+    );
+}
+
+#[tokio::test]
+async fn bad_arguments_and_a_busy_port_give_one_line_and_a_non_zero_exit() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let mut c = Cluster::new(1);
+        c.start(0).await;
+        let busy_dir = c.dir.path().join("busy").display().to_string();
+        let cases: [&[&str]; 5] = [
+            &["put"],                                 // missing arguments
+            &["frobnicate"],                          // unknown command
+            &["master", "--data-dir", &busy_dir],     // the master's port is taken
+            &["--master", "127.0.0.1:1", "get", "k"], // nothing listens there
+            &["put", "k", "v", "--timeout", "5"],     // --timeout without --two-phase
+        ];
+        for args in cases {
+            let out = c.cli(args).await;
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{args:?} succeeded");
+            assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
+            assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        }
+        let busy = c.cli(&["master", "--data-dir", &busy_dir]).await;
+        assert!(String::from_utf8_lossy(&busy.stderr).contains("Address already in use"));
+    })
+    .await
+    .expect("test bounded");
+}
