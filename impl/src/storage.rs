@@ -219,7 +219,6 @@ impl Disk {
             source,
         })?;
         let path = dir.join(FILE_NAME);
-        let fresh = !path.exists();
         let database = Database::create(&path).map_err(|source| StorageError::Open {
             path: path.clone(),
             source: Box::new(source),
@@ -229,6 +228,16 @@ impl Disk {
             path,
             rows_written: Arc::default(),
         };
+        // A database without any table is fresh: just created, or created by a run that
+        // crashed before its first commit. Anything else must carry our marker.
+        let fresh = disk
+            .db
+            .begin_read()
+            .map_err(db)?
+            .list_tables()
+            .map_err(db)?
+            .next()
+            .is_none();
         if fresh {
             let txn = disk.db.begin_write().map_err(db)?;
             {
@@ -450,6 +459,19 @@ mod tests {
         assert!(matches!(
             Disk::open(dir.path(), 1, 3),
             Err(StorageError::Mismatch { what: "node", .. })
+        ));
+        // Another program's redb database.
+        let other = tempfile::tempdir().unwrap();
+        {
+            let theirs = Database::create(other.path().join(FILE_NAME)).unwrap();
+            let txn = theirs.begin_write().unwrap();
+            let t: TableDefinition<u64, u64> = TableDefinition::new("theirs");
+            txn.open_table(t).unwrap().insert(1, 2).unwrap();
+            txn.commit().unwrap();
+        }
+        assert!(matches!(
+            Disk::open(other.path(), 1, 2),
+            Err(StorageError::Foreign { .. })
         ));
         let junk = tempfile::tempdir().unwrap();
         std::fs::write(junk.path().join(FILE_NAME), b"definitely not a database").unwrap();
