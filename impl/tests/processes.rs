@@ -431,10 +431,40 @@ async fn a_slave_down_makes_a_two_phase_update_abort_at_its_timeout() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains("before the timeout"), "{stderr}");
         assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+
+        // The same situation, rolled back by its client before the timeout (claim 5).
+        let pending = tokio::process::Command::new(BIN)
+            .arg("--config")
+            .arg(&c.config)
+            .args([
+                "put",
+                "r",
+                "v",
+                "--two-phase",
+                "--timeout",
+                "30000",
+                "--client-id",
+                "99",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn put");
+        while c.status().await.first().and_then(|r| r.prepared).is_none() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let rolled = c.ok(&["rollback", "--client-id", "99", "--req", "0"]).await;
+        assert!(rolled.contains("rolled back"), "{rolled}");
+        let out = pending.wait_with_output().await.expect("put finishes");
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("rolled back"));
+
         c.start(2).await;
         c.converged(0).await;
         for node in 0..=2 {
             assert_eq!(c.get(node, "k").await, None);
+            assert_eq!(c.get(node, "r").await, None);
         }
         // With every slave up, the same update commits.
         c.ok(&["put", "k", "v", "--two-phase", "--timeout", "5000"])
