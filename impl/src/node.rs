@@ -457,7 +457,12 @@ impl<S: UserStore> Node<S> {
             Mode::OnePhase => ANSWER_SLACK,
             Mode::TwoPhase { timeout_ms } => Duration::from_millis(timeout_ms) + ANSWER_SLACK,
         };
-        Ok(Ticket { req, rx, wait })
+        Ok(Ticket {
+            req,
+            rx,
+            wait,
+            waiters: client.waiters.clone(),
+        })
     }
 
     /// Performs an update and waits for its outcome: the committed version, or why not.
@@ -528,6 +533,7 @@ pub struct Ticket {
     req: u64,
     rx: oneshot::Receiver<Result<Version, UpdateError>>,
     wait: Duration,
+    waiters: Waiters,
 }
 
 impl Ticket {
@@ -539,7 +545,11 @@ impl Ticket {
     /// Waits for the outcome.
     pub async fn outcome(self) -> Result<Version, UpdateError> {
         match tokio::time::timeout(self.wait, self.rx).await {
-            Err(_) => Err(UpdateError::NoAnswer(self.wait)),
+            Err(_) => {
+                // Stop waiting for good: a late answer is dropped.
+                lock(&self.waiters).remove(&self.req);
+                Err(UpdateError::NoAnswer(self.wait))
+            }
             Ok(Err(_)) => Err(UpdateError::Stopped),
             Ok(Ok(r)) => r,
         }
@@ -616,6 +626,13 @@ where
         tokio::select! {
             biased;
             _ = cancel.cancelled() => break,
+            // Due timers first: a flood of messages must not starve the heartbeat or a
+            // two-phase timeout. A timer is only ready when due, so it cannot starve input.
+            _ = timer => {
+                if let Some((t, _)) = next {
+                    driver.on_timeout(t).await?;
+                }
+            }
             input = inbox.recv() => match input {
                 None => break,
                 Some(Input::Msg(src, msg)) => driver.on_msg(src, msg).await?,
@@ -632,11 +649,6 @@ where
                     let _ = reply.send(answer);
                 }
             },
-            _ = timer => {
-                if let Some((t, _)) = next {
-                    driver.on_timeout(t).await?;
-                }
-            }
         }
         let (version, prepared, data) = A::view(driver.state());
         view.send_if_modified(|v| {
