@@ -374,12 +374,12 @@ pub fn check(
     let violated = properties.iter().any(|p| p.result == Verdict::Violated);
     let undecided = properties.iter().any(|p| p.result == Verdict::Undecided);
     let unreached = properties.iter().any(|p| p.result == Verdict::NotReached);
-    let exit_code = if violated {
+    // A verdict that is final (a violation, or a reachability property not reached in an
+    // exhausted space) outranks what a partial part of the check left open.
+    let exit_code = if violated || unreached {
         EXIT_FAILED
     } else if undecided {
         EXIT_PARTIAL
-    } else if unreached {
-        EXIT_FAILED
     } else {
         EXIT_OK
     };

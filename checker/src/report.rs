@@ -322,7 +322,20 @@ impl Report {
                     "PARTIAL CHECK, NOT A PROOF: {why}; undecided properties were not disproved, only not seen"
                 )
             }
-            _ => format!("FAILED: {violated} violated, {unreached} not reached"),
+            _ => {
+                let undecided = self
+                    .properties
+                    .iter()
+                    .filter(|p| p.result == Verdict::Undecided)
+                    .count();
+                let mut line = format!("FAILED: {violated} violated, {unreached} not reached");
+                if undecided > 0 {
+                    line.push_str(&format!(
+                        "; {undecided} undecided (that part of the check is partial, not a proof)"
+                    ));
+                }
+                line
+            }
         }
     }
 }
