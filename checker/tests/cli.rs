@@ -290,3 +290,14 @@ fn the_default_config_holds() {
     );
     assert_eq!(code, 0, "{out}");
 }
+
+#[test]
+fn a_timeout_exits_3_loudly() {
+    let (code, out, err) = check(&["master-slave", "--timeout", "1", "--no-graph"]);
+    assert_eq!(code, 3, "{out}");
+    assert!(
+        out.contains("PARTIAL CHECK, NOT A PROOF: stopped by --timeout 1 s"),
+        "{out}"
+    );
+    assert!(err.contains("PARTIAL CHECK"), "{err}");
+}
