@@ -24,6 +24,7 @@
 //! - [`driver`]: the generic actor driver and the [`driver::Router`].
 //! - [`storage`]: the redb database, [`storage::UserStore`] (plug your own user layer).
 //! - [`transport`], [`handshake`], [`codec`]: TCP, the handshake, the frame format.
+//! - [`memnet`]: an in-memory network with injected faults, for tests.
 //! - [`config`]: the TOML cluster file.
 #![warn(missing_docs)]
 
@@ -32,6 +33,7 @@ pub mod codec;
 pub mod config;
 pub mod driver;
 pub mod handshake;
+pub mod memnet;
 pub mod node;
 pub mod storage;
 pub mod transport;

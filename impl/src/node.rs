@@ -4,6 +4,7 @@
 use crate::codec::{NodeStatus, Query, Reply};
 use crate::driver::{Driver, DriverError, Router};
 use crate::handshake::Identity;
+use crate::memnet::MemNet;
 use crate::storage::{Disk, KvStore, StorageError, UserStore};
 use crate::transport::{self, Input, Link};
 use bytes::Bytes;
@@ -183,6 +184,14 @@ pub struct View<S> {
     pub prepared: Option<Version>,
 }
 
+/// How a node reaches its peers.
+enum Wiring<S: UserStore> {
+    /// TCP: listen, and (slaves) dial the master.
+    Tcp,
+    /// An in-memory network shared by the nodes of one process.
+    Memory(Arc<MemNet<S>>),
+}
+
 /// What the node loop needs to know about an actor's state.
 trait Inspect: Actor {
     type Data: UserStore;
@@ -286,6 +295,17 @@ impl<S: UserStore> Node<S> {
     /// Opens (or creates) its data directory, binds its listen address, restores its saved
     /// state and starts serving.
     pub async fn start(config: NodeConfig) -> Result<Self, NodeError> {
+        Self::start_wired(config, Wiring::Tcp).await
+    }
+
+    /// Starts the node on an in-memory network instead of TCP (tests, simulations): no
+    /// socket is bound, `config.listen` and `config.master_addr` are ignored, and every other
+    /// node attached to `net` is its peer.
+    pub async fn start_in(config: NodeConfig, net: &Arc<MemNet<S>>) -> Result<Self, NodeError> {
+        Self::start_wired(config, Wiring::Memory(net.clone())).await
+    }
+
+    async fn start_wired(config: NodeConfig, wiring: Wiring<S>) -> Result<Self, NodeError> {
         if config.node_id == MASTER_ID {
             let actor = MasterServer::<S> {
                 slaves: (1..=config.slaves).map(id).collect(),
@@ -294,12 +314,12 @@ impl<S: UserStore> Node<S> {
                 mutant: None,
                 store: PhantomData,
             };
-            Self::launch(actor, config).await
+            Self::launch(actor, config, wiring).await
         } else {
             if config.node_id > config.slaves {
                 return Err(NodeError::Config("a slave's node id must be in 1..=slaves"));
             }
-            if config.master_addr.is_empty() {
+            if config.master_addr.is_empty() && matches!(wiring, Wiring::Tcp) {
                 return Err(NodeError::Config("a slave needs the master's address"));
             }
             let actor = SlaveServer::<S> {
@@ -307,11 +327,11 @@ impl<S: UserStore> Node<S> {
                 mutant: None,
                 store: PhantomData,
             };
-            Self::launch(actor, config).await
+            Self::launch(actor, config, wiring).await
         }
     }
 
-    async fn launch<A>(actor: A, config: NodeConfig) -> Result<Self, NodeError>
+    async fn launch<A>(actor: A, config: NodeConfig, wiring: Wiring<S>) -> Result<Self, NodeError>
     where
         A: Actor<Msg = Msg<S>, Storage = Saved<S>> + Inspect<Data = S> + Send + 'static,
         A::State: Send + Sync,
@@ -320,16 +340,22 @@ impl<S: UserStore> Node<S> {
     {
         // Bind first: a busy port fails before the data directory is touched.
         let listener =
-            TcpListener::bind(&config.listen)
-                .await
-                .map_err(|source| NodeError::Bind {
-                    addr: config.listen.clone(),
-                    source,
-                })?;
-        let local_addr = listener.local_addr().map_err(|source| NodeError::Bind {
-            addr: config.listen.clone(),
-            source,
-        })?;
+            match wiring {
+                Wiring::Tcp => Some(TcpListener::bind(&config.listen).await.map_err(|source| {
+                    NodeError::Bind {
+                        addr: config.listen.clone(),
+                        source,
+                    }
+                })?),
+                Wiring::Memory(_) => None,
+            };
+        let local_addr = match &listener {
+            Some(l) => l.local_addr().map_err(|source| NodeError::Bind {
+                addr: config.listen.clone(),
+                source,
+            })?,
+            None => SocketAddr::from(([0, 0, 0, 0], 0)),
+        };
         let disk = {
             let (dir, cluster, node) = (config.data_dir.clone(), config.cluster_id, config.node_id);
             tokio::task::spawn_blocking(move || Disk::open(&dir, cluster, node))
@@ -382,13 +408,23 @@ impl<S: UserStore> Node<S> {
             ));
             Some(local)
         } else {
-            tokio::spawn(transport::dial_loop(
-                config.master_addr.clone(),
-                link.clone(),
-            ));
+            if listener.is_some() {
+                tokio::spawn(transport::dial_loop(
+                    config.master_addr.clone(),
+                    link.clone(),
+                ));
+            }
             None
         };
-        tokio::spawn(transport::accept_loop(listener, link));
+        match (listener, &wiring) {
+            (Some(listener), _) => {
+                tokio::spawn(transport::accept_loop(listener, link));
+            }
+            (None, Wiring::Memory(net)) => {
+                net.attach(config.node_id, inbox_tx.clone(), router.clone())
+            }
+            (None, Wiring::Tcp) => unreachable!("TCP wiring always binds a listener"),
+        }
         let main = tokio::spawn(run(
             driver,
             inbox_rx,

@@ -1,0 +1,148 @@
+//! An in-memory network for nodes of one process: the same encoded frames the TCP transport
+//! carries, moved between routers and inboxes by channels, with injected faults (frames
+//! dropped at a rate, links cut). With tokio's paused clock, timeouts and heartbeats cost no
+//! real time. Used by tests; nothing here is specific to one protocol but the message type.
+
+use crate::codec::{self, Frame};
+use crate::driver::{PEER_QUEUE_FRAMES, Router};
+use crate::storage::UserStore;
+use crate::transport::Input;
+use replicore_model::master_slave::Msg;
+use stateright::actor::Id;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::mpsc;
+
+/// One attached node.
+struct Attached<S: UserStore> {
+    inbox: mpsc::Sender<Input<Msg<S>>>,
+    router: Router,
+}
+
+struct Inner<S: UserStore> {
+    nodes: HashMap<u64, Attached<S>>,
+    /// The registration of each directed link in its sender's router.
+    links: HashMap<(u64, u64), u64>,
+    /// Directed links that lose every frame.
+    cut: BTreeSet<(u64, u64)>,
+}
+
+/// An in-memory network. Attach nodes with [`crate::Node::start_in`].
+pub struct MemNet<S: UserStore> {
+    inner: Mutex<Inner<S>>,
+    drop_per_mille: AtomicU32,
+    seed: AtomicU64,
+}
+
+impl<S: UserStore> MemNet<S> {
+    /// A network without faults; `seed` drives the drop decisions.
+    pub fn new(seed: u64) -> Arc<Self> {
+        Arc::new(MemNet {
+            inner: Mutex::new(Inner {
+                nodes: HashMap::new(),
+                links: HashMap::new(),
+                cut: BTreeSet::new(),
+            }),
+            drop_per_mille: AtomicU32::new(0),
+            seed: AtomicU64::new(seed | 1),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner<S>> {
+        // Nothing panics while holding it; recover the state if something did.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Drops each frame with probability `per_mille / 1000`.
+    pub fn set_drop(&self, per_mille: u32) {
+        self.drop_per_mille
+            .store(per_mille.min(1000), Ordering::Relaxed);
+    }
+
+    /// Cuts both directions between `a` and `b`.
+    pub fn cut(&self, a: u64, b: u64) {
+        let mut inner = self.lock();
+        inner.cut.insert((a, b));
+        inner.cut.insert((b, a));
+    }
+
+    /// Restores every cut link and stops dropping frames.
+    pub fn heal(&self) {
+        self.lock().cut.clear();
+        self.set_drop(0);
+    }
+
+    fn lost(&self, from: u64, to: u64) -> bool {
+        if self.lock().cut.contains(&(from, to)) {
+            return true;
+        }
+        // xorshift64: deterministic given the seed and the order of draws.
+        let mut x = self.seed.load(Ordering::Relaxed);
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.seed.store(x, Ordering::Relaxed);
+        ((x % 1000) as u32) < self.drop_per_mille.load(Ordering::Relaxed)
+    }
+
+    /// Attaches (or re-attaches, after a restart) `node` and links it both ways with every
+    /// other attached node.
+    pub(crate) fn attach(
+        self: &Arc<Self>,
+        node: u64,
+        inbox: mpsc::Sender<Input<Msg<S>>>,
+        router: Router,
+    ) {
+        let mut inner = self.lock();
+        let others: Vec<(u64, mpsc::Sender<Input<Msg<S>>>, Router)> = inner
+            .nodes
+            .iter()
+            .filter(|(id, _)| **id != node)
+            .map(|(id, a)| (*id, a.inbox.clone(), a.router.clone()))
+            .collect();
+        for (other, other_inbox, other_router) in others {
+            let out = self.link(node, &router, other, other_inbox);
+            inner.links.insert((node, other), out);
+            if let Some(old) = inner.links.remove(&(other, node)) {
+                other_router.unregister(Id::from(node as usize), old);
+            }
+            let back = self.link(other, &other_router, node, inbox.clone());
+            inner.links.insert((other, node), back);
+        }
+        inner.nodes.insert(node, Attached { inbox, router });
+    }
+
+    /// Registers in `router` a connection to `to` whose frames land in `to_inbox` as sent by
+    /// `from`, unless lost.
+    fn link(
+        self: &Arc<Self>,
+        from: u64,
+        router: &Router,
+        to: u64,
+        to_inbox: mpsc::Sender<Input<Msg<S>>>,
+    ) -> u64 {
+        let (tx, mut rx) = mpsc::channel::<bytes::Bytes>(PEER_QUEUE_FRAMES);
+        let conn = router.register(Id::from(to as usize), tx);
+        let net = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while let Some(frame) = rx.recv().await {
+                let Some(net) = net.upgrade() else { return };
+                if net.lost(from, to) {
+                    continue;
+                }
+                let Ok(Frame::Actor(msg)) = codec::decode::<Frame<Msg<S>>>(&frame) else {
+                    continue;
+                };
+                if to_inbox
+                    .send(Input::Msg(Id::from(from as usize), msg))
+                    .await
+                    .is_err()
+                {
+                    return; // That incarnation of `to` stopped.
+                }
+            }
+        });
+        conn
+    }
+}
