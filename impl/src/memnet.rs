@@ -14,9 +14,12 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::mpsc;
 
+/// A node's inbox.
+type InboxTx<S> = mpsc::Sender<Input<Msg<S>>>;
+
 /// One attached node.
 struct Attached<S: UserStore> {
-    inbox: mpsc::Sender<Input<Msg<S>>>,
+    inbox: InboxTx<S>,
     router: Router,
 }
 
@@ -88,14 +91,9 @@ impl<S: UserStore> MemNet<S> {
 
     /// Attaches (or re-attaches, after a restart) `node` and links it both ways with every
     /// other attached node.
-    pub(crate) fn attach(
-        self: &Arc<Self>,
-        node: u64,
-        inbox: mpsc::Sender<Input<Msg<S>>>,
-        router: Router,
-    ) {
+    pub(crate) fn attach(self: &Arc<Self>, node: u64, inbox: InboxTx<S>, router: Router) {
         let mut inner = self.lock();
-        let others: Vec<(u64, mpsc::Sender<Input<Msg<S>>>, Router)> = inner
+        let others: Vec<(u64, InboxTx<S>, Router)> = inner
             .nodes
             .iter()
             .filter(|(id, _)| **id != node)
@@ -115,13 +113,7 @@ impl<S: UserStore> MemNet<S> {
 
     /// Registers in `router` a connection to `to` whose frames land in `to_inbox` as sent by
     /// `from`, unless lost.
-    fn link(
-        self: &Arc<Self>,
-        from: u64,
-        router: &Router,
-        to: u64,
-        to_inbox: mpsc::Sender<Input<Msg<S>>>,
-    ) -> u64 {
+    fn link(self: &Arc<Self>, from: u64, router: &Router, to: u64, to_inbox: InboxTx<S>) -> u64 {
         let (tx, mut rx) = mpsc::channel::<bytes::Bytes>(PEER_QUEUE_FRAMES);
         let conn = router.register(Id::from(to as usize), tx);
         let net = Arc::downgrade(self);
