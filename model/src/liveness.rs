@@ -142,7 +142,11 @@ where
     }
 
     // States are numbered in BFS order, so the first trap is a shallowest one.
-    let trap = if truncated { None } else { can_reach.iter().position(|r| !r) };
+    let trap = if truncated {
+        None
+    } else {
+        can_reach.iter().position(|r| !r)
+    };
     let trap = trap.map(|t| {
         let mut indices = Vec::new();
         let mut cur = t as u32;
@@ -162,10 +166,13 @@ where
             model.actions(&state, &mut acts);
             let action = acts[*ai as usize].clone();
             // Replaying the recorded action indices is deterministic: the model sorts actions.
-            state = model.next_state(&state, action.clone()).expect("a recorded step replays");
+            state = model
+                .next_state(&state, action.clone())
+                .expect("a recorded step replays");
             taken.push(action);
         }
-        Path::from_actions(model, inits[indices[0] as usize].clone(), taken.iter()).expect("a recorded path replays")
+        Path::from_actions(model, inits[indices[0] as usize].clone(), taken.iter())
+            .expect("a recorded path replays")
     });
 
     GraphReport {

@@ -104,13 +104,17 @@ pub struct Kv<K: Ord + Clone, V: Clone> {
 
 impl<K: Ord + Clone, V: Clone> Default for KvDelta<K, V> {
     fn default() -> Self {
-        KvDelta { changes: OrdMap::new() }
+        KvDelta {
+            changes: OrdMap::new(),
+        }
     }
 }
 
 impl<K: Ord + Clone, V: Clone> Default for Kv<K, V> {
     fn default() -> Self {
-        Kv { entries: OrdMap::new() }
+        Kv {
+            entries: OrdMap::new(),
+        }
     }
 }
 

@@ -68,9 +68,18 @@ impl<S: Store> ScriptClient<S> {
         };
         let mode = match step.kind {
             UpdateKind::OnePhase => Mode::OnePhase,
-            UpdateKind::TwoPhase | UpdateKind::RolledBack => Mode::TwoPhase { timeout_ms: self.timeout_ms },
+            UpdateKind::TwoPhase | UpdateKind::RolledBack => Mode::TwoPhase {
+                timeout_ms: self.timeout_ms,
+            },
         };
-        o.send(self.master, Msg::Client(ClientMsg::Update { req, op: step.op.clone(), mode }));
+        o.send(
+            self.master,
+            Msg::Client(ClientMsg::Update {
+                req,
+                op: step.op.clone(),
+                mode,
+            }),
+        );
         if step.kind == UpdateKind::RolledBack {
             o.send(self.master, Msg::Client(ClientMsg::Rollback { req }));
         }
@@ -90,12 +99,24 @@ impl<S: Store> Actor for ScriptClient<S> {
     type Storage = Saved<S>;
     type Random = ();
 
-    fn on_start(&self, _id: Id, _storage: &Option<Self::Storage>, o: &mut Out<Self>) -> Self::State {
+    fn on_start(
+        &self,
+        _id: Id,
+        _storage: &Option<Self::Storage>,
+        o: &mut Out<Self>,
+    ) -> Self::State {
         self.send(0, o);
         ClientState { next: 0 }
     }
 
-    fn on_msg(&self, _id: Id, state: &mut Cow<Self::State>, src: Id, msg: Self::Msg, o: &mut Out<Self>) {
+    fn on_msg(
+        &self,
+        _id: Id,
+        state: &mut Cow<Self::State>,
+        src: Id,
+        msg: Self::Msg,
+        o: &mut Out<Self>,
+    ) {
         let req = match msg {
             Msg::Client(ClientMsg::Committed { req, .. } | ClientMsg::Aborted { req, .. }) => req,
             // Anything else is not for a client.
@@ -114,7 +135,13 @@ impl<S: Store> Actor for ScriptClient<S> {
         }
     }
 
-    fn on_timeout(&self, _id: Id, state: &mut Cow<Self::State>, _timer: &Self::Timer, o: &mut Out<Self>) {
+    fn on_timeout(
+        &self,
+        _id: Id,
+        state: &mut Cow<Self::State>,
+        _timer: &Self::Timer,
+        o: &mut Out<Self>,
+    ) {
         self.send(state.next, o);
     }
 }

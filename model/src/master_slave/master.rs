@@ -56,7 +56,8 @@ pub struct Queued<S: Store> {
 #[derive(Clone, Debug, Deserialize, Eq, Hash, Ord, PartialEq, PartialOrd, Serialize)]
 #[serde(bound = "")]
 pub struct MasterStorage<S: Store> {
-    /// The whole master user layer: data, version counter, history, client ledger.
+    /// The master user layer: data, version counter, client ledger (not the delta history,
+    /// a volatile cache).
     pub user: MasterUser<S>,
     /// The undecided two-phase update, saved before its Prepare leaves.
     pub pending: Option<Pending<S>>,
@@ -96,9 +97,13 @@ impl<S: Store> MasterState<S> {
         }
     }
 
+    /// The saved state. The delta history is a volatile cache: saving it would cost a
+    /// write per remembered step; after a restart, slaves that are behind get a snapshot.
     fn storage(&self) -> Saved<S> {
+        let mut user = self.user.clone();
+        user.history.clear();
         Saved::Master(MasterStorage {
-            user: self.user.clone(),
+            user,
             pending: self.pending.clone(),
             last_decision: self.last_decision,
         })
@@ -159,12 +164,22 @@ impl<S: Store> MasterServer<S> {
                 let (prior, new) = (step.prior, step.new);
                 let delta = step.delta.clone();
                 state.user.commit(step, self.history_bound);
-                let reply = ClientMsg::Committed { req: q.req, version: new };
+                let reply = ClientMsg::Committed {
+                    req: q.req,
+                    version: new,
+                };
                 state.user.clients.entry(q.client).or_default().last_reply = Some(reply.clone());
                 if !self.is(Mutant::AnnounceBeforeSave) {
                     o.save(state.storage());
                 }
-                self.multicast(o, ServiceMsg::Announce { prior, new, delta: Some(delta) });
+                self.multicast(
+                    o,
+                    ServiceMsg::Announce {
+                        prior,
+                        new,
+                        delta: Some(delta),
+                    },
+                );
                 o.send(q.client, Msg::Client(reply));
                 self.rearm_heartbeat(state, o);
             }
@@ -176,11 +191,18 @@ impl<S: Store> MasterServer<S> {
                     new: step.new,
                     delta: step.delta.clone(),
                 };
-                state.pending = Some(Pending { client: q.client, req: q.req, step });
+                state.pending = Some(Pending {
+                    client: q.client,
+                    req: q.req,
+                    step,
+                });
                 state.votes.clear();
                 o.save(state.storage());
                 self.multicast(o, prepare);
-                o.set_timer(Timer::Decision, Duration::from_millis(timeout_ms)..Duration::from_millis(timeout_ms));
+                o.set_timer(
+                    Timer::Decision,
+                    Duration::from_millis(timeout_ms)..Duration::from_millis(timeout_ms),
+                );
             }
         }
     }
@@ -193,24 +215,45 @@ impl<S: Store> MasterServer<S> {
             return;
         };
         let version = pending.step.new;
-        let outcome = if abort.is_some() { Outcome::Abort } else { Outcome::Commit };
+        let outcome = if abort.is_some() {
+            Outcome::Abort
+        } else {
+            Outcome::Commit
+        };
         state.votes.clear();
         state.last_decision = Some(Decision { version, outcome });
         let (to_slaves, to_client) = match abort {
             None => {
                 state.user.commit(pending.step, self.history_bound);
-                (ServiceMsg::Commit { version }, ClientMsg::Committed { req: pending.req, version })
+                (
+                    ServiceMsg::Commit { version },
+                    ClientMsg::Committed {
+                        req: pending.req,
+                        version,
+                    },
+                )
             }
             Some(reason) => {
                 // MU returns to the prior state: the data was never changed.
-                state.user.abort(&pending.step, self.is(Mutant::ReuseAbortedVersion));
+                state
+                    .user
+                    .abort(&pending.step, self.is(Mutant::ReuseAbortedVersion));
                 (
                     ServiceMsg::Abort { version },
-                    ClientMsg::Aborted { req: pending.req, version, reason },
+                    ClientMsg::Aborted {
+                        req: pending.req,
+                        version,
+                        reason,
+                    },
                 )
             }
         };
-        state.user.clients.entry(pending.client).or_default().last_reply = Some(to_client.clone());
+        state
+            .user
+            .clients
+            .entry(pending.client)
+            .or_default()
+            .last_reply = Some(to_client.clone());
         if !self.is(Mutant::ForgetDecisionOnCrash) {
             o.save(state.storage());
         }
@@ -231,7 +274,13 @@ impl<S: Store> MasterServer<S> {
         }
     }
 
-    fn on_client(&self, state: &mut Cow<MasterState<S>>, src: Id, msg: ClientMsg<S>, o: &mut Out<Self>) {
+    fn on_client(
+        &self,
+        state: &mut Cow<MasterState<S>>,
+        src: Id,
+        msg: ClientMsg<S>,
+        o: &mut Out<Self>,
+    ) {
         let entry = state.user.clients.get(&src).cloned().unwrap_or_default();
         match msg {
             ClientMsg::Update { req, op, mode } => {
@@ -246,14 +295,31 @@ impl<S: Store> MasterServer<S> {
                     // Later updates wait for the undecided one (SPEC "Ordering").
                     let queued = state.queue.iter().any(|q| q.client == src && q.req == req);
                     if !queued && state.queue.len() < QUEUE_MAX {
-                        state.to_mut().queue.push_back(Queued { client: src, req, op, mode });
+                        state.to_mut().queue.push_back(Queued {
+                            client: src,
+                            req,
+                            op,
+                            mode,
+                        });
                     }
                 } else {
-                    self.start(state.to_mut(), o, Queued { client: src, req, op, mode });
+                    self.start(
+                        state.to_mut(),
+                        o,
+                        Queued {
+                            client: src,
+                            req,
+                            op,
+                            mode,
+                        },
+                    );
                 }
             }
             ClientMsg::Rollback { req } => {
-                let undecided = state.pending.as_ref().is_some_and(|p| p.client == src && p.req == req);
+                let undecided = state
+                    .pending
+                    .as_ref()
+                    .is_some_and(|p| p.client == src && p.req == req);
                 if undecided {
                     // Claim 5: the client withdraws the change before it is decided.
                     self.decide(state.to_mut(), o, Some(AbortReason::RolledBack));
@@ -270,25 +336,42 @@ impl<S: Store> MasterServer<S> {
         }
     }
 
-    fn on_service(&self, state: &mut Cow<MasterState<S>>, src: Id, msg: ServiceMsg<S>, o: &mut Out<Self>) {
+    fn on_service(
+        &self,
+        state: &mut Cow<MasterState<S>>,
+        src: Id,
+        msg: ServiceMsg<S>,
+        o: &mut Out<Self>,
+    ) {
         match msg {
             ServiceMsg::DeltaRequest { from } => {
                 // Claims 17, 36d: MS asks MU for what the slave misses and sends it.
                 match state.user.catch_up(from) {
                     Some(CatchUp::Delta(delta)) => o.send(
                         src,
-                        Msg::Service(ServiceMsg::Delta { from, to: state.user.version, delta }),
+                        Msg::Service(ServiceMsg::Delta {
+                            from,
+                            to: state.user.version,
+                            delta,
+                        }),
                     ),
                     Some(CatchUp::Snapshot(data)) => o.send(
                         src,
-                        Msg::Service(ServiceMsg::Snapshot { from, to: state.user.version, data }),
+                        Msg::Service(ServiceMsg::Snapshot {
+                            from,
+                            to: state.user.version,
+                            data,
+                        }),
                     ),
                     // The slave is not behind (a stale request): nothing to send.
                     None => {}
                 }
             }
             ServiceMsg::Prepared { version } => {
-                let current = state.pending.as_ref().is_some_and(|p| p.step.new == version);
+                let current = state
+                    .pending
+                    .as_ref()
+                    .is_some_and(|p| p.step.new == version);
                 // A vote for an update already decided, or a repeated vote, changes nothing.
                 if current && self.slaves.contains(&src) && !state.votes.contains(&src) {
                     let state = state.to_mut();
@@ -305,14 +388,19 @@ impl<S: Store> MasterServer<S> {
                 }
             }
             ServiceMsg::Refused { version } => {
-                if state.pending.as_ref().is_some_and(|p| p.step.new == version) {
+                if state
+                    .pending
+                    .as_ref()
+                    .is_some_and(|p| p.step.new == version)
+                {
                     self.decide(state.to_mut(), o, Some(AbortReason::Refused));
                 }
                 // A refusal of a decided update is stale.
             }
             ServiceMsg::HeartbeatAck(beat) => {
                 // Only an acknowledgement of the current beat counts; older ones are stale.
-                if beat == state.beat() && !state.acked.contains(&src) && self.slaves.contains(&src) {
+                if beat == state.beat() && !state.acked.contains(&src) && self.slaves.contains(&src)
+                {
                     let state = state.to_mut();
                     state.acked.insert(src);
                     if state.acked.len() == self.slaves.len() {
@@ -364,14 +452,27 @@ impl<S: Store> Actor for MasterServer<S> {
         state
     }
 
-    fn on_msg(&self, _id: Id, state: &mut Cow<Self::State>, src: Id, msg: Self::Msg, o: &mut Out<Self>) {
+    fn on_msg(
+        &self,
+        _id: Id,
+        state: &mut Cow<Self::State>,
+        src: Id,
+        msg: Self::Msg,
+        o: &mut Out<Self>,
+    ) {
         match msg {
             Msg::Client(msg) => self.on_client(state, src, msg, o),
             Msg::Service(msg) => self.on_service(state, src, msg, o),
         }
     }
 
-    fn on_timeout(&self, _id: Id, state: &mut Cow<Self::State>, timer: &Self::Timer, o: &mut Out<Self>) {
+    fn on_timeout(
+        &self,
+        _id: Id,
+        state: &mut Cow<Self::State>,
+        timer: &Self::Timer,
+        o: &mut Out<Self>,
+    ) {
         match timer {
             Timer::Heartbeat => {
                 let beat = state.beat();
@@ -393,5 +494,138 @@ impl<S: Store> Actor for MasterServer<S> {
             // Client timers never run on the master.
             Timer::Retry => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{KvOp, ModelKv};
+
+    fn master() -> MasterServer<ModelKv> {
+        MasterServer {
+            slaves: vec![Id::from(1), Id::from(2)],
+            history_bound: 4,
+            heartbeat: Duration::ZERO..Duration::ZERO,
+            mutant: None,
+            store: PhantomData,
+        }
+    }
+
+    fn deliver(
+        m: &MasterServer<ModelKv>,
+        state: MasterState<ModelKv>,
+        src: usize,
+        msg: Msg<ModelKv>,
+    ) -> (MasterState<ModelKv>, Vec<String>) {
+        let mut cow = Cow::Owned(state);
+        let mut out = Out::new();
+        m.on_msg(Id::from(0), &mut cow, Id::from(src), msg, &mut out);
+        (
+            cow.into_owned(),
+            out.iter().map(|c| format!("{c:?}")).collect(),
+        )
+    }
+
+    fn update(req: u64, mode: Mode) -> Msg<ModelKv> {
+        Msg::Client(ClientMsg::Update {
+            req,
+            op: KvOp::Put(0, 5),
+            mode,
+        })
+    }
+
+    #[test]
+    fn one_phase_saves_then_announces_then_replies() {
+        let m = master();
+        let state = m.on_start(Id::from(0), &None, &mut Out::new());
+        let (state, cmds) = deliver(&m, state, 3, update(0, Mode::OnePhase));
+        assert_eq!(state.user.version, 1);
+        assert!(cmds[0].starts_with("Save(Master("), "{cmds:?}");
+        assert!(cmds[1].starts_with("Send(Id(1), Service(Announce { prior: 0, new: 1"));
+        assert!(cmds[2].starts_with("Send(Id(2), Service(Announce { prior: 0, new: 1"));
+        assert_eq!(
+            cmds[3],
+            "Send(Id(3), Client(Committed { req: 0, version: 1 }))"
+        );
+        assert_eq!(cmds[4], "SetTimer(Heartbeat, 0ns..0ns)");
+    }
+
+    #[test]
+    fn two_phase_commits_only_after_every_vote_and_a_retry_is_not_applied_twice() {
+        let m = master();
+        let state = m.on_start(Id::from(0), &None, &mut Out::new());
+        let mode = Mode::TwoPhase { timeout_ms: 50 };
+        let (state, cmds) = deliver(&m, state, 3, update(0, mode));
+        assert!(cmds[0].starts_with("Save(Master("));
+        assert!(state.pending.is_some());
+        let (state, cmds) = deliver(
+            &m,
+            state,
+            1,
+            Msg::Service(ServiceMsg::Prepared { version: 1 }),
+        );
+        assert!(
+            cmds.is_empty() && state.pending.is_some(),
+            "one vote of two is not enough"
+        );
+        let (state, cmds) = deliver(
+            &m,
+            state,
+            2,
+            Msg::Service(ServiceMsg::Prepared { version: 1 }),
+        );
+        assert!(state.pending.is_none());
+        assert_eq!(
+            state.last_decision,
+            Some(Decision {
+                version: 1,
+                outcome: Outcome::Commit
+            })
+        );
+        assert!(
+            cmds[0].starts_with("Save(Master("),
+            "the decision is saved before it is sent"
+        );
+        assert!(
+            cmds.iter()
+                .any(|c| c == "Send(Id(1), Service(Commit { version: 1 }))")
+        );
+        let (again, cmds) = deliver(&m, state.clone(), 3, update(0, mode));
+        assert_eq!(again, state);
+        assert_eq!(
+            cmds,
+            vec!["Send(Id(3), Client(Committed { req: 0, version: 1 }))".to_string()]
+        );
+    }
+
+    #[test]
+    fn restart_aborts_an_undecided_update_and_never_reuses_its_version() {
+        let m = master();
+        let state = m.on_start(Id::from(0), &None, &mut Out::new());
+        let mut cow = Cow::Owned(state);
+        let mut out = Out::new();
+        m.on_msg(
+            Id::from(0),
+            &mut cow,
+            Id::from(3),
+            update(0, Mode::TwoPhase { timeout_ms: 50 }),
+            &mut out,
+        );
+        let saved = out.iter().find_map(|c| match c {
+            stateright::actor::Command::Save(s) => Some(s.clone()),
+            _ => None,
+        });
+        let mut out = Out::new();
+        let restarted = m.on_start(Id::from(0), &saved, &mut out);
+        assert_eq!(
+            restarted.last_decision,
+            Some(Decision {
+                version: 1,
+                outcome: Outcome::Abort
+            })
+        );
+        assert_eq!(restarted.user.next_version, 2);
+        assert_eq!(restarted.user.version, 0);
     }
 }

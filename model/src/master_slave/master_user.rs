@@ -94,7 +94,10 @@ impl<S: Store> MasterUser<S> {
     /// Commits `step` to the original copy (claim 4) and remembers it, keeping at most
     /// `history_bound` steps.
     pub fn commit(&mut self, step: Step<S>, history_bound: usize) {
-        assert_eq!(step.prior, self.version, "a step commits on top of the current version");
+        assert_eq!(
+            step.prior, self.version,
+            "a step commits on top of the current version"
+        );
         self.data.apply(&step.delta);
         self.version = step.new;
         self.history.push_back(step);

@@ -114,13 +114,17 @@ impl Mutant {
     /// A one-line description.
     pub fn description(self) -> &'static str {
         match self {
-            Mutant::ApplyWithoutPriorCheck => "a slave applies an announcement without checking the prior version",
+            Mutant::ApplyWithoutPriorCheck => {
+                "a slave applies an announcement without checking the prior version"
+            }
             Mutant::CommitOnMajority => "the master commits on a majority instead of all votes",
             Mutant::VoteWithoutSaving => "a slave votes Prepared without saving the prepared delta",
             Mutant::ReuseAbortedVersion => "the master reuses an aborted version number",
             Mutant::ForgetDecisionOnCrash => "the master forgets its decision on a crash",
             Mutant::ExposePreparedData => "a slave exposes prepared data to reads",
-            Mutant::AnnounceBeforeSave => "the master announces a one-phase update before saving it",
+            Mutant::AnnounceBeforeSave => {
+                "the master announces a one-phase update before saving it"
+            }
             Mutant::NoDeltaRetry => "a slave never re-requests a lost delta",
             Mutant::HeartbeatOnce => "the master stops heartbeating after one round",
         }
@@ -134,23 +138,71 @@ impl Mutant {
     /// The property the checker refutes, and the smallest config known to show it.
     pub fn breaks(self) -> (&'static str, MasterSlaveConfig) {
         use model::props;
-        let base = MasterSlaveConfig { mutant: Some(self), ..MasterSlaveConfig::default() };
+        let base = MasterSlaveConfig {
+            mutant: Some(self),
+            ..MasterSlaveConfig::default()
+        };
         match self {
             Mutant::ApplyWithoutPriorCheck => (
                 props::SLAVE_DATA,
-                MasterSlaveConfig { script: model::script("1p,1p"), max_crashes: 0, ..base },
+                MasterSlaveConfig {
+                    script: model::script("1p,1p"),
+                    max_crashes: 0,
+                    ..base
+                },
             ),
-            Mutant::CommitOnMajority => (props::COMMIT_VALIDITY, MasterSlaveConfig { max_crashes: 0, ..base }),
+            // A majority differs from "all" only from three participants on.
+            Mutant::CommitOnMajority => (
+                props::COMMIT_VALIDITY,
+                MasterSlaveConfig {
+                    slaves: 3,
+                    script: model::script("2p"),
+                    max_crashes: 0,
+                    ..base
+                },
+            ),
             Mutant::VoteWithoutSaving => (props::DURABLE_VOTES, base),
-            Mutant::ReuseAbortedVersion => (props::NO_ABORTED_VISIBLE, MasterSlaveConfig { max_crashes: 0, ..base }),
+            Mutant::ReuseAbortedVersion => (
+                props::NO_ABORTED_VISIBLE,
+                MasterSlaveConfig {
+                    max_crashes: 0,
+                    ..base
+                },
+            ),
             Mutant::ForgetDecisionOnCrash => (props::AGREEMENT, base),
-            Mutant::ExposePreparedData => (props::SLAVE_DATA, MasterSlaveConfig { max_crashes: 0, ..base }),
+            Mutant::ExposePreparedData => (
+                props::SLAVE_DATA,
+                MasterSlaveConfig {
+                    max_crashes: 0,
+                    ..base
+                },
+            ),
             Mutant::AnnounceBeforeSave => (
                 props::UNIQUE_VERSIONS,
-                MasterSlaveConfig { script: model::script("1p,1p"), ..base },
+                MasterSlaveConfig {
+                    script: model::script("1p,1p"),
+                    ..base
+                },
             ),
-            Mutant::NoDeltaRetry => (props::CONVERGENCE_REACHABLE, MasterSlaveConfig { max_crashes: 0, ..base }),
-            Mutant::HeartbeatOnce => (props::CONVERGES, MasterSlaveConfig { max_crashes: 0, ..base }),
+            // Liveness mutants need message loss, so they run on a small lossy config.
+            Mutant::NoDeltaRetry => (
+                props::CONVERGENCE_REACHABLE,
+                MasterSlaveConfig {
+                    slaves: 1,
+                    script: model::script("1p"),
+                    max_crashes: 0,
+                    ..base
+                },
+            ),
+            Mutant::HeartbeatOnce => (
+                props::CONVERGES,
+                MasterSlaveConfig {
+                    slaves: 1,
+                    script: model::script("1p"),
+                    max_crashes: 0,
+                    ..base
+                },
+            ),
         }
     }
 }

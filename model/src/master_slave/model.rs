@@ -11,7 +11,9 @@ use super::msg::{AbortReason, Beat, ClientMsg, Msg, Outcome, ServiceMsg};
 use super::slave::{SlaveServer, SlaveState};
 use super::{Mutant, Saved};
 use crate::store::{KvOp, ModelKv, Store, Version};
-use stateright::actor::{Actor, ActorModel, ActorModelState, Envelope, Id, LossyNetwork, Network, Out};
+use stateright::actor::{
+    Actor, ActorModel, ActorModelState, Envelope, Id, LossyNetwork, Network, Out,
+};
 use stateright::{Expectation, Rewrite, RewritePlan};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
@@ -49,7 +51,9 @@ impl FromStr for NetworkKind {
             "duplicating" => Ok(NetworkKind::UnorderedDuplicating),
             "nonduplicating" => Ok(NetworkKind::UnorderedNonDuplicating),
             "ordered" => Ok(NetworkKind::Ordered),
-            _ => Err(format!("unknown network '{s}' (expected duplicating, nonduplicating or ordered)")),
+            _ => Err(format!(
+                "unknown network '{s}' (expected duplicating, nonduplicating or ordered)"
+            )),
         }
     }
 }
@@ -64,9 +68,16 @@ pub fn script(s: &str) -> Vec<ScriptStep<ModelKv>> {
 
 /// Parses a compact script (see [`script`]).
 pub fn try_script(s: &str) -> Result<Vec<ScriptStep<ModelKv>>, String> {
-    let items: Vec<&str> = s.split(',').map(str::trim).filter(|t| !t.is_empty()).collect();
+    let items: Vec<&str> = s
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .collect();
     if items.len() > 16 {
-        return Err(format!("script has {} updates; at most 16 are supported", items.len()));
+        return Err(format!(
+            "script has {} updates; at most 16 are supported",
+            items.len()
+        ));
     }
     items
         .iter()
@@ -76,9 +87,16 @@ pub fn try_script(s: &str) -> Result<Vec<ScriptStep<ModelKv>>, String> {
                 "1p" => UpdateKind::OnePhase,
                 "2p" => UpdateKind::TwoPhase,
                 "rb" => UpdateKind::RolledBack,
-                other => return Err(format!("unknown script item '{other}' (expected 1p, 2p or rb)")),
+                other => {
+                    return Err(format!(
+                        "unknown script item '{other}' (expected 1p, 2p or rb)"
+                    ));
+                }
             };
-            Ok(ScriptStep { op: KvOp::Put((i % 2) as u8, i as u8 + 1), kind })
+            Ok(ScriptStep {
+                op: KvOp::Put((i % 2) as u8, i as u8 + 1),
+                kind,
+            })
         })
         .collect()
 }
@@ -165,6 +183,12 @@ impl MasterSlaveConfig {
         (1..=self.slaves).map(Id::from).collect()
     }
 
+    /// The most messages in flight explored on networks that keep every copy: two per
+    /// actor.
+    pub fn in_flight_bound(&self) -> usize {
+        2 * (self.slaves + 2)
+    }
+
     /// The client's id.
     pub fn client_id(&self) -> Id {
         Id::from(self.slaves + 1)
@@ -208,7 +232,11 @@ impl MasterSlaveConfig {
                 store: PhantomData,
             }))
             .actors(slaves.iter().map(|_| {
-                Node::Slave(SlaveServer { master, mutant: self.mutant, store: PhantomData })
+                Node::Slave(SlaveServer {
+                    master,
+                    mutant: self.mutant,
+                    store: PhantomData,
+                })
             }))
             .actor(Node::Client(ScriptClient {
                 master,
@@ -221,44 +249,82 @@ impl MasterSlaveConfig {
                 NetworkKind::UnorderedNonDuplicating => Network::new_unordered_nonduplicating([]),
                 NetworkKind::Ordered => Network::new_ordered([]),
             })
-            .lossy_network(if self.lossy { LossyNetwork::Yes } else { LossyNetwork::No })
+            .lossy_network(if self.lossy {
+                LossyNetwork::Yes
+            } else {
+                LossyNetwork::No
+            })
             .max_crashes(self.max_crashes)
             .record_msg_out(Ghost::record_out)
             .record_msg_in(Ghost::record_in)
-            // The client is not a server of the fault model: it never crashes.
-            .within_boundary(|cfg, state| !state.crashed[usize::from(cfg.client_id())]);
+            // The client is not a server of the fault model: it never crashes. On networks
+            // that keep every copy (non-duplicating, ordered), timers re-send into a growing
+            // multiset, so the search is bounded by messages in flight.
+            .within_boundary(|cfg, state| {
+                !state.crashed[usize::from(cfg.client_id())]
+                    && (cfg.network == NetworkKind::UnorderedDuplicating
+                        || state.network.len() <= cfg.in_flight_bound())
+            });
 
         use props::*;
         model = model
             .property(Expectation::Always, SLAVE_DATA, |_, s| slave_data(s))
-            .property(Expectation::Always, NO_ABORTED_VISIBLE, |_, s| no_aborted_visible(s))
+            .property(Expectation::Always, NO_ABORTED_VISIBLE, |_, s| {
+                no_aborted_visible(s)
+            })
             .property(Expectation::Always, AGREEMENT, |_, s| agreement(s))
-            .property(Expectation::Always, COMMIT_VALIDITY, |_, s| commit_validity(s))
-            .property(Expectation::Always, UNIQUE_VERSIONS, |_, s| unique_versions(s))
+            .property(Expectation::Always, COMMIT_VALIDITY, |_, s| {
+                commit_validity(s)
+            })
+            .property(Expectation::Always, UNIQUE_VERSIONS, |_, s| {
+                unique_versions(s)
+            })
             .property(Expectation::Always, MONOTONIC, |_, s| monotonic(s))
             .property(Expectation::Always, DURABLE_VOTES, |_, s| durable_votes(s));
         if self.max_crashes == 0 {
             // With crashes allowed no state is terminal (a crash is always possible), so
             // Stateright's `Eventually` would pass vacuously: it is only added where it can
             // fail. [`crate::liveness`] covers every config.
-            model = model.property(Expectation::Eventually, CONVERGES, |m, s| converged(&m.cfg, s));
+            model = model.property(Expectation::Eventually, CONVERGES, |m, s| {
+                converged(&m.cfg, s)
+            });
         }
         if self.has(UpdateKind::TwoPhase) || self.has(UpdateKind::RolledBack) {
             model = model
-                .property(Expectation::Sometimes, REACH_TWO_PHASE_COMMIT, |m, s| two_phase_commit_everywhere(&m.cfg, s))
-                .property(Expectation::Sometimes, REACH_ABORT, |_, s| !s.history.aborted.is_empty());
+                .property(Expectation::Sometimes, REACH_TWO_PHASE_COMMIT, |m, s| {
+                    two_phase_commit_everywhere(&m.cfg, s)
+                })
+                .property(Expectation::Sometimes, REACH_ABORT, |_, s| {
+                    !s.history.aborted.is_empty()
+                });
         }
         if self.has(UpdateKind::RolledBack) {
-            model = model.property(Expectation::Sometimes, REACH_ROLLBACK, |_, s| s.history.rolled_back);
+            model = model.property(Expectation::Sometimes, REACH_ROLLBACK, |_, s| {
+                s.history.rolled_back
+            });
         }
-        if self.lossy && self.script.len() >= 2 {
-            model = model.property(Expectation::Sometimes, REACH_DELTA, |_, s| s.history.delta_applied);
-            if self.history_bound < self.script.len() {
-                model = model.property(Expectation::Sometimes, REACH_SNAPSHOT, |_, s| s.history.snapshot_applied);
+        if self.script.len() >= 2 {
+            model = model.property(Expectation::Sometimes, REACH_DELTA, |_, s| {
+                s.history.delta_applied
+            });
+            // A slave needs a version the master no longer remembers: after a master restart
+            // (history is not saved), or behind a one-phase update past the history bound (a
+            // two-phase update waits for every slave, so it never leaves one two behind).
+            let pruned = self
+                .script
+                .iter()
+                .skip(self.history_bound)
+                .any(|s| s.kind == UpdateKind::OnePhase);
+            if self.max_crashes > 0 || pruned {
+                model = model.property(Expectation::Sometimes, REACH_SNAPSHOT, |_, s| {
+                    s.history.snapshot_applied
+                });
             }
         }
         if self.max_crashes > 0 {
-            model = model.property(Expectation::Sometimes, REACH_RECOVERY, |m, s| recovered_and_converged(&m.cfg, s));
+            model = model.property(Expectation::Sometimes, REACH_RECOVERY, |m, s| {
+                recovered_and_converged(&m.cfg, s)
+            });
         }
         model
     }
@@ -293,7 +359,11 @@ pub struct Ghost<S: Store> {
 impl<S: Store> Rewrite<Id> for Ghost<S> {
     fn rewrite<P>(&self, plan: &RewritePlan<Id, P>) -> Self {
         let mut g = self.clone();
-        g.voted = self.voted.iter().map(|(id, v)| (plan.rewrite(id), *v)).collect();
+        g.voted = self
+            .voted
+            .iter()
+            .map(|(id, v)| (plan.rewrite(id), *v))
+            .collect();
         g
     }
 }
@@ -312,13 +382,21 @@ impl<S: Store> Ghost<S> {
 
     /// The committed state at `prior` followed by `delta`, if `prior` is known.
     fn after(&self, prior: Version, delta: &S::Delta) -> Option<S> {
-        let mut data = if prior == 0 { S::default() } else { self.committed.get(&prior)?.clone() };
+        let mut data = if prior == 0 {
+            S::default()
+        } else {
+            self.committed.get(&prior)?.clone()
+        };
         data.apply(delta);
         Some(data)
     }
 
     fn reveal_two_phase(&mut self, cfg: &MasterSlaveConfig, version: Version) {
-        if !cfg.slave_ids().iter().all(|id| self.voted.contains(&(*id, version))) {
+        if !cfg
+            .slave_ids()
+            .iter()
+            .all(|id| self.voted.contains(&(*id, version)))
+        {
             self.commit_without_votes = true;
         }
         self.two_phase_commits.insert(version);
@@ -334,7 +412,11 @@ impl<S: Store> Ghost<S> {
         let mut g = ghost.clone();
         match env.msg {
             Msg::Service(m) if from_master => match m {
-                ServiceMsg::Announce { prior, new, delta: Some(delta) } => {
+                ServiceMsg::Announce {
+                    prior,
+                    new,
+                    delta: Some(delta),
+                } => {
                     let data = g.after(*prior, delta)?;
                     g.reveal(*new, data);
                 }
@@ -344,7 +426,14 @@ impl<S: Store> Ghost<S> {
                 }
                 ServiceMsg::Snapshot { to, data, .. } => g.reveal(*to, data.clone()),
                 ServiceMsg::Prepare { prior, new, delta } => {
-                    g.proposed.insert(*new, Step { prior: *prior, new: *new, delta: delta.clone() });
+                    g.proposed.insert(
+                        *new,
+                        Step {
+                            prior: *prior,
+                            new: *new,
+                            delta: delta.clone(),
+                        },
+                    );
                 }
                 ServiceMsg::Commit { version } => g.reveal_two_phase(cfg, *version),
                 ServiceMsg::Abort { version } => {
@@ -362,7 +451,9 @@ impl<S: Store> Ghost<S> {
             Msg::Service(ServiceMsg::Prepared { version }) => {
                 g.voted.insert((env.src, *version));
             }
-            Msg::Client(ClientMsg::Aborted { version, reason, .. }) if from_master => {
+            Msg::Client(ClientMsg::Aborted {
+                version, reason, ..
+            }) if from_master => {
                 g.aborted.insert(*version);
                 g.rolled_back |= *reason == AbortReason::RolledBack;
             }
@@ -375,8 +466,12 @@ impl<S: Store> Ghost<S> {
         // A Delta or Snapshot delivery is only a transition when the slave applied it.
         let mut g = ghost.clone();
         match env.msg {
-            Msg::Service(ServiceMsg::Delta { .. }) if !ghost.delta_applied => g.delta_applied = true,
-            Msg::Service(ServiceMsg::Snapshot { .. }) if !ghost.snapshot_applied => g.snapshot_applied = true,
+            Msg::Service(ServiceMsg::Delta { .. }) if !ghost.delta_applied => {
+                g.delta_applied = true
+            }
+            Msg::Service(ServiceMsg::Snapshot { .. }) if !ghost.snapshot_applied => {
+                g.snapshot_applied = true
+            }
             _ => return None,
         }
         Some(g)
@@ -453,21 +548,40 @@ impl<S: Store> Actor for Node<S> {
         }
     }
 
-    fn on_msg(&self, id: Id, state: &mut Cow<Self::State>, src: Id, msg: Self::Msg, o: &mut Out<Self>) {
+    fn on_msg(
+        &self,
+        id: Id,
+        state: &mut Cow<Self::State>,
+        src: Id,
+        msg: Self::Msg,
+        o: &mut Out<Self>,
+    ) {
         match (self, &**state) {
-            (Node::Master(a), NodeState::Master(s)) => delegate!(state, o, Master, s, |st, out| a.on_msg(id, &mut st, src, msg, &mut out)),
-            (Node::Slave(a), NodeState::Slave(s)) => delegate!(state, o, Slave, s, |st, out| a.on_msg(id, &mut st, src, msg, &mut out)),
-            (Node::Client(a), NodeState::Client(s)) => delegate!(state, o, Client, s, |st, out| a.on_msg(id, &mut st, src, msg, &mut out)),
+            (Node::Master(a), NodeState::Master(s)) => delegate!(state, o, Master, s, |st, out| a
+                .on_msg(id, &mut st, src, msg, &mut out)),
+            (Node::Slave(a), NodeState::Slave(s)) => delegate!(state, o, Slave, s, |st, out| a
+                .on_msg(id, &mut st, src, msg, &mut out)),
+            (Node::Client(a), NodeState::Client(s)) => delegate!(state, o, Client, s, |st, out| a
+                .on_msg(id, &mut st, src, msg, &mut out)),
             // An actor never holds another role's state.
             _ => {}
         }
     }
 
-    fn on_timeout(&self, id: Id, state: &mut Cow<Self::State>, timer: &Self::Timer, o: &mut Out<Self>) {
+    fn on_timeout(
+        &self,
+        id: Id,
+        state: &mut Cow<Self::State>,
+        timer: &Self::Timer,
+        o: &mut Out<Self>,
+    ) {
         match (self, &**state) {
-            (Node::Master(a), NodeState::Master(s)) => delegate!(state, o, Master, s, |st, out| a.on_timeout(id, &mut st, timer, &mut out)),
-            (Node::Slave(a), NodeState::Slave(s)) => delegate!(state, o, Slave, s, |st, out| a.on_timeout(id, &mut st, timer, &mut out)),
-            (Node::Client(a), NodeState::Client(s)) => delegate!(state, o, Client, s, |st, out| a.on_timeout(id, &mut st, timer, &mut out)),
+            (Node::Master(a), NodeState::Master(s)) => delegate!(state, o, Master, s, |st, out| a
+                .on_timeout(id, &mut st, timer, &mut out)),
+            (Node::Slave(a), NodeState::Slave(s)) => delegate!(state, o, Slave, s, |st, out| a
+                .on_timeout(id, &mut st, timer, &mut out)),
+            (Node::Client(a), NodeState::Client(s)) => delegate!(state, o, Client, s, |st, out| a
+                .on_timeout(id, &mut st, timer, &mut out)),
             _ => {}
         }
     }
@@ -486,7 +600,8 @@ pub mod props {
     /// Safety 3.
     pub const AGREEMENT: &str = "no version is both committed and aborted";
     /// Safety 4.
-    pub const COMMIT_VALIDITY: &str = "the master commits only after every participant voted prepared";
+    pub const COMMIT_VALIDITY: &str =
+        "the master commits only after every participant voted prepared";
     /// Safety 5.
     pub const UNIQUE_VERSIONS: &str = "no two committed states share a version";
     /// Safety 6.
@@ -519,11 +634,16 @@ pub mod props {
     }
 
     /// Every live slave's state.
-    pub fn live_slaves(s: &MasterSlaveState) -> impl Iterator<Item = (usize, &SlaveState<ModelKv>)> {
-        s.actor_states.iter().enumerate().filter_map(|(i, a)| match &**a {
-            NodeState::Slave(sl) if !s.crashed[i] => Some((i, sl)),
-            _ => None,
-        })
+    pub fn live_slaves(
+        s: &MasterSlaveState,
+    ) -> impl Iterator<Item = (usize, &SlaveState<ModelKv>)> {
+        s.actor_states
+            .iter()
+            .enumerate()
+            .filter_map(|(i, a)| match &**a {
+                NodeState::Slave(sl) if !s.crashed[i] => Some((i, sl)),
+                _ => None,
+            })
     }
 
     /// Safety 1.
@@ -545,7 +665,9 @@ pub mod props {
 
     /// Safety 3: no version is both decided committed (or revealed as committed) and aborted.
     pub fn agreement(s: &MasterSlaveState) -> bool {
-        s.history.aborted.iter().all(|v| !s.history.committed.contains_key(v) && !s.history.two_phase_commits.contains(v))
+        s.history.aborted.iter().all(|v| {
+            !s.history.committed.contains_key(v) && !s.history.two_phase_commits.contains(v)
+        })
     }
 
     /// Safety 4.
@@ -605,7 +727,9 @@ pub mod props {
         client_done
             && m.pending.is_none()
             && live_slaves(s).all(|(_, sl)| {
-                sl.user.version == m.user.version && sl.user.prepared.is_none() && sl.waiting.is_none()
+                sl.user.version == m.user.version
+                    && sl.user.prepared.is_none()
+                    && sl.waiting.is_none()
             })
     }
 
@@ -613,14 +737,19 @@ pub mod props {
     pub fn two_phase_commit_everywhere(cfg: &MasterSlaveConfig, s: &MasterSlaveState) -> bool {
         let slaves: Vec<_> = live_slaves(s).collect();
         slaves.len() == cfg.slaves
-            && s.history.two_phase_commits.iter().any(|v| slaves.iter().all(|(_, sl)| sl.user.version >= *v))
+            && s.history
+                .two_phase_commits
+                .iter()
+                .any(|v| slaves.iter().all(|(_, sl)| sl.user.version >= *v))
     }
 
     /// Reachability: a slave restarted from its saved state and caught up with the master.
     pub fn recovered_and_converged(_cfg: &MasterSlaveConfig, s: &MasterSlaveState) -> bool {
         let Some(m) = master(s) else { return false };
         m.user.version > 0
-            && live_slaves(s).any(|(_, sl)| sl.recovered && sl.user.version == m.user.version && sl.user.prepared.is_none())
+            && live_slaves(s).any(|(_, sl)| {
+                sl.recovered && sl.user.version == m.user.version && sl.user.prepared.is_none()
+            })
     }
 }
 
@@ -630,6 +759,18 @@ fn slave_floor(s: &MasterSlaveState, i: usize) -> Version {
     let saved = s.actor_storages[i].as_ref().map_or(0, Saved::version);
     match &*s.actor_states[i] {
         NodeState::Slave(sl) => sl.user.version.min(saved),
+        _ => 0,
+    }
+}
+
+/// The lowest "decided" version slave `i` can ever hold again (it only grows and is saved).
+fn decided_floor(s: &MasterSlaveState, i: usize) -> Version {
+    let saved = match &s.actor_storages[i] {
+        Some(Saved::Slave(st)) => st.user.decided,
+        _ => 0,
+    };
+    match &*s.actor_states[i] {
+        NodeState::Slave(sl) => sl.user.decided.min(saved),
         _ => 0,
     }
 }
@@ -646,11 +787,23 @@ struct MasterFloor {
 
 fn master_floor(s: &MasterSlaveState) -> MasterFloor {
     let NodeState::Master(m) = &*s.actor_states[0] else {
-        return MasterFloor { version: 0, decided: None, next_version: 0 };
+        return MasterFloor {
+            version: 0,
+            decided: None,
+            next_version: 0,
+        };
     };
-    let live = (m.user.version, m.last_decision.map(|d| d.version), m.user.next_version);
+    let live = (
+        m.user.version,
+        m.last_decision.map(|d| d.version),
+        m.user.next_version,
+    );
     let saved = match &s.actor_storages[0] {
-        Some(Saved::Master(st)) => (st.user.version, st.last_decision.map(|d| d.version), st.user.next_version),
+        Some(Saved::Master(st)) => (
+            st.user.version,
+            st.last_decision.map(|d| d.version),
+            st.user.next_version,
+        ),
         _ => (0, None, 0),
     };
     MasterFloor {
@@ -693,18 +846,24 @@ fn is_dead(cfg: &MasterSlaveConfig, s: &MasterSlaveState, env: &Envelope<Msg<Mod
         (NodeState::Slave(_), Msg::Service(m)) if from_master => {
             let floor = slave_floor(s, dst);
             match m {
-                ServiceMsg::Announce { new: v, .. }
-                | ServiceMsg::Commit { version: v }
-                | ServiceMsg::Abort { version: v } => *v <= floor,
-                // A prepare below the floor can never be voted on: voting needs version == prior.
-                ServiceMsg::Prepare { prior, new, .. } => *new <= floor || *prior < floor,
+                ServiceMsg::Announce { new: v, .. } | ServiceMsg::Commit { version: v } => {
+                    *v <= floor
+                }
+                ServiceMsg::Abort { version: v } => *v <= decided_floor(s, dst),
+                // A prepare below the floor can never be voted on: voting needs version == prior
+                // and a version above every known decision.
+                ServiceMsg::Prepare { prior, new, .. } => {
+                    *new <= floor || *prior < floor || *new <= decided_floor(s, dst)
+                }
                 ServiceMsg::Delta { from, to, .. } | ServiceMsg::Snapshot { from, to, .. } => {
                     *to <= floor || *from < floor
                 }
                 // Nothing to learn, and the master can never count the acknowledgement.
                 ServiceMsg::Heartbeat(beat) => {
                     beat.version <= floor
-                        && beat.decision.is_none_or(|d| d.version <= floor)
+                        && beat
+                            .decision
+                            .is_none_or(|d| d.version <= decided_floor(s, dst))
                         && beat_is_dead(&master_floor(s), beat)
                 }
                 _ => false,
@@ -712,9 +871,10 @@ fn is_dead(cfg: &MasterSlaveConfig, s: &MasterSlaveState, env: &Envelope<Msg<Mod
         }
         // A slave only listens to the master's service layer.
         (NodeState::Slave(_), _) => true,
-        (NodeState::Client(c), Msg::Client(ClientMsg::Committed { req, .. } | ClientMsg::Aborted { req, .. })) => {
-            !from_master || *req < c.next
-        }
+        (
+            NodeState::Client(c),
+            Msg::Client(ClientMsg::Committed { req, .. } | ClientMsg::Aborted { req, .. }),
+        ) => !from_master || *req < c.next,
         (NodeState::Client(_), _) => true,
         (NodeState::Master(_), Msg::Client(ClientMsg::Update { req, .. })) => {
             let floor = request_floor(s, env.src);
@@ -725,7 +885,10 @@ fn is_dead(cfg: &MasterSlaveConfig, s: &MasterSlaveState, env: &Envelope<Msg<Mod
         (NodeState::Master(_), Msg::Client(ClientMsg::Rollback { req })) => {
             req + 1 < request_floor(s, env.src) || *req < client_next(s)
         }
-        (NodeState::Master(m), Msg::Service(ServiceMsg::Prepared { version: v } | ServiceMsg::Refused { version: v })) => {
+        (
+            NodeState::Master(m),
+            Msg::Service(ServiceMsg::Prepared { version: v } | ServiceMsg::Refused { version: v }),
+        ) => {
             // A vote counts only for the pending update. The counter only drops (mutant) from
             // a pending version's successor to that version, so below the floor and not
             // pending (live or saved) means never pending again.
@@ -741,16 +904,48 @@ fn is_dead(cfg: &MasterSlaveConfig, s: &MasterSlaveState, env: &Envelope<Msg<Mod
         (NodeState::Master(_), Msg::Service(ServiceMsg::DeltaRequest { from })) => {
             *from < slave_floor(s, usize::from(env.src))
         }
-        (NodeState::Master(_), Msg::Service(ServiceMsg::HeartbeatAck(beat))) => beat_is_dead(&master_floor(s), beat),
+        (NodeState::Master(_), Msg::Service(ServiceMsg::HeartbeatAck(beat))) => {
+            beat_is_dead(&master_floor(s), beat)
+        }
         _ => false,
     }
 }
 
-/// The symmetry representative for DFS: sorts the slaves (with their saved state, crash
-/// flag, timers and the ids in messages and ghost) while the master and the client stay put.
-/// It also forgets dead messages (see [`is_dead`]) and the duplicating network's record of
-/// the last delivered message, which no behaviour depends on.
-pub fn representative(s: &MasterSlaveState) -> MasterSlaveState {
+/// The symmetry function to use for `model`: [`representative`], unless the model has an
+/// `Eventually` property. Stateright only evaluates `Eventually` at terminal states and
+/// treats reaching a known state as non-terminal, so merging a state with dead messages into
+/// the same state without them would hide the terminal one; [`slave_symmetry`] keeps
+/// states apart except for the order of slaves.
+pub fn symmetry_for(model: &MasterSlaveModel) -> fn(&MasterSlaveState) -> MasterSlaveState {
+    use stateright::Model;
+    if model
+        .properties()
+        .iter()
+        .any(|p| p.expectation == Expectation::Eventually)
+    {
+        slave_symmetry
+    } else {
+        representative
+    }
+}
+
+/// Symmetry over slaves only: the state with its slaves sorted, nothing forgotten.
+pub fn slave_symmetry(s: &MasterSlaveState) -> MasterSlaveState {
+    let plan = slave_plan(s);
+    ActorModelState {
+        actor_states: plan.reindex(&s.actor_states),
+        network: s.network.rewrite(&plan),
+        timers_set: plan.reindex(&s.timers_set),
+        random_choices: plan.reindex(&s.random_choices),
+        crashed: plan.reindex(&s.crashed),
+        history: s.history.rewrite(&plan),
+        actor_storages: plan.reindex(&s.actor_storages),
+    }
+}
+
+/// The permutation that sorts slaves by (state, saved state, crash flag), keeping the master
+/// and the client in place.
+fn slave_plan(s: &MasterSlaveState) -> RewritePlan<Id, stateright::util::DenseNatMap<Id, Id>> {
     let keys: Vec<_> = (0..s.actor_states.len())
         .map(|i| {
             let rank = match &*s.actor_states[i] {
@@ -758,17 +953,39 @@ pub fn representative(s: &MasterSlaveState) -> MasterSlaveState {
                 NodeState::Slave(_) => 1,
                 NodeState::Client(_) => 2,
             };
-            (rank, if rank == 1 { 0 } else { i }, s.actor_states[i].clone(), s.actor_storages[i].clone(), s.crashed[i])
+            (
+                rank,
+                if rank == 1 { 0 } else { i },
+                s.actor_states[i].clone(),
+                s.actor_storages[i].clone(),
+                s.crashed[i],
+            )
         })
         .collect();
-    let plan = RewritePlan::<Id, _>::from_values_to_sort(&keys);
-    let cfg = MasterSlaveConfig { slaves: s.actor_states.len() - 2, ..MasterSlaveConfig::default() };
+    RewritePlan::<Id, _>::from_values_to_sort(&keys)
+}
+
+/// The symmetry representative for DFS: sorts the slaves (with their saved state, crash
+/// flag, timers and the ids in messages and ghost) while the master and the client stay put.
+/// It also forgets dead messages (see [`is_dead`]) and the duplicating network's record of
+/// the last delivered message, which no behaviour depends on.
+pub fn representative(s: &MasterSlaveState) -> MasterSlaveState {
+    let plan = slave_plan(s);
+    let cfg = MasterSlaveConfig {
+        slaves: s.actor_states.len() - 2,
+        ..MasterSlaveConfig::default()
+    };
     let network = match &s.network {
         Network::UnorderedDuplicating(set, _) => Network::new_unordered_duplicating(
-            set.iter().filter(|env| !is_dead(&cfg, s, env)).map(|env| env.rewrite(&plan)),
+            set.iter()
+                .filter(|env| !is_dead(&cfg, s, env))
+                .map(|env| env.rewrite(&plan)),
         ),
         Network::UnorderedNonDuplicating(_) => Network::new_unordered_nonduplicating(
-            s.network.iter_all().filter(|env| !is_dead(&cfg, s, &env.to_cloned_msg())).map(|env| env.to_cloned_msg().rewrite(&plan)),
+            s.network
+                .iter_all()
+                .filter(|env| !is_dead(&cfg, s, &env.to_cloned_msg()))
+                .map(|env| env.to_cloned_msg().rewrite(&plan)),
         ),
         Network::Ordered(_) => s.network.rewrite(&plan),
     };
@@ -785,13 +1002,24 @@ pub fn representative(s: &MasterSlaveState) -> MasterSlaveState {
 
 /// Whether an action is fair for liveness: delivery, timer firing and recovery are; message
 /// loss and crashes are the faults that "stop".
-pub fn is_fair(action: &stateright::actor::ActorModelAction<Msg<ModelKv>, super::Timer, ()>) -> bool {
+pub fn is_fair(
+    action: &stateright::actor::ActorModelAction<Msg<ModelKv>, super::Timer, ()>,
+) -> bool {
     use stateright::actor::ActorModelAction as A;
     matches!(action, A::Deliver { .. } | A::Timeout(..) | A::Recover(_))
 }
 
 /// Runs [`crate::liveness::convergence_reachable`] on this model, with slave symmetry.
-pub fn check_convergence(model: &MasterSlaveModel, max_states: usize) -> crate::liveness::GraphReport<MasterSlaveModel> {
+pub fn check_convergence(
+    model: &MasterSlaveModel,
+    max_states: usize,
+) -> crate::liveness::GraphReport<MasterSlaveModel> {
     let cfg = model.cfg.clone();
-    crate::liveness::convergence_reachable(model, Some(representative), is_fair, move |s| props::converged(&cfg, s), max_states)
+    crate::liveness::convergence_reachable(
+        model,
+        Some(representative),
+        is_fair,
+        move |s| props::converged(&cfg, s),
+        max_states,
+    )
 }

@@ -41,7 +41,9 @@ pub struct Decision {
 
 /// What the master heartbeats until every slave has acknowledged it (claims 11, 19, 22):
 /// its current committed version and its last two-phase decision.
-#[derive(Clone, Copy, Debug, Default, Deserialize, Eq, Hash, Ord, PartialEq, PartialOrd, Serialize)]
+#[derive(
+    Clone, Copy, Debug, Default, Deserialize, Eq, Hash, Ord, PartialEq, PartialOrd, Serialize,
+)]
 pub struct Beat {
     /// The master's committed version.
     pub version: Version,

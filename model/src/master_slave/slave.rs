@@ -74,7 +74,9 @@ impl<S: Store> SlaveServer<S> {
     }
 
     fn save(&self, state: &SlaveState<S>, o: &mut Out<Self>) {
-        o.save(Saved::Slave(SlaveStorage { user: state.user.clone() }));
+        o.save(Saved::Slave(SlaveStorage {
+            user: state.user.clone(),
+        }));
     }
 
     /// Asks the master for everything after this slave's version (claims 32, 36c, 41, 46d).
@@ -93,7 +95,10 @@ impl<S: Store> SlaveServer<S> {
     /// prepared delta is saved, or Refused.
     fn vote(&self, state: &mut SlaveState<S>, o: &mut Out<Self>, step: Step<S>) {
         let version = step.new;
-        if state.user.prepare(step, self.is(Mutant::ExposePreparedData)) {
+        if state
+            .user
+            .prepare(step, self.is(Mutant::ExposePreparedData))
+        {
             if !self.is(Mutant::VoteWithoutSaving) {
                 self.save(state, o);
             }
@@ -159,8 +164,11 @@ impl<S: Store> SlaveServer<S> {
             }
             ServiceMsg::Prepare { prior, new, delta } => {
                 let step = Step { prior, new, delta };
-                if version >= new {
-                    // Already past it: decided long ago.
+                if version >= new || new <= state.user.decided {
+                    // Already past it, or its decision is known: a late duplicate.
+                } else if state.user.prepared.as_ref().is_some_and(|p| p.new > new) {
+                    // Older than the delta this slave holds prepared: the master proposes
+                    // increasing versions one at a time, so this one was decided already.
                 } else if state.user.prepared.as_ref().is_some_and(|p| p.new == new) {
                     // A repeated prepare: the vote may have been lost; vote again.
                     self.send(o, ServiceMsg::Prepared { version: new });
@@ -178,14 +186,18 @@ impl<S: Store> SlaveServer<S> {
             ServiceMsg::Commit { version: v } => {
                 if state.user.prepared.as_ref().is_some_and(|p| p.new == v) {
                     let state = state.to_mut();
-                    state.user.commit_prepared(v, self.is(Mutant::ExposePreparedData));
+                    state
+                        .user
+                        .commit_prepared(v, self.is(Mutant::ExposePreparedData));
+                    state.user.decided = state.user.decided.max(v);
                     self.after_catch_up(state, o);
                 } else if version < v {
                     // Missed the prepare (or lost it in a crash): fetch instead.
+                    self.learn_decision(state, v, o);
                     self.request_delta(state, o);
                 }
             }
-            ServiceMsg::Abort { version: v } => self.learn_abort(state, v, o),
+            ServiceMsg::Abort { version: v } => self.learn_decision(state, v, o),
             ServiceMsg::Heartbeat(beat) => self.on_heartbeat(state, beat, o),
             // Slave-to-master messages never arrive at a slave (only by a stray sender).
             ServiceMsg::DeltaRequest { .. }
@@ -195,15 +207,20 @@ impl<S: Store> SlaveServer<S> {
         }
     }
 
-    fn learn_abort(&self, state: &mut Cow<SlaveState<S>>, v: u64, o: &mut Out<Self>) {
+    /// The master decided `v` (and, deciding in order, everything before it): a prepared or
+    /// waiting update at or below `v` that this slave did not commit was aborted, or will come
+    /// by delta (claims 27, 35). Saved, so a late Prepare of `v` is ignored after a restart too.
+    fn learn_decision(&self, state: &mut Cow<SlaveState<S>>, v: u64, o: &mut Out<Self>) {
+        if state.user.decided >= v {
+            return;
+        }
+        let state = state.to_mut();
+        state.user.decided = v;
         if state.waiting.as_ref().is_some_and(|w| w.new <= v) {
-            state.to_mut().waiting = None;
+            state.waiting = None;
         }
-        if state.user.prepared.as_ref().is_some_and(|p| p.new <= v) {
-            let state = state.to_mut();
-            state.user.abort_prepared(v);
-            self.save(state, o);
-        }
+        state.user.abort_prepared(v);
+        self.save(state, o);
     }
 
     /// A heartbeat repairs every lost message (claims 11, 19, 22): it delivers the last
@@ -214,14 +231,16 @@ impl<S: Store> SlaveServer<S> {
             match (prepared, d.outcome) {
                 (Some(p), Outcome::Commit) if p == d.version => {
                     let state = state.to_mut();
-                    state.user.commit_prepared(p, self.is(Mutant::ExposePreparedData));
+                    state
+                        .user
+                        .commit_prepared(p, self.is(Mutant::ExposePreparedData));
+                    state.user.decided = state.user.decided.max(p);
                     self.after_catch_up(state, o);
                 }
                 // Aborted, or an older prepared delta whose decision this slave missed: the
                 // master decided a later update, so this one was decided too; if it was
                 // committed, the fetch below brings it.
-                (Some(p), _) if p <= d.version => self.learn_abort(state, p, o),
-                _ => {}
+                _ => self.learn_decision(state, d.version, o),
             }
         }
         let version = state.user.version;
@@ -241,16 +260,33 @@ impl<S: Store> Actor for SlaveServer<S> {
     type Storage = Saved<S>;
     type Random = ();
 
-    fn on_start(&self, _id: Id, storage: &Option<Self::Storage>, _o: &mut Out<Self>) -> Self::State {
+    fn on_start(
+        &self,
+        _id: Id,
+        storage: &Option<Self::Storage>,
+        _o: &mut Out<Self>,
+    ) -> Self::State {
         // Claims 30, 42: resume from the copy cached on local disk; heartbeats do the rest.
         let (user, recovered) = match storage {
             Some(Saved::Slave(saved)) => (saved.user.clone(), true),
             _ => (SlaveUser::default(), false),
         };
-        SlaveState { user, waiting: None, requested: None, recovered }
+        SlaveState {
+            user,
+            waiting: None,
+            requested: None,
+            recovered,
+        }
     }
 
-    fn on_msg(&self, _id: Id, state: &mut Cow<Self::State>, src: Id, msg: Self::Msg, o: &mut Out<Self>) {
+    fn on_msg(
+        &self,
+        _id: Id,
+        state: &mut Cow<Self::State>,
+        src: Id,
+        msg: Self::Msg,
+        o: &mut Out<Self>,
+    ) {
         match msg {
             // Only the master's service layer speaks to a slave's.
             Msg::Service(msg) if src == self.master => self.on_service(state, msg, o),
@@ -258,7 +294,160 @@ impl<S: Store> Actor for SlaveServer<S> {
         }
     }
 
-    fn on_timeout(&self, _id: Id, _state: &mut Cow<Self::State>, _timer: &Self::Timer, _o: &mut Out<Self>) {
+    fn on_timeout(
+        &self,
+        _id: Id,
+        _state: &mut Cow<Self::State>,
+        _timer: &Self::Timer,
+        _o: &mut Out<Self>,
+    ) {
         // A slave sets no timers: the master's heartbeat drives every repair.
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{KvOp, ModelKv};
+
+    fn slave() -> SlaveServer<ModelKv> {
+        SlaveServer {
+            master: Id::from(0),
+            mutant: None,
+            store: PhantomData,
+        }
+    }
+
+    fn delta(k: u8, v: u8) -> <ModelKv as Store>::Delta {
+        ModelKv::default().delta_of(&KvOp::Put(k, v))
+    }
+
+    fn step(
+        s: &SlaveServer<ModelKv>,
+        state: SlaveState<ModelKv>,
+        msg: ServiceMsg<ModelKv>,
+    ) -> (SlaveState<ModelKv>, Vec<String>) {
+        let mut cow = Cow::Owned(state);
+        let mut out = Out::new();
+        s.on_msg(
+            Id::from(1),
+            &mut cow,
+            Id::from(0),
+            Msg::Service(msg),
+            &mut out,
+        );
+        (
+            cow.into_owned(),
+            out.iter().map(|c| format!("{c:?}")).collect(),
+        )
+    }
+
+    #[test]
+    fn announce_at_prior_commits_and_saves_without_sending() {
+        let s = slave();
+        let (state, cmds) = step(
+            &s,
+            SlaveState::default(),
+            ServiceMsg::Announce {
+                prior: 0,
+                new: 1,
+                delta: Some(delta(0, 7)),
+            },
+        );
+        assert_eq!(state.user.version, 1);
+        assert_eq!(state.user.data.read(&0), Some(&7));
+        assert_eq!(cmds.len(), 1);
+        assert!(cmds[0].starts_with("Save(Slave("), "{cmds:?}");
+    }
+
+    #[test]
+    fn announce_when_behind_requests_a_delta_and_changes_nothing() {
+        let s = slave();
+        let (state, cmds) = step(
+            &s,
+            SlaveState::default(),
+            ServiceMsg::Announce {
+                prior: 1,
+                new: 2,
+                delta: Some(delta(0, 7)),
+            },
+        );
+        assert_eq!(state, SlaveState::default());
+        assert_eq!(
+            cmds,
+            vec!["Send(Id(0), Service(DeltaRequest { from: 0 }))".to_string()]
+        );
+    }
+
+    #[test]
+    fn prepare_saves_before_voting_and_reads_stay_committed() {
+        let s = slave();
+        let (state, cmds) = step(
+            &s,
+            SlaveState::default(),
+            ServiceMsg::Prepare {
+                prior: 0,
+                new: 1,
+                delta: delta(1, 9),
+            },
+        );
+        assert_eq!(state.user.version, 0);
+        assert_eq!(
+            state.user.data.read(&1),
+            None,
+            "prepared data is not readable"
+        );
+        assert_eq!(state.user.prepared.as_ref().map(|p| p.new), Some(1));
+        assert_eq!(cmds.len(), 2);
+        assert!(cmds[0].starts_with("Save(Slave("));
+        assert_eq!(cmds[1], "Send(Id(0), Service(Prepared { version: 1 }))");
+    }
+
+    #[test]
+    fn a_late_prepare_after_its_abort_is_ignored() {
+        let s = slave();
+        let (state, _) = step(&s, SlaveState::default(), ServiceMsg::Abort { version: 1 });
+        assert_eq!(state.user.decided, 1);
+        let (after, cmds) = step(
+            &s,
+            state.clone(),
+            ServiceMsg::Prepare {
+                prior: 0,
+                new: 1,
+                delta: delta(1, 9),
+            },
+        );
+        assert_eq!(after, state);
+        assert!(cmds.is_empty());
+    }
+
+    #[test]
+    fn duplicate_commit_is_a_no_op() {
+        let s = slave();
+        let (state, _) = step(
+            &s,
+            SlaveState::default(),
+            ServiceMsg::Prepare {
+                prior: 0,
+                new: 1,
+                delta: delta(1, 9),
+            },
+        );
+        let (state, _) = step(&s, state, ServiceMsg::Commit { version: 1 });
+        assert_eq!(state.user.version, 1);
+        let mut cow = Cow::Borrowed(&state);
+        let mut out = Out::new();
+        s.on_msg(
+            Id::from(1),
+            &mut cow,
+            Id::from(0),
+            Msg::Service(ServiceMsg::Commit { version: 1 }),
+            &mut out,
+        );
+        assert!(
+            matches!(cow, Cow::Borrowed(_)),
+            "a duplicate must not touch the state"
+        );
+        assert!(out.is_empty());
     }
 }

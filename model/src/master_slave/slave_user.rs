@@ -22,6 +22,10 @@ pub struct SlaveUser<S: Store> {
     pub data: S,
     /// The delta saved by a Prepared vote, until the decision arrives (claims 28, 29).
     pub prepared: Option<Step<S>>,
+    /// The highest version whose two-phase decision this slave has learned. A prepare at or
+    /// below it is stale (the master proposes increasing versions, one at a time) and is
+    /// never voted on, so no decided update can leave a prepared delta behind.
+    pub decided: Version,
 }
 
 impl<S: Store> SlaveUser<S> {
@@ -54,7 +58,10 @@ impl<S: Store> SlaveUser<S> {
     /// [`super::Mutant::ExposePreparedData`]) the delta is also written into the data that
     /// reads see.
     pub fn prepare(&mut self, step: Step<S>, expose: bool) -> bool {
-        if step.prior != self.version || !self.data.can_apply(&step.delta) {
+        if step.prior != self.version
+            || step.new <= self.decided
+            || !self.data.can_apply(&step.delta)
+        {
             return false;
         }
         if expose {
