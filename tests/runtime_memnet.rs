@@ -19,6 +19,7 @@ async fn start(id: u64, dir: &Path, net: &Arc<MemNet<KvStore>>) -> Node {
     let mut cfg = NodeConfig::new(6, "memnet", id, 2, dir.join(format!("node{id}")));
     cfg.heartbeat = Duration::from_millis(50)..Duration::from_millis(80);
     cfg.history = 4;
+    cfg.seed = Some(SEED ^ id);
     Node::start_in(cfg, net).await.expect("node starts")
 }
 
@@ -61,10 +62,12 @@ fn check(
     floor[0] = m.version;
 }
 
-#[tokio::test(start_paused = true)]
-async fn the_runtime_survives_loss_partitions_and_restarts_on_a_paused_clock() {
+/// Runs the workload; returns its trace (each update's outcome).
+async fn scenario() -> Vec<String> {
     // A logical-time bound: with the clock paused, time only moves when every task waits.
     tokio::time::timeout(Duration::from_secs(600), async {
+        let mut trace = Vec::new();
+        let t0 = tokio::time::Instant::now();
         let dir = tempfile::tempdir().unwrap();
         let net = MemNet::<KvStore>::new(SEED);
         let mut master = start(MASTER_ID, dir.path(), &net).await;
@@ -104,7 +107,9 @@ async fn the_runtime_survives_loss_partitions_and_restarts_on_a_paused_clock() {
             } else {
                 Mode::OnePhase
             };
-            match master.update(op.clone(), mode).await {
+            let outcome = master.update(op.clone(), mode).await;
+            trace.push(format!("{i}: {outcome:?} after {:?}", t0.elapsed()));
+            match outcome {
                 Ok(v) => {
                     let d = data.delta_of(&op);
                     data.apply(&d);
@@ -135,7 +140,23 @@ async fn the_runtime_survives_loss_partitions_and_restarts_on_a_paused_clock() {
             s.shutdown().await.unwrap();
         }
         master.shutdown().await.unwrap();
+        trace
     })
     .await
-    .expect("bounded in logical time");
+    .expect("bounded in logical time")
+}
+
+#[test]
+fn the_runtime_survives_loss_partitions_and_restarts_on_a_paused_clock_and_replays_from_its_seed() {
+    let run = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap()
+            .block_on(scenario())
+    };
+    let first = run();
+    let second = run();
+    assert_eq!(first, second, "same seed, same run");
 }

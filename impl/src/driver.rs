@@ -20,7 +20,8 @@
 use crate::codec::{self, Frame};
 use crate::storage::{Disk, Durable, StorageError};
 use bytes::Bytes;
-use rand::Rng;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use stateright::actor::{Actor, Command, Id, Out};
@@ -110,6 +111,29 @@ pub enum DriverError {
     Storage(#[from] StorageError),
 }
 
+/// How a driver runs.
+#[derive(Clone, Debug)]
+pub struct DriverOptions {
+    /// The largest frame a `Send` may produce; larger messages are logged and dropped.
+    pub max_frame_bytes: usize,
+    /// Seeds the timer durations; `None` draws from the OS.
+    pub seed: Option<u64>,
+    /// Saves on the calling thread instead of tokio's blocking pool. For simulations on a
+    /// single-threaded runtime with a paused clock, where it makes a run a function of its
+    /// seed; it blocks the runtime thread for the fsync.
+    pub inline_saves: bool,
+}
+
+impl Default for DriverOptions {
+    fn default() -> Self {
+        DriverOptions {
+            max_frame_bytes: crate::codec::MAX_FRAME_BYTES_DEFAULT,
+            seed: None,
+            inline_saves: false,
+        }
+    }
+}
+
 /// One actor, its state, its timers and its durable storage.
 pub struct Driver<A: Actor>
 where
@@ -121,16 +145,19 @@ where
     disk: Disk,
     /// The data of the last durable save: the base of the next incremental save.
     persisted: <A::Storage as Durable>::Data,
-    timers: HashMap<A::Timer, Instant>,
+    /// Armed timers: deadline, then the arming order to break ties deterministically.
+    timers: HashMap<A::Timer, (Instant, u64)>,
+    armed: u64,
     router: Router,
-    max_frame_bytes: usize,
+    options: DriverOptions,
+    rng: StdRng,
 }
 
-fn random_duration(range: &Range<Duration>) -> Duration {
+fn random_duration(rng: &mut StdRng, range: &Range<Duration>) -> Duration {
     if range.end <= range.start {
         return range.start;
     }
-    rand::rng().random_range(range.clone())
+    rng.random_range(range.clone())
 }
 
 impl<A> Driver<A>
@@ -145,13 +172,19 @@ where
         id: Id,
         disk: Disk,
         router: Router,
-        max_frame_bytes: usize,
+        options: DriverOptions,
     ) -> Result<Self, DriverError> {
-        let saved: Option<A::Storage> = {
+        let saved: Option<A::Storage> = if options.inline_saves {
+            disk.load()?
+        } else {
             let disk = disk.clone();
             tokio::task::spawn_blocking(move || disk.load())
                 .await
                 .map_err(|e| StorageError::Task(e.to_string()))??
+        };
+        let rng = match options.seed {
+            Some(seed) => StdRng::seed_from_u64(seed),
+            None => StdRng::from_os_rng(),
         };
         let persisted = saved.as_ref().map(|s| s.data().clone()).unwrap_or_default();
         let mut driver = Driver {
@@ -161,8 +194,10 @@ where
             disk,
             persisted,
             timers: HashMap::new(),
+            armed: 0,
             router,
-            max_frame_bytes,
+            options,
+            rng,
         };
         let mut out = Out::new();
         let state = driver.actor.on_start(id, &saved, &mut out);
@@ -193,8 +228,8 @@ where
     pub fn next_timer(&self) -> Option<(A::Timer, Instant)> {
         self.timers
             .iter()
-            .min_by_key(|(_, at)| **at)
-            .map(|(t, at)| (t.clone(), *at))
+            .min_by_key(|(_, at_seq)| **at_seq)
+            .map(|(t, (at, _))| (t.clone(), *at))
     }
 
     /// Delivers a message from `src`.
@@ -230,7 +265,11 @@ where
 
     async fn persist(&mut self, saved: A::Storage) -> Result<(), DriverError> {
         let last = std::mem::take(&mut self.persisted);
-        self.persisted = self.disk.save_async(last, saved).await?;
+        self.persisted = if self.options.inline_saves {
+            self.disk.save(&last, saved)?
+        } else {
+            self.disk.save_async(last, saved).await?
+        };
         Ok(())
     }
 
@@ -249,7 +288,8 @@ where
                     }
                     let bytes = match &encoded {
                         Some((m, b)) if *m == msg => b.clone(),
-                        _ => match codec::encode(&Frame::Actor(&msg), self.max_frame_bytes) {
+                        _ => match codec::encode(&Frame::Actor(&msg), self.options.max_frame_bytes)
+                        {
                             Ok(b) => {
                                 encoded = Some((msg, b.clone()));
                                 b
@@ -265,8 +305,9 @@ where
                     self.router.send(dst, bytes);
                 }
                 Command::SetTimer(timer, range) => {
-                    let at = Instant::now() + random_duration(&range);
-                    self.timers.insert(timer, at);
+                    let at = Instant::now() + random_duration(&mut self.rng, &range);
+                    self.armed += 1;
+                    self.timers.insert(timer, (at, self.armed));
                 }
                 Command::CancelTimer(timer) => {
                     self.timers.remove(&timer);
@@ -347,9 +388,18 @@ mod tests {
                 checked
             })
         };
-        let mut driver = Driver::start(Echo, Id::from(1), disk, router.clone(), 1024)
-            .await
-            .unwrap();
+        let mut driver = Driver::start(
+            Echo,
+            Id::from(1),
+            disk,
+            router.clone(),
+            DriverOptions {
+                max_frame_bytes: 1024,
+                ..DriverOptions::default()
+            },
+        )
+        .await
+        .unwrap();
         for n in 1..=50 {
             driver.on_msg(Id::from(2), n).await.unwrap();
         }

@@ -2,7 +2,7 @@
 //! master, read on any node, watch committed versions, shut down gracefully.
 
 use crate::codec::{NodeStatus, Query, Reply};
-use crate::driver::{Driver, DriverError, Router};
+use crate::driver::{Driver, DriverError, DriverOptions, Router};
 use crate::handshake::Identity;
 use crate::memnet::MemNet;
 use crate::storage::{Disk, KvStore, StorageError, UserStore};
@@ -71,6 +71,9 @@ pub struct NodeConfig {
     pub history: usize,
     /// The largest frame, in bytes.
     pub max_frame_bytes: usize,
+    /// Seeds the node's random choices (timer durations, its local client id); `None` draws
+    /// from the OS. On an in-memory network with a paused clock a seeded run is reproducible.
+    pub seed: Option<u64>,
 }
 
 impl NodeConfig {
@@ -93,6 +96,7 @@ impl NodeConfig {
             heartbeat: Duration::from_millis(100)..Duration::from_millis(150),
             history: 256,
             max_frame_bytes: crate::codec::MAX_FRAME_BYTES_DEFAULT,
+            seed: None,
         }
     }
 }
@@ -356,21 +360,24 @@ impl<S: UserStore> Node<S> {
             })?,
             None => SocketAddr::from(([0, 0, 0, 0], 0)),
         };
-        let disk = {
+        // On the in-memory network storage runs inline (see `DriverOptions::inline_saves`).
+        let inline = matches!(wiring, Wiring::Memory(_));
+        let disk = if inline {
+            Disk::open(&config.data_dir, config.cluster_id, config.node_id)?
+        } else {
             let (dir, cluster, node) = (config.data_dir.clone(), config.cluster_id, config.node_id);
             tokio::task::spawn_blocking(move || Disk::open(&dir, cluster, node))
                 .await
                 .map_err(|e| NodeError::Task(e.to_string()))??
         };
+        let options = DriverOptions {
+            max_frame_bytes: config.max_frame_bytes,
+            seed: config.seed,
+            inline_saves: inline,
+        };
         let router = Router::default();
-        let driver = Driver::start(
-            actor,
-            id(config.node_id),
-            disk,
-            router.clone(),
-            config.max_frame_bytes,
-        )
-        .await?;
+        let driver =
+            Driver::start(actor, id(config.node_id), disk, router.clone(), options).await?;
         let (inbox_tx, inbox_rx) = mpsc::channel(INBOX_INPUTS);
         let cancel = CancellationToken::new();
         let link = Link {
@@ -394,9 +401,16 @@ impl<S: UserStore> Node<S> {
         tracing::info!(node = config.node_id, %local_addr, version, "node started");
 
         let client = if config.node_id == MASTER_ID {
+            let local_id = id(match config.seed {
+                // Any fixed id far from node ids will do; derive it from the seed.
+                Some(seed) => CLIENT_ID_MIN + (seed >> 4),
+                None => random_client_id(),
+            });
+            // Continue the id's numbering if the master's ledger knows it (a restart).
+            let next_req = A::next_req(driver.state(), local_id).unwrap_or(0);
             let local = Arc::new(LocalClient {
-                id: id(random_client_id()),
-                next_req: AtomicU64::new(0),
+                id: local_id,
+                next_req: AtomicU64::new(next_req),
                 waiters: Waiters::default(),
             });
             let (tx, rx) = mpsc::channel(crate::driver::PEER_QUEUE_FRAMES);
