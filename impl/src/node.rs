@@ -540,13 +540,16 @@ impl<S: UserStore> Node<S> {
 
     /// Waits until the node stops (by [`Node::shutdown`] elsewhere, or a fatal error).
     pub async fn stopped(&mut self) -> Result<(), NodeError> {
-        match self.main.take() {
-            Some(h) => h
-                .await
-                .map_err(|e| NodeError::Task(e.to_string()))?
-                .map_err(NodeError::from),
-            None => Ok(()),
-        }
+        // Await the handle in place: if this future is dropped (e.g. it lost a `select!`),
+        // the handle stays, and a later `shutdown` still waits for the node to stop.
+        let Some(handle) = self.main.as_mut() else {
+            return Ok(());
+        };
+        let result = handle.await;
+        self.main = None;
+        result
+            .map_err(|e| NodeError::Task(e.to_string()))?
+            .map_err(NodeError::from)
     }
 
     /// A token that stops the node when cancelled.

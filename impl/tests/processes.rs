@@ -607,3 +607,32 @@ async fn bad_arguments_and_a_busy_port_give_one_line_and_a_non_zero_exit() {
     .await
     .expect("test bounded");
 }
+
+#[tokio::test]
+async fn sigterm_stops_a_node_gracefully() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let mut c = Cluster::new(1);
+        c.start(0).await;
+        c.ok(&["put", "k", "v"]).await;
+        let mut child = c.children.remove(&0).expect("master running");
+        let term = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(term.success());
+        let status = tokio::task::spawn_blocking(move || child.wait())
+            .await
+            .unwrap()
+            .expect("master exits");
+        assert!(status.success(), "{status:?}");
+        assert!(
+            c.logs(0).contains("node stopped"),
+            "the node finished its shutdown"
+        );
+        // It restarts from its directory with the committed data.
+        c.start(0).await;
+        assert_eq!(c.get(0, "k").await.as_deref(), Some("v"));
+    })
+    .await
+    .expect("test bounded");
+}
