@@ -225,6 +225,16 @@ impl Cluster {
     }
 
     async fn client(&self, node: u64, client_id: Option<u64>) -> Result<Client> {
+        if let Some(c) = client_id
+            && c <= self.slaves.len() as u64
+        {
+            // Node ids name the master and the slaves; a client using one would be taken
+            // for that node.
+            bail!(
+                "client id {c} is a node id; pick one above {}",
+                self.slaves.len()
+            );
+        }
         let addr = self.addr_of(node)?;
         Client::connect(addr, self.cluster_id, self.key.as_bytes(), client_id)
             .await
