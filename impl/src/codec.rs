@@ -186,6 +186,7 @@ mod tests {
                 })
                 .collect();
             let _ = decode::<Frame<M>>(&body);
+            let _ = decode::<crate::handshake::HandshakeMsg>(&body);
         }
     }
 }
