@@ -74,13 +74,18 @@ impl Cluster {
 
     /// Starts node `id` (0 = master) and waits until it listens.
     async fn start(&mut self, id: u64) {
+        self.start_with(id, &[]).await;
+    }
+
+    /// Starts node `id` with extra global flags (they override the cluster file).
+    async fn start_with(&mut self, id: u64, flags: &[&str]) {
         self.launches += 1;
         let log = self.log(id, self.launches);
         let out = std::fs::File::create(&log).expect("log file");
         let err = out.try_clone().expect("log file");
         let data = self.dir.path().join(format!("data{id}"));
         let mut cmd = Command::new(BIN);
-        cmd.arg("--config").arg(&self.config);
+        cmd.arg("--config").arg(&self.config).args(flags);
         if id == 0 {
             cmd.args(["master", "--data-dir"]).arg(&data);
         } else {
@@ -478,9 +483,14 @@ async fn a_slave_down_makes_a_two_phase_update_abort_at_its_timeout() {
 #[tokio::test]
 async fn a_peer_with_the_wrong_cluster_key_is_refused() {
     tokio::time::timeout(TEST_TIMEOUT, async {
-        let mut c = Cluster::new(1);
+        let mut c = Cluster::new(2);
         c.start(0).await;
         c.start(1).await;
+        // A slave with the wrong key: the master refuses it, and it refuses the master.
+        c.start_with(2, &["--key", "not-the-key"]).await;
+        let master_log = c.dir.path().join("node0-1.log");
+        wait_for_line(&master_log, "peer node 2 failed to prove the cluster key").await;
+        wait_for_line(&c.dir.path().join("node2-3.log"), "wrong key").await;
         c.ok(&["put", "k", "v"]).await;
         let out = c.cli(&["--key", "not-the-key", "get", "k"]).await;
         assert!(!out.status.success());
