@@ -513,7 +513,7 @@ async fn demo_in(dir: &std::path::Path, updates: u32) -> Result<()> {
             .put(
                 format!("sync{i}"),
                 format!("synced{i}"),
-                Mode::TwoPhase { timeout_ms: 2000 },
+                Mode::TwoPhase { timeout_ms: 5000 },
             )
             .await?;
         println!("master  committed version {v} (two-phase put sync{i})");
