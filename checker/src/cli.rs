@@ -105,7 +105,7 @@ pub struct SearchArgs {
     #[arg(long)]
     pub no_graph: bool,
     /// Stop the liveness graph check after this many unique states (then partial, exit 3).
-    #[arg(long, value_name = "N", default_value_t = 1_000_000)]
+    #[arg(long, value_name = "N", default_value_t = 20_000_000)]
     pub graph_max_states: usize,
 }
 

@@ -44,11 +44,14 @@ fn fingerprint<T: Hash>(value: &T) -> u64 {
     h.finish()
 }
 
+/// A symmetry representative: maps a state to the canonical member of its class.
+pub type Representative<S> = fn(&S) -> S;
+
 /// Explores `model` and reports a state from which no `goal` state is reachable through
 /// `fair` actions. Stops after `max_states` unique states (reported as `truncated`).
 pub fn convergence_reachable<M>(
     model: &M,
-    symmetry: Option<fn(&M::State) -> M::State>,
+    symmetry: Option<Representative<M::State>>,
     fair: impl Fn(&M::Action) -> bool,
     goal: impl Fn(&M::State) -> bool,
     max_states: usize,

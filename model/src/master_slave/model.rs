@@ -766,11 +766,11 @@ fn slave_floor(s: &MasterSlaveState, i: usize) -> Version {
 /// The lowest "decided" version slave `i` can ever hold again (it only grows and is saved).
 fn decided_floor(s: &MasterSlaveState, i: usize) -> Version {
     let saved = match &s.actor_storages[i] {
-        Some(Saved::Slave(st)) => st.user.decided,
+        Some(Saved::Slave(st)) => st.user.decided.max(st.user.version),
         _ => 0,
     };
     match &*s.actor_states[i] {
-        NodeState::Slave(sl) => sl.user.decided.min(saved),
+        NodeState::Slave(sl) => sl.user.decided.max(sl.user.version).min(saved),
         _ => 0,
     }
 }

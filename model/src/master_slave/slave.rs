@@ -189,7 +189,6 @@ impl<S: Store> SlaveServer<S> {
                     state
                         .user
                         .commit_prepared(v, self.is(Mutant::ExposePreparedData));
-                    state.user.decided = state.user.decided.max(v);
                     self.after_catch_up(state, o);
                 } else if version < v {
                     // Missed the prepare (or lost it in a crash): fetch instead.
@@ -211,7 +210,8 @@ impl<S: Store> SlaveServer<S> {
     /// waiting update at or below `v` that this slave did not commit was aborted, or will come
     /// by delta (claims 27, 35). Saved, so a late Prepare of `v` is ignored after a restart too.
     fn learn_decision(&self, state: &mut Cow<SlaveState<S>>, v: u64, o: &mut Out<Self>) {
-        if state.user.decided >= v {
+        if state.user.decided.max(state.user.version) >= v {
+            // Known already (a committed version implies its decision).
             return;
         }
         let state = state.to_mut();
@@ -234,7 +234,6 @@ impl<S: Store> SlaveServer<S> {
                     state
                         .user
                         .commit_prepared(p, self.is(Mutant::ExposePreparedData));
-                    state.user.decided = state.user.decided.max(p);
                     self.after_catch_up(state, o);
                 }
                 // Aborted, or an older prepared delta whose decision this slave missed: the

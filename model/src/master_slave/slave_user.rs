@@ -22,8 +22,9 @@ pub struct SlaveUser<S: Store> {
     pub data: S,
     /// The delta saved by a Prepared vote, until the decision arrives (claims 28, 29).
     pub prepared: Option<Step<S>>,
-    /// The highest version whose two-phase decision this slave has learned. A prepare at or
-    /// below it is stale (the master proposes increasing versions, one at a time) and is
+    /// The highest version above `version` whose two-phase decision this slave has learned
+    /// (a committed `version` already implies the decisions below it, so this is only raised
+    /// by news beyond it). A prepare at or below it is stale (the master proposes increasing versions, one at a time) and is
     /// never voted on, so no decided update can leave a prepared delta behind.
     pub decided: Version,
 }
