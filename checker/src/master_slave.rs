@@ -430,7 +430,8 @@ fn shortest_prefix(
     Some((prefix, encoded))
 }
 
-/// Runs the graph check on the config itself (loss included), or says why not.
+/// Runs the graph check (on the config itself when crash-free, else on its loss-free space),
+/// or says why not.
 fn graph_check(
     cfg: &MasterSlaveConfig,
     settings: &Settings,
@@ -512,7 +513,11 @@ fn graph_check(
             search.graph_max_states
         )
     } else {
-        "graph check on the config itself".to_string()
+        if graph_cfg == *cfg {
+            "graph check on the config itself".to_string()
+        } else {
+            "graph check on the loss-free space (crashes allowed)".to_string()
+        }
     };
     properties.push(PropertyRow {
         name: props::CONVERGENCE_REACHABLE.to_string(),
