@@ -479,7 +479,11 @@ fn graph_check(
     // enumerate; the graph check then runs on the loss-free space (crash and reordering
     // traps), and loss-driven traps are checked on crash-free lossy configs (see
     // docs/checking.md, "What the liveness checks prove").
-    let graph_cfg = if cfg.max_crashes > 0 { cfg.safety_equivalent() } else { cfg.clone() };
+    let graph_cfg = if cfg.max_crashes > 0 {
+        cfg.safety_equivalent()
+    } else {
+        cfg.clone()
+    };
     let model = graph_cfg.clone().into_model();
     let live = std::io::IsTerminal::is_terminal(&std::io::stderr());
     if live {
