@@ -5,9 +5,11 @@
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
-use replicore_runtime::client::Client;
+use replicore_runtime::client::{Client, ClientError};
 use replicore_runtime::config::ClusterFile;
+use replicore_runtime::handshake::HandshakeError;
 use replicore_runtime::node::{MASTER_ID, Node, NodeConfig, UpdateError};
+use replicore_runtime::transport::TransportError;
 use replicore_runtime::{KvStore, Mode};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -323,7 +325,23 @@ async fn run(cli: Cli) -> Result<()> {
             if id == MASTER_ID {
                 bail!("slave ids start at 1 (0 is the master)");
             }
-            cluster.master()?;
+            let master_addr = cluster.master()?.to_string();
+            // A master that refuses this node (wrong cluster id or key) is a configuration
+            // error: say so once and exit rather than redial forever. An unreachable master
+            // is not: it may start later, and the node keeps dialing.
+            let probe = Client::<KvStore>::connect(
+                &master_addr,
+                cluster.cluster_id,
+                cluster.key.as_bytes(),
+                Some(id),
+            )
+            .await;
+            if let Err(ClientError::Transport(TransportError::Handshake { source, .. })) = &probe
+                && !matches!(source, HandshakeError::Io(_) | HandshakeError::TimedOut)
+            {
+                bail!("the master at {master_addr} refused this node: {source}");
+            }
+            drop(probe);
             let listen = match listen {
                 Some(l) => l,
                 None => cluster.addr_of(id)?.to_string(),
