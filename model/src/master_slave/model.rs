@@ -835,10 +835,12 @@ fn beat_is_dead(floor: &MasterFloor, beat: &Beat) -> bool {
 /// (or only produces messages that are), judged by counters that never decrease in any
 /// variant of the model, mutants included. Such a message changes no behaviour, so
 /// forgetting it merges states that differ only by dead messages.
-fn is_dead(cfg: &MasterSlaveConfig, s: &MasterSlaveState, env: &Envelope<Msg<ModelKv>>) -> bool {
+fn is_dead(s: &MasterSlaveState, env: &Envelope<Msg<ModelKv>>) -> bool {
     let dst = usize::from(env.dst);
-    let from_master = env.src == cfg.master_id();
-    let client_next = |s: &MasterSlaveState| match &*s.actor_states[usize::from(cfg.client_id())] {
+    // Ids are fixed: the master first, the client last.
+    let from_master = env.src == Id::from(0);
+    let client = s.actor_states.len() - 1;
+    let client_next = |s: &MasterSlaveState| match &*s.actor_states[client] {
         NodeState::Client(c) => c.next,
         _ => 0,
     };
@@ -932,20 +934,31 @@ pub fn symmetry_for(model: &MasterSlaveModel) -> fn(&MasterSlaveState) -> Master
 /// Symmetry over slaves only: the state with its slaves sorted, nothing forgotten.
 pub fn slave_symmetry(s: &MasterSlaveState) -> MasterSlaveState {
     let plan = slave_plan(s);
+    permuted(s, &plan, s.network.rewrite(&plan))
+}
+
+/// `s` with its actors permuted by `plan` and `network` (already rewritten) in place.
+fn permuted(
+    s: &MasterSlaveState,
+    plan: &SlavePlan,
+    network: Network<Msg<ModelKv>>,
+) -> MasterSlaveState {
     ActorModelState {
         actor_states: plan.reindex(&s.actor_states),
-        network: s.network.rewrite(&plan),
+        network,
         timers_set: plan.reindex(&s.timers_set),
         random_choices: plan.reindex(&s.random_choices),
         crashed: plan.reindex(&s.crashed),
-        history: s.history.rewrite(&plan),
+        history: s.history.rewrite(plan),
         actor_storages: plan.reindex(&s.actor_storages),
     }
 }
 
 /// The permutation that sorts slaves by (state, saved state, crash flag), keeping the master
 /// and the client in place.
-fn slave_plan(s: &MasterSlaveState) -> RewritePlan<Id, stateright::util::DenseNatMap<Id, Id>> {
+type SlavePlan = RewritePlan<Id, stateright::util::DenseNatMap<Id, Id>>;
+
+fn slave_plan(s: &MasterSlaveState) -> SlavePlan {
     let keys: Vec<_> = (0..s.actor_states.len())
         .map(|i| {
             let rank = match &*s.actor_states[i] {
@@ -971,33 +984,21 @@ fn slave_plan(s: &MasterSlaveState) -> RewritePlan<Id, stateright::util::DenseNa
 /// the last delivered message, which no behaviour depends on.
 pub fn representative(s: &MasterSlaveState) -> MasterSlaveState {
     let plan = slave_plan(s);
-    let cfg = MasterSlaveConfig {
-        slaves: s.actor_states.len() - 2,
-        ..MasterSlaveConfig::default()
-    };
     let network = match &s.network {
         Network::UnorderedDuplicating(set, _) => Network::new_unordered_duplicating(
             set.iter()
-                .filter(|env| !is_dead(&cfg, s, env))
+                .filter(|env| !is_dead(s, env))
                 .map(|env| env.rewrite(&plan)),
         ),
         Network::UnorderedNonDuplicating(_) => Network::new_unordered_nonduplicating(
             s.network
                 .iter_all()
-                .filter(|env| !is_dead(&cfg, s, &env.to_cloned_msg()))
+                .filter(|env| !is_dead(s, &env.to_cloned_msg()))
                 .map(|env| env.to_cloned_msg().rewrite(&plan)),
         ),
         Network::Ordered(_) => s.network.rewrite(&plan),
     };
-    ActorModelState {
-        actor_states: plan.reindex(&s.actor_states),
-        network,
-        timers_set: plan.reindex(&s.timers_set),
-        random_choices: plan.reindex(&s.random_choices),
-        crashed: plan.reindex(&s.crashed),
-        history: s.history.rewrite(&plan),
-        actor_storages: plan.reindex(&s.actor_storages),
-    }
+    permuted(s, &plan, network)
 }
 
 /// Whether an action is fair for liveness: delivery, timer firing and recovery are; message
