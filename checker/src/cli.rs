@@ -63,8 +63,8 @@ pub struct MasterSlaveArgs {
 /// The search options, shared by every protocol.
 #[derive(Debug, Args)]
 pub struct SearchArgs {
-    /// bfs (shortest traces, more memory, no symmetry), dfs, or simulation (random walks,
-    /// never a proof).
+    /// dfs (little memory), bfs (shortest traces, the frontier's states in memory), or
+    /// simulation (random walks, never a proof).
     #[arg(long, value_enum, default_value = "dfs")]
     pub strategy: Strategy,
     /// The simulation's seed.
@@ -78,10 +78,11 @@ pub struct SearchArgs {
     /// A simulation without it runs 30 s.
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: Option<u64>,
-    /// Checker threads [default: the number of cores].
+    /// Stateright checker threads, for configs with an `Eventually` property [default: the
+    /// number of cores]; replicore's explorer runs on one.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=256))]
     pub threads: Option<u64>,
-    /// Reduce by the protocol's symmetry (on by default for dfs and simulation; bfs cannot).
+    /// Reduce by the protocol's symmetry (on by default).
     #[arg(long, overrides_with = "no_symmetry")]
     pub symmetry: bool,
     /// Do not reduce by symmetry.
@@ -110,13 +111,9 @@ pub struct SearchArgs {
 }
 
 impl SearchArgs {
-    /// Whether symmetry is on: explicit flags win, else on for dfs and simulation.
+    /// Whether symmetry is on: on unless `--no-symmetry`.
     pub fn symmetry_on(&self) -> bool {
-        if self.no_symmetry {
-            false
-        } else {
-            self.symmetry || self.strategy != Strategy::Bfs
-        }
+        !self.no_symmetry
     }
 }
 

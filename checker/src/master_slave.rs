@@ -11,8 +11,11 @@ use crate::report::{
 };
 use crate::runner::{self, Settings, Strategy};
 use anyhow::{Context, bail};
+use replicore_model::explore::{Liveness, plain_fingerprint};
+use replicore_model::liveness::GraphReport;
 use replicore_model::master_slave::model::{
-    MasterSlaveModel, MasterSlaveState, check_convergence, props, representative, script_text,
+    MasterSlaveModel, MasterSlaveState, canonical_fingerprint, check_convergence, is_fair, props,
+    representative, script_text,
 };
 use replicore_model::master_slave::{
     Beat, ClientMsg, Decision, MasterSlaveConfig, Mode, Msg, Mutant, NodeState, Outcome, Saved,
@@ -158,9 +161,6 @@ fn config_fields(cfg: &MasterSlaveConfig) -> serde_json::Value {
 
 /// Settings from the options; errors on combinations that cannot mean what they say.
 pub fn settings(search: &SearchArgs) -> anyhow::Result<Settings> {
-    if search.symmetry && search.strategy == Strategy::Bfs {
-        bail!("--symmetry needs --strategy dfs or simulation: Stateright's bfs ignores symmetry");
-    }
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let mut timeout = search.timeout.map(Duration::from_secs);
     if search.strategy == Strategy::Simulation && timeout.is_none() {
@@ -280,8 +280,44 @@ pub fn check(
             "; symmetry off: the representative forgets dead messages, unsound for Eventually",
         );
     }
+    // An exhaustive search runs replicore's explorer (one thread); the main run and the
+    // liveness graph are one pass over one space when the graph check explores the same
+    // config (crashes allowed: the loss-free space).
+    let one_pass = settings.strategy != Strategy::Simulation && !has_eventually;
+    if one_pass {
+        settings.threads = 1;
+    }
     let settings = &settings;
-    let outcome = runner::run(model, settings, Some(representative));
+    let with_graph = one_pass
+        && graph_skip(cfg, settings, search, true).is_none()
+        && graph_config(cfg) == explored;
+    let (outcome, pass) = if one_pass {
+        let goal = |s: &MasterSlaveState| props::converged(&explored, s);
+        let liveness = with_graph.then_some(Liveness {
+            fair: &is_fair,
+            goal: &goal,
+        });
+        let fingerprint: &dyn Fn(&MasterSlaveState) -> u64 = if settings.symmetry {
+            &canonical_fingerprint
+        } else {
+            &plain_fingerprint::<MasterSlaveState>
+        };
+        let max_states = if with_graph {
+            search.graph_max_states
+        } else {
+            usize::MAX
+        };
+        let (outcome, graph) = runner::explore(&model, settings, fingerprint, liveness, max_states);
+        let pass = graph.map(|g| OnePassGraph {
+            unique_states: outcome.unique,
+            stopped: outcome.stopped,
+            elapsed: outcome.elapsed,
+            graph: g,
+        });
+        (outcome, pass)
+    } else {
+        (runner::run(model, settings, Some(representative)), None)
+    };
     let judge = explored_model(cfg, &explored);
     let complete = outcome.stopped.is_none();
 
@@ -366,6 +402,7 @@ pub fn check(
         settings,
         search,
         complete,
+        pass,
         &mut properties,
         &mut counterexamples,
     );
@@ -430,23 +467,40 @@ fn shortest_prefix(
     Some((prefix, encoded))
 }
 
-/// Runs the graph check (on the config itself when crash-free, else on its loss-free space),
-/// or says why not.
-fn graph_check(
+/// The liveness graph computed in the same pass as the main run.
+struct OnePassGraph {
+    unique_states: usize,
+    stopped: Option<runner::Stop>,
+    elapsed: Duration,
+    graph: runner::Graph<MasterSlaveModel>,
+}
+
+/// The config the graph check explores: with crashes allowed, the lossy space of any but the
+/// smallest config is too large to enumerate, so the graph check runs on the loss-free space
+/// (crash and reordering traps), and loss-driven traps are checked on crash-free lossy
+/// configs (see docs/checking.md, "What the liveness checks prove").
+fn graph_config(cfg: &MasterSlaveConfig) -> MasterSlaveConfig {
+    if cfg.max_crashes > 0 {
+        cfg.safety_equivalent()
+    } else {
+        cfg.clone()
+    }
+}
+
+/// Why the graph check does not run, if it does not.
+fn graph_skip(
     cfg: &MasterSlaveConfig,
     settings: &Settings,
     search: &SearchArgs,
     main_complete: bool,
-    properties: &mut Vec<PropertyRow>,
-    counterexamples: &mut Vec<Counterexample>,
-) -> Option<GraphCheck> {
+) -> Option<String> {
     let liveness_mutant = |m: Mutant| {
         matches!(
             m.breaks().0,
             props::CONVERGENCE_REACHABLE | props::CONVERGES
         )
     };
-    let skip = if search.no_graph {
+    if search.no_graph {
         Some("--no-graph".to_string())
     } else if settings.strategy == Strategy::Simulation {
         Some("a simulation does not exhaust the space".to_string())
@@ -456,6 +510,24 @@ fn graph_check(
         cfg.mutant
             .filter(|m| !liveness_mutant(*m))
             .map(|m| format!("mutant {} targets a safety property", m.name()))
+    }
+}
+
+/// Runs the graph check (on the config itself when crash-free, else on its loss-free space),
+/// or takes the one computed in the main pass, or says why not.
+fn graph_check(
+    cfg: &MasterSlaveConfig,
+    settings: &Settings,
+    search: &SearchArgs,
+    main_complete: bool,
+    pass: Option<OnePassGraph>,
+    properties: &mut Vec<PropertyRow>,
+    counterexamples: &mut Vec<Counterexample>,
+) -> Option<GraphCheck> {
+    let skip = if pass.is_some() {
+        None
+    } else {
+        graph_skip(cfg, settings, search, main_complete)
     };
     if let Some(why) = skip {
         properties.push(PropertyRow {
@@ -479,20 +551,34 @@ fn graph_check(
     // enumerate; the graph check then runs on the loss-free space (crash and reordering
     // traps), and loss-driven traps are checked on crash-free lossy configs (see
     // docs/checking.md, "What the liveness checks prove").
-    let graph_cfg = if cfg.max_crashes > 0 {
-        cfg.safety_equivalent()
-    } else {
-        cfg.clone()
-    };
+    let graph_cfg = graph_config(cfg);
     let model = graph_cfg.clone().into_model();
-    let live = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    if live {
-        eprint!("  liveness graph check on {graph_cfg} ...");
-    }
-    let g = check_convergence(&model, search.graph_max_states);
-    if live {
-        eprint!("\r\x1b[2K");
-    }
+    let same_pass = pass.is_some();
+    let stop_note = pass
+        .as_ref()
+        .and_then(|p| p.stopped)
+        .map(|stop| format!("the one-pass search was {}", stop.describe(settings)));
+    let g = match pass {
+        Some(p) => GraphReport {
+            unique_states: p.unique_states,
+            fair_edges: p.graph.fair_edges,
+            goal_states: p.graph.goal_states,
+            truncated: p.stopped.is_some(),
+            elapsed: p.elapsed,
+            trap: p.graph.trap,
+        },
+        None => {
+            let live = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            if live {
+                eprint!("  liveness graph check on {graph_cfg} ...");
+            }
+            let g = check_convergence(&model, search.graph_max_states);
+            if live {
+                eprint!("\r\x1b[2K");
+            }
+            g
+        }
+    };
     let mut counterexample = None;
     let result = if let Some(trap) = g.trap {
         let number = counterexamples.len() + 1;
@@ -511,17 +597,19 @@ fn graph_check(
     } else {
         Verdict::Holds
     };
-    let note = if g.truncated {
+    let note = if let Some(note) = stop_note {
+        note
+    } else if g.truncated {
         format!(
             "graph check stopped at --graph-max-states {}",
             search.graph_max_states
         )
+    } else if graph_cfg == *cfg {
+        "graph check on the config itself".to_string()
+    } else if same_pass {
+        "graph check on the loss-free space (crashes allowed), in the same pass".to_string()
     } else {
-        if graph_cfg == *cfg {
-            "graph check on the config itself".to_string()
-        } else {
-            "graph check on the loss-free space (crashes allowed)".to_string()
-        }
+        "graph check on the loss-free space (crashes allowed)".to_string()
     };
     properties.push(PropertyRow {
         name: props::CONVERGENCE_REACHABLE.to_string(),

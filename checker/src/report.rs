@@ -263,7 +263,7 @@ impl Report {
                 g.goal_states,
                 g.elapsed_secs,
                 if g.truncated {
-                    " (TRUNCATED at its state bound)"
+                    " (TRUNCATED: not exhausted)"
                 } else {
                     ""
                 }

@@ -13,13 +13,16 @@ use std::hash::{DefaultHasher, Hasher};
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
-/// How the state space is searched.
+/// How the state space is searched. Exhaustive searches run replicore's one-pass explorer
+/// ([`replicore_model::explore`], one thread, canonical fingerprints, the liveness graph in
+/// the same pass); a model with an `Eventually` property, which that explorer does not
+/// judge, goes to Stateright's checker of the same order (`--threads` applies there).
 #[derive(Clone, Copy, Debug, Eq, PartialEq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Strategy {
-    /// Breadth first: shortest counterexamples, holds whole states in memory, no symmetry.
+    /// Breadth first: shortest counterexamples; the frontier's states stay in memory.
     Bfs,
-    /// Depth first: fingerprints only, symmetry reduction.
+    /// Depth first: little memory beyond one fingerprint and the graph's edges per state.
     Dfs,
     /// Random walks from a seed: for spaces too large to exhaust; never a proof.
     Simulation,
@@ -71,6 +74,8 @@ pub enum Stop {
     Depth,
     /// Simulation walks random paths; it never exhausts a space.
     Simulation,
+    /// The explorer's unique-state bound (`--graph-max-states`) was reached.
+    MaxStates,
 }
 
 impl Stop {
@@ -87,6 +92,9 @@ impl Stop {
             ),
             Stop::Simulation => {
                 "simulation samples random paths and never exhausts the state space".into()
+            }
+            Stop::MaxStates => {
+                "stopped at --graph-max-states unique states before the space was exhausted".into()
             }
         }
     }
@@ -147,6 +155,20 @@ where
             started,
         );
     }
+    // Our explorer does not judge `Eventually` (only meaningful at terminal states, as
+    // Stateright does it): such models go to Stateright's own BFS.
+    let eventually = model
+        .properties()
+        .iter()
+        .any(|p| p.expectation == Expectation::Eventually);
+    if settings.strategy != Strategy::Simulation && !eventually {
+        let rep = representative.filter(|_| settings.symmetry);
+        let fingerprint = move |s: &M::State| match rep {
+            Some(f) => replicore_model::explore::plain_fingerprint(&f(s)),
+            None => replicore_model::explore::plain_fingerprint(s),
+        };
+        return explore(&model, settings, &fingerprint, None, usize::MAX).0;
+    }
     let mut builder: CheckerBuilder<M> = model.checker().threads(settings.threads.max(1));
     if let Some(depth) = settings.depth {
         builder = builder.target_max_depth(depth);
@@ -164,6 +186,87 @@ where
         // A simulation returned above.
         Strategy::Dfs | Strategy::Simulation => collect(builder.spawn_dfs(), settings, started),
     }
+}
+
+/// What [`explore`] saw beyond the [`Outcome`]: the liveness graph, when asked for.
+pub type Graph<M> = replicore_model::explore::GraphOutcome<M>;
+
+/// Runs replicore's one-pass explorer ([`replicore_model::explore`]) in the strategy's order, with the
+/// canonical `fingerprint`, and the liveness graph when `liveness` is given.
+pub fn explore<M>(
+    model: &M,
+    settings: &Settings,
+    fingerprint: &dyn Fn(&M::State) -> u64,
+    liveness: Option<replicore_model::explore::Liveness<'_, M>>,
+    max_states: usize,
+) -> (Outcome<M>, Option<Graph<M>>)
+where
+    M: Model,
+    M::State: Debug + Clone + PartialEq,
+    M::Action: Debug + Clone + PartialEq,
+{
+    use replicore_model::explore::{Cut, Options, Order, Progress};
+    let started = Instant::now();
+    let live = std::io::stderr().is_terminal();
+    let printed = std::cell::Cell::new(false);
+    let progress = |p: &Progress| {
+        let secs = p.elapsed.as_secs_f64();
+        eprint!(
+            "\r\x1b[2K  states {}  unique {}  depth {}  {:.0} states/s  {secs:.0} s",
+            p.states,
+            p.unique,
+            p.depth,
+            p.states as f64 / secs.max(1e-9),
+        );
+        let _ = std::io::stderr().flush();
+        printed.set(true);
+    };
+    let mut options = Options::new(fingerprint);
+    options.order = match settings.strategy {
+        Strategy::Bfs => Order::BreadthFirst,
+        Strategy::Dfs | Strategy::Simulation => Order::DepthFirst,
+    };
+    options.liveness = liveness;
+    options.max_states = max_states;
+    options.max_depth = settings.depth;
+    options.deadline = settings.timeout.map(|t| started + t);
+    if live {
+        options.progress = Some(&progress);
+    }
+    let run = replicore_model::explore::explore(model, options);
+    if printed.get() {
+        eprint!("\r\x1b[2K");
+        let _ = std::io::stderr().flush();
+    }
+    let findings: Vec<Finding<M>> = model
+        .properties()
+        .into_iter()
+        .zip(run.discoveries)
+        .map(|(p, d)| Finding {
+            name: p.name,
+            expectation: p.expectation,
+            found: d.is_some(),
+            discovery: d.map(|path| {
+                let encoded = path.encode(model);
+                (path, encoded)
+            }),
+        })
+        .collect();
+    let stopped = match run.cut {
+        Some(Cut::Deadline) => Some(Stop::Timeout),
+        Some(Cut::Depth) => Some(Stop::Depth),
+        Some(Cut::MaxStates) => Some(Stop::MaxStates),
+        None => None,
+    };
+    let outcome = Outcome {
+        states: run.states,
+        unique: run.unique,
+        max_depth: run.max_depth,
+        elapsed: started.elapsed(),
+        findings,
+        stopped,
+    };
+    (outcome, run.graph)
 }
 
 fn collect<M, C>(checker: C, settings: &Settings, started: Instant) -> Outcome<M>

@@ -1001,6 +1001,180 @@ pub fn representative(s: &MasterSlaveState) -> MasterSlaveState {
     permuted(s, &plan, network)
 }
 
+/// The canonical fingerprint of `s` for [`crate::explore`]: the hash of a canonical form of
+/// `s` under renaming of slaves, with dead messages forgotten (see [`is_dead`]), computed
+/// without building that form. Slaves are ordered by a hash of everything they own; slaves
+/// that own the same things are interchangeable, and the id-dependent rest (the master's
+/// votes and acks, the ghost's voters, the network) is hashed under every order of them,
+/// keeping the least. So two states get the same fingerprint exactly when one is a renaming
+/// of the other (up to 64-bit collisions), whatever order the search meets them in. Like
+/// [`representative`] it forgets dead messages: it is for `Always`/`Sometimes` properties
+/// and the graph check, not for Stateright's `Eventually`.
+pub fn canonical_fingerprint(s: &MasterSlaveState) -> u64 {
+    use crate::explore::{hash_of, hasher};
+    use std::hash::{Hash, Hasher};
+    let n = s.actor_states.len();
+    let client = n - 1;
+    let own = |i: usize| {
+        hash_of(&(
+            &*s.actor_states[i],
+            &s.actor_storages[i],
+            s.crashed[i],
+            &s.timers_set[i],
+            &s.random_choices[i],
+        ))
+    };
+    let mut order: Vec<(u64, usize)> = (1..client).map(|i| (own(i), i)).collect();
+    order.sort_unstable();
+
+    // What does not depend on slave ids.
+    let mut h = hasher();
+    for (key, _) in &order {
+        key.hash(&mut h);
+    }
+    match &*s.actor_states[0] {
+        NodeState::Master(m) => (&m.user, &m.pending, &m.last_decision, &m.queue).hash(&mut h),
+        other => other.hash(&mut h),
+    }
+    (
+        &s.actor_storages[0],
+        s.crashed[0],
+        &s.timers_set[0],
+        &s.random_choices[0],
+    )
+        .hash(&mut h);
+    own(client).hash(&mut h);
+    // The ghost. Left out: `rolled_back`, `delta_applied` and `snapshot_applied`. No step and
+    // no `Always` property reads them, each is read by one `Sometimes` property alone, and
+    // whether a step sets one depends on the rest of the state and the step only;
+    // [`crate::explore`] judges `Sometimes` properties on every generated state, so merging
+    // states that differ only in these bits loses no verdict (and halves the default space).
+    let g = &s.history;
+    (
+        &g.committed,
+        &g.proposed,
+        &g.two_phase_commits,
+        &g.aborted,
+        g.version_reused,
+        g.commit_without_votes,
+    )
+        .hash(&mut h);
+    // Each live message: its ends and the hash of its content, which no renaming changes.
+    let live: Vec<(usize, usize, u64)> = match &s.network {
+        Network::UnorderedDuplicating(set, _) => set
+            .iter()
+            .filter(|e| !is_dead(s, e))
+            .map(|e| (usize::from(e.src), usize::from(e.dst), hash_of(&e.msg)))
+            .collect(),
+        Network::UnorderedNonDuplicating(bag) => bag
+            .iter()
+            .filter(|(e, _)| !is_dead(s, e))
+            .map(|(e, count)| {
+                (
+                    usize::from(e.src),
+                    usize::from(e.dst),
+                    hash_of(&(&e.msg, count)),
+                )
+            })
+            .collect(),
+        Network::Ordered(links) => links
+            .iter()
+            .filter(|(_, queue)| !queue.is_empty())
+            .map(|((src, dst), queue)| (usize::from(*src), usize::from(*dst), hash_of(queue)))
+            .collect(),
+    };
+
+    // What does, under one renaming `perm[old id] = new id`.
+    let renamed = |perm: &[usize]| -> u64 {
+        let rename = |id: Id| Id::from(perm[usize::from(id)]);
+        let mut h = hasher();
+        if let NodeState::Master(m) = &*s.actor_states[0] {
+            let ids = |set: &BTreeSet<Id>| {
+                let mut v: Vec<Id> = set.iter().map(|id| rename(*id)).collect();
+                v.sort_unstable();
+                v
+            };
+            (ids(&m.votes), ids(&m.acked)).hash(&mut h);
+        }
+        let mut voted: Vec<(Id, Version)> =
+            g.voted.iter().map(|(id, v)| (rename(*id), *v)).collect();
+        voted.sort_unstable();
+        voted.hash(&mut h);
+        // The network as a multiset of renamed live messages: an order-free sum of hashes.
+        let mut net = 0u64;
+        for (src, dst, content) in &live {
+            net = net.wrapping_add(hash_of(&(perm[*src], perm[*dst], content)));
+        }
+        net.hash(&mut h);
+        h.finish()
+    };
+
+    // Every renaming that keeps the order by key: tied slaves in any order.
+    let mut perm: Vec<usize> = (0..n).collect();
+    for (k, (_, i)) in order.iter().enumerate() {
+        perm[*i] = k + 1;
+    }
+    let mut least = renamed(&perm);
+    let mut start = 0;
+    let mut groups = Vec::new();
+    while start < order.len() {
+        let end = start
+            + order[start..]
+                .iter()
+                .take_while(|o| o.0 == order[start].0)
+                .count();
+        if end - start > 1 {
+            groups.push(start..end);
+        }
+        start = end;
+    }
+    if !groups.is_empty() {
+        let mut positions: Vec<usize> = (1..client).collect();
+        each_order(&mut positions, &groups, 0, &mut |pos| {
+            for (k, (_, i)) in order.iter().enumerate() {
+                perm[*i] = pos[k];
+            }
+            least = least.min(renamed(&perm));
+        });
+    }
+    least.hash(&mut h);
+    h.finish()
+}
+
+/// Calls `f` with `positions` permuted in every way within each of `groups` (from `g` on).
+fn each_order(
+    positions: &mut Vec<usize>,
+    groups: &[std::ops::Range<usize>],
+    g: usize,
+    f: &mut impl FnMut(&[usize]),
+) {
+    let Some(range) = groups.get(g) else {
+        f(positions);
+        return;
+    };
+    // Heap's algorithm over the group's slice, recursing into the next group at each order.
+    fn heap(
+        k: usize,
+        range: &std::ops::Range<usize>,
+        positions: &mut Vec<usize>,
+        groups: &[std::ops::Range<usize>],
+        g: usize,
+        f: &mut impl FnMut(&[usize]),
+    ) {
+        if k <= 1 {
+            each_order(positions, groups, g + 1, f);
+            return;
+        }
+        heap(k - 1, range, positions, groups, g, f);
+        for i in 0..k - 1 {
+            let j = if k.is_multiple_of(2) { i } else { 0 };
+            positions.swap(range.start + j, range.start + k - 1);
+            heap(k - 1, range, positions, groups, g, f);
+        }
+    }
+    heap(range.len(), range, positions, groups, g, f);
+}
+
 /// Whether an action is fair for liveness: delivery, timer firing and recovery are; message
 /// loss and crashes are the faults that "stop".
 pub fn is_fair(
@@ -1018,7 +1192,7 @@ pub fn check_convergence(
     let cfg = model.cfg.clone();
     crate::liveness::convergence_reachable(
         model,
-        Some(representative),
+        &canonical_fingerprint,
         is_fair,
         move |s| props::converged(&cfg, s),
         max_states,

@@ -1,0 +1,438 @@
+//! An exhaustive explorer of our own (depth or breadth first), for any Stateright [`Model`]: one pass
+//! that decides every `Always` and `Sometimes` property, reduces by a caller-supplied
+//! canonical fingerprint (symmetry and dead-message reduction without building a
+//! representative state), and optionally keeps the fair edges of the explored graph for the
+//! liveness check of [`crate::liveness`].
+//!
+//! Why not Stateright's own checkers: its DFS needs the symmetry representative as a whole
+//! new state (clone, permute, rebuild the network set) only to hash it, which was 40% of the
+//! check's time here; its BFS has no symmetry at all; and the liveness graph check needs a
+//! second exploration of the same space. Stateright's checkers stay available (`--strategy
+//! dfs`, simulation); this one is the default for exhaustive checks.
+//!
+//! Semantics kept from Stateright 0.31 (see `STATERIGHT-NOTES.md`): every property is
+//! evaluated on every explored state, and `Sometimes` properties on every generated state,
+//! repeats included (so a fingerprint may leave out ghost bits that only a `Sometimes`
+//! property reads); `Always` is discovered where false and `Sometimes` where true; states outside `within_boundary` are not explored; the initial states have
+//! depth 1 and a depth bound stops expansion at that depth. `Eventually` is not judged here
+//! (it is only meaningful at terminal states); callers use the graph check instead.
+
+use stateright::{Expectation, Model, Path};
+use std::collections::HashMap;
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
+use std::time::{Duration, Instant};
+
+/// A canonical fingerprint: states with equal fingerprints are treated as one.
+pub type Fingerprint<'a, S> = &'a dyn Fn(&S) -> u64;
+
+/// A fast hasher with fixed keys, for fingerprints: the same value hashes the same in every
+/// run.
+pub fn hasher() -> impl Hasher {
+    ahash::RandomState::with_seeds(
+        0x243f_6a88_85a3_08d3,
+        0x1319_8a2e_0370_7344,
+        0xa409_3822_299f_31d0,
+        0x082e_fa98_ec4e_6c89,
+    )
+    .build_hasher()
+}
+
+/// The fingerprint of one value, with [`hasher`].
+pub fn hash_of<T: Hash + ?Sized>(value: &T) -> u64 {
+    let mut h = hasher();
+    value.hash(&mut h);
+    h.finish()
+}
+
+/// A plain fingerprint of the whole state (no reduction).
+pub fn plain_fingerprint<S: Hash>(state: &S) -> u64 {
+    hash_of(state)
+}
+
+/// The fair-edge graph to keep for a liveness check: which actions count, and the goal.
+pub struct Liveness<'a, M: Model> {
+    /// Whether an action is fair (a step the system takes once faults stop).
+    pub fair: &'a dyn Fn(&M::Action) -> bool,
+    /// The states to reach.
+    pub goal: &'a dyn Fn(&M::State) -> bool,
+}
+
+/// Live figures of a running exploration.
+#[derive(Clone, Copy, Debug)]
+pub struct Progress {
+    /// States generated, with repeats.
+    pub states: usize,
+    /// Unique states (after reduction).
+    pub unique: usize,
+    /// Deepest level reached (the initial states have depth 1).
+    pub depth: usize,
+    /// Time since the start.
+    pub elapsed: Duration,
+}
+
+/// The order states are expanded in.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum Order {
+    /// Breadth first: shortest paths to discoveries; the frontier's states stay in memory
+    /// (most of the memory on large spaces).
+    BreadthFirst,
+    /// Depth first: only the states on the stack stay in memory (a few thousand); paths to
+    /// discoveries are not the shortest.
+    DepthFirst,
+}
+
+/// Bounds and hooks of an exploration.
+pub struct Options<'a, M: Model> {
+    /// The expansion order.
+    pub order: Order,
+    /// The canonical fingerprint.
+    pub fingerprint: Fingerprint<'a, M::State>,
+    /// Keep the fair-edge graph and search it for traps.
+    pub liveness: Option<Liveness<'a, M>>,
+    /// Stop after this many unique states.
+    pub max_states: usize,
+    /// Do not expand states at this depth (the depth in the search tree: the shortest
+    /// distance breadth first, the path's length depth first).
+    pub max_depth: Option<usize>,
+    /// Stop at this instant.
+    pub deadline: Option<Instant>,
+    /// Called about once a second.
+    pub progress: Option<&'a dyn Fn(&Progress)>,
+    /// Stop as soon as one of these properties is discovered (like Stateright's
+    /// `finish_when(HasDiscoveries::AnyOf(..))`); the run is then not a proof of the others.
+    pub stop_at: Vec<&'static str>,
+}
+
+impl<'a, M: Model> Options<'a, M> {
+    /// No liveness, no bounds.
+    pub fn new(fingerprint: Fingerprint<'a, M::State>) -> Self {
+        Options {
+            order: Order::DepthFirst,
+            fingerprint,
+            liveness: None,
+            max_states: usize::MAX,
+            max_depth: None,
+            deadline: None,
+            progress: None,
+            stop_at: Vec::new(),
+        }
+    }
+}
+
+/// Why an exploration ended before the space was exhausted.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum Cut {
+    /// The deadline passed.
+    Deadline,
+    /// States at the depth bound were not expanded.
+    Depth,
+    /// The unique-state bound was reached.
+    MaxStates,
+}
+
+/// What the liveness graph showed.
+#[derive(Debug)]
+pub struct GraphOutcome<M: Model> {
+    /// Fair edges kept.
+    pub fair_edges: usize,
+    /// Goal states.
+    pub goal_states: usize,
+    /// A shortest path to a state from which no goal state is reachable by fair steps
+    /// (only when the space was exhausted).
+    pub trap: Option<Path<M::State, M::Action>>,
+}
+
+/// The result of [`explore`].
+#[derive(Debug)]
+pub struct Exploration<M: Model> {
+    /// States generated, with repeats (the initial states included).
+    pub states: usize,
+    /// Unique states.
+    pub unique: usize,
+    /// The deepest level reached (the initial states have depth 1).
+    pub max_depth: usize,
+    /// Wall time.
+    pub elapsed: Duration,
+    /// For each of the model's properties, in order: a shortest path to its discovery
+    /// (`Always` false, `Sometimes` true); `None` if not discovered (and always `None` for
+    /// `Eventually`).
+    pub discoveries: Vec<Option<Path<M::State, M::Action>>>,
+    /// Set when the space was not exhausted.
+    pub cut: Option<Cut>,
+    /// The liveness graph, when asked for.
+    pub graph: Option<GraphOutcome<M>>,
+}
+
+/// Fingerprints are hashes already: the table uses them as they are.
+#[derive(Default)]
+struct Identity(u64);
+
+impl Hasher for Identity {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// Explores `model` in `options.order`. See the module documentation.
+pub fn explore<M>(model: &M, options: Options<'_, M>) -> Exploration<M>
+where
+    M: Model,
+    M::State: Clone + PartialEq,
+    M::Action: Clone + PartialEq,
+{
+    let started = Instant::now();
+    let properties = model.properties();
+    let judged: Vec<bool> = properties
+        .iter()
+        .map(|p| p.expectation != Expectation::Eventually)
+        .collect();
+    let mut open = judged.iter().filter(|j| **j).count();
+
+    let mut ids: HashMap<u64, u32, BuildHasherDefault<Identity>> = HashMap::default();
+    // For each state: (parent, index of the action in the parent's action list).
+    let mut parents: Vec<(u32, u32)> = Vec::new();
+    let mut is_goal: Vec<bool> = Vec::new();
+    let mut edges: Vec<(u32, u32)> = Vec::new();
+    let mut queue: std::collections::VecDeque<(u32, u32, M::State)> = Default::default();
+    let mut states = 0usize;
+    let mut max_depth = 0usize;
+    let mut cut = None;
+    let mut last_progress = Instant::now();
+
+    // A property is discovered at a state (`At`) or at the successor by an action of an
+    // explored state (`After`): `Sometimes` properties are judged on every generated state,
+    // repeats included, so a fingerprint may ignore ghost bits that only they read.
+    #[derive(Clone, Copy)]
+    enum Found {
+        At(u32),
+        After(u32, u32),
+    }
+    let mut found: Vec<Option<Found>> = vec![None; properties.len()];
+    let judge = |state: &M::State,
+                 at: Found,
+                 kinds: &[Expectation],
+                 found: &mut Vec<Option<Found>>,
+                 open: &mut usize| {
+        for (i, p) in properties.iter().enumerate() {
+            if !judged[i] || found[i].is_some() || !kinds.contains(&p.expectation) {
+                continue;
+            }
+            let holds = (p.condition)(model, state);
+            let hit = match p.expectation {
+                Expectation::Always => !holds,
+                Expectation::Sometimes => holds,
+                Expectation::Eventually => false,
+            };
+            if hit {
+                found[i] = Some(at);
+                *open -= 1;
+            }
+        }
+    };
+    let both = [Expectation::Always, Expectation::Sometimes];
+    let always = [Expectation::Always];
+    let sometimes = [Expectation::Sometimes];
+
+    let inits = model.init_states();
+    for (i, s) in inits.iter().enumerate() {
+        states += 1;
+        if !model.within_boundary(s) {
+            continue;
+        }
+        if let std::collections::hash_map::Entry::Vacant(e) = ids.entry((options.fingerprint)(s)) {
+            let id = parents.len() as u32;
+            e.insert(id);
+            parents.push((u32::MAX, i as u32));
+            if let Some(l) = &options.liveness {
+                is_goal.push((l.goal)(s));
+            }
+            judge(s, Found::At(id), &both, &mut found, &mut open);
+            queue.push_back((id, 1, s.clone()));
+            max_depth = 1;
+        }
+    }
+
+    let mut actions = Vec::new();
+    let pop = |queue: &mut std::collections::VecDeque<_>| match options.order {
+        Order::BreadthFirst => queue.pop_front(),
+        Order::DepthFirst => queue.pop_back(),
+    };
+    let stop_at: Vec<usize> = properties
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| options.stop_at.contains(&p.name))
+        .map(|(i, _)| i)
+        .collect();
+    while let Some((id, depth, state)) = pop(&mut queue) {
+        if open == 0 && options.liveness.is_none() {
+            break;
+        }
+        if stop_at.iter().any(|i| found[*i].is_some()) {
+            break;
+        }
+        if options.max_depth.is_some_and(|d| depth as usize >= d) {
+            cut.get_or_insert(Cut::Depth);
+            continue;
+        }
+        if states & 0x3ff == 0 {
+            let now = Instant::now();
+            if options.deadline.is_some_and(|d| now >= d) {
+                cut = Some(Cut::Deadline);
+                break;
+            }
+            if let Some(report) = options.progress
+                && now.duration_since(last_progress) >= Duration::from_secs(1)
+            {
+                last_progress = now;
+                report(&Progress {
+                    states,
+                    unique: parents.len(),
+                    depth: max_depth,
+                    elapsed: started.elapsed(),
+                });
+            }
+        }
+        actions.clear();
+        model.actions(&state, &mut actions);
+        for (ai, action) in actions.drain(..).enumerate() {
+            let fair = options.liveness.as_ref().is_some_and(|l| (l.fair)(&action));
+            let Some(next) = model.next_state(&state, action) else {
+                continue;
+            };
+            if !model.within_boundary(&next) {
+                continue;
+            }
+            states += 1;
+            judge(
+                &next,
+                Found::After(id, ai as u32),
+                &sometimes,
+                &mut found,
+                &mut open,
+            );
+            let next_id = match ids.entry((options.fingerprint)(&next)) {
+                std::collections::hash_map::Entry::Occupied(e) => *e.get(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    if parents.len() >= options.max_states {
+                        cut = Some(Cut::MaxStates);
+                        continue;
+                    }
+                    let next_id = parents.len() as u32;
+                    e.insert(next_id);
+                    parents.push((id, ai as u32));
+                    if let Some(l) = &options.liveness {
+                        is_goal.push((l.goal)(&next));
+                    }
+                    judge(&next, Found::At(next_id), &always, &mut found, &mut open);
+                    max_depth = max_depth.max(depth as usize + 1);
+                    queue.push_back((next_id, depth + 1, next));
+                    next_id
+                }
+            };
+            if fair && next_id != id {
+                edges.push((next_id, id)); // reversed: from successor back to predecessor
+            }
+        }
+        if cut == Some(Cut::Deadline) {
+            break;
+        }
+    }
+    let path_to = |target: u32, extra: Option<u32>| -> Path<M::State, M::Action> {
+        let mut indices: Vec<u32> = extra.into_iter().collect();
+        let mut cur = target;
+        loop {
+            let (parent, ai) = parents[cur as usize];
+            indices.push(ai);
+            if parent == u32::MAX {
+                break;
+            }
+            cur = parent;
+        }
+        indices.reverse();
+        let init = inits[indices[0] as usize].clone();
+        let mut state = init.clone();
+        let mut taken = Vec::new();
+        let mut acts = Vec::new();
+        for ai in &indices[1..] {
+            acts.clear();
+            model.actions(&state, &mut acts);
+            let action = acts.swap_remove(*ai as usize);
+            // Replaying the recorded action indices is deterministic: the model's action
+            // list depends on the state alone.
+            state = model
+                .next_state(&state, action.clone())
+                .expect("a recorded step replays");
+            taken.push(action);
+        }
+        Path::from_actions(model, init, taken.iter()).expect("a recorded path replays")
+    };
+
+    let graph = options.liveness.as_ref().map(|_| {
+        let trap = if cut.is_none() {
+            first_trap(parents.len(), &edges, &is_goal)
+        } else {
+            None
+        };
+        GraphOutcome {
+            fair_edges: edges.len(),
+            goal_states: is_goal.iter().filter(|g| **g).count(),
+            trap: trap.map(|t| path_to(t, None)),
+        }
+    });
+
+    Exploration {
+        states,
+        unique: parents.len(),
+        max_depth,
+        elapsed: started.elapsed(),
+        discoveries: found
+            .iter()
+            .map(|f| {
+                f.map(|f| match f {
+                    Found::At(id) => path_to(id, None),
+                    Found::After(id, ai) => path_to(id, Some(ai)),
+                })
+            })
+            .collect(),
+        cut,
+        graph,
+    }
+}
+
+/// The first state (in discovery order; breadth first, a shallowest one) that reaches no goal over the reversed
+/// fair `edges` (successor, predecessor).
+fn first_trap(n: usize, edges: &[(u32, u32)], is_goal: &[bool]) -> Option<u32> {
+    // Compressed sparse rows of predecessors.
+    let mut offsets = vec![0u32; n + 1];
+    for (to, _) in edges {
+        offsets[*to as usize + 1] += 1;
+    }
+    for i in 0..n {
+        offsets[i + 1] += offsets[i];
+    }
+    let mut preds = vec![0u32; edges.len()];
+    let mut fill = offsets.clone();
+    for (to, from) in edges {
+        preds[fill[*to as usize] as usize] = *from;
+        fill[*to as usize] += 1;
+    }
+    let mut can_reach = is_goal.to_vec();
+    let mut work: Vec<u32> = (0..n as u32).filter(|i| is_goal[*i as usize]).collect();
+    while let Some(v) = work.pop() {
+        for p in &preds[offsets[v as usize] as usize..offsets[v as usize + 1] as usize] {
+            if !can_reach[*p as usize] {
+                can_reach[*p as usize] = true;
+                work.push(*p);
+            }
+        }
+    }
+    can_reach.iter().position(|r| !r).map(|t| t as u32)
+}
