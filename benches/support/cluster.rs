@@ -1,0 +1,215 @@
+//! A replicore cluster on 127.0.0.1 for measurements: a master and N slaves started with the
+//! embedding API (`Node::start`: real TCP with handshake, redb with fsync on every save),
+//! clients over TCP (`client::Client`), and the two workloads the benches and the
+//! comparison measure. Shared by `benches/end_to_end.rs` and `examples/loadgen.rs`.
+
+use replicore_runtime::Mode;
+use replicore_runtime::client::Client;
+use replicore_runtime::node::{Node, NodeConfig};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+const CLUSTER_ID: u64 = 6;
+const KEY: &[u8] = b"bench key";
+/// How long a two-phase update may wait for its votes: far above any latency measured, so a
+/// timeout shows up as an error, never as a fast abort.
+pub const TWO_PHASE: Mode = Mode::TwoPhase { timeout_ms: 10_000 };
+/// How long a client waits for any answer.
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A running master and its slaves.
+pub struct Cluster {
+    /// The master (node 0).
+    pub master: Node,
+    /// The slaves (nodes 1..=N).
+    pub slaves: Vec<Node>,
+}
+
+impl Cluster {
+    /// Starts a master and `slaves` slaves with their data directories under `dir`, and
+    /// waits until every slave is connected (a one-phase update reaches all of them).
+    pub async fn start(slaves: u64, dir: &Path) -> Cluster {
+        let master = Node::start(NodeConfig::new(
+            CLUSTER_ID,
+            KEY,
+            0,
+            slaves,
+            dir.join("master"),
+        ))
+        .await
+        .expect("master starts");
+        let mut nodes = Vec::new();
+        for i in 1..=slaves {
+            let mut cfg = NodeConfig::new(CLUSTER_ID, KEY, i, slaves, dir.join(format!("s{i}")));
+            cfg.master_addr = master.local_addr().to_string();
+            nodes.push(Node::start(cfg).await.expect("slave starts"));
+        }
+        let cluster = Cluster {
+            master,
+            slaves: nodes,
+        };
+        // A two-phase update commits only when every slave voted: all are connected.
+        cluster
+            .master
+            .put("warm-up", "x", TWO_PHASE)
+            .await
+            .expect("warm-up update commits");
+        cluster
+    }
+
+    /// The master's address.
+    pub fn master_addr(&self) -> String {
+        self.master.local_addr().to_string()
+    }
+
+    /// Watches of every slave's committed version.
+    pub fn slave_versions(&self) -> Vec<watch::Receiver<u64>> {
+        self.slaves.iter().map(Node::versions).collect()
+    }
+
+    /// Stops every node.
+    pub async fn shutdown(self) {
+        for s in self.slaves {
+            s.shutdown().await.expect("slave stops cleanly");
+        }
+        self.master.shutdown().await.expect("master stops cleanly");
+    }
+}
+
+/// Waits until every slave has committed `version`.
+pub async fn all_reached(versions: &mut [watch::Receiver<u64>], version: u64) {
+    for v in versions.iter_mut() {
+        v.wait_for(|v| *v >= version).await.expect("slave runs");
+    }
+}
+
+/// Connects `n` clients to the master.
+pub async fn clients(cluster: &Cluster, n: usize) -> Vec<Client> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(
+            Client::connect(&cluster.master_addr(), CLUSTER_ID, KEY, None)
+                .await
+                .expect("client connects"),
+        );
+    }
+    out
+}
+
+/// What one run measured.
+#[derive(Debug, Default)]
+pub struct Run {
+    /// Updates done.
+    pub ops: u64,
+    /// From the first update sent to the last one committed on every slave.
+    pub elapsed: Duration,
+    /// Per update: sent → the client's `Committed` answer.
+    pub client_latency: Vec<Duration>,
+    /// Per update: sent → committed on every slave (two-phase runs only).
+    pub all_slaves_latency: Vec<Duration>,
+}
+
+/// Runs `ops` updates of `value_bytes` bytes, spread over the clients, each client one update
+/// at a time, then waits until every slave has all of them.
+///
+/// One-phase: throughput until every slave has the updates. Two-phase: each update's
+/// latency to the client's answer and to its commit on every slave.
+pub async fn run(
+    cluster: &Cluster,
+    clients: &mut Vec<Client>,
+    mode: Mode,
+    ops: u64,
+    value_bytes: usize,
+) -> Run {
+    let n = clients.len() as u64;
+    let value = Arc::new(vec![0x5a_u8; value_bytes]);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for (c, mut client) in std::mem::take(clients).into_iter().enumerate() {
+        let c = c as u64;
+        let count = ops / n + u64::from(c < ops % n);
+        let value = value.clone();
+        let mut versions = cluster.slave_versions();
+        tasks.push(tokio::spawn(async move {
+            let mut client_latency = Vec::new();
+            let mut all_slaves_latency = Vec::new();
+            let mut last = 0;
+            for i in 0..count {
+                let key = format!("c{c:02}k{:06}", i % 100_000);
+                let t0 = Instant::now();
+                let (_, version) = client
+                    .put(&key, &value, mode, WAIT)
+                    .await
+                    .expect("update commits");
+                client_latency.push(t0.elapsed());
+                if mode != Mode::OnePhase {
+                    all_reached(&mut versions, version).await;
+                    all_slaves_latency.push(t0.elapsed());
+                }
+                last = last.max(version);
+            }
+            (client, last, client_latency, all_slaves_latency)
+        }));
+    }
+    let mut result = Run {
+        ops,
+        ..Run::default()
+    };
+    let mut last = 0;
+    for t in tasks {
+        let (client, v, cl, al) = t.await.expect("client task");
+        clients.push(client);
+        last = last.max(v);
+        result.client_latency.extend(cl);
+        result.all_slaves_latency.extend(al);
+    }
+    all_reached(&mut cluster.slave_versions(), last).await;
+    result.elapsed = started.elapsed();
+    result
+}
+
+/// Runs `ops` one-phase updates through the master's embedding API with up to `window`
+/// updates in flight (the pipelined counterpart of a client), then waits until every slave
+/// has them. Returns the time from the first submit to the last update on every slave.
+pub async fn run_pipelined(
+    cluster: &Cluster,
+    ops: u64,
+    window: usize,
+    value_bytes: usize,
+) -> Duration {
+    let value = vec![0x5a_u8; value_bytes];
+    let started = Instant::now();
+    let mut in_flight = std::collections::VecDeque::new();
+    let mut last = 0;
+    for i in 0..ops {
+        if in_flight.len() >= window {
+            let ticket: replicore_runtime::node::Ticket = in_flight.pop_front().expect("non-empty");
+            last = last.max(ticket.outcome().await.expect("update commits"));
+        }
+        let op = replicore_model::store::KvOp::Put(format!("p{:06}", i % 100_000), value.clone());
+        in_flight.push_back(
+            cluster
+                .master
+                .submit(op, Mode::OnePhase)
+                .await
+                .expect("submitted"),
+        );
+    }
+    for ticket in in_flight {
+        last = last.max(ticket.outcome().await.expect("update commits"));
+    }
+    all_reached(&mut cluster.slave_versions(), last).await;
+    started.elapsed()
+}
+
+/// The `q`-quantile (0..=1) of `samples` (sorted in place), or zero when empty.
+pub fn quantile(samples: &mut [Duration], q: f64) -> Duration {
+    if samples.is_empty() {
+        return Duration::ZERO;
+    }
+    samples.sort_unstable();
+    let i = ((samples.len() - 1) as f64 * q).round() as usize;
+    samples[i]
+}
