@@ -59,7 +59,7 @@ fn bench(c: &mut Criterion) {
                                 &cluster,
                                 &mut conns,
                                 mode,
-                                iters,
+                                cluster::Load::Ops(iters),
                                 value_bytes,
                             ));
                             client_latency.extend(run.client_latency);

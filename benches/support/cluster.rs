@@ -3,9 +3,10 @@
 //! clients over TCP (`client::Client`), and the two workloads the benches and the
 //! comparison measure. Shared by `benches/end_to_end.rs` and `examples/loadgen.rs`.
 
+use replicore_model::store::KvOp;
 use replicore_runtime::Mode;
 use replicore_runtime::client::Client;
-use replicore_runtime::node::{Node, NodeConfig};
+use replicore_runtime::node::{Node, NodeConfig, Ticket};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -98,6 +99,15 @@ pub async fn clients(cluster: &Cluster, n: usize) -> Vec<Client> {
     out
 }
 
+/// How much load one run offers.
+#[derive(Clone, Copy, Debug)]
+pub enum Load {
+    /// This many updates in all.
+    Ops(u64),
+    /// Updates until this long has passed (each client finishes the update it is in).
+    For(Duration),
+}
+
 /// What one run measured.
 #[derive(Debug, Default)]
 pub struct Run {
@@ -120,16 +130,24 @@ pub async fn run(
     cluster: &Cluster,
     clients: &mut Vec<Client>,
     mode: Mode,
-    ops: u64,
+    load: Load,
     value_bytes: usize,
 ) -> Run {
     let n = clients.len() as u64;
     let value = Arc::new(vec![0x5a_u8; value_bytes]);
     let started = Instant::now();
+    let (ops, until) = match load {
+        Load::Ops(ops) => (ops, None),
+        Load::For(d) => (u64::MAX, Some(started + d)),
+    };
     let mut tasks = Vec::new();
     for (c, mut client) in std::mem::take(clients).into_iter().enumerate() {
         let c = c as u64;
-        let count = ops / n + u64::from(c < ops % n);
+        let count = if until.is_some() {
+            u64::MAX
+        } else {
+            ops / n + u64::from(c < ops % n)
+        };
         let value = value.clone();
         let mut versions = cluster.slave_versions();
         tasks.push(tokio::spawn(async move {
@@ -137,6 +155,9 @@ pub async fn run(
             let mut all_slaves_latency = Vec::new();
             let mut last = 0;
             for i in 0..count {
+                if until.is_some_and(|u| Instant::now() >= u) {
+                    break;
+                }
                 let key = format!("c{c:02}k{:06}", i % 100_000);
                 let t0 = Instant::now();
                 let (_, version) = client
@@ -153,15 +174,13 @@ pub async fn run(
             (client, last, client_latency, all_slaves_latency)
         }));
     }
-    let mut result = Run {
-        ops,
-        ..Run::default()
-    };
+    let mut result = Run::default();
     let mut last = 0;
     for t in tasks {
         let (client, v, cl, al) = t.await.expect("client task");
         clients.push(client);
         last = last.max(v);
+        result.ops += cl.len() as u64;
         result.client_latency.extend(cl);
         result.all_slaves_latency.extend(al);
     }
@@ -170,25 +189,34 @@ pub async fn run(
     result
 }
 
-/// Runs `ops` one-phase updates through the master's embedding API with up to `window`
-/// updates in flight (the pipelined counterpart of a client), then waits until every slave
-/// has them. Returns the time from the first submit to the last update on every slave.
+/// Runs one-phase updates through the master's embedding API with up to `window` updates in
+/// flight (the pipelined counterpart of a client), then waits until every slave has them.
+/// Returns the updates done and the time from the first submit to the last update on every
+/// slave.
 pub async fn run_pipelined(
     cluster: &Cluster,
-    ops: u64,
+    load: Load,
     window: usize,
     value_bytes: usize,
-) -> Duration {
+) -> (u64, Duration) {
     let value = vec![0x5a_u8; value_bytes];
     let started = Instant::now();
+    let (ops, until) = match load {
+        Load::Ops(ops) => (ops, None),
+        Load::For(d) => (u64::MAX, Some(started + d)),
+    };
     let mut in_flight = std::collections::VecDeque::new();
     let mut last = 0;
+    let mut done = 0;
     for i in 0..ops {
+        if until.is_some_and(|u| Instant::now() >= u) {
+            break;
+        }
         if in_flight.len() >= window {
-            let ticket: replicore_runtime::node::Ticket = in_flight.pop_front().expect("non-empty");
+            let ticket: Ticket = in_flight.pop_front().expect("the window is full");
             last = last.max(ticket.outcome().await.expect("update commits"));
         }
-        let op = replicore_model::store::KvOp::Put(format!("p{:06}", i % 100_000), value.clone());
+        let op = KvOp::Put(format!("p{:06}", i % 100_000), value.clone());
         in_flight.push_back(
             cluster
                 .master
@@ -196,12 +224,13 @@ pub async fn run_pipelined(
                 .await
                 .expect("submitted"),
         );
+        done += 1;
     }
     for ticket in in_flight {
         last = last.max(ticket.outcome().await.expect("update commits"));
     }
     all_reached(&mut cluster.slave_versions(), last).await;
-    started.elapsed()
+    (done, started.elapsed())
 }
 
 /// The `q`-quantile (0..=1) of `samples` (sorted in place), or zero when empty.
