@@ -1,0 +1,442 @@
+#!/usr/bin/env python3
+"""Side-by-side comparison of replicore with Redis, PostgreSQL and etcd on this machine, in
+one run, on 127.0.0.1. Run by hand as root on Debian 12 (it installs Debian's packages),
+never in CI:
+
+    python3 benches/compare/compare.py                 # about 10 minutes
+    python3 benches/compare/compare.py --seconds 2 --replicas 2 --no-install   # a quick look
+
+Every load is driven by one client program, `examples/loadgen.rs` (except PostgreSQL, driven
+by its own pgbench), so the systems are measured by the same client code on the same runtime:
+
+- floor: loopback TCP round trip, fsync of a small append and of a write into a
+  preallocated file, and replicore's own durable save (one redb transaction of one key);
+- replicore: a master and N slaves (embedding API, TCP, redb with fsync on every save),
+  one-phase and two-phase updates from 1 and 16 TCP clients, and one-phase through the
+  master's embedding API with 16 updates in flight (its "pipelined" form);
+- Redis 7 (redis-server): a primary and N replicas, once with `appendonly yes` +
+  `appendfsync always` on every node (the durability replicore has), once with no
+  persistence; SET from 1 and 16 clients, SET 16 deep pipelined, SET + WAIT N;
+- PostgreSQL 15 with one synchronous standby (synchronous_commit=on): pgbench, a
+  single-row INSERT per transaction, 1 and 16 clients;
+- etcd 3.4, three members: put through its HTTP/JSON gateway, 1 and 16 clients.
+
+It prints the table and writes it into docs/benchmarks.md between the markers
+`<!-- compare:begin -->` and `<!-- compare:end -->` (the rest of the file is kept).
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DOC = os.path.join(ROOT, "docs", "benchmarks.md")
+BEGIN, END = "<!-- compare:begin -->", "<!-- compare:end -->"
+PG_BIN = "/usr/lib/postgresql/15/bin"
+PACKAGES = ["redis-server", "redis-tools", "postgresql", "etcd-server", "etcd-client"]
+
+started = []  # (description, Popen) of every server this run started
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def sh(cmd, **kw):
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw).stdout
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(what, pred, timeout=30.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if pred():
+                return
+        except (subprocess.CalledProcessError, OSError, ValueError):
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"compare: {what} not ready after {timeout:.0f} s")
+
+
+def spawn(desc, cmd, logfile, **kw):
+    out = open(logfile, "w")
+    p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, **kw)
+    started.append((desc, p))
+    return p
+
+
+def stop(p):
+    if p.poll() is None:
+        p.terminate()
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def loadgen(args, *argv):
+    out = sh([args.loadgen, *map(str, argv)])
+    return json.loads(out.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------- replicore
+
+
+def run_replicore(args, results):
+    for n in args.replicas:
+        common = ["--slaves", n, "--seconds", args.seconds, "--dir", args.work, "--value-bytes", 100]
+        for clients in (1, 16):
+            log(f"replicore: {n} slave(s), {clients} client(s)")
+            results[("rc", "1p", n, clients)] = loadgen(args, "replicore", "--mode", "one", "--clients", clients, *common)
+            results[("rc", "2p", n, clients)] = loadgen(args, "replicore", "--mode", "two", "--clients", clients, *common)
+        results[("rc", "1p-pipe", n)] = loadgen(args, "replicore", "--mode", "one", "--pipeline", 16, *common)
+
+
+# ---------------------------------------------------------------- Redis
+
+
+def redis_cli(port, *cmd):
+    return sh(["redis-cli", "-h", "127.0.0.1", "-p", str(port), *cmd])
+
+
+def start_redis(args, replicas, durable):
+    persistence = ["--appendonly", "yes", "--appendfsync", "always"] if durable else ["--appendonly", "no"]
+    nodes = []
+    primary = None
+    for i in range(replicas + 1):
+        port = free_port()
+        d = os.path.join(args.work, f"redis-{replicas}-{int(durable)}-{i}")
+        os.makedirs(d)
+        cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", d, "--save", "",
+               "--protected-mode", "no", *persistence]
+        if primary is not None:
+            cmd += ["--replicaof", "127.0.0.1", str(primary)]
+        p = spawn(f"redis {port}", cmd, os.path.join(d, "log"))
+        wait_until(f"redis on {port}", lambda: "PONG" in redis_cli(port, "ping"))
+        nodes.append(p)
+        if primary is None:
+            primary = port
+
+    def replicated():
+        info = redis_cli(primary, "info", "replication")
+        return info.count("state=online") == replicas
+
+    wait_until("redis replication", replicated)
+    return primary, nodes
+
+
+def run_redis(args, results):
+    for n in args.replicas:
+        for durable in (True, False):
+            tag = "always" if durable else "nofsync"
+            log(f"redis: {n} replica(s), {tag}")
+            port, nodes = start_redis(args, n, durable)
+            addr = f"127.0.0.1:{port}"
+            common = ["--addr", addr, "--seconds", args.seconds, "--value-bytes", 100]
+            try:
+                for clients in (1, 16):
+                    results[("redis", "set", tag, n, clients)] = loadgen(args, "redis", "--clients", clients, *common)
+                    results[("redis", "wait", tag, n, clients)] = loadgen(
+                        args, "redis", "--clients", clients, "--wait", n, *common)
+                results[("redis", "set-pipe", tag, n)] = loadgen(args, "redis", "--clients", 16, "--depth", 16, *common)
+                if n == 2 and not durable:
+                    # A cross-check with Redis's own tool: 16 clients, 16-deep pipelines.
+                    out = sh(["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-t", "set", "-n", "400000",
+                              "-c", "16", "-P", "16", "-d", "100", "-q", "-r", "100000"])
+                    rps = [float(w) for line in out.replace("\r", "\n").splitlines() if "requests per second" in line
+                           for w in line.split() if w.replace(".", "").isdigit()]
+                    if rps:
+                        results[("redis-benchmark", "set-pipe", n)] = {"ops_per_sec": rps[-1]}
+            finally:
+                for p in reversed(nodes):
+                    stop(p)
+
+
+# ---------------------------------------------------------------- PostgreSQL
+
+
+def as_postgres(cmd, **kw):
+    return sh(["runuser", "-u", "postgres", "--", *cmd], **kw)
+
+
+def run_postgres(args, results):
+    log("postgres: primary + one synchronous standby")
+    base = os.path.join(args.work, "pg")
+    os.makedirs(base)
+    shutil.chown(base, "postgres", "postgres")
+    primary, standby = os.path.join(base, "primary"), os.path.join(base, "standby")
+    p1, p2 = free_port(), free_port()
+    as_postgres([f"{PG_BIN}/initdb", "-D", primary, "-A", "trust", "-U", "postgres"])
+    with open(os.path.join(primary, "postgresql.conf"), "a") as f:
+        f.write(f"\nport = {p1}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{base}'\n"
+                "wal_level = replica\nmax_wal_senders = 4\nfsync = on\nsynchronous_commit = on\n"
+                "synchronous_standby_names = '*'\n")
+    with open(os.path.join(primary, "pg_hba.conf"), "a") as f:
+        f.write("host replication postgres 127.0.0.1/32 trust\n")
+    servers = []
+    try:
+        as_postgres([f"{PG_BIN}/pg_ctl", "-D", primary, "-l", os.path.join(base, "primary.log"), "-w", "start"])
+        servers.append(primary)
+        as_postgres([f"{PG_BIN}/pg_basebackup", "-h", "127.0.0.1", "-p", str(p1), "-U", "postgres",
+                     "-D", standby, "-R", "-X", "stream"])
+        with open(os.path.join(standby, "postgresql.conf"), "a") as f:
+            f.write(f"\nport = {p2}\n")
+        as_postgres([f"{PG_BIN}/pg_ctl", "-D", standby, "-l", os.path.join(base, "standby.log"), "-w", "start"])
+        servers.append(standby)
+        psql = ["psql", "-h", "127.0.0.1", "-p", str(p1), "-U", "postgres", "-At", "-c"]
+        wait_until("the synchronous standby", lambda: "sync" in sh(
+            [*psql, "select sync_state from pg_stat_replication"]).split())
+        sh([*psql, "create table t (id bigserial primary key, v text not null)"])
+        script = os.path.join(base, "insert.sql")
+        with open(script, "w") as f:
+            f.write("insert into t (v) values (repeat('x', 100));\n")
+        os.chmod(script, 0o644)
+        for clients in (1, 16):
+            logdir = os.path.join(base, f"log{clients}")
+            os.makedirs(logdir)
+            shutil.chown(logdir, "postgres", "postgres")
+            out = as_postgres(["pgbench", "-n", "-h", "127.0.0.1", "-p", str(p1), "-U", "postgres",
+                               "-c", str(clients), "-j", str(min(clients, 2)), "-T", str(int(args.seconds)),
+                               "-f", script, "-l", "--log-prefix", os.path.join(logdir, "tx"), "postgres"],
+                              cwd=base)
+            tps = next(float(line.split()[2]) for line in out.splitlines() if line.startswith("tps ="))
+            lat = []
+            for name in os.listdir(logdir):
+                with open(os.path.join(logdir, name)) as f:
+                    lat += [int(line.split()[2]) for line in f if line.strip()]
+            lat.sort()
+            results[("pg", clients)] = {
+                "ops_per_sec": round(tps),
+                "p50_us": lat[len(lat) // 2] if lat else 0,
+                "p99_us": lat[int((len(lat) - 1) * 0.99)] if lat else 0,
+                "ops": len(lat),
+            }
+    finally:
+        for d in reversed(servers):
+            subprocess.run(["runuser", "-u", "postgres", "--", f"{PG_BIN}/pg_ctl", "-D", d, "-m", "fast", "-w", "stop"],
+                           capture_output=True)
+
+
+# ---------------------------------------------------------------- etcd
+
+
+def run_etcd(args, results):
+    log("etcd: three members")
+    peers = [(f"e{i}", free_port(), free_port()) for i in range(3)]
+    cluster = ",".join(f"{n}=http://127.0.0.1:{pp}" for n, _, pp in peers)
+    procs = []
+    try:
+        for name, cp, pp in peers:
+            d = os.path.join(args.work, f"etcd-{name}")
+            os.makedirs(d)
+            procs.append(spawn(f"etcd {name}", [
+                "etcd", "--name", name, "--data-dir", d,
+                "--listen-client-urls", f"http://127.0.0.1:{cp}", "--advertise-client-urls", f"http://127.0.0.1:{cp}",
+                "--listen-peer-urls", f"http://127.0.0.1:{pp}", "--initial-advertise-peer-urls", f"http://127.0.0.1:{pp}",
+                "--initial-cluster", cluster, "--initial-cluster-state", "new", "--initial-cluster-token", "compare",
+            ], os.path.join(args.work, f"etcd-{name}.log")))
+        endpoints = [f"127.0.0.1:{cp}" for _, cp, _ in peers]
+        env = dict(os.environ, ETCDCTL_API="3")
+        ctl = ["etcdctl", "--endpoints", ",".join(endpoints)]
+        # etcdctl prints the health of each endpoint on stderr.
+        health = lambda: subprocess.run([*ctl, "endpoint", "health"], env=env, capture_output=True, text=True)  # noqa: E731
+        wait_until("etcd", lambda: (health().stdout + health().stderr).count("is healthy") == 3, timeout=60)
+        status = json.loads(sh([*ctl, "endpoint", "status", "-w", "json"], env=env))
+        leader = [s["Endpoint"].removeprefix("http://") for s in status
+                  if s["Status"]["leader"] == s["Status"]["header"]["member_id"]]
+        ordered = leader + [e for e in endpoints if e not in leader]
+        for clients in (1, 16):
+            results[("etcd", clients)] = loadgen(args, "etcd", "--endpoints", ",".join(ordered), "--clients", clients,
+                                                 "--seconds", args.seconds, "--value-bytes", 100)
+    finally:
+        for p in reversed(procs):
+            stop(p)
+
+
+# ---------------------------------------------------------------- the table
+
+
+def machine():
+    cpu = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{os.cpu_count()} × {cpu}, {mem:.0f} GiB, Linux {platform.release()}"
+
+
+def version(cmd):
+    try:
+        return sh(cmd).strip().splitlines()[0]
+    except (OSError, subprocess.CalledProcessError, IndexError):
+        return "?"
+
+
+def fmt_us(v):
+    return f"{v / 1000:.2f} ms" if v >= 1000 else f"{v:.0f} µs"
+
+
+def table(args, r, load_before, load_after, when):
+    rows = []  # (measure, replicore figure, reference name, reference figure, ratio, better)
+
+    def row(measure, rc, ref_name, ref, kind):
+        if rc is None or ref is None:
+            return
+        if kind == "tput":
+            a, b = rc["ops_per_sec"], ref["ops_per_sec"]
+            ratio = a / b if b else float("nan")
+            rows.append((measure, f"{a:,.0f}/s", ref_name, f"{b:,.0f}/s", f"{ratio:.2f}×"))
+        else:
+            key = "all_slaves_p50_us" if "all_slaves_p50_us" in rc else "p50_us"
+            a, b = rc[key], ref["p50_us"]
+            ratio = a / b if b else float("nan")
+            rows.append((measure, fmt_us(a), ref_name, fmt_us(b), f"{ratio:.2f}×"))
+
+    g = r.get
+    for n in args.replicas:
+        s = f"{n} slave{'s' if n > 1 else ''}"
+        for tag, label in (("nofsync", "no fsync"), ("always", "appendfsync always")):
+            row(f"one-phase, 1 client, {s} (updates/s to all)", g(("rc", "1p", n, 1)),
+                f"Redis SET, 1 client, {label}", g(("redis", "set", tag, n, 1)), "tput")
+            row(f"one-phase, 16 clients, {s}", g(("rc", "1p", n, 16)),
+                f"Redis SET, 16 clients, {label}", g(("redis", "set", tag, n, 16)), "tput")
+            row(f"one-phase, 16 in flight (embedded), {s}", g(("rc", "1p-pipe", n)),
+                f"Redis SET, 16 clients × 16 pipelined, {label}", g(("redis", "set-pipe", tag, n)), "tput")
+        for tag, label in (("always", "appendfsync always"), ("nofsync", "no fsync")):
+            row(f"two-phase p50 to commit on all, 1 client, {s}", g(("rc", "2p", n, 1)),
+                f"Redis SET+WAIT {n} p50, 1 client, {label}", g(("redis", "wait", tag, n, 1)), "lat")
+            row(f"two-phase, 1 client, {s}", g(("rc", "2p", n, 1)),
+                f"Redis SET+WAIT {n}, 1 client, {label}", g(("redis", "wait", tag, n, 1)), "tput")
+            row(f"two-phase, 16 clients, {s}", g(("rc", "2p", n, 16)),
+                f"Redis SET+WAIT {n}, 16 clients, {label}", g(("redis", "wait", tag, n, 16)), "tput")
+        if g(("redis-benchmark", "set-pipe", n)):
+            row(f"one-phase, 16 in flight (embedded), {s}", g(("rc", "1p-pipe", n)),
+                "redis-benchmark SET -c 16 -P 16, no fsync", g(("redis-benchmark", "set-pipe", n)), "tput")
+    two = 2 if 2 in args.replicas else args.replicas[0]
+    s = f"{two} slave{'s' if two > 1 else ''}"
+    row(f"two-phase p50 to commit on all, 1 client, {s}", g(("rc", "2p", two, 1)),
+        "PostgreSQL sync standby INSERT p50, 1 client", g(("pg", 1)), "lat")
+    row(f"two-phase, 1 client, {s}", g(("rc", "2p", two, 1)), "PostgreSQL sync standby, 1 client", g(("pg", 1)), "tput")
+    row(f"two-phase, 16 clients, {s}", g(("rc", "2p", two, 16)), "PostgreSQL sync standby, 16 clients",
+        g(("pg", 16)), "tput")
+    row(f"two-phase p50 to commit on all, 1 client, {s}", g(("rc", "2p", two, 1)), "etcd put p50, 1 client",
+        g(("etcd", 1)), "lat")
+    row(f"two-phase, 16 clients, {s}", g(("rc", "2p", two, 16)), "etcd put, 16 clients", g(("etcd", 16)), "tput")
+
+    f = r.get("floor", {})
+    lines = [
+        f"Run of {when} UTC, {args.seconds:g} s per figure, 100-byte values. Machine: {machine()}; "
+        f"load average {load_before} before, {load_after} after.",
+        "",
+        f"Versions: replicore {version(['git', '-C', ROOT, 'rev-parse', '--short', 'HEAD'])}, "
+        f"{version(['redis-server', '--version'])}, {version([PG_BIN + '/postgres', '--version'])}, "
+        f"{version(['etcd', '--version'])}, {version(['rustc', '--version'])}.",
+        "",
+        "Physical floor (same run): "
+        f"loopback TCP round trip p50 {fmt_us(f.get('tcp_rtt_p50_us', 0))} (p99 {fmt_us(f.get('tcp_rtt_p99_us', 0))}); "
+        f"fsync of a 100-byte append p50 {fmt_us(f.get('fsync_append_p50_us', 0))} "
+        f"(p99 {fmt_us(f.get('fsync_append_p99_us', 0))}); "
+        f"into a preallocated file p50 {fmt_us(f.get('fsync_prealloc_p50_us', 0))}; "
+        f"replicore's durable save of one key (one redb transaction) p50 {fmt_us(f.get('redb_save_p50_us', 0))} "
+        f"(p99 {fmt_us(f.get('redb_save_p99_us', 0))}).",
+        "",
+        "Ratio = replicore / reference: above 1 is better for throughput (/s), below 1 is better for latency.",
+        "",
+        "| replicore | figure | reference | figure | ratio |",
+        "|---|---:|---|---:|---:|",
+    ]
+    lines += [f"| {a} | {b} | {c} | {d} | {e} |" for a, b, c, d, e in rows]
+    lines += ["", "Raw figures (JSON lines of `loadgen` and pgbench), keyed by system, workload, replicas, clients:",
+              "", "```text"]
+    lines += [f"{'/'.join(map(str, k)) if isinstance(k, tuple) else k}: {json.dumps(v, sort_keys=True)}"
+              for k, v in r.items()]
+    lines += ["```"]
+    return "\n".join(lines)
+
+
+def write_doc(text):
+    block = f"{BEGIN}\n{text}\n{END}"
+    if os.path.exists(DOC):
+        with open(DOC) as f:
+            doc = f.read()
+        if BEGIN in doc and END in doc:
+            doc = doc[: doc.index(BEGIN)] + block + doc[doc.index(END) + len(END):]
+        else:
+            doc = doc.rstrip("\n") + "\n\n" + block + "\n"
+    else:
+        doc = "# Benchmarks\n\n" + block + "\n"
+    with open(DOC, "w") as f:
+        f.write(doc)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=float, default=5.0, help="duration of each figure")
+    ap.add_argument("--replicas", default="1,2,4", help="comma-separated slave/replica counts")
+    ap.add_argument("--only", default="floor,replicore,redis,postgres,etcd", help="which systems to run")
+    ap.add_argument("--no-install", action="store_true", help="do not apt-get install the references")
+    ap.add_argument("--no-doc", action="store_true", help="print the table only")
+    args = ap.parse_args()
+    try:
+        args.replicas = [int(x) for x in args.replicas.split(",")]
+    except ValueError:
+        raise SystemExit(f"compare: --replicas must be comma-separated numbers, not {args.replicas!r}")
+    only = set(args.only.split(","))
+    if os.geteuid() != 0:
+        raise SystemExit("compare: run as root (it installs packages and runs PostgreSQL as user postgres)")
+    if not args.no_install:
+        log("installing " + " ".join(PACKAGES))
+        sh(["apt-get", "install", "-y", "-q", *PACKAGES], env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+    log("building the load generator")
+    subprocess.run(["cargo", "build", "--release", "-q", "-p", "replicore", "--example", "loadgen"], cwd=ROOT, check=True)
+    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+    args.loadgen = os.path.join(target, "release", "examples", "loadgen")
+    # On the same disk as the rest of the system (not a tmpfs), so fsyncs are real.
+    args.work = tempfile.mkdtemp(prefix="replicore-compare-", dir="/var/tmp")
+    os.chmod(args.work, 0o755)
+    load_before = " ".join(open("/proc/loadavg").read().split()[:3])
+    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
+    results = {}
+    try:
+        if "floor" in only:
+            log("floor")
+            results["floor"] = loadgen(args, "floor", "--dir", args.work)
+        if "replicore" in only:
+            run_replicore(args, results)
+        if "redis" in only:
+            run_redis(args, results)
+        if "postgres" in only:
+            run_postgres(args, results)
+        if "etcd" in only:
+            run_etcd(args, results)
+    finally:
+        for _, p in reversed(started):
+            stop(p)
+        shutil.rmtree(args.work, ignore_errors=True)
+    load_after = " ".join(open("/proc/loadavg").read().split()[:3])
+    text = table(args, results, load_before, load_after, when)
+    print(text)
+    if not args.no_doc:
+        write_doc(text)
+        log(f"written to {DOC}")
+
+
+if __name__ == "__main__":
+    main()
