@@ -30,7 +30,8 @@ pub struct Cluster {
 
 impl Cluster {
     /// Starts a master and `slaves` slaves with their data directories under `dir`, and
-    /// waits until every slave is connected (a one-phase update reaches all of them).
+    /// waits until every slave is connected (a one-phase, then a two-phase update reach
+    /// all of them).
     pub async fn start(slaves: u64, dir: &Path) -> Cluster {
         let master = Node::start(NodeConfig::new(
             CLUSTER_ID,
@@ -51,12 +52,20 @@ impl Cluster {
             master,
             slaves: nodes,
         };
-        // A two-phase update commits only when every slave voted: all are connected.
-        cluster
+        // Every slave is connected once it has a one-phase update: a prepare sent to a slave
+        // not yet connected is lost and would only be repaired by aborting at the timeout,
+        // while a lost announcement is repaired by the heartbeat.
+        let v = cluster
             .master
-            .put("warm-up", "x", TWO_PHASE)
+            .put("warm-up", "1", Mode::OnePhase)
             .await
             .expect("warm-up update commits");
+        all_reached(&mut cluster.slave_versions(), v).await;
+        cluster
+            .master
+            .put("warm-up", "2", TWO_PHASE)
+            .await
+            .expect("warm-up two-phase update commits");
         cluster
     }
 
