@@ -363,12 +363,55 @@ def table(args, r, load_before, load_after, when):
         "|---|---:|---|---:|---:|",
     ]
     lines += [f"| {a} | {b} | {c} | {d} | {e} |" for a, b, c, d, e in rows]
+    lines += ["", "The issue's targets, checked on this run's figures:", "",
+              "| target | replicore | bound | met? |", "|---|---:|---:|---|"]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in targets(r, f)]
     lines += ["", "Raw figures (JSON lines of `loadgen` and pgbench), keyed by system, workload, replicas, clients:",
               "", "```text"]
     lines += [f"{'/'.join(map(str, k)) if isinstance(k, tuple) else k}: {json.dumps(v, sort_keys=True)}"
               for k, v in r.items()]
     lines += ["```"]
     return "\n".join(lines)
+
+
+def targets(r, f):
+    """The issue's targets: (what, replicore's figure, the bound, verdict with the factor)."""
+    out = []
+
+    def verdict(value, bound, higher_is_better):
+        if not value or not bound:
+            return "not measured"
+        if higher_is_better:
+            return "yes" if value >= bound else f"no: {bound / value:.1f}× short"
+        return "yes" if value <= bound else f"no: {value / bound:.1f}× over"
+
+    two = r.get(("rc", "2p", 2, 1))
+    if two and f:
+        floor = 2 * f["tcp_rtt_p50_us"] + 2 * f["fsync_append_p50_us"]
+        v = two["all_slaves_p50_us"]
+        out.append(("two-phase p50 to commit on 2 slaves, 1 client ≤ 2 × (2 round trips + 2 fsyncs)",
+                    fmt_us(v), fmt_us(2 * floor), verdict(v, 2 * floor, False)))
+    if two and r.get(("pg", 1)):
+        v, b = two["all_slaves_p50_us"], r[("pg", 1)]["p50_us"]
+        out.append(("two-phase p50, 2 slaves, 1 client ≤ PostgreSQL sync-standby commit p50",
+                    fmt_us(v), fmt_us(b), verdict(v, b, False)))
+    many = r.get(("rc", "2p", 2, 16))
+    for key, name in ((("redis", "wait", "always", 2, 16), "Redis SET+WAIT 2, appendfsync always"),
+                      (("pg", 16), "PostgreSQL sync standby"),
+                      (("redis", "wait", "nofsync", 2, 16), "Redis SET+WAIT 2, no fsync")):
+        if many and r.get(key):
+            v, b = many["ops_per_sec"], 2 * r[key]["ops_per_sec"]
+            out.append((f"two-phase, 2 slaves, 16 clients ≥ 2 × {name}, 16 clients",
+                        f"{v:,.0f}/s", f"{b:,.0f}/s", verdict(v, b, True)))
+    ones = [r.get(k) for k in (("rc", "1p", 2, 16), ("rc", "1p-pipe", 2), ("rc", "1p", 2, 1))]
+    ones = [x["ops_per_sec"] for x in ones if x]
+    for tag, name in (("nofsync", "no fsync"), ("always", "appendfsync always")):
+        ref = r.get(("redis", "set-pipe", tag, 2))
+        if ones and ref:
+            v, b = max(ones), ref["ops_per_sec"]
+            out.append((f"one-phase to 2 slaves (best of the three loads) ≥ Redis async SET pipelined, {name}",
+                        f"{v:,.0f}/s", f"{b:,.0f}/s", verdict(v, b, True)))
+    return out
 
 
 def write_doc(text):
