@@ -457,18 +457,25 @@ def main():
     load_before = " ".join(open("/proc/loadavg").read().split()[:3])
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
     results = {}
+
+    def floor(args, results):
+        log("floor")
+        results["floor"] = loadgen(args, "floor", "--dir", args.work)
+
+    systems = [("floor", floor), ("replicore", run_replicore), ("redis", run_redis),
+               ("postgres", run_postgres), ("etcd", run_etcd)]
     try:
-        if "floor" in only:
-            log("floor")
-            results["floor"] = loadgen(args, "floor", "--dir", args.work)
-        if "replicore" in only:
-            run_replicore(args, results)
-        if "redis" in only:
-            run_redis(args, results)
-        if "postgres" in only:
-            run_postgres(args, results)
-        if "etcd" in only:
-            run_etcd(args, results)
+        for name, run in systems:
+            if name not in only:
+                continue
+            # One system failing (a package missing, a server that does not start) leaves the
+            # others' figures; the error is printed and kept with the raw figures.
+            try:
+                run(args, results)
+            except (subprocess.CalledProcessError, OSError, ValueError, KeyError, SystemExit) as e:
+                detail = getattr(e, "stderr", None) or ""
+                log(f"compare: {name} failed: {e} {detail.strip()}")
+                results[f"{name} failed"] = {"error": f"{e} {detail.strip()}"[:500]}
     finally:
         for _, p in reversed(started):
             stop(p)
