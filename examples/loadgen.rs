@@ -177,9 +177,10 @@ fn floor(dir: PathBuf, samples: usize) -> Result<serde_json::Value> {
             prealloc.push(t.elapsed());
         }
     }
-    // replicore's own durable step: one redb write transaction of one key, with fsync.
-    let save = redb_save(tmp.path(), samples.min(500))?;
-    let mut save = save;
+    // replicore's own durable step: one redb write transaction of one key, with fsync; and of
+    // 16 keys, what a batch of 16 one-key updates would save at once.
+    let mut save = redb_save(&tmp.path().join("redb1"), samples.min(500), 1)?;
+    let mut save16 = redb_save(&tmp.path().join("redb16"), samples.min(500), 16)?;
     Ok(json!({
         "tcp_rtt_p50_us": us(quantile(&mut rtt, 0.5)),
         "tcp_rtt_p99_us": us(quantile(&mut rtt, 0.99)),
@@ -189,11 +190,12 @@ fn floor(dir: PathBuf, samples: usize) -> Result<serde_json::Value> {
         "fsync_prealloc_p99_us": us(quantile(&mut prealloc, 0.99)),
         "redb_save_p50_us": us(quantile(&mut save, 0.5)),
         "redb_save_p99_us": us(quantile(&mut save, 0.99)),
+        "redb_save16_p50_us": us(quantile(&mut save16, 0.5)),
     }))
 }
 
-/// The latency of `Disk::save` of a one-key change on a 1 000-key slave store.
-fn redb_save(dir: &std::path::Path, samples: usize) -> Result<Vec<Duration>> {
+/// The latency of `Disk::save` of a change of `keys` keys on a 1 000-key slave store.
+fn redb_save(dir: &std::path::Path, samples: usize, keys: u64) -> Result<Vec<Duration>> {
     use replicore_model::master_slave::slave_user::SlaveUser;
     use replicore_model::master_slave::{Saved, SlaveStorage};
     use replicore_runtime::KvStore;
@@ -207,7 +209,7 @@ fn redb_save(dir: &std::path::Path, samples: usize) -> Result<Vec<Duration>> {
             },
         })
     };
-    let disk = Disk::open(&dir.join("redb"), 1, 1)?;
+    let disk = Disk::open(dir, 1, 1)?;
     let mut data = KvStore::default();
     for i in 0..1000 {
         data.entries.insert(format!("key{i:08}"), vec![7; 100]);
@@ -215,8 +217,12 @@ fn redb_save(dir: &std::path::Path, samples: usize) -> Result<Vec<Duration>> {
     let mut last = disk.save(&KvStore::default(), saved(1, data.clone()))?;
     let mut out = Vec::with_capacity(samples);
     for v in 2..samples as u64 + 2 {
-        data.entries
-            .insert(format!("key{:08}", v % 1000), v.to_be_bytes().to_vec());
+        for k in 0..keys {
+            data.entries.insert(
+                format!("key{:08}", (v * keys + k) % 1000),
+                v.to_be_bytes().to_vec(),
+            );
+        }
         let t = Instant::now();
         last = disk.save(&last, saved(v, data.clone()))?;
         out.push(t.elapsed());

@@ -355,7 +355,8 @@ def table(args, r, load_before, load_after, when):
         f"(p99 {fmt_us(f.get('fsync_append_p99_us', 0))}); "
         f"into a preallocated file p50 {fmt_us(f.get('fsync_prealloc_p50_us', 0))}; "
         f"replicore's durable save of one key (one redb transaction) p50 {fmt_us(f.get('redb_save_p50_us', 0))} "
-        f"(p99 {fmt_us(f.get('redb_save_p99_us', 0))}).",
+        f"(p99 {fmt_us(f.get('redb_save_p99_us', 0))}); of 16 keys in one transaction p50 "
+        f"{fmt_us(f.get('redb_save16_p50_us', 0))}.",
         "",
         "Ratio = replicore / reference: above 1 is better for throughput (/s), below 1 is better for latency.",
         "",
