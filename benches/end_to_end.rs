@@ -8,7 +8,7 @@
 //!   throughput, and after each case a line gives the latency quantiles of each update, to
 //!   the client's answer and to its commit on every slave.
 //!
-//! `cargo bench -p replicore --bench end_to_end` (about 2 minutes);
+//! `cargo bench -p replicore --bench end_to_end` (2–4 minutes);
 //! `cargo test -p replicore --release --bench end_to_end` runs each case once (one update)
 //! as a smoke check. `benches/compare/` measures the same workloads with fixed durations
 //! beside Redis, PostgreSQL and etcd.
