@@ -19,7 +19,7 @@ mod cluster;
 
 use cluster::{Cluster, quantile};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use replicore_runtime::Mode;
+use replicore_runtime::{KvStore, Mode};
 use std::time::Duration;
 
 fn ms(d: Duration) -> f64 {
@@ -46,7 +46,7 @@ fn bench(c: &mut Criterion) {
             for clients in [1usize, 16] {
                 for (value_bytes, size) in [(100usize, "100B"), (4096, "4KiB")] {
                     let dir = tempfile::tempdir().expect("tempdir");
-                    let cluster = rt.block_on(Cluster::start(slaves, dir.path()));
+                    let cluster = rt.block_on(Cluster::<KvStore>::start(slaves, dir.path()));
                     let mut conns = rt.block_on(cluster::clients(&cluster, clients));
                     let mut client_latency = Vec::new();
                     let mut all_latency = Vec::new();
@@ -60,6 +60,7 @@ fn bench(c: &mut Criterion) {
                                 &mut conns,
                                 mode,
                                 cluster::Load::Ops(iters),
+                                1,
                                 value_bytes,
                             ));
                             client_latency.extend(run.client_latency);

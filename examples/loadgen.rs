@@ -6,10 +6,12 @@
 //! loadgen floor      [--dir D]                       loopback TCP round trip, fsync of an
 //!                                                    append and of a preallocated write,
 //!                                                    replicore's durable save of one key
-//! loadgen replicore  --slaves N --clients C --mode one|two [--pipeline W] [--value-bytes B]
-//!                    [--seconds S] [--dir D]         a master and N slaves in this process,
+//! loadgen replicore  --slaves N --clients C --mode one|two [--pipeline W] [--batch K]
+//!                    [--value-bytes B] [--seconds S] [--dir D]
+//!                                                    a master and N slaves in this process,
 //!                                                    TCP clients (or the embedding API with
-//!                                                    W updates in flight)
+//!                                                    W updates in flight); with --batch K
+//!                                                    each update carries K puts
 //! loadgen redis      --addr A --clients C [--wait N] [--depth D] [--value-bytes B] [--seconds S]
 //!                                                    SET (pipelined D deep), or SET + WAIT N
 //!                                                    in one write per update
@@ -25,8 +27,8 @@ mod cluster;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use cluster::{Cluster, Load, quantile};
-use replicore_runtime::Mode;
+use cluster::{BatchKv, BenchStore, Cluster, Load, quantile};
+use replicore_runtime::{KvStore, Mode};
 use serde_json::json;
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -70,6 +72,10 @@ enum Command {
         /// instead of TCP clients.
         #[arg(long)]
         pipeline: Option<usize>,
+        /// Puts per update: above 1, each update is one batch of this many puts, committed as
+        /// one version (what protocol batching would do); figures count puts.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=4096))]
+        batch: u32,
         #[arg(long, default_value_t = 100)]
         value_bytes: usize,
         #[arg(long, default_value_t = 5.0)]
@@ -230,18 +236,43 @@ fn redb_save(dir: &std::path::Path, samples: usize, keys: u64) -> Result<Vec<Dur
     Ok(out)
 }
 
-async fn replicore(
+/// What one `loadgen replicore` run is.
+struct ReplicoreRun {
     slaves: u64,
     clients: usize,
     mode: ModeArg,
     pipeline: Option<usize>,
+    batch: usize,
     value_bytes: usize,
     seconds: f64,
     dir: PathBuf,
-) -> Result<serde_json::Value> {
+}
+
+async fn replicore(r: ReplicoreRun) -> Result<serde_json::Value> {
+    if r.batch > 1 {
+        if r.pipeline.is_some() {
+            bail!("--pipeline and --batch are separate loads; give one");
+        }
+        replicore_with::<BatchKv>(r).await
+    } else {
+        replicore_with::<KvStore>(r).await
+    }
+}
+
+async fn replicore_with<S: BenchStore>(r: ReplicoreRun) -> Result<serde_json::Value> {
+    let ReplicoreRun {
+        slaves,
+        clients,
+        mode,
+        pipeline,
+        batch,
+        value_bytes,
+        seconds,
+        dir,
+    } = r;
     let tmp =
         tempfile::tempdir_in(&dir).with_context(|| format!("temp dir in {}", dir.display()))?;
-    let cluster = Cluster::start(slaves, tmp.path()).await;
+    let cluster = Cluster::<S>::start(slaves, tmp.path()).await;
     let load = Load::For(Duration::from_secs_f64(seconds));
     let out = match (mode, pipeline) {
         (ModeArg::One, Some(window)) => {
@@ -255,7 +286,7 @@ async fn replicore(
                 ModeArg::Two => cluster::TWO_PHASE,
             };
             let mut conns = cluster::clients(&cluster, clients).await;
-            let mut run = cluster::run(&cluster, &mut conns, mode, load, value_bytes).await;
+            let mut run = cluster::run(&cluster, &mut conns, mode, load, batch, value_bytes).await;
             let mut out = report(run.ops, run.elapsed, &mut run.client_latency);
             if mode != Mode::OnePhase {
                 out["all_slaves_p50_us"] = us(quantile(&mut run.all_slaves_latency, 0.5)).into();
@@ -482,18 +513,20 @@ fn main() -> Result<()> {
             clients,
             mode,
             pipeline,
+            batch,
             value_bytes,
             seconds,
             dir,
-        } => rt.block_on(replicore(
+        } => rt.block_on(replicore(ReplicoreRun {
             slaves,
             clients,
             mode,
             pipeline,
+            batch: batch as usize,
             value_bytes,
             seconds,
             dir,
-        ))?,
+        }))?,
         Command::Redis {
             addr,
             clients,

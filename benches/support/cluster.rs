@@ -2,11 +2,16 @@
 //! embedding API (`Node::start`: real TCP with handshake, redb with fsync on every save),
 //! clients over TCP (`client::Client`), and the two workloads the benches and the
 //! comparison measure. Shared by `benches/end_to_end.rs` and `examples/loadgen.rs`.
+//!
+//! Generic over the user layer: the shipped [`KvStore`] (one put per update), or [`BatchKv`],
+//! whose update is a batch of puts committed as one version — what batching in the protocol
+//! would do, measured with today's protocol and runtime.
 
-use replicore_model::store::KvOp;
-use replicore_runtime::Mode;
+use replicore_model::store::{KvOp, Store};
 use replicore_runtime::client::Client;
 use replicore_runtime::node::{Node, NodeConfig, Ticket};
+use replicore_runtime::{KvStore, Mode, UserStore};
+use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,19 +25,97 @@ pub const TWO_PHASE: Mode = Mode::TwoPhase { timeout_ms: 10_000 };
 /// How long a client waits for any answer.
 const WAIT: Duration = Duration::from_secs(30);
 
-/// A running master and its slaves.
-pub struct Cluster {
-    /// The master (node 0).
-    pub master: Node,
-    /// The slaves (nodes 1..=N).
-    pub slaves: Vec<Node>,
+/// A user layer the workloads can drive: it builds an update of `n` one-key puts.
+pub trait BenchStore: UserStore {
+    /// An update putting `value` at `n` keys named from `prefix` and `i`.
+    fn puts(prefix: &str, i: u64, n: usize, value: &[u8]) -> Self::Op;
 }
 
-impl Cluster {
+fn key(prefix: &str, i: u64) -> String {
+    format!("{prefix}{:06}", i % 100_000)
+}
+
+impl BenchStore for KvStore {
+    /// One put (`n` is 1 for this store).
+    fn puts(prefix: &str, i: u64, n: usize, value: &[u8]) -> Self::Op {
+        debug_assert_eq!(n, 1, "KvStore updates one key");
+        KvOp::Put(key(prefix, i), value.to_vec())
+    }
+}
+
+/// The shipped key-value store with a batch of puts as its update: one version, one save
+/// per node and one announcement (or one prepare/commit round) for the whole batch.
+#[derive(Clone, Debug, Default, Deserialize, Eq, Hash, Ord, PartialEq, PartialOrd, Serialize)]
+#[serde(transparent)]
+pub struct BatchKv(pub KvStore);
+
+impl Store for BatchKv {
+    type Op = Vec<KvOp<String, Vec<u8>>>;
+    type Delta = <KvStore as Store>::Delta;
+
+    fn delta_of(&self, op: &Self::Op) -> Self::Delta {
+        op.iter().fold(KvStore::empty_delta(), |acc, o| {
+            KvStore::compose(&acc, &self.0.delta_of(o))
+        })
+    }
+
+    fn apply(&mut self, delta: &Self::Delta) {
+        self.0.apply(delta);
+    }
+
+    fn compose(first: &Self::Delta, then: &Self::Delta) -> Self::Delta {
+        KvStore::compose(first, then)
+    }
+
+    fn empty_delta() -> Self::Delta {
+        KvStore::empty_delta()
+    }
+
+    fn diff_from(&self, old: &Self) -> Self::Delta {
+        self.0.diff_from(&old.0)
+    }
+}
+
+impl UserStore for BatchKv {
+    fn rows(delta: &Self::Delta) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+        KvStore::rows(delta)
+    }
+
+    fn from_rows(rows: impl Iterator<Item = (Vec<u8>, Vec<u8>)>) -> Result<Self, String> {
+        KvStore::from_rows(rows).map(BatchKv)
+    }
+
+    fn read_row(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.0.read_row(key)
+    }
+
+    fn key_count(&self) -> u64 {
+        self.0.key_count()
+    }
+}
+
+impl BenchStore for BatchKv {
+    /// `n` puts at consecutive keys.
+    fn puts(prefix: &str, i: u64, n: usize, value: &[u8]) -> Self::Op {
+        (0..n as u64)
+            .map(|k| KvOp::Put(key(prefix, i * n as u64 + k), value.to_vec()))
+            .collect()
+    }
+}
+
+/// A running master and its slaves.
+pub struct Cluster<S: UserStore = KvStore> {
+    /// The master (node 0).
+    pub master: Node<S>,
+    /// The slaves (nodes 1..=N).
+    pub slaves: Vec<Node<S>>,
+}
+
+impl<S: BenchStore> Cluster<S> {
     /// Starts a master and `slaves` slaves with their data directories under `dir`, and
     /// waits until every slave is connected (a one-phase, then a two-phase update reach
     /// all of them).
-    pub async fn start(slaves: u64, dir: &Path) -> Cluster {
+    pub async fn start(slaves: u64, dir: &Path) -> Cluster<S> {
         let master = Node::start(NodeConfig::new(
             CLUSTER_ID,
             KEY,
@@ -57,13 +140,13 @@ impl Cluster {
         // while a lost announcement is repaired by the heartbeat.
         let v = cluster
             .master
-            .put("warm-up", "1", Mode::OnePhase)
+            .update(S::puts("warm-up", 0, 1, b"1"), Mode::OnePhase)
             .await
             .expect("warm-up update commits");
         all_reached(&mut cluster.slave_versions(), v).await;
         cluster
             .master
-            .put("warm-up", "2", TWO_PHASE)
+            .update(S::puts("warm-up", 1, 1, b"2"), TWO_PHASE)
             .await
             .expect("warm-up two-phase update commits");
         cluster
@@ -96,11 +179,11 @@ pub async fn all_reached(versions: &mut [watch::Receiver<u64>], version: u64) {
 }
 
 /// Connects `n` clients to the master.
-pub async fn clients(cluster: &Cluster, n: usize) -> Vec<Client> {
+pub async fn clients<S: BenchStore>(cluster: &Cluster<S>, n: usize) -> Vec<Client<S>> {
     let mut out = Vec::new();
     for _ in 0..n {
         out.push(
-            Client::connect(&cluster.master_addr(), CLUSTER_ID, KEY, None)
+            Client::<S>::connect(&cluster.master_addr(), CLUSTER_ID, KEY, None)
                 .await
                 .expect("client connects"),
         );
@@ -130,23 +213,25 @@ pub struct Run {
     pub all_slaves_latency: Vec<Duration>,
 }
 
-/// Runs `ops` updates of `value_bytes` bytes, spread over the clients, each client one update
-/// at a time, then waits until every slave has all of them.
+/// Runs updates of `batch` puts of `value_bytes` bytes each, spread over the clients, each
+/// client one update at a time, then waits until every slave has all of them. `ops` in
+/// [`Load::Ops`] and [`Run::ops`] count puts.
 ///
 /// One-phase: throughput until every slave has the updates. Two-phase: each update's
 /// latency to the client's answer and to its commit on every slave.
-pub async fn run(
-    cluster: &Cluster,
-    clients: &mut Vec<Client>,
+pub async fn run<S: BenchStore>(
+    cluster: &Cluster<S>,
+    clients: &mut Vec<Client<S>>,
     mode: Mode,
     load: Load,
+    batch: usize,
     value_bytes: usize,
 ) -> Run {
     let n = clients.len() as u64;
     let value = Arc::new(vec![0x5a_u8; value_bytes]);
     let started = Instant::now();
     let (ops, until) = match load {
-        Load::Ops(ops) => (ops, None),
+        Load::Ops(ops) => (ops.div_ceil(batch as u64), None),
         Load::For(d) => (u64::MAX, Some(started + d)),
     };
     let mut tasks = Vec::new();
@@ -167,12 +252,9 @@ pub async fn run(
                 if until.is_some_and(|u| Instant::now() >= u) {
                     break;
                 }
-                let key = format!("c{c:02}k{:06}", i % 100_000);
+                let op = S::puts(&format!("c{c:02}k"), i, batch, &value);
                 let t0 = Instant::now();
-                let (_, version) = client
-                    .put(&key, &value, mode, WAIT)
-                    .await
-                    .expect("update commits");
+                let (_, version) = client.update(op, mode, WAIT).await.expect("update commits");
                 client_latency.push(t0.elapsed());
                 if mode != Mode::OnePhase {
                     all_reached(&mut versions, version).await;
@@ -189,7 +271,7 @@ pub async fn run(
         let (client, v, cl, al) = t.await.expect("client task");
         clients.push(client);
         last = last.max(v);
-        result.ops += cl.len() as u64;
+        result.ops += (cl.len() * batch) as u64;
         result.client_latency.extend(cl);
         result.all_slaves_latency.extend(al);
     }
@@ -202,8 +284,8 @@ pub async fn run(
 /// flight (the pipelined counterpart of a client), then waits until every slave has them.
 /// Returns the updates done and the time from the first submit to the last update on every
 /// slave.
-pub async fn run_pipelined(
-    cluster: &Cluster,
+pub async fn run_pipelined<S: BenchStore>(
+    cluster: &Cluster<S>,
     load: Load,
     window: usize,
     value_bytes: usize,
@@ -225,7 +307,7 @@ pub async fn run_pipelined(
             let ticket: Ticket = in_flight.pop_front().expect("the window is full");
             last = last.max(ticket.outcome().await.expect("update commits"));
         }
-        let op = KvOp::Put(format!("p{:06}", i % 100_000), value.clone());
+        let op = S::puts("p", i, 1, &value);
         in_flight.push_back(
             cluster
                 .master
