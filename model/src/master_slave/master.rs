@@ -100,8 +100,14 @@ impl<S: Store> MasterState<S> {
     /// The saved state. The delta history is a volatile cache: saving it would cost a
     /// write per remembered step; after a restart, slaves that are behind get a snapshot.
     fn storage(&self) -> Saved<S> {
-        let mut user = self.user.clone();
-        user.history.clear();
+        // Everything but the history, without copying the history first.
+        let user = MasterUser {
+            data: self.user.data.clone(),
+            version: self.user.version,
+            next_version: self.user.next_version,
+            history: VecDeque::new(),
+            clients: self.user.clients.clone(),
+        };
         Saved::Master(MasterStorage {
             user,
             pending: self.pending.clone(),
