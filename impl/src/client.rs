@@ -134,7 +134,11 @@ impl<S: UserStore> Client<S> {
                 self.io = None;
                 Err(self.io_error(e))
             }
-            Some(Ok(body)) => Ok(codec::decode(&body)?),
+            // A traced master names its sends; a client does not trace.
+            Some(Ok(body)) => Ok(match codec::decode(&body)? {
+                Frame::Traced(_, msg) => Frame::Actor(msg),
+                frame => frame,
+            }),
         }
     }
 

@@ -59,6 +59,10 @@ pub enum Frame<M> {
     Query(Query),
     /// The answer to a [`Query`].
     Reply(Reply),
+    /// [`Frame::Actor`] from a node that records a trace: the message and the id of the
+    /// `Send` that produced it, so the receiver's trace names its cause (`crate::trace`).
+    /// Last in the enum, so the encodings of the other variants are unchanged.
+    Traced(crate::trace::SendId, M),
 }
 
 /// A question a client asks a node's runtime.

@@ -8,17 +8,26 @@
 //! ```
 //!
 //! # Execution contract
-//! A step's commands run in order. A `Save` is made durable before any later `Send` of the
-//! same step is handed to a connection: the driver holds the latest unsaved storage and
-//! flushes it (one redb write transaction, committed with fsync) right before the first
-//! following `Send`, or at the end of the step. Consecutive saves without a send between them
-//! collapse into the last one, which is what a crash could observe anyway.
+//! A step's commands run in order, except that its saves collapse into its last one, made
+//! durable (one redb write transaction, committed with fsync) before the step's first `Send`
+//! is handed to a connection, or at the end of a step that sends nothing. So every `Save` is
+//! durable before any later `Send` of the step leaves, and a crash at any moment leaves the
+//! node either before the step (nothing saved, nothing sent) or after it with some of its
+//! messages lost: exactly the model's atomic step on a lossy network. (Flushing each save
+//! before the sends that follow it would let a crash between two saves of one step leave a
+//! state the model never has.)
+//!
+//! With a [`Tracer`], each step's input and commands are written as one trace line before
+//! any of them is carried out, and each `Send` travels as a [`Frame::Traced`] frame naming
+//! its [`SendId`].
 //!
 //! The state is held as an owned value and handed to the actor as `Cow::Owned`, so
 //! `Cow::to_mut` never clones it; a no-op step costs no copy at all.
 
 use crate::codec::{self, Frame};
+use crate::faults::{Fate, FaultLayer};
 use crate::storage::{Disk, Durable, StorageError};
+use crate::trace::{self, SendId, TraceError, Tracer};
 use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -40,9 +49,13 @@ pub const PEER_QUEUE_FRAMES: usize = 1024;
 /// Where encoded frames go: the outbound queue of every live connection, by peer id.
 ///
 /// A peer may hold several connections (a client reconnecting); a frame goes to each.
+///
+/// With a [`FaultLayer`], frames to other nodes first go through it (loss, duplication,
+/// delay, reordering, partitions); see [`crate::faults`].
 #[derive(Clone, Default)]
 pub struct Router {
     inner: Arc<Mutex<RouterInner>>,
+    faults: Option<Arc<FaultLayer>>,
 }
 
 #[derive(Default)]
@@ -84,9 +97,52 @@ impl Router {
         self.lock().peers.contains_key(&peer)
     }
 
-    /// Queues `frame` to every connection of `dst`, without waiting. Returns whether any
-    /// connection took it; a missing or full connection loses the frame.
+    /// A router whose frames to other nodes go through `faults`.
+    pub fn with_faults(faults: Arc<FaultLayer>) -> Self {
+        Router {
+            inner: Arc::default(),
+            faults: Some(faults),
+        }
+    }
+
+    /// The fault layer, if any.
+    pub fn faults(&self) -> Option<&Arc<FaultLayer>> {
+        self.faults.as_ref()
+    }
+
+    /// Queues `frame` to every connection of `dst`, without waiting, through the fault layer
+    /// when there is one. Returns whether the frame was queued (or is held back by a delay);
+    /// a missing or full connection, or an injected loss, loses the frame.
     pub fn send(&self, dst: Id, frame: Bytes) -> bool {
+        let Some(faults) = self
+            .faults
+            .as_ref()
+            .filter(|f| f.applies(usize::from(dst) as u64))
+        else {
+            return self.send_now(dst, frame);
+        };
+        let Fate::Deliver(delays) = faults.decide(usize::from(dst) as u64) else {
+            return false;
+        };
+        let mut sent = false;
+        for delay in delays {
+            if delay.is_zero() || !faults.hold() {
+                sent |= self.send_now(dst, frame.clone());
+                continue;
+            }
+            let (router, faults, frame) = (self.clone(), faults.clone(), frame.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                router.send_now(dst, frame);
+                faults.release();
+            });
+            sent = true;
+        }
+        sent
+    }
+
+    /// Queues `frame` to every connection of `dst` now.
+    fn send_now(&self, dst: Id, frame: Bytes) -> bool {
         let inner = self.lock();
         let Some(list) = inner.peers.get(&dst) else {
             tracing::trace!(%dst, "no connection; frame dropped");
@@ -109,6 +165,9 @@ pub enum DriverError {
     /// A save could not be made durable.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// The trace could not be written (a trace with holes would be useless).
+    #[error(transparent)]
+    Trace(#[from] TraceError),
 }
 
 /// How a driver runs.
@@ -122,6 +181,11 @@ pub struct DriverOptions {
     /// single-threaded runtime with a paused clock, where it makes a run a function of its
     /// seed; it blocks the runtime thread for the fsync.
     pub inline_saves: bool,
+    /// Testing only: deliberately breaks the execution contract by handing a step's messages
+    /// to the connections before its save is durable (and making the save after them). It
+    /// changes no protocol rule; it exists so that the chaos test and trace conformance can
+    /// show they catch a runtime that sends before saving (`docs/reliability.md`).
+    pub unsafe_send_before_save: bool,
 }
 
 impl Default for DriverOptions {
@@ -130,6 +194,7 @@ impl Default for DriverOptions {
             max_frame_bytes: crate::codec::MAX_FRAME_BYTES_DEFAULT,
             seed: None,
             inline_saves: false,
+            unsafe_send_before_save: false,
         }
     }
 }
@@ -151,6 +216,7 @@ where
     router: Router,
     options: DriverOptions,
     rng: StdRng,
+    tracer: Option<Tracer>,
 }
 
 fn random_duration(rng: &mut StdRng, range: &Range<Duration>) -> Duration {
@@ -164,6 +230,7 @@ impl<A> Driver<A>
 where
     A: Actor,
     A::Msg: Serialize + DeserializeOwned + Send + 'static,
+    A::Timer: Serialize,
     A::Storage: Durable,
 {
     /// Loads the saved storage from `disk` and runs `on_start`.
@@ -173,6 +240,18 @@ where
         disk: Disk,
         router: Router,
         options: DriverOptions,
+    ) -> Result<Self, DriverError> {
+        Self::start_traced(actor, id, disk, router, options, None).await
+    }
+
+    /// [`Driver::start`], recording every step with `tracer` when given.
+    pub async fn start_traced(
+        actor: A,
+        id: Id,
+        disk: Disk,
+        router: Router,
+        options: DriverOptions,
+        tracer: Option<Tracer>,
     ) -> Result<Self, DriverError> {
         let saved: Option<A::Storage> = if options.inline_saves {
             disk.load()?
@@ -198,10 +277,19 @@ where
             router,
             options,
             rng,
+            tracer,
         };
         let mut out = Out::new();
         let state = driver.actor.on_start(id, &saved, &mut out);
         driver.state = Some(state);
+        if driver.tracer.is_some() {
+            driver.record(
+                trace::Input::Start {
+                    storage: saved.as_ref(),
+                },
+                &out,
+            )?;
+        }
         driver.execute(out).await?;
         Ok(driver)
     }
@@ -234,12 +322,34 @@ where
 
     /// Delivers a message from `src`.
     pub async fn on_msg(&mut self, src: Id, msg: A::Msg) -> Result<(), DriverError> {
+        self.on_msg_traced(src, None, msg).await
+    }
+
+    /// Delivers a message from `src` produced by the traced send `send`, if known.
+    pub async fn on_msg_traced(
+        &mut self,
+        src: Id,
+        send: Option<SendId>,
+        msg: A::Msg,
+    ) -> Result<(), DriverError> {
+        // The message moves into the actor; the trace line needs it after the step.
+        let traced = self.tracer.is_some().then(|| msg.clone());
         let mut out = Out::new();
         {
             // Owned: `to_mut` never clones. Scoped so no borrow lives across the awaits below.
             let mut cow = Cow::Owned(self.take_state());
             self.actor.on_msg(self.id, &mut cow, src, msg, &mut out);
             self.state = Some(cow.into_owned());
+        }
+        if let Some(msg) = &traced {
+            self.record(
+                trace::Input::Msg {
+                    src: usize::from(src) as u64,
+                    send,
+                    msg,
+                },
+                &out,
+            )?;
         }
         self.execute(out).await
     }
@@ -254,7 +364,45 @@ where
             self.actor.on_timeout(self.id, &mut cow, &timer, &mut out);
             self.state = Some(cow.into_owned());
         }
+        if self.tracer.is_some() {
+            self.record(trace::Input::Timer { timer: &timer }, &out)?;
+        }
         self.execute(out).await
+    }
+
+    /// Writes a step's trace line. Send ids are handed out in command order; `execute` takes
+    /// them again in the same order from the tracer's counter.
+    fn record(
+        &mut self,
+        input: trace::Input<&A::Msg, &A::Timer, &A::Storage>,
+        out: &Out<A>,
+    ) -> Result<(), DriverError> {
+        let Some(tracer) = self.tracer.as_mut() else {
+            return Ok(());
+        };
+        let n = tracer.next_step();
+        // Peek at the ids the sends will take, without consuming them.
+        let mut next = SendIdPeek::new(tracer);
+        let cmds = out
+            .iter()
+            .filter_map(|c| match c {
+                Command::Send(dst, msg) => Some(trace::Cmd::Send {
+                    dst: usize::from(*dst) as u64,
+                    id: next.take(),
+                    msg,
+                }),
+                Command::Save(storage) => Some(trace::Cmd::Save { storage }),
+                Command::SetTimer(timer, _) => Some(trace::Cmd::SetTimer { timer }),
+                Command::CancelTimer(timer) => Some(trace::Cmd::CancelTimer { timer }),
+                Command::ChooseRandom(..) => None,
+            })
+            .collect();
+        tracer.write(&trace::Step {
+            n,
+            input,
+            out: cmds,
+        })?;
+        Ok(())
     }
 
     fn take_state(&mut self) -> A::State {
@@ -275,32 +423,52 @@ where
 
     /// Carries out one step's commands, in order (see the module's execution contract).
     async fn execute(&mut self, out: Out<A>) -> Result<(), DriverError> {
-        let mut unsaved: Option<A::Storage> = None;
+        let mut commands: Vec<_> = out.into_iter().collect();
+        // The step's durable state is its last save; earlier ones are superseded by it.
+        let mut unsaved = commands
+            .iter()
+            .rposition(|c| matches!(c, Command::Save(_)))
+            .map(|last| match commands.remove(last) {
+                Command::Save(storage) => storage,
+                _ => unreachable!("the position of a Save"),
+            });
+        let deferred = self.options.unsafe_send_before_save;
         // The last encoded message: a broadcast is a run of equal messages to several peers,
         // encoded once and written as the same bytes to each.
         let mut encoded: Option<(A::Msg, Bytes)> = None;
-        for command in out {
+        for command in commands {
             match command {
-                Command::Save(storage) => unsaved = Some(storage),
+                Command::Save(_) => {}
                 Command::Send(dst, msg) => {
-                    if let Some(storage) = unsaved.take() {
+                    if !deferred && let Some(storage) = unsaved.take() {
                         self.persist(storage).await?;
                     }
-                    let bytes = match &encoded {
-                        Some((m, b)) if *m == msg => b.clone(),
-                        _ => match codec::encode(&Frame::Actor(&msg), self.options.max_frame_bytes)
-                        {
-                            Ok(b) => {
-                                encoded = Some((msg, b.clone()));
-                                b
+                    let send_id = self.tracer.as_mut().map(Tracer::next_send_id);
+                    let bytes = match (send_id, &encoded) {
+                        (None, Some((m, b))) if *m == msg => b.clone(),
+                        _ => {
+                            let frame = match send_id {
+                                Some(id) => codec::encode(
+                                    &Frame::Traced(id, &msg),
+                                    self.options.max_frame_bytes,
+                                ),
+                                None => {
+                                    codec::encode(&Frame::Actor(&msg), self.options.max_frame_bytes)
+                                }
+                            };
+                            match frame {
+                                Ok(b) => {
+                                    encoded = Some((msg, b.clone()));
+                                    b
+                                }
+                                Err(e) => {
+                                    // Lost like any message; the protocol's repair (heartbeat,
+                                    // retry) applies. Log loudly: it is a configuration problem.
+                                    tracing::error!(%dst, error = %e, "message not sent");
+                                    continue;
+                                }
                             }
-                            Err(e) => {
-                                // Lost like any message; the protocol's repair (heartbeat,
-                                // retry) applies. Log loudly: it is a configuration problem.
-                                tracing::error!(%dst, error = %e, "message not sent");
-                                continue;
-                            }
-                        },
+                        }
                     };
                     self.router.send(dst, bytes);
                 }
@@ -322,6 +490,25 @@ where
             self.persist(storage).await?;
         }
         Ok(())
+    }
+}
+
+/// Hands out the send ids a tracer will give next, without consuming them.
+struct SendIdPeek {
+    next: SendId,
+}
+
+impl SendIdPeek {
+    fn new(tracer: &Tracer) -> Self {
+        SendIdPeek {
+            next: SendId(tracer.node(), tracer.incarnation(), tracer.peek_send_seq()),
+        }
+    }
+
+    fn take(&mut self) -> SendId {
+        let id = self.next;
+        self.next.2 += 1;
+        id
     }
 }
 

@@ -25,17 +25,22 @@
 //! - [`storage`]: the redb database, [`storage::UserStore`] (plug your own user layer).
 //! - [`transport`], [`handshake`], [`codec`]: TCP, the handshake, the frame format.
 //! - [`memnet`]: an in-memory network with injected faults, for tests.
+//! - [`faults`]: the fault-injecting layer between the driver and the connections.
+//! - [`trace`]: trace recording; [`conformance`]: replay of traces through the model.
 //! - [`config`]: the TOML cluster file.
 #![warn(missing_docs)]
 
 pub mod client;
 pub mod codec;
 pub mod config;
+pub mod conformance;
 pub mod driver;
+pub mod faults;
 pub mod handshake;
 pub mod memnet;
 pub mod node;
 pub mod storage;
+pub mod trace;
 pub mod transport;
 
 pub use node::{Node, NodeConfig, NodeError, UpdateError, View};

@@ -123,14 +123,13 @@ impl<S: UserStore> MemNet<S> {
                 if net.lost(from, to) {
                     continue;
                 }
-                let Ok(Frame::Actor(msg)) = codec::decode::<Frame<Msg<S>>>(&frame) else {
-                    continue;
+                let src = Id::from(from as usize);
+                let input = match codec::decode::<Frame<Msg<S>>>(&frame) {
+                    Ok(Frame::Actor(msg)) => Input::Msg(src, msg),
+                    Ok(Frame::Traced(send, msg)) => Input::Traced(src, send, msg),
+                    _ => continue,
                 };
-                if to_inbox
-                    .send(Input::Msg(Id::from(from as usize), msg))
-                    .await
-                    .is_err()
-                {
+                if to_inbox.send(input).await.is_err() {
                     return; // That incarnation of `to` stopped.
                 }
             }

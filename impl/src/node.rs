@@ -3,9 +3,11 @@
 
 use crate::codec::{NodeStatus, Query, Reply};
 use crate::driver::{Driver, DriverError, DriverOptions, Router};
+use crate::faults::{FaultLayer, FaultPlan, counts_file_name as faults_counts_file};
 use crate::handshake::Identity;
 use crate::memnet::MemNet;
 use crate::storage::{Disk, KvStore, StorageError, UserStore};
+use crate::trace::{NodeMeta, Tracer};
 use crate::transport::{self, Input, Link};
 use bytes::Bytes;
 use replicore_model::master_slave::{
@@ -74,6 +76,14 @@ pub struct NodeConfig {
     /// Seeds the node's random choices (timer durations, its local client id); `None` draws
     /// from the OS. On an in-memory network with a paused clock a seeded run is reproducible.
     pub seed: Option<u64>,
+    /// Faults to inject into the frames this node sends to other nodes (`crate::faults`);
+    /// `None` (the default) injects nothing.
+    pub faults: Option<FaultPlan>,
+    /// Where to record this node's trace (`crate::trace`); `None` (the default) records
+    /// nothing.
+    pub trace_dir: Option<PathBuf>,
+    /// Testing only: see [`DriverOptions::unsafe_send_before_save`].
+    pub unsafe_send_before_save: bool,
 }
 
 impl NodeConfig {
@@ -97,6 +107,9 @@ impl NodeConfig {
             history: 256,
             max_frame_bytes: crate::codec::MAX_FRAME_BYTES_DEFAULT,
             seed: None,
+            faults: None,
+            trace_dir: None,
+            unsafe_send_before_save: false,
         }
     }
 }
@@ -121,6 +134,12 @@ pub enum NodeError {
     /// The config is inconsistent.
     #[error("invalid config: {0}")]
     Config(&'static str),
+    /// The fault plan is invalid.
+    #[error("invalid fault plan: {0}")]
+    Faults(String),
+    /// The trace could not be created.
+    #[error(transparent)]
+    Trace(#[from] crate::trace::TraceError),
     /// The node task panicked or was aborted.
     #[error("node task failed: {0}")]
     Task(String),
@@ -339,7 +358,7 @@ impl<S: UserStore> Node<S> {
     where
         A: Actor<Msg = Msg<S>, Storage = Saved<S>> + Inspect<Data = S> + Send + 'static,
         A::State: Send + Sync,
-        A::Timer: Send + Sync,
+        A::Timer: Send + Sync + serde::Serialize,
         A::Random: Send + Sync,
     {
         // Bind first: a busy port fails before the data directory is touched.
@@ -360,6 +379,9 @@ impl<S: UserStore> Node<S> {
             })?,
             None => SocketAddr::from(([0, 0, 0, 0], 0)),
         };
+        if let Some(plan) = &config.faults {
+            plan.validate().map_err(NodeError::Faults)?;
+        }
         // On the in-memory network storage runs inline (see `DriverOptions::inline_saves`).
         let inline = matches!(wiring, Wiring::Memory(_));
         let disk = if inline {
@@ -374,10 +396,42 @@ impl<S: UserStore> Node<S> {
             max_frame_bytes: config.max_frame_bytes,
             seed: config.seed,
             inline_saves: inline,
+            unsafe_send_before_save: config.unsafe_send_before_save,
         };
-        let router = Router::default();
-        let driver =
-            Driver::start(actor, id(config.node_id), disk, router.clone(), options).await?;
+        let faults = config
+            .faults
+            .clone()
+            .map(|plan| Arc::new(FaultLayer::new(plan, config.node_id, config.slaves)));
+        let router = match &faults {
+            Some(f) => Router::with_faults(f.clone()),
+            None => Router::default(),
+        };
+        let tracer = match &config.trace_dir {
+            Some(dir) => {
+                let meta = serde_json::to_value(NodeMeta {
+                    slaves: config.slaves,
+                    history: config.history,
+                })
+                .unwrap_or_default();
+                Some(Tracer::create(dir, config.node_id, meta)?)
+            }
+            None => None,
+        };
+        let counts_file = match (&config.trace_dir, &tracer, &faults) {
+            (Some(dir), Some(t), Some(_)) => {
+                Some(dir.join(faults_counts_file(config.node_id, t.incarnation())))
+            }
+            _ => None,
+        };
+        let driver = Driver::start_traced(
+            actor,
+            id(config.node_id),
+            disk,
+            router.clone(),
+            options,
+            tracer,
+        )
+        .await?;
         let (inbox_tx, inbox_rx) = mpsc::channel(INBOX_INPUTS);
         let cancel = CancellationToken::new();
         let link = Link {
@@ -399,6 +453,17 @@ impl<S: UserStore> Node<S> {
         });
         let (versions_tx, versions_rx) = watch::channel(version);
         tracing::info!(node = config.node_id, %local_addr, version, "node started");
+        if let Some(f) = &faults {
+            // Successive incarnations of a node resume from growing versions: fresh draws.
+            f.reseed(version);
+            tracing::warn!(
+                node = config.node_id,
+                "injecting faults into frames between nodes"
+            );
+            if let Some(path) = counts_file {
+                tokio::spawn(write_fault_counts(f.clone(), path, cancel.clone()));
+            }
+        }
 
         let client = if config.node_id == MASTER_ID {
             let local_id = id(match config.seed {
@@ -620,10 +685,12 @@ async fn dispatch_replies<S: UserStore>(
             f = rx.recv() => match f { Some(f) => f, None => return },
         };
         // Encoded by this very process, so it decodes; a failure is ignored all the same.
-        let Ok(crate::codec::Frame::Actor(Msg::Client(reply))) =
-            crate::codec::decode::<crate::codec::Frame<Msg<S>>>(&frame)
-        else {
-            continue;
+        let reply = match crate::codec::decode::<crate::codec::Frame<Msg<S>>>(&frame) {
+            Ok(
+                crate::codec::Frame::Actor(Msg::Client(reply))
+                | crate::codec::Frame::Traced(_, Msg::Client(reply)),
+            ) => reply,
+            _ => continue,
         };
         let (req, outcome) = match reply {
             ClientMsg::Committed { req, version } => (req, Ok(version)),
@@ -639,6 +706,28 @@ async fn dispatch_replies<S: UserStore>(
         }
     }
 }
+
+/// Rewrites the fault counters to `path` every [`FAULT_COUNTS_EVERY`] until the node stops,
+/// then once more. A SIGKILL loses at most the last period's counts.
+async fn write_fault_counts(faults: Arc<FaultLayer>, path: PathBuf, cancel: CancellationToken) {
+    let write = |faults: &FaultLayer| {
+        let tmp = path.with_extension("tmp");
+        let body = serde_json::to_vec(&faults.counts()).unwrap_or_default();
+        if let Err(e) = std::fs::write(&tmp, body).and_then(|()| std::fs::rename(&tmp, &path)) {
+            tracing::debug!(error = %e, "fault counters not written");
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tokio::time::sleep(FAULT_COUNTS_EVERY) => write(&faults),
+        }
+    }
+    write(&faults);
+}
+
+/// How often a node with faults and a trace directory rewrites its fault counters.
+pub const FAULT_COUNTS_EVERY: Duration = Duration::from_millis(200);
 
 /// The status a node reports.
 pub fn status_of<S: UserStore>(node_id: u64, view: (Version, Option<Version>, &S)) -> NodeStatus {
@@ -666,6 +755,7 @@ async fn run<A>(
 where
     A: Actor<Storage = Saved<<A as Inspect>::Data>> + Inspect,
     A::Msg: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+    A::Timer: serde::Serialize,
 {
     loop {
         let next = driver.next_timer();
@@ -689,6 +779,9 @@ where
             input = inbox.recv() => match input {
                 None => break,
                 Some(Input::Msg(src, msg)) => driver.on_msg(src, msg).await?,
+                Some(Input::Traced(src, send, msg)) => {
+                    driver.on_msg_traced(src, Some(send), msg).await?
+                }
                 Some(Input::Query(src, query, reply)) => {
                     let state = driver.state();
                     let answer = match query {

@@ -35,6 +35,8 @@ pub const CONNECTIONS_MAX: usize = 1024;
 pub enum Input<M> {
     /// A protocol message from an authenticated peer.
     Msg(Id, M),
+    /// A protocol message from a traced peer, with the id of the send that produced it.
+    Traced(Id, crate::trace::SendId, M),
     /// A runtime query; the answer goes back on the oneshot.
     Query(Id, Query, oneshot::Sender<Reply>),
 }
@@ -242,6 +244,16 @@ async fn serve<M>(
                 }
                 Ok(Frame::Actor(msg)) => {
                     if link.inbox.send(Input::Msg(peer, msg)).await.is_err() {
+                        return; // The node stopped.
+                    }
+                }
+                Ok(Frame::Traced(send, msg)) => {
+                    if link
+                        .inbox
+                        .send(Input::Traced(peer, send, msg))
+                        .await
+                        .is_err()
+                    {
                         return; // The node stopped.
                     }
                 }

@@ -1,0 +1,220 @@
+//! Trace conformance of the real runtime on the in-memory network with tokio's clock paused:
+//! 1 master and 3 slaves record their traces while the fault layer loses, duplicates, delays
+//! and reorders frames, a link is cut and healed, and a slave and the master restart. The
+//! traces must replay through the model's `ActorModel` with every step allowed and every
+//! property holding; a trace altered after the fact must not.
+
+use replicore_model::store::KvOp;
+use replicore_runtime::conformance::{self, ConformanceError};
+use replicore_runtime::faults::FaultPlan;
+use replicore_runtime::memnet::MemNet;
+use replicore_runtime::node::{MASTER_ID, Node, NodeConfig};
+use replicore_runtime::{KvStore, Mode, UpdateError};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+const SEED: u64 = 0x5eed_c0de;
+const SLAVES: u64 = 3;
+
+fn plan() -> FaultPlan {
+    FaultPlan {
+        seed: SEED,
+        loss: 0.1,
+        duplicate: 0.05,
+        reorder: 0.1,
+        reorder_ms: 30,
+        delay_ms: [0, 5],
+        ..FaultPlan::default()
+    }
+}
+
+async fn start(id: u64, dir: &Path, net: &Arc<MemNet<KvStore>>) -> Node {
+    let mut cfg = NodeConfig::new(7, "conformance", id, SLAVES, dir.join(format!("node{id}")));
+    cfg.heartbeat = Duration::from_millis(40)..Duration::from_millis(60);
+    cfg.history = 4;
+    cfg.seed = Some(SEED ^ id);
+    cfg.faults = Some(plan());
+    cfg.trace_dir = Some(dir.join("trace"));
+    Node::start_in(cfg, net).await.expect("node starts")
+}
+
+/// Runs a faulty workload with restarts; returns the trace directory's parent and the
+/// master's final version.
+async fn traced_run() -> (tempfile::TempDir, u64) {
+    tokio::time::timeout(Duration::from_secs(600), async {
+        let dir = tempfile::tempdir().unwrap();
+        let net = MemNet::<KvStore>::new(SEED);
+        let mut master = start(MASTER_ID, dir.path(), &net).await;
+        let mut slaves = Vec::new();
+        for id in 1..=SLAVES {
+            slaves.push(Some(start(id, dir.path(), &net).await));
+        }
+        let (mut commits, mut aborts, mut rollbacks) = (0, 0, 0);
+        for i in 0..90u32 {
+            match i {
+                20 => net.cut(MASTER_ID, 2),
+                30 => net.heal(),
+                40 => slaves[0].take().unwrap().shutdown().await.unwrap(),
+                45 => slaves[0] = Some(start(1, dir.path(), &net).await),
+                60 => {
+                    master.shutdown().await.unwrap();
+                    master = start(MASTER_ID, dir.path(), &net).await;
+                }
+                _ => {}
+            }
+            let op = if i % 11 == 10 {
+                KvOp::Delete(format!("k{}", i % 5))
+            } else {
+                KvOp::Put(format!("k{}", i % 5), format!("v{}", i % 40).into_bytes())
+            };
+            let two_phase = Mode::TwoPhase { timeout_ms: 1_000 };
+            let outcome = if i % 7 == 3 {
+                let ticket = master.submit(op, two_phase).await.unwrap();
+                master.rollback(ticket.req()).await.unwrap();
+                ticket.outcome().await
+            } else {
+                let mode = if i % 3 == 0 {
+                    two_phase
+                } else {
+                    Mode::OnePhase
+                };
+                master.update(op, mode).await
+            };
+            match outcome {
+                Ok(_) => commits += 1,
+                Err(UpdateError::RolledBack { .. }) => rollbacks += 1,
+                Err(UpdateError::TimedOut { .. } | UpdateError::Refused { .. }) => aborts += 1,
+                Err(e) => panic!("update {i}: {e}"),
+            }
+        }
+        assert!(
+            commits > 40 && rollbacks > 0,
+            "{commits} commits, {rollbacks} rollbacks, {aborts} aborts"
+        );
+        let target = master.version();
+        for s in slaves.iter().flatten() {
+            s.versions().wait_for(|v| *v >= target).await.unwrap();
+        }
+        // Let the last heartbeats be acknowledged, so the run ends quiescent.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        for s in slaves.into_iter().flatten() {
+            s.shutdown().await.unwrap();
+        }
+        master.shutdown().await.unwrap();
+        (dir, target)
+    })
+    .await
+    .expect("bounded in logical time")
+}
+
+fn run_paused<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+fn trace_dir(dir: &tempfile::TempDir) -> PathBuf {
+    dir.path().join("trace")
+}
+
+/// Rewrites the first line of `file` for which `edit` returns true.
+fn tamper(file: &Path, edit: impl Fn(&mut serde_json::Value) -> bool) {
+    let text = std::fs::read_to_string(file).unwrap();
+    let mut done = false;
+    let lines: Vec<String> = text
+        .lines()
+        .map(|line| {
+            let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
+            if !done && edit(&mut v) {
+                done = true;
+                return serde_json::to_string(&v).unwrap();
+            }
+            line.to_string()
+        })
+        .collect();
+    assert!(done, "nothing to tamper with in {}", file.display());
+    std::fs::write(file, lines.join("\n") + "\n").unwrap();
+}
+
+#[test]
+fn a_faulty_run_with_restarts_conforms_and_an_altered_trace_does_not() {
+    let (dir, version) = run_paused(traced_run());
+    let report = conformance::check_dir(&trace_dir(&dir)).unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("{report}");
+    assert_eq!(report.restarts, 2, "{report}");
+    assert_eq!(report.final_version, version);
+    assert!(report.converged, "{report}");
+    assert!(report.deliveries > 500 && report.timeouts > 10, "{report}");
+    assert_eq!(report.properties.len(), 7);
+
+    // A slave that claims to have received a Commit of another version than was sent.
+    let copy = tempfile::tempdir().unwrap();
+    let copy_traces = || {
+        let to = copy.path().join("t");
+        let _ = std::fs::remove_dir_all(&to);
+        std::fs::create_dir_all(&to).unwrap();
+        for e in std::fs::read_dir(trace_dir(&dir)).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+        to
+    };
+    let t = copy_traces();
+    tamper(&t.join("node-2.0.jsonl"), |v| {
+        let Some(commit) = v.pointer_mut("/input/Msg/msg/Service/Commit/version") else {
+            return false;
+        };
+        *commit = serde_json::json!(commit.as_u64().unwrap() + 1000);
+        true
+    });
+    match conformance::check_dir(&t) {
+        Err(ConformanceError::Diverged(d)) => {
+            assert!(d.reason.contains("not the one send"), "{d}");
+            assert!(d.step.starts_with("node 2 incarnation 0"), "{d}");
+        }
+        other => panic!("an altered receive must diverge: {other:?}"),
+    }
+
+    // A slave that voted without saving its prepared delta.
+    let t = copy_traces();
+    tamper(&t.join("node-3.0.jsonl"), |v| {
+        let Some(out) = v.pointer_mut("/out").and_then(|o| o.as_array_mut()) else {
+            return false;
+        };
+        let votes = out
+            .iter()
+            .any(|c| c.pointer("/Send/msg/Service/Prepared").is_some());
+        if !votes {
+            return false;
+        }
+        out.retain(|c| c.get("Save").is_none());
+        true
+    });
+    match conformance::check_dir(&t) {
+        Err(ConformanceError::Diverged(d)) => {
+            assert!(d.reason.contains("commands are not the model's"), "{d}");
+            assert!(d.commands.is_some(), "{d}");
+            eprintln!("{d}");
+        }
+        other => panic!("a vote without its save must diverge: {other:?}"),
+    }
+
+    // A line lost from the middle of a trace.
+    let t = copy_traces();
+    let file = t.join("node-1.0.jsonl");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.remove(lines.len() / 2);
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    assert!(
+        matches!(
+            conformance::check_dir(&t),
+            Err(ConformanceError::Malformed { .. })
+        ),
+        "a gap in a trace is refused"
+    );
+}
