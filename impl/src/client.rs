@@ -171,7 +171,9 @@ impl<S: UserStore> Client<S> {
         }
     }
 
-    async fn next_req(&mut self) -> Result<u64, ClientError> {
+    /// The request number the next [`Client::update`] will use: asked of the master once
+    /// (its ledger entry for this client id), then counted locally.
+    pub async fn next_req(&mut self) -> Result<u64, ClientError> {
         if let Some(r) = self.next_req {
             return Ok(r);
         }

@@ -8,13 +8,17 @@
 //! heartbeat_ms = 100                               # optional
 //! history = 256                                    # optional
 //! max_frame_bytes = 67108864                       # optional
+//!
+//! [faults]                                         # optional, for testing: see
+//! seed = 7                                         # `crate::faults::FaultPlan`
+//! loss = 0.05
 //! ```
 
 use serde::Deserialize;
 use std::path::Path;
 
 /// A cluster's configuration. Every field can also be given (or overridden) by a CLI flag.
-#[derive(Clone, Debug, Default, Deserialize, Eq, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterFile {
     /// The cluster id.
@@ -32,6 +36,8 @@ pub struct ClusterFile {
     pub history: Option<usize>,
     /// The largest frame, in bytes.
     pub max_frame_bytes: Option<usize>,
+    /// Faults every node injects into the frames it sends (testing only; off when absent).
+    pub faults: Option<crate::faults::FaultPlan>,
 }
 
 /// A cluster file that could not be read.
@@ -88,5 +94,8 @@ mod tests {
         assert_eq!(f.slaves.len(), 1);
         assert_eq!(f.heartbeat_ms, Some(50));
         assert!(ClusterFile::parse("bogus = 1").is_err());
+        let f = ClusterFile::parse("cluster_id = 1\n[faults]\nseed = 3\nloss = 0.5\n").unwrap();
+        assert_eq!(f.faults.map(|p| (p.seed, p.loss)), Some((3, 0.5)));
+        assert!(ClusterFile::parse("[faults]\nseed = 3\nlos = 0.5\n").is_err());
     }
 }

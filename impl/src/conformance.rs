@@ -909,6 +909,7 @@ impl<'t> Replay<'t> {
         let i = at.node as usize;
         let pre = self.state.actor_storages[i].clone();
         let snapshot = (self.state.clone(), self.report.clone());
+        let before = self.node_state(at.node);
         self.apply(at)?;
         if self.state.actor_storages[i] == loaded || pre != loaded {
             // Durable (or a mismatch the restart itself reports).
@@ -925,7 +926,6 @@ impl<'t> Replay<'t> {
             })
             .collect();
         if let Some(first) = leaked.first() {
-            let before = self.node_state(at.node);
             return Err(self.diverge(
                 at,
                 format!(

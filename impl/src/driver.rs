@@ -181,10 +181,12 @@ pub struct DriverOptions {
     /// single-threaded runtime with a paused clock, where it makes a run a function of its
     /// seed; it blocks the runtime thread for the fsync.
     pub inline_saves: bool,
-    /// Testing only: deliberately breaks the execution contract by handing a step's messages
-    /// to the connections before its save is durable (and making the save after them). It
-    /// changes no protocol rule; it exists so that the chaos test and trace conformance can
-    /// show they catch a runtime that sends before saving (`docs/reliability.md`).
+    /// Testing only: deliberately breaks the execution contract. A step's messages leave at
+    /// once and its save is written behind, only when the next step starts (a write-behind
+    /// cache that acknowledges before it flushes), so a crash between two steps loses a save
+    /// whose messages are already out. It changes no protocol rule; it exists so that the
+    /// chaos test and trace conformance can show they catch a runtime that sends before
+    /// saving (`docs/reliability.md`).
     pub unsafe_send_before_save: bool,
 }
 
@@ -217,6 +219,8 @@ where
     options: DriverOptions,
     rng: StdRng,
     tracer: Option<Tracer>,
+    /// The save written behind (only with `unsafe_send_before_save`).
+    behind: Option<A::Storage>,
 }
 
 fn random_duration(rng: &mut StdRng, range: &Range<Duration>) -> Duration {
@@ -278,6 +282,7 @@ where
             options,
             rng,
             tracer,
+            behind: None,
         };
         let mut out = Out::new();
         let state = driver.actor.on_start(id, &saved, &mut out);
@@ -433,6 +438,9 @@ where
                 _ => unreachable!("the position of a Save"),
             });
         let deferred = self.options.unsafe_send_before_save;
+        if let Some(storage) = self.behind.take() {
+            self.persist(storage).await?;
+        }
         // The last encoded message: a broadcast is a run of equal messages to several peers,
         // encoded once and written as the same bytes to each.
         let mut encoded: Option<(A::Msg, Bytes)> = None;
@@ -486,8 +494,10 @@ where
                 }
             }
         }
-        if let Some(storage) = unsaved {
-            self.persist(storage).await?;
+        match unsaved {
+            Some(storage) if deferred => self.behind = Some(storage),
+            Some(storage) => self.persist(storage).await?,
+            None => {}
         }
         Ok(())
     }

@@ -49,6 +49,13 @@ struct ClusterArgs {
     /// The master's heartbeat period, in milliseconds.
     #[arg(long, global = true)]
     heartbeat_ms: Option<u64>,
+    /// Record this node's trace (JSON lines) in this directory, for trace conformance.
+    #[arg(long, global = true)]
+    trace_dir: Option<PathBuf>,
+    /// Testing only: write each step's save behind its messages (a deliberately broken
+    /// runtime that the chaos test and trace conformance must catch).
+    #[arg(long, global = true, hide = true)]
+    unsafe_send_before_save: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -109,6 +116,11 @@ enum Command {
     },
     /// Every node's version and lag behind the master.
     Status,
+    /// Replay the traces in a directory through the model (trace conformance).
+    CheckTrace {
+        /// The directory the nodes recorded their traces in (`--trace-dir`).
+        dir: PathBuf,
+    },
     /// A master and two slaves in this process on 127.0.0.1, a short workload, convergence.
     Demo {
         /// How many one-phase updates to run.
@@ -156,6 +168,9 @@ struct Cluster {
     heartbeat_ms: u64,
     history: Option<usize>,
     max_frame_bytes: Option<usize>,
+    faults: Option<replicore_runtime::faults::FaultPlan>,
+    trace_dir: Option<PathBuf>,
+    unsafe_send_before_save: bool,
 }
 
 impl Cluster {
@@ -183,6 +198,9 @@ impl Cluster {
             heartbeat_ms: a.heartbeat_ms.or(file.heartbeat_ms).unwrap_or(100),
             history: file.history,
             max_frame_bytes: file.max_frame_bytes,
+            faults: file.faults,
+            trace_dir: a.trace_dir.clone(),
+            unsafe_send_before_save: a.unsafe_send_before_save,
         })
     }
 
@@ -223,6 +241,9 @@ impl Cluster {
         if let Some(m) = self.max_frame_bytes {
             cfg.max_frame_bytes = m;
         }
+        cfg.faults = self.faults.clone();
+        cfg.trace_dir = self.trace_dir.clone();
+        cfg.unsafe_send_before_save = self.unsafe_send_before_save;
         cfg
     }
 
@@ -308,6 +329,11 @@ async fn run(cli: Cli) -> Result<()> {
     if let Command::Demo { updates } = cli.command {
         return demo(updates).await;
     }
+    if let Command::CheckTrace { dir } = &cli.command {
+        let report = replicore_runtime::conformance::check_dir(dir)?;
+        println!("{report}");
+        return Ok(());
+    }
     let cluster = Cluster::from_args(&cli.cluster)?;
     match cli.command {
         Command::Master { data_dir, listen } => {
@@ -390,7 +416,7 @@ async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Status => status(&cluster).await,
-        Command::Demo { .. } => unreachable!("handled above"),
+        Command::Demo { .. } | Command::CheckTrace { .. } => unreachable!("handled above"),
     }
 }
 

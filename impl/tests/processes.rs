@@ -660,3 +660,48 @@ async fn sigterm_stops_a_node_gracefully() {
     .await
     .expect("test bounded");
 }
+
+#[tokio::test]
+async fn traced_nodes_with_faults_from_the_cluster_file_pass_check_trace() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let mut c = Cluster::new(2);
+        // Every node injects faults into the frames it sends, as the cluster file says.
+        let mut config = std::fs::read_to_string(&c.config).expect("config");
+        config.push_str("\n[faults]\nseed = 9\nloss = 0.1\nduplicate = 0.1\nreorder = 0.1\n");
+        std::fs::write(&c.config, config).expect("config");
+        let trace = c.dir.path().join("trace");
+        let trace_flag = trace.to_str().expect("utf-8 path").to_string();
+        for id in 0..=2 {
+            c.start_with(id, &["--trace-dir", &trace_flag]).await;
+        }
+        let (tx, mut progress) = tokio::sync::watch::channel(0);
+        let stream = stream_puts(format!("127.0.0.1:{}", c.ports[0]), 40, tx);
+        progress.wait_for(|n| *n >= 15).await.expect("stream runs");
+        c.kill(1);
+        c.start_with(1, &["--trace-dir", &trace_flag]).await;
+        assert_eq!(stream.await.expect("stream task").len(), 40);
+        c.ok(&["put", "sync", "yes", "--two-phase", "--timeout", "5000"])
+            .await;
+        c.converged(41).await;
+        for id in 0..=2 {
+            let mut child = c.children.remove(&id).expect("running");
+            Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .expect("kill runs");
+            tokio::task::spawn_blocking(move || child.wait())
+                .await
+                .unwrap()
+                .expect("node exits");
+        }
+        let out = c.ok(&["check-trace", &trace_flag]).await;
+        assert!(out.starts_with("conforms: "), "{out}");
+        assert!(out.contains("1 restarts"), "{out}");
+        // A missing directory is a one-line error.
+        let out = c.cli(&["check-trace", "/nonexistent/trace"]).await;
+        assert!(!out.status.success());
+        assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
+    })
+    .await
+    .expect("test bounded");
+}
