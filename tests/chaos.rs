@@ -19,7 +19,8 @@
 //!
 //! Environment:
 //! - `REPLICORE_CHAOS_SEEDS=1,2`: the seeds to run (default: the fixed CI set).
-//! - `REPLICORE_SOAK=1`: a longer run per seed (more updates, more keys, more kills).
+//! - `REPLICORE_SOAK=1`: a longer run per seed (up to 100 000 updates, 66 keys, a kill every
+//!   2–6 s) for `REPLICORE_SOAK_SECS` seconds (default 600).
 //! - `REPLICORE_CHAOS_BROKEN=1`: nodes send a step's messages before its save is durable
 //!   (`DriverOptions::unsafe_send_before_save`); the test is expected to fail.
 //! - `REPLICORE_CHAOS_KEEP=1`: keep the run directory (traces, logs) even on success.
@@ -178,9 +179,13 @@ impl Shape {
     }
 
     fn soak() -> Self {
+        let secs = std::env::var("REPLICORE_SOAK_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(600);
         Shape {
-            updates: 20_000,
-            time_cap: Duration::from_secs(600),
+            updates: 100_000,
+            time_cap: Duration::from_secs(secs),
             keys: 66,
             clients: 6,
             kill_every: Duration::from_secs(4),

@@ -683,7 +683,6 @@ impl<'t> Replay<'t> {
         let i = at.node as usize;
         let id = Id::from(i);
         let before = self.node_state(at.node);
-        let actor = &self.model.actors[i];
         let mut out = Out::new();
         // The model's next state of this node, when the step changes it.
         let mut next_node: Option<NodeState<ModelKv>> = None;
@@ -705,7 +704,7 @@ impl<'t> Replay<'t> {
                         )));
                     }
                     // The model's initial state already ran every actor's first start.
-                    actor.on_start(id, &None, &mut out);
+                    self.model.actors[i].on_start(id, &None, &mut out);
                     None
                 } else {
                     self.report.restarts += 1;
@@ -724,7 +723,10 @@ impl<'t> Replay<'t> {
                         .model
                         .next_state(&self.state, ActorModelAction::Crash(id))
                         .unwrap_or_else(|| self.state.clone());
-                    actor.on_start(id, &loaded, &mut out);
+                    // The crashed state is a state of the run too (monotonic versions are
+                    // judged on it).
+                    self.check_properties(at, before.clone())?;
+                    self.model.actors[i].on_start(id, &loaded, &mut out);
                     Some(ActorModelAction::Recover(id))
                 }
             }
@@ -784,7 +786,13 @@ impl<'t> Replay<'t> {
                 }
                 let current = &*self.state.actor_states[i];
                 let mut cow = Cow::Borrowed(current);
-                actor.on_msg(id, &mut cow, Id::from(*src as usize), msg.clone(), &mut out);
+                self.model.actors[i].on_msg(
+                    id,
+                    &mut cow,
+                    Id::from(*src as usize),
+                    msg.clone(),
+                    &mut out,
+                );
                 if let Cow::Owned(next) = cow {
                     next_node = Some(next);
                 }
@@ -806,7 +814,7 @@ impl<'t> Replay<'t> {
                 self.report.timeouts += 1;
                 let current = &*self.state.actor_states[i];
                 let mut cow = Cow::Borrowed(current);
-                actor.on_timeout(id, &mut cow, timer, &mut out);
+                self.model.actors[i].on_timeout(id, &mut cow, timer, &mut out);
                 if let Cow::Owned(next) = cow {
                     next_node = Some(next);
                 }
