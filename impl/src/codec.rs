@@ -176,6 +176,23 @@ mod tests {
         ));
     }
 
+    /// Found by `fuzz/` (`frame_decode`): a Snapshot frame whose data claims a huge map
+    /// made the decoder preallocate it (11 GB for these 9 bytes; a capacity overflow panic
+    /// for a larger claim). The claim must cost nothing until entries arrive.
+    #[test]
+    fn a_frame_claiming_a_huge_map_is_refused_without_allocating_it() {
+        let found = [0x00, 0x00, 0x03, 0x00, 0x0a, 0xff, 0xfd, 0xff, 0x70];
+        assert!(decode::<Frame<M>>(&found).is_err());
+        // Actor, Service, Snapshot { from: 0, to: 10, data: a map of 2^63 entries }.
+        let mut huge = vec![0x00, 0x00, 0x03, 0x00, 0x0a];
+        huge.extend([0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01]);
+        assert!(decode::<Frame<M>>(&huge).is_err());
+        // The same claim in a Prepare's delta.
+        let mut delta = vec![0x00, 0x00, 0x04, 0x00, 0x01];
+        delta.extend([0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01]);
+        assert!(decode::<Frame<M>>(&delta).is_err());
+    }
+
     #[test]
     fn arbitrary_bytes_never_panic() {
         // A deterministic pseudo-random sweep of bodies: decoding may fail, never panic.

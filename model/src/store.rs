@@ -87,7 +87,22 @@ pub enum KvOp<K, V> {
 ))]
 pub struct KvDelta<K: Ord + Clone, V: Clone> {
     /// Key → new value (`None`: removed).
+    #[serde(deserialize_with = "ordmap_cautiously")]
     pub changes: OrdMap<K, Option<V>>,
+}
+
+/// Deserializes an [`OrdMap`] through a `BTreeMap`, in the same format. imbl's own visitor
+/// preallocates as many entries as the input claims, so a frame of a few bytes claiming a
+/// huge map made the receiver allocate gigabytes and abort (found by fuzzing frame
+/// decoding); serde's `BTreeMap` allocates as entries actually arrive.
+fn ordmap_cautiously<'de, D, K, V>(deserializer: D) -> Result<OrdMap<K, V>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    K: Deserialize<'de> + Ord + Clone,
+    V: Deserialize<'de> + Clone,
+{
+    let map = std::collections::BTreeMap::<K, V>::deserialize(deserializer)?;
+    Ok(map.into_iter().collect())
 }
 
 /// The replicated key-value map: an ordered, structurally shared map, so that a clone is
@@ -99,6 +114,7 @@ pub struct KvDelta<K: Ord + Clone, V: Clone> {
 ))]
 pub struct Kv<K: Ord + Clone, V: Clone> {
     /// The entries.
+    #[serde(deserialize_with = "ordmap_cautiously")]
     pub entries: OrdMap<K, V>,
 }
 
