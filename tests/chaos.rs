@@ -172,7 +172,9 @@ impl Shape {
         Shape {
             updates: 1500,
             time_cap: Duration::from_secs(45),
-            keys: 18,
+            // Enough keys that the store's map spans several nodes, so the incremental save
+            // diffs partly shared trees (where imbl 6's diff bug lived).
+            keys: 66,
             clients: 6,
             kill_every: Duration::from_secs(3),
         }
