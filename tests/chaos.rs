@@ -566,9 +566,10 @@ async fn chaos(
             .collect();
         return Err(format!("{summary}\n{}", listed.join("\n")));
     }
-    if stats.committed < shape.updates / 4 {
+    let issued = stats.committed + stats.aborted + stats.unknown;
+    if stats.committed < issued / 2 || issued < shape.updates.min(1000) / 2 {
         return Err(format!(
-            "{summary}\n  too few updates committed to mean anything"
+            "{summary}\n  too few updates issued ({issued}) or committed to mean anything"
         ));
     }
     Ok(summary)
@@ -764,13 +765,12 @@ fn fault_counts(trace: &Path) -> FaultCounts {
     let mut total = FaultCounts::default();
     for e in std::fs::read_dir(trace).into_iter().flatten().flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with("faults-") && name.ends_with(".json") {
-            if let Ok(c) = std::fs::read(e.path())
-                .map_err(|e| e.to_string())
-                .and_then(|b| serde_json::from_slice::<FaultCounts>(&b).map_err(|e| e.to_string()))
-            {
-                total += c;
-            }
+        if name.starts_with("faults-")
+            && name.ends_with(".json")
+            && let Ok(bytes) = std::fs::read(e.path())
+            && let Ok(c) = serde_json::from_slice::<FaultCounts>(&bytes)
+        {
+            total += c;
         }
     }
     total
