@@ -22,12 +22,14 @@
 //! # Crate map
 //! - [`store`]: the application's data ([`store::Store`]) and its delta algebra.
 //! - [`master_slave`]: protocol 1, master/slave replication (seeds 000/001).
+//! - [`knowledge`]: protocol 3, knowledge sync (seed 004).
 //! - [`explore`]: an exhaustive breadth-first explorer of our own (one pass, canonical
 //!   fingerprints, the liveness graph).
 //! - [`liveness`]: a graph check of our own that convergence stays reachable.
 #![warn(missing_docs)]
 
 pub mod explore;
+pub mod knowledge;
 pub mod liveness;
 pub mod master_slave;
 pub mod store;

@@ -1,0 +1,89 @@
+//! Protocol 3: knowledge sync (seed 004).
+//!
+//! Every replica may change any item. Replicas synchronize pairwise, pulled by the
+//! destination: it sends what it knows, the source sends each change it does not know and
+//! then the knowledge the destination will have once it applied them all. Concurrent changes
+//! are detected from the made-with knowledge each change carries, never overwritten
+//! silently. `docs/knowledge-sync.md` tells the story and maps every claim to code.
+//!
+//! - [`vector`]: knowledge as version vectors with exceptions, change ids, filters.
+//! - [`msg`]: changes and the seed's messages.
+//! - [`replica`]: the [`Replica`] actor, source and destination in one.
+//! - [`model`]: the checked system: [`KnowledgeConfig::into_model`], the ghost, the
+//!   properties, the mutants.
+
+pub mod model;
+pub mod msg;
+pub mod replica;
+pub mod vector;
+
+pub use model::{KnowledgeConfig, Scenario};
+pub use msg::{Applied, Change, ConflictPolicy, SyncMsg, Timer};
+pub use replica::{Edit, Replica, ReplicaData, ReplicaState};
+pub use vector::{ChangeId, Filter, FilteredKnowledge, Knowledge, ReplicaId};
+
+use serde::{Deserialize, Serialize};
+
+/// A deliberate bug behind a model option, refuted by the checker with a counterexample;
+/// [`Mutant::breaks`] names the property.
+#[derive(Clone, Copy, Debug, Deserialize, Eq, Hash, Ord, PartialEq, PartialOrd, Serialize)]
+pub enum Mutant {
+    /// The destination merges a bundle's learned knowledge as soon as the complete-bundle
+    /// message arrives, before all its changes are applied (against claim 4).
+    MergeLearnedEarly,
+    /// The change counter is kept in memory only, so a restarted replica reuses ids.
+    ReuseCounterAfterCrash,
+}
+
+impl Mutant {
+    /// Every mutant.
+    pub const ALL: [Mutant; 2] = [Mutant::MergeLearnedEarly, Mutant::ReuseCounterAfterCrash];
+
+    /// The command-line name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mutant::MergeLearnedEarly => "merge-learned-early",
+            Mutant::ReuseCounterAfterCrash => "reuse-counter-after-crash",
+        }
+    }
+
+    /// A one-line description.
+    pub fn description(self) -> &'static str {
+        match self {
+            Mutant::MergeLearnedEarly => {
+                "a destination merges learned knowledge before all the bundle's changes arrived"
+            }
+            Mutant::ReuseCounterAfterCrash => {
+                "a replica does not save its change counter and reuses ids after a crash"
+            }
+        }
+    }
+
+    /// Parses a command-line name.
+    pub fn from_name(name: &str) -> Option<Mutant> {
+        Mutant::ALL.into_iter().find(|m| m.name() == name)
+    }
+
+    /// The property the checker refutes, and a small config that shows it.
+    pub fn breaks(self) -> (&'static str, KnowledgeConfig) {
+        use model::props;
+        match self {
+            Mutant::MergeLearnedEarly => (
+                props::KNOWLEDGE_SOUND,
+                KnowledgeConfig {
+                    max_crashes: 0,
+                    mutant: Some(self),
+                    ..KnowledgeConfig::scenario(Scenario::Conflict)
+                },
+            ),
+            Mutant::ReuseCounterAfterCrash => (
+                props::UNIQUE_IDS,
+                KnowledgeConfig {
+                    max_crashes: 1,
+                    mutant: Some(self),
+                    ..KnowledgeConfig::scenario(Scenario::Recovery)
+                },
+            ),
+        }
+    }
+}
