@@ -3,6 +3,7 @@
 
 use crate::runner::Strategy;
 use clap::{Args, Parser, Subcommand};
+use replicore_model::knowledge::{ConflictPolicy, Mutant as KnowledgeMutant, Scenario};
 use replicore_model::master_slave::client::ScriptStep;
 use replicore_model::master_slave::model::try_script;
 use replicore_model::master_slave::{Mutant, NetworkKind};
@@ -27,6 +28,17 @@ pub enum Command {
         /// The model's configuration.
         #[command(flatten)]
         model: MasterSlaveArgs,
+        /// How to search.
+        #[command(flatten)]
+        search: SearchArgs,
+    },
+    /// Protocol 3: multi-master replicas that sync pairwise by knowledge, with conflict
+    /// detection, filters and recovery by full enumeration.
+    #[command(name = "knowledge-sync")]
+    KnowledgeSync {
+        /// The model's configuration.
+        #[command(flatten)]
+        model: KnowledgeArgs,
         /// How to search.
         #[command(flatten)]
         search: SearchArgs,
@@ -58,6 +70,85 @@ pub struct MasterSlaveArgs {
     /// Check a deliberately broken variant (see `replicore-check list`).
     #[arg(long, value_name = "NAME", value_parser = parse_mutant)]
     pub mutant: Option<Mutant>,
+}
+
+/// The knowledge-sync model's options; an absent option keeps the scenario's value.
+#[derive(Debug, Args)]
+pub struct KnowledgeArgs {
+    /// The starting point: conflict, recovery, filtered or converge [default: conflict].
+    #[arg(long, value_name = "NAME", value_parser = parse_scenario)]
+    pub scenario: Option<Scenario>,
+    /// How a destination resolves a conflict: source-wins, destination-wins or keep-both
+    /// [default: destination-wins].
+    #[arg(long, value_name = "NAME", value_parser = parse_policy)]
+    pub policy: Option<ConflictPolicy>,
+    /// How many syncs each replica may pull [default: per scenario].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(0..=4))]
+    pub sessions: Option<u64>,
+    /// The network: duplicating, or lossy,duplicating [default: duplicating].
+    #[arg(long, value_name = "LIST", value_parser = parse_knowledge_network)]
+    pub network: Option<Lossy>,
+    /// How many replicas may be down at the same time [default: per scenario].
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u8).range(0..=3))]
+    pub crashes: Option<u8>,
+    /// Timed pulls ask for two-way syncs.
+    #[arg(long)]
+    pub two_way: bool,
+    /// Replicas advertise their edits to every other replica.
+    #[arg(long)]
+    pub advertise: bool,
+    /// The application may cancel an open sync.
+    #[arg(long)]
+    pub cancel: bool,
+    /// Check a deliberately broken variant (see `replicore-check list`).
+    #[arg(long, value_name = "NAME", value_parser = parse_knowledge_mutant)]
+    pub mutant: Option<KnowledgeMutant>,
+}
+
+/// Whether the knowledge-sync network loses messages.
+#[derive(Clone, Copy, Debug)]
+pub struct Lossy(pub bool);
+
+fn parse_scenario(s: &str) -> Result<Scenario, String> {
+    Scenario::from_name(s).ok_or_else(|| {
+        let names: Vec<_> = Scenario::ALL.iter().map(|m| m.name()).collect();
+        format!(
+            "unknown scenario '{s}' (expected one of: {})",
+            names.join(", ")
+        )
+    })
+}
+
+fn parse_policy(s: &str) -> Result<ConflictPolicy, String> {
+    ConflictPolicy::from_name(s).ok_or_else(|| {
+        let names: Vec<_> = ConflictPolicy::ALL.iter().map(|m| m.name()).collect();
+        format!(
+            "unknown policy '{s}' (expected one of: {})",
+            names.join(", ")
+        )
+    })
+}
+
+fn parse_knowledge_network(s: &str) -> Result<Lossy, String> {
+    match parse_network(s)? {
+        NetworkSpec {
+            kind: NetworkKind::UnorderedDuplicating,
+            lossy,
+        } => Ok(Lossy(lossy)),
+        _ => Err(
+            "knowledge-sync checks the duplicating network only (with or without `lossy`)".into(),
+        ),
+    }
+}
+
+fn parse_knowledge_mutant(s: &str) -> Result<KnowledgeMutant, String> {
+    KnowledgeMutant::from_name(s).ok_or_else(|| {
+        let names: Vec<_> = KnowledgeMutant::ALL.iter().map(|m| m.name()).collect();
+        format!(
+            "unknown mutant '{s}' (expected one of: {})",
+            names.join(", ")
+        )
+    })
 }
 
 /// The search options, shared by every protocol.

@@ -13,6 +13,7 @@
 //! 2 bad usage, 3 stopped before the space was exhausted. `docs/checking.md` documents it.
 
 mod cli;
+mod knowledge;
 mod master_slave;
 mod protocol;
 mod report;
@@ -42,6 +43,7 @@ fn run(cli: &Cli) -> anyhow::Result<i32> {
             Ok(report::EXIT_OK)
         }
         Command::MasterSlave { model, search } => master_slave::main(model, search),
+        Command::KnowledgeSync { model, search } => knowledge::main(model, search),
     }
 }
 

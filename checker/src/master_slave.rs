@@ -7,9 +7,9 @@ use crate::emit;
 use crate::protocol::{MutantInfo, PropertyInfo, Protocol};
 use crate::report::{
     Counterexample, Counts, EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, Explored, GraphCheck, Kind,
-    NodeRow, PropertyRow, Report, SCHEMA, Verdict, node_line,
+    NodeRow, PropertyRow, Report, SCHEMA, Verdict, node_line, verdict,
 };
-use crate::runner::{self, Settings, Strategy};
+use crate::runner::{self, Settings, Strategy, shortest_prefix};
 use anyhow::{Context, bail};
 use replicore_model::explore::{Liveness, plain_fingerprint};
 use replicore_model::liveness::GraphReport;
@@ -325,17 +325,7 @@ pub fn check(
     let mut counterexamples = Vec::new();
     let note = (explored != *cfg).then(|| "decided on the loss-free space".to_string());
     for f in &outcome.findings {
-        let (kind, result) = match (&f.expectation, f.found, complete) {
-            (Expectation::Always, true, _) => (Kind::Always, Verdict::Violated),
-            (Expectation::Always, false, true) => (Kind::Always, Verdict::Holds),
-            (Expectation::Eventually, true, _) => (Kind::Eventually, Verdict::Violated),
-            (Expectation::Eventually, false, true) => (Kind::Eventually, Verdict::Holds),
-            (Expectation::Sometimes, true, _) => (Kind::Sometimes, Verdict::Reached),
-            (Expectation::Sometimes, false, true) => (Kind::Sometimes, Verdict::NotReached),
-            (Expectation::Always, false, false) => (Kind::Always, Verdict::Undecided),
-            (Expectation::Eventually, false, false) => (Kind::Eventually, Verdict::Undecided),
-            (Expectation::Sometimes, false, false) => (Kind::Sometimes, Verdict::Undecided),
-        };
+        let (kind, result) = verdict(&f.expectation, f.found, complete);
         let mut note = note.clone();
         let mut result = result;
         if settings.strategy == Strategy::Simulation
@@ -445,26 +435,6 @@ pub fn check(
         counterexamples,
         exit_code,
     })
-}
-
-/// The prefix of `path` that ends at its first state satisfying `hit`, and its encoding:
-/// Stateright's DFS may record a discovery some steps after the state that made it, and a
-/// trace reads best when its last step is the one that breaks the property.
-fn shortest_prefix(
-    model: &MasterSlaveModel,
-    path: &Path<MasterSlaveState, Action>,
-    hit: impl Fn(&MasterSlaveState) -> bool,
-) -> Option<(Path<MasterSlaveState, Action>, String)> {
-    let pairs = path.clone().into_vec();
-    let first = pairs.iter().position(|(s, _)| hit(s))?;
-    let init = pairs.first()?.0.clone();
-    let actions: Vec<Action> = pairs[..first]
-        .iter()
-        .filter_map(|(_, a)| a.clone())
-        .collect();
-    let prefix = Path::from_actions(model, init, actions.iter())?;
-    let encoded = prefix.encode(model);
-    Some((prefix, encoded))
 }
 
 /// The liveness graph computed in the same pass as the main run.

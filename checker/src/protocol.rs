@@ -36,7 +36,10 @@ pub trait Protocol: Sync {
 }
 
 /// Every protocol the checker knows.
-pub static PROTOCOLS: &[&dyn Protocol] = &[&crate::master_slave::MasterSlave];
+pub static PROTOCOLS: &[&dyn Protocol] = &[
+    &crate::master_slave::MasterSlave,
+    &crate::knowledge::KnowledgeSync,
+];
 
 /// The text of `replicore-check list`.
 pub fn list() -> String {

@@ -131,6 +131,29 @@ impl Verdict {
     }
 }
 
+/// The verdict of a Stateright finding: whether the property was discovered (a violation for
+/// Always/Eventually, a witness for Sometimes) and whether the space was exhausted.
+pub fn verdict(
+    expectation: &stateright::Expectation,
+    found: bool,
+    complete: bool,
+) -> (Kind, Verdict) {
+    use stateright::Expectation as E;
+    let kind = match expectation {
+        E::Always => Kind::Always,
+        E::Sometimes => Kind::Sometimes,
+        E::Eventually => Kind::Eventually,
+    };
+    let result = match (kind, found, complete) {
+        (_, false, false) => Verdict::Undecided,
+        (Kind::Sometimes, true, _) => Verdict::Reached,
+        (Kind::Sometimes, false, true) => Verdict::NotReached,
+        (_, true, _) => Verdict::Violated,
+        (_, false, true) => Verdict::Holds,
+    };
+    (kind, result)
+}
+
 /// One property's row.
 #[derive(Debug, Serialize)]
 pub struct PropertyRow {

@@ -558,3 +558,27 @@ pub fn peak_memory_bytes() -> Option<u64> {
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
 }
+
+/// The prefix of `path` that ends at its first state satisfying `hit`, and its encoding:
+/// Stateright's DFS may record a discovery some steps after the state that made it, and a
+/// trace reads best when its last step is the one that breaks the property.
+pub fn shortest_prefix<M: Model>(
+    model: &M,
+    path: &Path<M::State, M::Action>,
+    hit: impl Fn(&M::State) -> bool,
+) -> Option<Discovery<M>>
+where
+    M::State: Debug + Hash + Clone + PartialEq,
+    M::Action: Debug + Clone + PartialEq,
+{
+    let pairs = path.clone().into_vec();
+    let first = pairs.iter().position(|(s, _)| hit(s))?;
+    let init = pairs.first()?.0.clone();
+    let actions: Vec<M::Action> = pairs[..first]
+        .iter()
+        .filter_map(|(_, a)| a.clone())
+        .collect();
+    let prefix = Path::from_actions(model, init, actions.iter())?;
+    let encoded = prefix.encode(model);
+    Some((prefix, encoded))
+}

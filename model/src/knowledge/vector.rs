@@ -167,8 +167,10 @@ impl fmt::Display for Knowledge {
             .iter()
             .map(|(r, k)| {
                 let mut s = format!("r{r}:");
-                if k.upto > 0 {
-                    s.push_str(&format!("1-{}", k.upto));
+                match k.upto {
+                    0 => {}
+                    1 => s.push('1'),
+                    n => s.push_str(&format!("1-{n}")),
                 }
                 for (i, c) in k.extra.iter().enumerate() {
                     if k.upto > 0 || i > 0 {

@@ -1,0 +1,560 @@
+//! Protocol 3, knowledge sync: builds the config from the options, runs the model's checks,
+//! and tells counterexamples in words. No protocol logic and no property lives here; the
+//! model owns both.
+
+use crate::cli::{KnowledgeArgs, SearchArgs};
+use crate::emit;
+use crate::protocol::{MutantInfo, PropertyInfo, Protocol};
+use crate::report::{
+    Counterexample, Counts, EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, Explored, Kind, NodeRow,
+    PropertyRow, Report, SCHEMA, Verdict, verdict,
+};
+use crate::runner::{self, Settings, shortest_prefix};
+use anyhow::{Context, bail};
+use replicore_model::knowledge::model::{
+    KnowledgeModel, KnowledgeState, ModelChange, representative,
+};
+use replicore_model::knowledge::{
+    Applied, KnowledgeConfig, Mutant, ReplicaData, Scenario, SyncMsg, Timer,
+};
+use stateright::actor::{ActorModelAction, Id};
+use stateright::{Expectation, Model, Path};
+
+/// The protocol's command-line name.
+pub const NAME: &str = "knowledge-sync";
+
+/// Protocol 3 for `list`.
+pub struct KnowledgeSync;
+
+impl Protocol for KnowledgeSync {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn description(&self) -> &'static str {
+        "protocol 3: multi-master replicas sync pairwise by knowledge (version vectors with exceptions), with conflict detection, filters and recovery"
+    }
+
+    fn properties(&self) -> Vec<PropertyInfo> {
+        let mut out: Vec<PropertyInfo> = Vec::new();
+        let cancel = KnowledgeConfig {
+            cancel: true,
+            ..KnowledgeConfig::default()
+        };
+        let configs = Scenario::ALL
+            .iter()
+            .map(|s| KnowledgeConfig::scenario(*s))
+            .chain([cancel]);
+        for cfg in configs {
+            for p in cfg.into_model().properties() {
+                if out.iter().any(|o| o.name == p.name) {
+                    continue;
+                }
+                let (kind, when) = match p.expectation {
+                    Expectation::Always => (Kind::Always, "safety, every config"),
+                    Expectation::Sometimes => (Kind::Sometimes, sometimes_when(p.name)),
+                    Expectation::Eventually => (Kind::Eventually, "liveness"),
+                };
+                out.push(PropertyInfo {
+                    name: p.name,
+                    kind,
+                    when,
+                });
+            }
+        }
+        out
+    }
+
+    fn mutants(&self) -> Vec<MutantInfo> {
+        Mutant::ALL
+            .iter()
+            .map(|m| MutantInfo {
+                name: m.name(),
+                description: m.description(),
+                breaks: m.breaks().0,
+            })
+            .collect()
+    }
+}
+
+fn sometimes_when(name: &str) -> &'static str {
+    use replicore_model::knowledge::model::props;
+    match name {
+        props::REACH_CONFLICT => "reachability, scenario conflict",
+        props::REACH_FILTERED => "reachability, scenario filtered",
+        props::REACH_RECOVERY => "reachability, scenario recovery",
+        props::REACH_CANCEL => "reachability, --cancel",
+        props::REACH_CONVERGED => "reachability, scenarios without a filter",
+        _ => "reachability",
+    }
+}
+
+/// Builds the config from the options: an absent option keeps the scenario's value.
+pub fn config(args: &KnowledgeArgs) -> anyhow::Result<KnowledgeConfig> {
+    let mut cfg = KnowledgeConfig::scenario(args.scenario.unwrap_or(Scenario::Conflict));
+    if let Some(p) = args.policy {
+        cfg.policy = p;
+    }
+    if let Some(n) = args.sessions {
+        cfg.sessions = n;
+    }
+    if let Some(lossy) = args.network {
+        cfg.lossy = lossy.0;
+    }
+    if let Some(k) = args.crashes {
+        cfg.max_crashes = usize::from(k);
+    }
+    cfg.two_way |= args.two_way;
+    cfg.advertise |= args.advertise;
+    cfg.cancel |= args.cancel;
+    cfg.mutant = args.mutant;
+    if cfg.max_crashes > cfg.replicas() {
+        bail!(
+            "--crashes {} is more than the {} replicas",
+            cfg.max_crashes,
+            cfg.replicas()
+        );
+    }
+    Ok(cfg)
+}
+
+/// The options that rebuild `cfg` exactly.
+pub fn config_args(cfg: &KnowledgeConfig) -> String {
+    let mut s = format!(
+        "--scenario {} --policy {} --sessions {} --network {}duplicating --crashes {}",
+        cfg.scenario.name(),
+        cfg.policy.name(),
+        cfg.sessions,
+        if cfg.lossy { "lossy," } else { "" },
+        cfg.max_crashes,
+    );
+    let base = KnowledgeConfig::scenario(cfg.scenario);
+    for (on, flag) in [
+        (cfg.two_way && !base.two_way, " --two-way"),
+        (cfg.advertise, " --advertise"),
+        (cfg.cancel, " --cancel"),
+    ] {
+        if on {
+            s.push_str(flag);
+        }
+    }
+    if let Some(m) = cfg.mutant {
+        s.push_str(&format!(" --mutant {}", m.name()));
+    }
+    s
+}
+
+fn config_fields(cfg: &KnowledgeConfig) -> serde_json::Value {
+    serde_json::json!({
+        "scenario": cfg.scenario.name(),
+        "replicas": cfg.replicas(),
+        "policy": cfg.policy.name(),
+        "sessions": cfg.sessions,
+        "lossy": cfg.lossy,
+        "crashes": cfg.max_crashes,
+        "two_way": cfg.two_way,
+        "advertise": cfg.advertise,
+        "cancel": cfg.cancel,
+        "mutant": cfg.mutant.map(Mutant::name),
+    })
+}
+
+/// Runs `replicore-check knowledge-sync` and returns the exit code.
+pub fn main(args: &KnowledgeArgs, search: &SearchArgs) -> anyhow::Result<i32> {
+    let cfg = config(args)?;
+    if let Some(addr) = &search.explore {
+        let probe = std::net::TcpListener::bind(addr)
+            .with_context(|| format!("--explore: cannot listen on {addr}"))?;
+        drop(probe);
+        println!("config: {cfg}");
+        println!(
+            "Explorer on http://{addr}/ (open #/steps/PATH for a printed path); Ctrl-C to stop"
+        );
+        let _ = cfg.into_model().checker().serve(addr.as_str());
+        return Ok(EXIT_OK);
+    }
+    if let Some(path) = &search.replay {
+        return replay(cfg, path);
+    }
+    let settings = crate::master_slave::settings(search)?;
+    let report = check(&cfg, &settings, search.no_reduction);
+    if search.json {
+        emit(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(&report).context("encoding the report")?
+        ));
+    } else {
+        emit(&report.text());
+    }
+    if report.exit_code == EXIT_PARTIAL {
+        eprintln!("replicore-check: {}", report.summary());
+    }
+    Ok(report.exit_code)
+}
+
+/// The full check of `cfg`.
+pub fn check(cfg: &KnowledgeConfig, settings: &Settings, no_reduction: bool) -> Report {
+    let (explored, reason) = if no_reduction || !cfg.lossy {
+        (cfg.clone(), "explored as given".to_string())
+    } else {
+        (
+            cfg.safety_equivalent(),
+            "safety and reachability are decided exactly on the loss-free space: on a duplicating network loss cannot change them (KnowledgeConfig::safety_equivalent)".to_string(),
+        )
+    };
+    let model = explored.clone().into_model();
+    let outcome = runner::run(model, settings, Some(representative));
+    let model_for_trim = explored.clone().into_model();
+    let complete = outcome.stopped.is_none();
+    let mut properties = Vec::new();
+    let mut counterexamples = Vec::new();
+    for f in &outcome.findings {
+        let (kind, result) = verdict(&f.expectation, f.found, complete);
+        let mut counterexample = None;
+        let mut note = None;
+        if f.found && f.discovery.is_none() {
+            note = Some("its trace could not be rebuilt; rerun with --strategy dfs".to_string());
+        }
+        if result == Verdict::Violated
+            && let Some((path, encoded)) = &f.discovery
+        {
+            let number = counterexamples.len() + 1;
+            let (path, encoded) = match model_for_trim
+                .properties()
+                .into_iter()
+                .find(|p| p.name == f.name && p.expectation == Expectation::Always)
+            {
+                Some(p) => shortest_prefix(&model_for_trim, path, |s| {
+                    !(p.condition)(&model_for_trim, s)
+                })
+                .unwrap_or_else(|| (path.clone(), encoded.clone())),
+                None => (path.clone(), encoded.clone()),
+            };
+            counterexamples.push(counterexample_of(number, f.name, &explored, path, &encoded));
+            counterexample = Some(number);
+        }
+        properties.push(PropertyRow {
+            name: f.name.to_string(),
+            kind,
+            result,
+            note,
+            counterexample,
+        });
+    }
+    let violated = properties
+        .iter()
+        .any(|p| matches!(p.result, Verdict::Violated | Verdict::NotReached));
+    let undecided = properties.iter().any(|p| p.result == Verdict::Undecided);
+    let exit_code = if violated {
+        EXIT_FAILED
+    } else if undecided {
+        EXIT_PARTIAL
+    } else {
+        EXIT_OK
+    };
+    Report {
+        schema: SCHEMA,
+        protocol: NAME,
+        config: cfg.to_string(),
+        config_fields: config_fields(cfg),
+        explored: Explored {
+            config: explored.to_string(),
+            reason,
+        },
+        run: settings.clone(),
+        counts: Counts {
+            states: outcome.states,
+            unique_states: outcome.unique,
+            max_depth: outcome.max_depth,
+            elapsed_secs: outcome.elapsed.as_secs_f64(),
+            states_per_sec: outcome.states as f64 / outcome.elapsed.as_secs_f64().max(1e-9),
+            peak_memory_bytes: runner::peak_memory_bytes(),
+        },
+        complete: complete && !undecided,
+        stopped_by: outcome.stopped,
+        properties,
+        liveness_graph: None,
+        counterexamples,
+        exit_code,
+    }
+}
+
+type Action = ActorModelAction<SyncMsg<u8, u8>, Timer, ()>;
+
+fn counterexample_of(
+    number: usize,
+    property: &str,
+    cfg: &KnowledgeConfig,
+    path: Path<KnowledgeState, Action>,
+    encoded: &str,
+) -> Counterexample {
+    let pairs = path.into_vec();
+    let mut steps = Vec::new();
+    for (state, action) in &pairs {
+        if let Some(action) = action {
+            steps.push(step_text(state, action));
+        }
+    }
+    let args = config_args(cfg);
+    let final_state = pairs.last().map(|(s, _)| nodes(s)).unwrap_or_default();
+    Counterexample {
+        number,
+        property: property.to_string(),
+        path: encoded.to_string(),
+        config: cfg.to_string(),
+        replay: format!("replicore-check {NAME} {args} --replay {encoded}"),
+        explore: format!(
+            "replicore-check {NAME} {args} --explore, then open http://127.0.0.1:3000/#/steps/{encoded}"
+        ),
+        steps,
+        final_state,
+    }
+}
+
+fn node(id: Id) -> String {
+    format!("replica {}", usize::from(id))
+}
+
+fn step_text(_before: &KnowledgeState, action: &Action) -> String {
+    match action {
+        ActorModelAction::Deliver { src, dst, msg } => {
+            format!(
+                "{} receives {} from {}",
+                node(*dst),
+                msg_text(msg),
+                node(*src)
+            )
+        }
+        ActorModelAction::Drop(env) => format!(
+            "network drops {} from {} to {}",
+            msg_text(&env.msg),
+            node(env.src),
+            node(env.dst)
+        ),
+        ActorModelAction::Timeout(id, timer) => {
+            let what = match timer {
+                Timer::Edit => "makes its next edit".to_string(),
+                Timer::Pull(p) => format!("pull timer fires (source replica {p})"),
+                Timer::Cancel => "cancels its sync".to_string(),
+                Timer::Purge => "purge timer fires".to_string(),
+            };
+            format!("{} {what}", node(*id))
+        }
+        ActorModelAction::Crash(id) => format!("{} crashes", node(*id)),
+        ActorModelAction::Recover(id) => format!("{} restarts from its saved data", node(*id)),
+        ActorModelAction::SelectRandom { actor, .. } => format!("{} picks", node(*actor)),
+    }
+}
+
+fn change_text(c: &ModelChange) -> String {
+    let value = c
+        .value
+        .map_or("deleted".to_string(), |v| format!("{}={v}", c.key));
+    let value = if c.value.is_none() {
+        format!("{} {value}", c.key)
+    } else {
+        value
+    };
+    format!("{} {value} made with {}", c.id, c.made_with)
+}
+
+/// A message in a trace.
+pub fn msg_text(msg: &SyncMsg<u8, u8>) -> String {
+    match msg {
+        SyncMsg::RequestChanges {
+            session,
+            knowledge,
+            filter,
+            recovery,
+            two_way,
+            ..
+        } => {
+            let mut s = format!("RequestChanges#{session}{{knowledge {knowledge}");
+            if let Some(f) = filter {
+                s.push_str(&format!(", filter {:?}", f.keys));
+            }
+            if *recovery {
+                s.push_str(", full enumeration");
+            }
+            if *two_way {
+                s.push_str(", two-way");
+            }
+            s + "}"
+        }
+        SyncMsg::ConveyChanges {
+            session,
+            seq,
+            change,
+            minimum,
+        } => {
+            let mut s = format!("ConveyChanges#{session}.{seq}{{{}", change_text(change));
+            if let Some(m) = minimum {
+                s.push_str(&format!(", minimum {m}"));
+            }
+            s + "}"
+        }
+        SyncMsg::CompleteBundle {
+            session,
+            count,
+            learned,
+            filtered_learned,
+            forgotten,
+        } => {
+            let mut s = format!("CompleteBundle#{session}{{count {count}, learned {learned}");
+            if let Some(f) = filtered_learned {
+                s.push_str(&format!(
+                    ", learned for {:?}: {}",
+                    f.filter.keys, f.knowledge
+                ));
+            }
+            if !forgotten.is_empty() {
+                s.push_str(&format!(", forgotten {forgotten}"));
+            }
+            s + "}"
+        }
+        SyncMsg::AdvertiseChanges { knowledge } => format!("AdvertiseChanges{{{knowledge}}}"),
+        SyncMsg::AcknowledgeChange {
+            session,
+            id,
+            outcome,
+        } => {
+            let what = match outcome {
+                Applied::Applied { replaced: None } => "applied".to_string(),
+                Applied::Applied { replaced: Some(r) } => format!("applied over {r}"),
+                Applied::Obsolete { by } => format!("obsolete, superseded by {}", by.id),
+                Applied::Conflict { local, resolution } => {
+                    format!("CONFLICT with {}, {}", local.id, resolution.name())
+                }
+            };
+            format!("AcknowledgeChange#{session}{{{id} {what}}}")
+        }
+        SyncMsg::CancelChangeFlow { session } => format!("CancelChangeFlow#{session}"),
+        SyncMsg::ConveyKnowledge { session, knowledge } => {
+            format!("ConveyKnowledge#{session}{{{knowledge}}}")
+        }
+    }
+}
+
+fn data_text(d: &ReplicaData<u8, u8>) -> String {
+    let parts: Vec<String> = d
+        .items
+        .values()
+        .map(|c| match c.value {
+            Some(v) => format!("{}:{v}@{}", c.key, c.id),
+            None => format!("{}:deleted@{}", c.key, c.id),
+        })
+        .collect();
+    format!("{{{}}}", parts.join(", "))
+}
+
+fn nodes(s: &KnowledgeState) -> Vec<NodeRow> {
+    s.actor_states
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let d = &a.data;
+            let mut detail = vec![format!("knowledge {}", d.knowledge)];
+            if !d.forgotten.is_empty() {
+                detail.push(format!("forgotten {}", d.forgotten));
+            }
+            for f in &d.filtered {
+                detail.push(format!("knows for {:?}: {}", f.filter.keys, f.knowledge));
+            }
+            if !d.conflicts.is_empty() {
+                let kept: Vec<String> = d.conflicts.iter().map(change_text).collect();
+                detail.push(format!("kept conflicts [{}]", kept.join("; ")));
+            }
+            if let Some(p) = &a.pull {
+                detail.push(format!(
+                    "pulling session {} from replica {} ({} applied{})",
+                    p.session,
+                    p.source,
+                    p.applied.len(),
+                    p.complete
+                        .as_ref()
+                        .map_or(String::new(), |b| format!(" of {}", b.count))
+                ));
+            }
+            NodeRow {
+                node: node(Id::from(i)),
+                role: "replica".into(),
+                version: d.counter,
+                data: data_text(d),
+                prepared: None,
+                crashed: s.crashed.get(i).copied().unwrap_or(false),
+                saved_version: s
+                    .actor_storages
+                    .get(i)
+                    .and_then(Option::as_ref)
+                    .map(|st| st.counter),
+                detail: detail.join(", "),
+            }
+        })
+        .collect()
+}
+
+/// `--replay PATH`: prints the trace of a path of action indices on `cfg` exactly as given,
+/// and every property at its last state.
+fn replay(cfg: KnowledgeConfig, encoded: &str) -> anyhow::Result<i32> {
+    let model: KnowledgeModel = cfg.clone().into_model();
+    let indices = encoded
+        .trim()
+        .trim_matches('/')
+        .split('/')
+        .map(|t| {
+            t.parse::<usize>().map_err(|_| {
+                anyhow::anyhow!("--replay: '{t}' is not an action index (expected e.g. 0/4/1)")
+            })
+        })
+        .collect::<anyhow::Result<Vec<usize>>>()?;
+    let Some((first, rest)) = indices.split_first() else {
+        bail!("--replay: empty path");
+    };
+    let inits = model.init_states();
+    let Some(init) = inits.get(*first).cloned() else {
+        bail!(
+            "--replay: no initial state {first} (there are {})",
+            inits.len()
+        );
+    };
+    let mut state = init.clone();
+    let mut taken = Vec::new();
+    for (step, ai) in rest.iter().enumerate() {
+        let mut actions = Vec::new();
+        model.actions(&state, &mut actions);
+        let Some(action) = actions.get(*ai).cloned() else {
+            bail!(
+                "--replay: step {} has no action {ai} (there are {}); was the path printed for this exact config ({cfg})?",
+                step + 1,
+                actions.len()
+            );
+        };
+        if let Some(next) = model.next_state(&state, action.clone()) {
+            state = next;
+        }
+        taken.push(action);
+    }
+    let Some(path) = Path::from_actions(&model, init, taken.iter()) else {
+        bail!("--replay: the path does not replay on {cfg} (a step is a no-op)");
+    };
+    let cx = counterexample_of(1, "replay", &cfg, path, encoded.trim());
+    let mut out = format!("config: {cfg}\n");
+    for (i, s) in cx.steps.iter().enumerate() {
+        out.push_str(&format!("  {:>3}. {s}\n", i + 1));
+    }
+    out.push_str("  after the last step:\n");
+    for n in &cx.final_state {
+        out.push_str(&format!("    {}\n", crate::report::node_line(n)));
+    }
+    out.push_str("  at the last state:\n");
+    for p in model.properties() {
+        let value = (p.condition)(&model, &state);
+        out.push_str(&format!(
+            "    {:<6} {}\n",
+            if value { "true" } else { "false" },
+            p.name
+        ));
+    }
+    emit(&out);
+    Ok(EXIT_OK)
+}
