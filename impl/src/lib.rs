@@ -28,8 +28,10 @@
 //! - [`faults`]: the fault-injecting layer between the driver and the connections.
 //! - [`trace`]: trace recording; [`conformance`]: replay of traces through the model.
 //! - [`config`]: the TOML cluster file.
+//! - [`knowledge`], [`bundle`]: protocol 3 (knowledge sync) on disk, and its bundle files.
 #![warn(missing_docs)]
 
+pub mod bundle;
 pub mod client;
 pub mod codec;
 pub mod config;
@@ -37,6 +39,7 @@ pub mod conformance;
 pub mod driver;
 pub mod faults;
 pub mod handshake;
+pub mod knowledge;
 pub mod memnet;
 pub mod node;
 pub mod storage;

@@ -226,7 +226,7 @@ impl<K: Payload, V: Payload> Replica<K, V> {
     /// made-with knowledge = this replica's knowledge joined with the made-with knowledge of
     /// every version of the item it replaces, so that "happened before" stays visible in one
     /// comparison (claim 2).
-    fn make_change(
+    pub fn make_change(
         id: Id,
         data: &mut ReplicaData<K, V>,
         key: K,

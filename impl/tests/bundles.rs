@@ -1,0 +1,148 @@
+//! Knowledge sync by bundle files (seed 004, claims 25 and 30): replicas edited while apart
+//! converge through bundles applied in any order, any number of times; a damaged bundle
+//! changes nothing.
+
+use replicore_model::knowledge::ConflictPolicy;
+use replicore_runtime::bundle::BundleError;
+use replicore_runtime::knowledge::{LocalReplica, ReplicaError};
+use std::path::{Path, PathBuf};
+
+fn open(dir: &Path, id: u64) -> LocalReplica {
+    LocalReplica::open(&dir.join(format!("r{id}")), id, ConflictPolicy::default()).unwrap()
+}
+
+fn export(r: &mut LocalReplica, dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(name);
+    r.export_bundle(&path, false).unwrap();
+    path
+}
+
+/// Every permutation of `0..n`.
+fn permutations(n: usize) -> Vec<Vec<usize>> {
+    if n == 0 {
+        return vec![vec![]];
+    }
+    let mut out = Vec::new();
+    for p in permutations(n - 1) {
+        for i in 0..=p.len() {
+            let mut q = p.clone();
+            q.insert(i, n - 1);
+            out.push(q);
+        }
+    }
+    out
+}
+
+#[test]
+fn three_replicas_edited_apart_converge_after_pairwise_bundles_in_any_order() {
+    // Each pairwise exchange: a bundle from one replica applied on another.
+    let exchanges = [(0u64, 1u64), (1, 2), (2, 0), (1, 0), (2, 1), (0, 2)];
+    for order in permutations(3) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rs: Vec<LocalReplica> = (0..3).map(|i| open(dir.path(), i)).collect();
+        rs[0].write("a", Some("from 0")).unwrap();
+        rs[1].write("b", Some("from 1")).unwrap();
+        rs[2].write("c", Some("from 2")).unwrap();
+        // Two rounds of every exchange, the rounds in the order given.
+        for round in 0..2 {
+            for k in &order {
+                for (src, dst) in [exchanges[*k], exchanges[*k + 3]] {
+                    let name = format!("{src}-{dst}-{round}.bundle");
+                    let path = export(&mut rs[src as usize], dir.path(), &name);
+                    rs[dst as usize].import_bundle(&path).unwrap();
+                }
+            }
+        }
+        let first = rs[0].data().clone();
+        for r in &rs {
+            assert_eq!(r.data().knowledge, first.knowledge, "order {order:?}");
+            assert_eq!(r.data().values(), first.values(), "order {order:?}");
+        }
+        assert_eq!(first.values().len(), 3, "{:?}", first.values());
+    }
+}
+
+#[test]
+fn a_bundle_imported_twice_or_late_is_harmless() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = open(dir.path(), 0);
+    let mut b = open(dir.path(), 1);
+    a.write("k", Some("1")).unwrap();
+    let old = export(&mut a, dir.path(), "old.bundle");
+    a.write("k", Some("2")).unwrap();
+    let new = export(&mut a, dir.path(), "new.bundle");
+    let first = b.import_bundle(&new).unwrap();
+    assert!(first.learned && first.applied == 1);
+    let after = b.data().clone();
+    let again = b.import_bundle(&new).unwrap();
+    assert_eq!(again.applied + again.conflicts + again.obsolete, 0);
+    let late = b.import_bundle(&old).unwrap();
+    assert_eq!(late.applied + late.conflicts + late.obsolete, 0);
+    assert_eq!(b.data().items, after.items);
+    assert_eq!(b.data().knowledge, after.knowledge);
+    assert_eq!(b.data().read(&"k".to_string()), Some(&"2".to_string()));
+}
+
+#[test]
+fn a_truncated_or_tampered_bundle_is_refused_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = open(dir.path(), 0);
+    let mut b = open(dir.path(), 1);
+    a.write("k", Some("value")).unwrap();
+    b.write("mine", Some("x")).unwrap();
+    let good = export(&mut a, dir.path(), "good.bundle");
+    let bytes = std::fs::read(&good).unwrap();
+    let before = b.data().clone();
+
+    let truncated = dir.path().join("truncated.bundle");
+    std::fs::write(&truncated, &bytes[..bytes.len() - 10]).unwrap();
+    let err = b.import_bundle(&truncated).unwrap_err();
+    assert!(
+        matches!(err, ReplicaError::Bundle(BundleError::Length { .. })),
+        "{err}"
+    );
+    assert!(err.to_string().contains("truncated"), "{err}");
+
+    let tampered = dir.path().join("tampered.bundle");
+    let mut t = bytes.clone();
+    let i = t.len() / 2;
+    t[i] ^= 0xff;
+    std::fs::write(&tampered, &t).unwrap();
+    let err = b.import_bundle(&tampered).unwrap_err();
+    assert!(
+        matches!(err, ReplicaError::Bundle(BundleError::HashMismatch)),
+        "{err}"
+    );
+
+    assert_eq!(b.data(), &before);
+    drop(b);
+    // Nothing changed on disk either.
+    let reopened = open(dir.path(), 1);
+    assert_eq!(reopened.data(), &before);
+}
+
+#[test]
+fn a_replica_that_missed_a_forgotten_deletion_needs_a_full_bundle() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = open(dir.path(), 0);
+    let mut b = open(dir.path(), 1);
+    a.write("gone", Some("1")).unwrap();
+    let early = export(&mut a, dir.path(), "early.bundle");
+    b.import_bundle(&early).unwrap();
+    a.write("gone", None).unwrap();
+    a.forget_tombstones().unwrap();
+    let partial = export(&mut a, dir.path(), "partial.bundle");
+    let before = b.data().items.clone();
+    let err = b.import_bundle(&partial).unwrap_err();
+    assert!(
+        matches!(err, ReplicaError::MinimumKnowledge { .. }),
+        "{err}"
+    );
+    assert_eq!(b.data().items, before);
+    let full = dir.path().join("full.bundle");
+    a.export_bundle(&full, true).unwrap();
+    b.import_bundle(&full).unwrap();
+    assert_eq!(b.data().read(&"gone".to_string()), None);
+    assert_eq!(b.data().values(), a.data().values());
+    assert_eq!(b.data().knowledge, a.data().knowledge);
+}
