@@ -40,6 +40,7 @@ pub mod driver;
 pub mod faults;
 pub mod handshake;
 pub mod knowledge;
+pub mod knowledge_cli;
 pub mod memnet;
 pub mod node;
 pub mod storage;

@@ -121,6 +121,8 @@ enum Command {
         /// The directory the nodes recorded their traces in (`--trace-dir`).
         dir: PathBuf,
     },
+    #[command(flatten)]
+    Knowledge(replicore_runtime::knowledge_cli::KnowledgeCommand),
     /// A master and two slaves in this process on 127.0.0.1, a short workload, convergence.
     Demo {
         /// How many one-phase updates to run.
@@ -334,6 +336,10 @@ async fn run(cli: Cli) -> Result<()> {
         println!("{report}");
         return Ok(());
     }
+    if let Command::Knowledge(k) = cli.command {
+        print!("{}", replicore_runtime::knowledge_cli::run(k)?);
+        return Ok(());
+    }
     let cluster = Cluster::from_args(&cli.cluster)?;
     match cli.command {
         Command::Master { data_dir, listen } => {
@@ -416,7 +422,9 @@ async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Status => status(&cluster).await,
-        Command::Demo { .. } | Command::CheckTrace { .. } => unreachable!("handled above"),
+        Command::Demo { .. } | Command::CheckTrace { .. } | Command::Knowledge(_) => {
+            unreachable!("handled above")
+        }
     }
 }
 

@@ -146,3 +146,53 @@ fn a_replica_that_missed_a_forgotten_deletion_needs_a_full_bundle() {
     assert_eq!(b.data().values(), a.data().values());
     assert_eq!(b.data().knowledge, a.data().knowledge);
 }
+
+#[test]
+fn the_cli_exports_imports_and_refuses_a_truncated_bundle_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_replicore"))
+            .args(args)
+            .output()
+            .expect("replicore runs");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let a = dir.path().join("a");
+    let b = dir.path().join("b");
+    let file = dir.path().join("a.bundle");
+    let (a, b, file) = (
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        file.to_str().unwrap(),
+    );
+    let (code, _, err) = run(&["replica-put", "--data-dir", a, "--replica", "1", "k", "v"]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, _, err) = run(&[
+        "export-bundle",
+        "--data-dir",
+        a,
+        "--replica",
+        "1",
+        "--out",
+        file,
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, out, err) = run(&["import-bundle", "--data-dir", b, "--replica", "2", file]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("1 applied"), "{out}");
+    let (_, shown, _) = run(&["replica-show", "--data-dir", b, "--replica", "2"]);
+    assert!(shown.contains("k = v (r1#1)"), "{shown}");
+
+    let bytes = std::fs::read(file).unwrap();
+    std::fs::write(file, &bytes[..bytes.len() / 2]).unwrap();
+    let (code, _, err) = run(&["import-bundle", "--data-dir", b, "--replica", "2", file]);
+    assert_eq!(code, Some(1));
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("error: bundle file is truncated"), "{err}");
+    let (_, after, _) = run(&["replica-show", "--data-dir", b, "--replica", "2"]);
+    assert_eq!(after, shown);
+}
