@@ -263,6 +263,36 @@ impl LocalReplica {
         Ok(sends)
     }
 
+    /// Delivers one message from replica actor `src` to the actor; returns what it sent.
+    pub fn deliver(
+        &mut self,
+        src: Id,
+        msg: BundleMsg,
+    ) -> Result<Vec<(Id, BundleMsg)>, ReplicaError> {
+        self.step(|a, me, st, o| a.on_msg(me, st, src, msg, o))
+    }
+
+    /// Fires one of the actor's timers; returns what it sent.
+    pub fn timeout(&mut self, timer: Timer) -> Result<Vec<(Id, BundleMsg)>, ReplicaError> {
+        self.step(|a, me, st, o| a.on_timeout(me, st, &timer, o))
+    }
+
+    /// Whether the syncs this replica pulls ask the source to pull back (claim 22).
+    pub fn set_two_way(&mut self, two_way: bool) {
+        self.actor.two_way = two_way;
+    }
+
+    /// Whether a sync this replica pulls is open.
+    pub fn syncing(&self) -> bool {
+        self.state.pull.is_some()
+    }
+
+    /// Abandons the open sync, if any (its connection closed): its learned knowledge is never
+    /// merged; the changes already applied stay (each was saved).
+    pub fn close_sync(&mut self) {
+        self.state.pull = None;
+    }
+
     /// A local write of the item at `key` (`None` deletes it): a new change of this replica,
     /// saved durably.
     pub fn write(&mut self, key: &str, value: Option<&str>) -> Result<ChangeId, ReplicaError> {

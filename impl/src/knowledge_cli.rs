@@ -3,6 +3,7 @@
 //! only wires them in.
 
 use crate::knowledge::{LocalReplica, ReplicaError};
+use crate::knowledge_net::{self, SyncError};
 use clap::Subcommand;
 use replicore_model::knowledge::{ConflictPolicy, ReplicaId};
 use std::fmt::Write as _;
@@ -59,6 +60,39 @@ pub enum KnowledgeCommand {
         #[arg(long)]
         full: bool,
     },
+    /// Knowledge sync: serve syncs of a local replica to peers over TCP (runs until killed).
+    ReplicaServe {
+        /// The replica's data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The replica's id.
+        #[arg(long)]
+        replica: ReplicaId,
+        /// The address to listen on (host:port).
+        #[arg(long)]
+        listen: String,
+        /// How to resolve a conflict when a peer's two-way sync pulls into this replica.
+        #[arg(long, default_value = "destination-wins", value_parser = parse_policy)]
+        policy: ConflictPolicy,
+    },
+    /// Knowledge sync: pull from a serving replica (and, two-way, let it pull back).
+    Sync {
+        /// The replica's data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The replica's id.
+        #[arg(long)]
+        replica: ReplicaId,
+        /// The serving replica's address (host:port).
+        #[arg(long)]
+        peer: String,
+        /// Two-way: the peer pulls this replica's changes too.
+        #[arg(long)]
+        two_way: bool,
+        /// How to resolve a conflict.
+        #[arg(long, default_value = "destination-wins", value_parser = parse_policy)]
+        policy: ConflictPolicy,
+    },
     /// Knowledge sync: apply a bundle file to a local replica (any order, any number of times).
     ImportBundle {
         /// The replica's data directory.
@@ -75,16 +109,88 @@ pub enum KnowledgeCommand {
     },
 }
 
+/// Why a knowledge-sync command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum KnowledgeCliError {
+    /// The local replica or a bundle file.
+    #[error(transparent)]
+    Replica(#[from] ReplicaError),
+    /// The online sync.
+    #[error(transparent)]
+    Sync(#[from] SyncError),
+    /// A network command without the cluster's id and key.
+    #[error("no cluster id or key: give --cluster-id and --key, or --config")]
+    NoCluster,
+    /// The listener could not be bound or failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+impl KnowledgeCommand {
+    /// Whether the command talks to other replicas (and needs the cluster id and key).
+    pub fn needs_cluster(&self) -> bool {
+        matches!(
+            self,
+            KnowledgeCommand::Sync { .. } | KnowledgeCommand::ReplicaServe { .. }
+        )
+    }
+}
+
 fn parse_policy(s: &str) -> Result<ConflictPolicy, String> {
     ConflictPolicy::from_name(s).ok_or_else(|| {
         format!("unknown policy '{s}' (expected source-wins, destination-wins or keep-both)")
     })
 }
 
-/// Runs one command and returns what to print.
-pub fn run(cmd: KnowledgeCommand) -> Result<String, ReplicaError> {
+/// Runs one command and returns what to print. `cluster` is the cluster's id and key, for
+/// the commands that talk to other replicas.
+pub async fn run(
+    cmd: KnowledgeCommand,
+    cluster: Option<(u64, Vec<u8>)>,
+) -> Result<String, KnowledgeCliError> {
     let open = |dir: &PathBuf, id| LocalReplica::open(dir, id, ConflictPolicy::default());
     match cmd {
+        KnowledgeCommand::ReplicaServe {
+            data_dir,
+            replica,
+            listen,
+            policy,
+        } => {
+            let (cluster_id, key) = cluster.ok_or(KnowledgeCliError::NoCluster)?;
+            let r = LocalReplica::open(&data_dir, replica, policy)?;
+            let listen_err = |source| KnowledgeCliError::Listen {
+                addr: listen.clone(),
+                source,
+            };
+            let listener = tokio::net::TcpListener::bind(&listen)
+                .await
+                .map_err(listen_err)?;
+            eprintln!("replica {replica} serving syncs on {listen}");
+            knowledge_net::serve(listener, r, cluster_id, key)
+                .await
+                .map_err(listen_err)?;
+            Ok(String::new())
+        }
+        KnowledgeCommand::Sync {
+            data_dir,
+            replica,
+            peer,
+            two_way,
+            policy,
+        } => {
+            let (cluster_id, key) = cluster.ok_or(KnowledgeCliError::NoCluster)?;
+            let mut r = LocalReplica::open(&data_dir, replica, policy)?;
+            let rep = knowledge_net::sync_with(&mut r, &peer, cluster_id, &key, two_way).await?;
+            Ok(format!(
+                "synced with {peer}: {} change(s) received, {} sent\n",
+                rep.received, rep.sent
+            ))
+        }
         KnowledgeCommand::ReplicaPut {
             data_dir,
             replica,

@@ -41,6 +41,7 @@ pub mod faults;
 pub mod handshake;
 pub mod knowledge;
 pub mod knowledge_cli;
+pub mod knowledge_net;
 pub mod memnet;
 pub mod node;
 pub mod storage;

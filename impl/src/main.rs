@@ -337,7 +337,16 @@ async fn run(cli: Cli) -> Result<()> {
         return Ok(());
     }
     if let Command::Knowledge(k) = cli.command {
-        print!("{}", replicore_runtime::knowledge_cli::run(k)?);
+        let cluster = if k.needs_cluster() {
+            let c = Cluster::from_args(&cli.cluster)?;
+            Some((c.cluster_id, c.key.into_bytes()))
+        } else {
+            None
+        };
+        print!(
+            "{}",
+            replicore_runtime::knowledge_cli::run(k, cluster).await?
+        );
         return Ok(());
     }
     let cluster = Cluster::from_args(&cli.cluster)?;

@@ -1,0 +1,230 @@
+//! Online knowledge sync between two running replicas: the same actor steps as a bundle
+//! file, carried over one authenticated TCP connection (the handshake of
+//! [`crate::handshake`], then length-delimited postcard frames of [`SyncMsg`]).
+//!
+//! ```text
+//!   replicore sync (destination)                 replicore replica-serve (source)
+//!     Pull timer ─▶ RequestChanges ───────────────▶ actor answers
+//!     actor applies ◀── ConveyChanges…, CompleteBundle
+//!     (two-way) the source's actor pulls back over the same connection
+//! ```
+//!
+//! A sync ends when this side's pull completed (and, two-way, the peer conveyed the knowledge
+//! it learned from us), or fails after [`SYNC_TIMEOUT`]. A frame that fails to decode closes
+//! the connection; nothing a peer sends can panic the replica.
+
+use crate::bundle::BundleMsg;
+use crate::codec::{self, MAX_FRAME_BYTES_DEFAULT};
+use crate::handshake::{self, Identity};
+use crate::knowledge::{LocalReplica, ReplicaError};
+use crate::transport::{self, TransportError};
+use futures::{SinkExt, StreamExt};
+use replicore_model::knowledge::{ReplicaId, SyncMsg, Timer};
+use stateright::actor::Id;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::codec::{Framed, LengthDelimitedCodec};
+
+/// How long one sync may take before it is abandoned (its learned knowledge unmerged).
+pub const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why an online sync failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// Connecting or the handshake failed.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The local replica failed.
+    #[error(transparent)]
+    Replica(#[from] ReplicaError),
+    /// The connection failed or closed early.
+    #[error("connection to replica {peer}: {detail}")]
+    Connection {
+        /// The peer.
+        peer: u64,
+        /// What happened.
+        detail: String,
+    },
+    /// The peer's id is out of range.
+    #[error("peer id {0} is out of range")]
+    BadPeer(u64),
+    /// The sync did not finish in time.
+    #[error("sync with replica {0} timed out")]
+    TimedOut(u64),
+}
+
+/// What a sync did, seen from this replica.
+#[derive(Clone, Debug, Default, Eq, PartialEq)]
+pub struct SyncReport {
+    /// Changes received from the peer.
+    pub received: usize,
+    /// Changes sent to the peer.
+    pub sent: usize,
+    /// Whether this replica merged the peer's learned knowledge.
+    pub learned: bool,
+}
+
+type Io = Framed<TcpStream, LengthDelimitedCodec>;
+
+async fn send_all(
+    io: &mut Io,
+    peer: u64,
+    msgs: Vec<(Id, BundleMsg)>,
+    report: &mut SyncReport,
+) -> Result<(), SyncError> {
+    for (_, m) in msgs {
+        if matches!(m, SyncMsg::ConveyChanges { .. }) {
+            report.sent += 1;
+        }
+        let body =
+            codec::encode(&m, MAX_FRAME_BYTES_DEFAULT).map_err(|e| SyncError::Connection {
+                peer,
+                detail: e.to_string(),
+            })?;
+        io.send(body).await.map_err(|e| SyncError::Connection {
+            peer,
+            detail: e.to_string(),
+        })?;
+    }
+    Ok(())
+}
+
+/// Runs the message loop of one connection until `done` says so or the peer closes.
+async fn exchange(
+    replica: &mut LocalReplica,
+    io: &mut Io,
+    peer: u64,
+    mut report: SyncReport,
+    done: impl Fn(&LocalReplica, &SyncReport, bool) -> bool,
+) -> Result<SyncReport, SyncError> {
+    let src = Id::from(peer as usize);
+    let mut peer_learned = false;
+    while !done(replica, &report, peer_learned) {
+        let Some(frame) = io.next().await else {
+            return Ok(report);
+        };
+        let frame = frame.map_err(|e| SyncError::Connection {
+            peer,
+            detail: e.to_string(),
+        })?;
+        let msg: BundleMsg = codec::decode(&frame).map_err(|e| SyncError::Connection {
+            peer,
+            detail: e.to_string(),
+        })?;
+        match &msg {
+            SyncMsg::ConveyChanges { .. } => report.received += 1,
+            SyncMsg::ConveyKnowledge { .. } => peer_learned = true,
+            _ => {}
+        }
+        let sends = replica.deliver(src, msg)?;
+        if sends
+            .iter()
+            .any(|(_, m)| matches!(m, SyncMsg::ConveyKnowledge { .. }))
+        {
+            report.learned = true;
+        }
+        send_all(io, peer, sends, &mut report).await?;
+    }
+    Ok(report)
+}
+
+/// Pulls from the replica at `addr` (and, `two_way`, lets it pull back): connects, proves the
+/// cluster key, and runs the sync to its end.
+pub async fn sync_with(
+    replica: &mut LocalReplica,
+    addr: &str,
+    cluster_id: u64,
+    key: &[u8],
+    two_way: bool,
+) -> Result<SyncReport, SyncError> {
+    let me = Identity {
+        cluster_id,
+        node_id: replica.id(),
+        key: key.to_vec(),
+    };
+    let (mut io, peer) = transport::connect(addr, &me).await?;
+    if peer > crate::knowledge::MAX_REPLICA_ID {
+        return Err(SyncError::BadPeer(peer));
+    }
+    io.codec_mut().set_max_frame_length(MAX_FRAME_BYTES_DEFAULT);
+    let run = async {
+        let mut report = SyncReport::default();
+        let sends = replica.open_sync(peer, two_way)?;
+        send_all(&mut io, peer, sends, &mut report).await?;
+        exchange(replica, &mut io, peer, report, |r, rep, peer_learned| {
+            !r.syncing() && rep.learned && (!two_way || peer_learned)
+        })
+        .await
+    };
+    let report = tokio::time::timeout(SYNC_TIMEOUT, run)
+        .await
+        .map_err(|_| SyncError::TimedOut(peer))??;
+    if !report.learned {
+        return Err(SyncError::Connection {
+            peer,
+            detail: "closed before the sync completed".into(),
+        });
+    }
+    Ok(report)
+}
+
+/// Serves syncs to peers that connect to `listener`, one connection at a time, until the
+/// task is dropped. A peer that fails the handshake or misbehaves is logged and dropped.
+pub async fn serve(
+    listener: TcpListener,
+    mut replica: LocalReplica,
+    cluster_id: u64,
+    key: Vec<u8>,
+) -> std::io::Result<()> {
+    let me = Identity {
+        cluster_id,
+        node_id: replica.id(),
+        key,
+    };
+    loop {
+        let (stream, addr) = listener.accept().await?;
+        let _ = stream.set_nodelay(true);
+        let mut io = Framed::new(stream, handshake::handshake_codec());
+        let peer = match handshake::accept(&mut io, &me).await {
+            Ok(p) if p <= crate::knowledge::MAX_REPLICA_ID => p,
+            Ok(p) => {
+                tracing::warn!(%addr, peer = p, "refused: replica id out of range");
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(%addr, error = %e, "refused a peer");
+                continue;
+            }
+        };
+        io.codec_mut().set_max_frame_length(MAX_FRAME_BYTES_DEFAULT);
+        // The peer ends the connection when its sync is done.
+        let run = exchange(
+            &mut replica,
+            &mut io,
+            peer,
+            SyncReport::default(),
+            |_, _, _| false,
+        );
+        match tokio::time::timeout(SYNC_TIMEOUT, run).await {
+            Ok(Ok(r)) => tracing::info!(peer, sent = r.sent, received = r.received, "sync served"),
+            Ok(Err(e)) => tracing::warn!(peer, error = %e, "sync failed"),
+            Err(_) => tracing::warn!(peer, "sync timed out"),
+        }
+        // An unfinished pull of ours towards that peer is abandoned with the connection.
+        replica.close_sync();
+    }
+}
+
+impl LocalReplica {
+    /// Opens a sync from replica `peer` (the actor's pull) and returns the messages to send.
+    pub fn open_sync(
+        &mut self,
+        peer: ReplicaId,
+        two_way: bool,
+    ) -> Result<Vec<(Id, BundleMsg)>, ReplicaError> {
+        self.set_two_way(two_way);
+        let sends = self.timeout(Timer::Pull(peer as usize));
+        self.set_two_way(false);
+        sends
+    }
+}
