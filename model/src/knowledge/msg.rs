@@ -201,7 +201,7 @@ pub enum SyncMsg<K: Payload, V: Payload> {
 pub enum Timer {
     /// Make the next local edit of the replica's script (the model's application).
     Edit,
-    /// Pull from the peer with this actor index (a new sync, replacing an open one).
+    /// Pull from the peer with this actor index (a new sync, unless one is open).
     Pull(usize),
     /// The application cancels the open sync.
     Cancel,

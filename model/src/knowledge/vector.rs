@@ -56,8 +56,10 @@ impl Known {
     fn normalize(&mut self) {
         let upto = self.upto;
         self.extra.retain(|c| *c > upto);
-        while self.extra.remove(&(self.upto + 1)) {
-            self.upto += 1;
+        while let Some(next) = self.upto.checked_add(1)
+            && self.extra.remove(&next)
+        {
+            self.upto = next;
         }
     }
 
@@ -118,16 +120,19 @@ impl Knowledge {
     }
 
     /// Whether every change `other` knows is known here.
+    ///
+    /// Its cost is linear in the exceptions, never in the counters: knowledge arrives from
+    /// peers and files, and a prefix up to `u64::MAX` must not take forever.
     pub fn includes(&self, other: &Knowledge) -> bool {
-        other
-            .replicas
-            .iter()
-            .all(|(r, o)| match self.replicas.get(r) {
-                None => o.is_empty(),
-                Some(k) => {
-                    (1..=o.upto).all(|c| k.contains(c)) && o.extra.iter().all(|c| k.contains(*c))
-                }
-            })
+        let empty = Known::default();
+        other.replicas.iter().all(|(r, o)| {
+            let k = self.replicas.get(r).unwrap_or(&empty);
+            // Every counter of o's prefix above k's prefix must be one of k's exceptions:
+            // the exceptions are distinct, so counting those in the range decides it.
+            let prefix = o.upto <= k.upto
+                || k.extra.range(k.upto + 1..=o.upto).count() as u64 == o.upto - k.upto;
+            prefix && o.extra.iter().all(|c| k.contains(*c))
+        })
     }
 
     /// The highest counter of `replica` known here (0: none).
@@ -278,6 +283,29 @@ mod tests {
         assert_eq!(k.replicas[&1].upto, 8);
         assert!(k.replicas[&1].extra.is_empty());
         assert_eq!(k.max_counter(1), 8);
+    }
+
+    #[test]
+    fn inclusion_of_a_huge_prefix_is_decided_at_once() {
+        let mut huge = Knowledge::new();
+        huge.replicas.insert(
+            0,
+            Known {
+                upto: u64::MAX,
+                extra: BTreeSet::new(),
+            },
+        );
+        let mut small = Knowledge::new();
+        small.insert(ChangeId {
+            replica: 0,
+            counter: 3,
+        });
+        assert!(!small.includes(&huge));
+        assert!(huge.includes(&small));
+        assert!(huge.includes(&huge));
+        let mut both = small.clone();
+        both.union(&huge);
+        assert_eq!(both, huge);
     }
 
     #[test]
