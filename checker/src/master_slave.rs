@@ -923,46 +923,8 @@ fn nodes(cfg: &MasterSlaveConfig, s: &MasterSlaveState) -> Vec<NodeRow> {
 /// and every property at its last state.
 fn replay(cfg: MasterSlaveConfig, encoded: &str, json: bool) -> anyhow::Result<i32> {
     let model = cfg.clone().into_model();
-    let indices = encoded
-        .trim()
-        .trim_matches('/')
-        .split('/')
-        .map(|t| {
-            t.parse::<usize>().map_err(|_| {
-                anyhow::anyhow!("--replay: '{t}' is not an action index (expected e.g. 0/4/1)")
-            })
-        })
-        .collect::<anyhow::Result<Vec<usize>>>()?;
-    let Some((first, rest)) = indices.split_first() else {
-        bail!("--replay: empty path");
-    };
-    let inits = model.init_states();
-    let Some(init) = inits.get(*first).cloned() else {
-        bail!(
-            "--replay: no initial state {first} (there are {})",
-            inits.len()
-        );
-    };
-    let mut state = init.clone();
-    let mut taken = Vec::new();
-    for (step, ai) in rest.iter().enumerate() {
-        let mut actions = Vec::new();
-        model.actions(&state, &mut actions);
-        let Some(action) = actions.get(*ai).cloned() else {
-            bail!(
-                "--replay: step {} has no action {ai} (there are {}); was the path printed for this exact config ({cfg})?",
-                step + 1,
-                actions.len()
-            );
-        };
-        if let Some(next) = model.next_state(&state, action.clone()) {
-            state = next;
-        }
-        taken.push(action);
-    }
-    let Some(path) = Path::from_actions(&model, init, taken.iter()) else {
-        bail!("--replay: the path does not replay on {cfg} (a step is a no-op)");
-    };
+    let path = runner::replay_path(&model, encoded, &cfg)?;
+    let state = path.last_state().clone();
     let cx = counterexample_of(1, "replay", &cfg, path, encoded.trim());
     let last = &state;
     let props: Vec<(String, bool)> = model

@@ -582,3 +582,59 @@ where
     let encoded = prefix.encode(model);
     Some((prefix, encoded))
 }
+
+/// Rebuilds the path that `--replay PATH` names (action indices separated by `/`, the first
+/// one an initial state's) on `model`, the config `cfg` (for messages). Bad input is a
+/// one-line error.
+pub fn replay_path<M>(
+    model: &M,
+    encoded: &str,
+    cfg: &dyn std::fmt::Display,
+) -> anyhow::Result<Path<M::State, M::Action>>
+where
+    M: Model,
+    M::State: Clone + PartialEq,
+    M::Action: Clone + PartialEq,
+{
+    let indices = encoded
+        .trim()
+        .trim_matches('/')
+        .split('/')
+        .map(|t| {
+            t.parse::<usize>().map_err(|_| {
+                anyhow::anyhow!("--replay: '{t}' is not an action index (expected e.g. 0/4/1)")
+            })
+        })
+        .collect::<anyhow::Result<Vec<usize>>>()?;
+    let Some((first, rest)) = indices.split_first() else {
+        anyhow::bail!("--replay: empty path");
+    };
+    let inits = model.init_states();
+    let Some(init) = inits.get(*first).cloned() else {
+        anyhow::bail!(
+            "--replay: no initial state {first} (there are {})",
+            inits.len()
+        );
+    };
+    let mut state = init.clone();
+    let mut taken = Vec::new();
+    for (step, ai) in rest.iter().enumerate() {
+        let mut actions = Vec::new();
+        model.actions(&state, &mut actions);
+        let Some(action) = actions.get(*ai).cloned() else {
+            anyhow::bail!(
+                "--replay: step {} has no action {ai} (there are {}); was the path printed for this exact config ({cfg})?",
+                step + 1,
+                actions.len()
+            );
+        };
+        if let Some(next) = model.next_state(&state, action.clone()) {
+            state = next;
+        }
+        taken.push(action);
+    }
+    let Some(path) = Path::from_actions(model, init, taken.iter()) else {
+        anyhow::bail!("--replay: the path does not replay on {cfg} (a step is a no-op)");
+    };
+    Ok(path)
+}
