@@ -71,7 +71,7 @@ impl Protocol for MasterSlave {
         out.push(PropertyInfo {
             name: props::CONVERGENCE_REACHABLE,
             kind: Kind::Graph,
-            when: "liveness, our graph check over the whole space of the config itself",
+            when: "liveness, our graph check: in the main pass with crashes allowed, else on the lossy config",
         });
         out
     }
