@@ -24,6 +24,7 @@ fn config(slaves: usize, updates: &str) -> MasterSlaveConfig {
     MasterSlaveConfig {
         slaves,
         script: script(updates),
+        clients: 1,
         network: NetworkKind::UnorderedDuplicating,
         lossy: false,
         max_crashes: 1,

@@ -57,6 +57,10 @@ pub struct MasterSlaveArgs {
     /// rolled back at once) [default: 1p,2p,rb].
     #[arg(long, value_name = "LIST", value_parser = parse_script)]
     pub script: Option<Script>,
+    /// How many clients run the script concurrently; 3 or more let two-phase requests share
+    /// one round (group commit) [default: 1].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=4))]
+    pub clients: Option<u8>,
     /// The network, comma-separated: `lossy` plus one of duplicating, nonduplicating,
     /// ordered [default: lossy,duplicating].
     #[arg(long, value_name = "LIST", value_parser = parse_network)]

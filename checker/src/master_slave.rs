@@ -48,7 +48,11 @@ impl Protocol for MasterSlave {
             max_crashes: 0,
             ..MasterSlaveConfig::default()
         };
-        for cfg in [MasterSlaveConfig::default(), crash_free] {
+        let grouped = MasterSlaveConfig {
+            clients: 3,
+            ..MasterSlaveConfig::default()
+        };
+        for cfg in [MasterSlaveConfig::default(), crash_free, grouped] {
             for p in cfg.into_model().properties() {
                 if out.iter().any(|o| o.name == p.name) {
                     continue;
@@ -92,6 +96,7 @@ fn sometimes_when(name: &str) -> &'static str {
     match name {
         props::REACH_TWO_PHASE_COMMIT | props::REACH_ABORT => "reachability, scripts with 2p or rb",
         props::REACH_ROLLBACK => "reachability, scripts with rb",
+        props::REACH_GROUP_COMMIT => "reachability, --clients 3 or more and scripts with 2p",
         props::REACH_DELTA => "reachability, lossy networks and 2+ updates",
         props::REACH_SNAPSHOT => "reachability, lossy networks and a script longer than --history",
         props::REACH_RECOVERY => "reachability, --crashes 1 or more",
@@ -107,6 +112,9 @@ pub fn config(args: &MasterSlaveArgs) -> anyhow::Result<MasterSlaveConfig> {
     }
     if let Some(s) = &args.script {
         cfg.script = s.0.clone();
+    }
+    if let Some(n) = args.clients {
+        cfg.clients = usize::from(n);
     }
     if let Some(n) = args.network {
         cfg.network = n.kind;
@@ -141,6 +149,9 @@ pub fn config_args(cfg: &MasterSlaveConfig) -> String {
         cfg.max_crashes,
         cfg.history_bound
     );
+    if cfg.clients != 1 {
+        s.push_str(&format!(" --clients {}", cfg.clients));
+    }
     if let Some(m) = cfg.mutant {
         s.push_str(&format!(" --mutant {}", m.name()));
     }
@@ -151,6 +162,7 @@ fn config_fields(cfg: &MasterSlaveConfig) -> serde_json::Value {
     serde_json::json!({
         "slaves": cfg.slaves,
         "script": script_text(&cfg.script),
+        "clients": cfg.clients,
         "network": cfg.network.name(),
         "lossy": cfg.lossy,
         "crashes": cfg.max_crashes,
@@ -650,8 +662,10 @@ pub fn node_name(cfg: &MasterSlaveConfig, id: Id) -> String {
     let i = usize::from(id);
     if i == 0 {
         "master".into()
-    } else if i == cfg.slaves + 1 {
+    } else if i > cfg.slaves && cfg.clients == 1 {
         "client".into()
+    } else if i > cfg.slaves {
+        format!("client {}", i - cfg.slaves)
     } else {
         format!("slave {i}")
     }

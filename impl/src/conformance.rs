@@ -44,7 +44,7 @@
 use crate::node::CLIENT_ID_MIN;
 use crate::storage::KvStore;
 use crate::trace::{self, Cmd, Header, Input, NodeMeta, SendId};
-use replicore_model::master_slave::master::Pending;
+use replicore_model::master_slave::master::{Pending, Queued};
 use replicore_model::master_slave::master_user::{ClientEntry, MasterUser, Step};
 use replicore_model::master_slave::model::{MasterSlaveModel, MasterSlaveState, props};
 use replicore_model::master_slave::slave_user::SlaveUser;
@@ -479,8 +479,18 @@ impl Renamer {
                 },
                 pending: match &m.pending {
                     Some(p) => Some(Pending {
-                        client: p.client,
-                        req: p.req,
+                        members: p
+                            .members
+                            .iter()
+                            .map(|m| {
+                                Ok(Queued {
+                                    client: m.client,
+                                    req: m.req,
+                                    op: self.op(&m.op)?,
+                                    mode: m.mode,
+                                })
+                            })
+                            .collect::<Renamed<_>>()?,
                         step: self.step(&p.step)?,
                     }),
                     None => None,
@@ -559,6 +569,7 @@ impl<'t> Replay<'t> {
         let cfg = MasterSlaveConfig {
             slaves,
             script: Vec::new(),
+            clients: 1,
             network: NetworkKind::UnorderedDuplicating,
             lossy: false,
             max_crashes: slaves + 1,

@@ -27,20 +27,34 @@ use std::time::Duration;
 /// it a request is ignored and its client's retry brings it back.
 pub const QUEUE_MAX: usize = 1024;
 
-/// The undecided two-phase update (at most one at a time).
+/// The most two-phase requests that share one prepare/commit round (group commit).
+pub const GROUP_MAX: usize = 64;
+
+/// The undecided two-phase round (at most one at a time): one request, or a group of
+/// requests that waited for the previous round and now share one version, one Prepare, one
+/// vote per slave and one Commit/Abort (group commit).
 #[derive(Clone, Debug, Deserialize, Eq, Hash, Ord, PartialEq, PartialOrd, Serialize)]
 #[serde(bound = "")]
 pub struct Pending<S: Store> {
-    /// The client that asked for it.
-    pub client: Id,
-    /// The client's request number.
-    pub req: u64,
-    /// The reserved version and its delta.
+    /// The requests of the round, oldest first (never empty).
+    pub members: Vec<Queued<S>>,
+    /// The reserved version and the delta of every member's change, composed in order.
     pub step: Step<S>,
 }
 
-/// A client request waiting for the undecided two-phase update to be decided.
-#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+impl<S: Store> Pending<S> {
+    /// Whether request `req` of `client` is in this round.
+    pub fn has(&self, client: Id, req: u64) -> bool {
+        self.members
+            .iter()
+            .any(|m| m.client == client && m.req == req)
+    }
+}
+
+/// A client request; waiting for the undecided two-phase round to be decided, or a member
+/// of it.
+#[derive(Clone, Debug, Deserialize, Eq, Hash, Ord, PartialEq, PartialOrd, Serialize)]
+#[serde(bound = "")]
 pub struct Queued<S: Store> {
     /// The client.
     pub client: Id,
@@ -68,7 +82,7 @@ pub struct MasterStorage<S: Store> {
 /// The master server's state.
 ///
 /// # Invariants
-/// - At most one two-phase update is undecided (`pending`); later requests wait in `queue`.
+/// - At most one two-phase round is undecided (`pending`); later requests wait in `queue`.
 /// - `votes ⊆ slaves` and only counts votes for `pending`'s version.
 /// - `acked` only holds slaves that acknowledged the current [`Beat`]; the heartbeat timer is
 ///   set exactly while some slave has not.
@@ -84,7 +98,8 @@ pub struct MasterState<S: Store> {
     pub last_decision: Option<Decision>,
     /// Slaves that acknowledged the current beat.
     pub acked: BTreeSet<Id>,
-    /// Requests waiting for `pending`'s decision, oldest first.
+    /// Requests waiting for `pending`'s decision, oldest first. Volatile: after a master
+    /// restart their clients' retries bring them back.
     pub queue: VecDeque<Queued<S>>,
 }
 
@@ -162,9 +177,9 @@ impl<S: Store> MasterServer<S> {
         let entry = state.user.clients.entry(q.client).or_default();
         entry.next_req = q.req + 1;
         entry.last_reply = None;
-        let step = state.user.begin(&q.op);
         match q.mode {
             Mode::OnePhase => {
+                let step = state.user.begin(&q.op);
                 // One-phase (claims 1, 36, 45, 46): MU applies the change and MS announces it
                 // to every slave concurrently. Saved before anything reveals it.
                 let (prior, new) = (step.prior, step.new);
@@ -190,18 +205,32 @@ impl<S: Store> MasterServer<S> {
                 self.rearm_heartbeat(state, o);
             }
             Mode::TwoPhase { timeout_ms } => {
+                // Group commit: the two-phase requests that queued behind the last round
+                // join this one, in order, up to GROUP_MAX. They share its version (one new
+                // state of the original copy), its Prepare, votes and decision.
+                let mut members = vec![q];
+                while members.len() < GROUP_MAX
+                    && state
+                        .queue
+                        .front()
+                        .is_some_and(|n| matches!(n.mode, Mode::TwoPhase { .. }))
+                {
+                    let n = state.queue.pop_front().expect("a front entry");
+                    let entry = state.user.clients.entry(n.client).or_default();
+                    entry.next_req = n.req + 1;
+                    entry.last_reply = None;
+                    members.push(n);
+                }
+                let step = state.user.begin_all(members.iter().map(|m| &m.op));
                 // Two-phase (claims 6, 28, 47a): reserve the version, save it, then ask every
-                // participant to prepare, and wait at most `timeout_ms` for the votes.
+                // participant to prepare, and wait at most `timeout_ms` (the oldest member's)
+                // for the votes.
                 let prepare = ServiceMsg::Prepare {
                     prior: step.prior,
                     new: step.new,
                     delta: step.delta.clone(),
                 };
-                state.pending = Some(Pending {
-                    client: q.client,
-                    req: q.req,
-                    step,
-                });
+                state.pending = Some(Pending { members, step });
                 state.votes.clear();
                 o.save(state.storage());
                 self.multicast(o, prepare);
@@ -213,10 +242,18 @@ impl<S: Store> MasterServer<S> {
         }
     }
 
-    /// Decides the pending update (claims 18, 21), saves the decision, then tells every slave
-    /// and the client. Then takes queued requests.
-    /// `abort` is `None` to commit, or why the update is aborted.
-    fn decide(&self, state: &mut MasterState<S>, o: &mut Out<Self>, abort: Option<AbortReason>) {
+    /// Decides the pending round (claims 18, 21), saves the decision, then tells every slave
+    /// and every member's client. Then takes queued requests.
+    /// `abort` is `None` to commit, or why the round is aborted. A rollback (claim 5) names
+    /// the one member withdrawn: the round aborts, that client is told, and the other members
+    /// go back to the front of the queue, untold, to be proposed again under a new version.
+    fn decide(
+        &self,
+        state: &mut MasterState<S>,
+        o: &mut Out<Self>,
+        abort: Option<AbortReason>,
+        rolled_back: Option<(Id, u64)>,
+    ) {
         let Some(pending) = state.pending.take() else {
             return;
         };
@@ -228,44 +265,51 @@ impl<S: Store> MasterServer<S> {
         };
         state.votes.clear();
         state.last_decision = Some(Decision { version, outcome });
-        let (to_slaves, to_client) = match abort {
+        let (to_slaves, reply): (_, &dyn Fn(u64) -> ClientMsg<S>) = match abort {
             None => {
                 state.user.commit(pending.step, self.history_bound);
-                (
-                    ServiceMsg::Commit { version },
-                    ClientMsg::Committed {
-                        req: pending.req,
-                        version,
-                    },
-                )
+                (ServiceMsg::Commit { version }, &move |req| {
+                    ClientMsg::Committed { req, version }
+                })
             }
             Some(reason) => {
                 // MU returns to the prior state: the data was never changed.
                 state
                     .user
                     .abort(&pending.step, self.is(Mutant::ReuseAbortedVersion));
-                (
-                    ServiceMsg::Abort { version },
+                (ServiceMsg::Abort { version }, &move |req| {
                     ClientMsg::Aborted {
-                        req: pending.req,
+                        req,
                         version,
                         reason,
-                    },
-                )
+                    }
+                })
             }
         };
-        state
-            .user
-            .clients
-            .entry(pending.client)
-            .or_default()
-            .last_reply = Some(to_client.clone());
+        let mut told = Vec::with_capacity(pending.members.len());
+        for m in pending.members.into_iter().rev() {
+            if rolled_back.is_some_and(|r| r != (m.client, m.req)) {
+                // Withdrawn with the group, not by its client: proposed again. Until then it
+                // is not taken, so a retry after a master restart (the queue is volatile)
+                // starts it anew.
+                let entry = state.user.clients.entry(m.client).or_default();
+                entry.next_req = m.req;
+                entry.last_reply = None;
+                state.queue.push_front(m);
+                continue;
+            }
+            let msg = reply(m.req);
+            state.user.clients.entry(m.client).or_default().last_reply = Some(msg.clone());
+            told.push((m.client, msg));
+        }
         if !self.is(Mutant::ForgetDecisionOnCrash) {
             o.save(state.storage());
         }
         o.cancel_timer(Timer::Decision);
         self.multicast(o, to_slaves);
-        o.send(pending.client, Msg::Client(to_client));
+        for (client, msg) in told.into_iter().rev() {
+            o.send(client, Msg::Client(msg));
+        }
         self.rearm_heartbeat(state, o);
         self.drain_queue(state, o);
     }
@@ -322,13 +366,15 @@ impl<S: Store> MasterServer<S> {
                 }
             }
             ClientMsg::Rollback { req } => {
-                let undecided = state
-                    .pending
-                    .as_ref()
-                    .is_some_and(|p| p.client == src && p.req == req);
+                let undecided = state.pending.as_ref().is_some_and(|p| p.has(src, req));
                 if undecided {
                     // Claim 5: the client withdraws the change before it is decided.
-                    self.decide(state.to_mut(), o, Some(AbortReason::RolledBack));
+                    self.decide(
+                        state.to_mut(),
+                        o,
+                        Some(AbortReason::RolledBack),
+                        Some((src, req)),
+                    );
                 } else if req + 1 == entry.next_req {
                     // Too late to roll back, or already aborted: tell the client the outcome.
                     if let Some(reply) = entry.last_reply {
@@ -389,7 +435,7 @@ impl<S: Store> MasterServer<S> {
                         state.votes.len() == self.slaves.len()
                     };
                     if enough {
-                        self.decide(state, o, None);
+                        self.decide(state, o, None, None);
                     }
                 }
             }
@@ -399,7 +445,7 @@ impl<S: Store> MasterServer<S> {
                     .as_ref()
                     .is_some_and(|p| p.step.new == version)
                 {
-                    self.decide(state.to_mut(), o, Some(AbortReason::Refused));
+                    self.decide(state.to_mut(), o, Some(AbortReason::Refused), None);
                 }
                 // A refusal of a decided update is stale.
             }
@@ -450,7 +496,7 @@ impl<S: Store> Actor for MasterServer<S> {
             state.last_decision = saved.last_decision;
             // Votes were volatile: an update left undecided by the crash is presumed aborted,
             // and the decision is saved and heartbeated like any other.
-            self.decide(&mut state, o, Some(AbortReason::MasterRestarted));
+            self.decide(&mut state, o, Some(AbortReason::MasterRestarted), None);
             // Slaves may have missed anything while the master was down: heartbeat until each
             // acknowledges.
             self.rearm_heartbeat(&mut state, o);
@@ -494,7 +540,7 @@ impl<S: Store> Actor for MasterServer<S> {
             Timer::Decision => {
                 // Claim 6: not every vote arrived in time.
                 if state.pending.is_some() {
-                    self.decide(state.to_mut(), o, Some(AbortReason::TimedOut));
+                    self.decide(state.to_mut(), o, Some(AbortReason::TimedOut), None);
                 }
             }
             // Client timers never run on the master.
@@ -602,6 +648,85 @@ mod tests {
         assert_eq!(
             cmds,
             vec!["Send(Id(3), Client(Committed { req: 0, version: 1 }))".to_string()]
+        );
+    }
+
+    fn vote_all(
+        m: &MasterServer<ModelKv>,
+        mut state: MasterState<ModelKv>,
+        version: u64,
+    ) -> (MasterState<ModelKv>, Vec<String>) {
+        let mut cmds = Vec::new();
+        for slave in [1, 2] {
+            let (s, c) = deliver(
+                m,
+                state,
+                slave,
+                Msg::Service(ServiceMsg::Prepared { version }),
+            );
+            state = s;
+            cmds = c;
+        }
+        (state, cmds)
+    }
+
+    #[test]
+    fn requests_queued_behind_a_round_share_the_next_one() {
+        let m = master();
+        let mode = Mode::TwoPhase { timeout_ms: 50 };
+        let state = m.on_start(Id::from(0), &None, &mut Out::new());
+        let (state, _) = deliver(&m, state, 3, update(0, mode));
+        let (state, _) = deliver(&m, state, 4, update(0, mode));
+        let (state, _) = deliver(&m, state, 5, update(0, mode));
+        assert_eq!(state.queue.len(), 2, "later requests wait for the round");
+        let (state, cmds) = vote_all(&m, state, 1);
+        // v1 decided, then clients 4 and 5 share v2: one Prepare, one vote per slave.
+        let group = state.pending.as_ref().expect("a new round");
+        assert_eq!(group.members.len(), 2);
+        assert_eq!(group.step.new, 2);
+        let prepares = cmds
+            .iter()
+            .filter(|c| c.contains("Prepare { prior: 1, new: 2"))
+            .count();
+        assert_eq!(
+            prepares, 2,
+            "one Prepare per slave for the whole group: {cmds:?}"
+        );
+        let (state, cmds) = vote_all(&m, state, 2);
+        for client in [4, 5] {
+            let told = format!("Send(Id({client}), Client(Committed {{ req: 0, version: 2 }}))");
+            assert!(cmds.contains(&told), "{told} in {cmds:?}");
+        }
+        assert!(state.pending.is_none() && state.queue.is_empty());
+        // Both changes are in the committed data (client values are equal here: one key).
+        assert_eq!(state.user.version, 2);
+    }
+
+    #[test]
+    fn a_rollback_in_a_group_sends_the_other_members_back_to_the_queue() {
+        let m = master();
+        let mode = Mode::TwoPhase { timeout_ms: 50 };
+        let state = m.on_start(Id::from(0), &None, &mut Out::new());
+        let (state, _) = deliver(&m, state, 3, update(0, mode));
+        let (state, _) = deliver(&m, state, 4, update(0, mode));
+        let (state, _) = deliver(&m, state, 5, update(0, mode));
+        let (state, _) = vote_all(&m, state, 1);
+        let (state, cmds) = deliver(&m, state, 4, Msg::Client(ClientMsg::Rollback { req: 0 }));
+        assert!(cmds.contains(&"Send(Id(1), Service(Abort { version: 2 }))".to_string()));
+        assert!(cmds.iter().any(|c| {
+            c.starts_with("Send(Id(4), Client(Aborted { req: 0, version: 2, reason: RolledBack")
+        }));
+        assert!(
+            !cmds.iter().any(|c| c.starts_with("Send(Id(5)")),
+            "client 5 is not told: {cmds:?}"
+        );
+        // Client 5's request is proposed again, alone, under a fresh version.
+        let pending = state.pending.as_ref().expect("re-proposed");
+        assert_eq!(pending.step.new, 3);
+        assert!(pending.has(Id::from(5), 0) && pending.members.len() == 1);
+        let (_, cmds) = vote_all(&m, state, 3);
+        assert!(
+            cmds.contains(&"Send(Id(5), Client(Committed { req: 0, version: 3 }))".to_string())
         );
     }
 

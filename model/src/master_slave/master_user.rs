@@ -91,6 +91,30 @@ impl<S: Store> MasterUser<S> {
         }
     }
 
+    /// The start call for a group of changes (group commit): one fresh version for the
+    /// state after every `op` in order, and the composed delta to it. One op is exactly
+    /// [`MasterUser::begin`].
+    pub fn begin_all<'a>(&mut self, ops: impl IntoIterator<Item = &'a S::Op>) -> Step<S>
+    where
+        S::Op: 'a,
+    {
+        let mut ops = ops.into_iter();
+        let first = ops.next().expect("a group has a member");
+        let mut step = self.begin(first);
+        let mut scratch: Option<S> = None;
+        for op in ops {
+            let data = scratch.get_or_insert_with(|| {
+                let mut d = self.data.clone();
+                d.apply(&step.delta);
+                d
+            });
+            let delta = data.delta_of(op);
+            data.apply(&delta);
+            step.delta = S::compose(&step.delta, &delta);
+        }
+        step
+    }
+
     /// Commits `step` to the original copy (claim 4) and remembers it, keeping at most
     /// `history_bound` steps.
     pub fn commit(&mut self, step: Step<S>, history_bound: usize) {

@@ -119,8 +119,12 @@ pub fn script_text(script: &[ScriptStep<ModelKv>]) -> String {
 pub struct MasterSlaveConfig {
     /// How many slave servers.
     pub slaves: usize,
-    /// The client's updates.
+    /// Each client's updates (client `c` puts values shifted by `16 c`, so clients' changes
+    /// differ).
     pub script: Vec<ScriptStep<ModelKv>>,
+    /// How many scripted clients run the script concurrently. Three or more let two-phase
+    /// requests queue behind a round and share the next one (group commit).
+    pub clients: usize,
     /// The network semantics.
     pub network: NetworkKind,
     /// Whether messages can be lost.
@@ -142,6 +146,7 @@ impl Default for MasterSlaveConfig {
         MasterSlaveConfig {
             slaves: 2,
             script: script("1p,2p,rb"),
+            clients: 1,
             network: NetworkKind::UnorderedDuplicating,
             lossy: true,
             max_crashes: 1,
@@ -155,9 +160,14 @@ impl fmt::Display for MasterSlaveConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "master-slave: slaves={} script={} network={}{} crashes={} history={} mutant={}",
+            "master-slave: slaves={} script={}{} network={}{} crashes={} history={} mutant={}",
             self.slaves,
             script_text(&self.script),
+            if self.clients == 1 {
+                String::new()
+            } else {
+                format!(" clients={}", self.clients)
+            },
             if self.lossy { "lossy," } else { "" },
             self.network.name(),
             self.max_crashes,
@@ -186,12 +196,33 @@ impl MasterSlaveConfig {
     /// The most messages in flight explored on networks that keep every copy: two per
     /// actor.
     pub fn in_flight_bound(&self) -> usize {
-        2 * (self.slaves + 2)
+        2 * (self.slaves + 1 + self.clients)
     }
 
-    /// The client's id.
+    /// The first client's id.
     pub fn client_id(&self) -> Id {
         Id::from(self.slaves + 1)
+    }
+
+    /// Every client's id: after the slaves.
+    pub fn client_ids(&self) -> Vec<Id> {
+        (self.slaves + 1..=self.slaves + self.clients)
+            .map(Id::from)
+            .collect()
+    }
+
+    /// Client `c`'s script: the script with values shifted by `16 c`.
+    pub fn client_script(&self, c: usize) -> Vec<ScriptStep<ModelKv>> {
+        self.script
+            .iter()
+            .map(|step| ScriptStep {
+                op: match step.op {
+                    KvOp::Put(k, v) => KvOp::Put(k, v.wrapping_add((16 * c) as u8)),
+                    ref other => other.clone(),
+                },
+                kind: step.kind,
+            })
+            .collect()
     }
 
     fn has(&self, kind: UpdateKind) -> bool {
@@ -238,11 +269,13 @@ impl MasterSlaveConfig {
                     store: PhantomData,
                 })
             }))
-            .actor(Node::Client(ScriptClient {
-                master,
-                script: self.script.clone(),
-                timeout_ms: 100,
-                retry: tick,
+            .actors((0..self.clients).map(|c| {
+                Node::Client(ScriptClient {
+                    master,
+                    script: self.client_script(c),
+                    timeout_ms: 100,
+                    retry: tick.clone(),
+                })
             }))
             .init_network(match self.network {
                 NetworkKind::UnorderedDuplicating => Network::new_unordered_duplicating([]),
@@ -257,11 +290,13 @@ impl MasterSlaveConfig {
             .max_crashes(self.max_crashes)
             .record_msg_out(Ghost::record_out)
             .record_msg_in(Ghost::record_in)
-            // The client is not a server of the fault model: it never crashes. On networks
+            // Clients are not servers of the fault model: they never crash. On networks
             // that keep every copy (non-duplicating, ordered), timers re-send into a growing
             // multiset, so the search is bounded by messages in flight.
             .within_boundary(|cfg, state| {
-                !state.crashed[usize::from(cfg.client_id())]
+                cfg.client_ids()
+                    .iter()
+                    .all(|c| !state.crashed[usize::from(*c)])
                     && (cfg.network == NetworkKind::UnorderedDuplicating
                         || state.network.len() <= cfg.in_flight_bound())
             });
@@ -297,6 +332,11 @@ impl MasterSlaveConfig {
                 .property(Expectation::Sometimes, REACH_ABORT, |_, s| {
                     !s.history.aborted.is_empty()
                 });
+        }
+        if self.clients >= 3 && self.has(UpdateKind::TwoPhase) {
+            model = model.property(Expectation::Sometimes, REACH_GROUP_COMMIT, |_, s| {
+                s.history.group_committed
+            });
         }
         if self.has(UpdateKind::RolledBack) {
             model = model.property(Expectation::Sometimes, REACH_ROLLBACK, |_, s| {
@@ -350,6 +390,10 @@ pub struct Ghost<S: Store> {
     pub commit_without_votes: bool,
     /// A client was told its update was rolled back.
     pub rolled_back: bool,
+    /// With several clients: the client first told each version was committed.
+    pub replied: BTreeMap<Version, Id>,
+    /// Two clients were told their updates committed as one version (group commit).
+    pub group_committed: bool,
     /// A slave applied a Delta reply.
     pub delta_applied: bool,
     /// A slave applied a Snapshot reply.
@@ -363,6 +407,11 @@ impl<S: Store> Rewrite<Id> for Ghost<S> {
             .voted
             .iter()
             .map(|(id, v)| (plan.rewrite(id), *v))
+            .collect();
+        g.replied = self
+            .replied
+            .iter()
+            .map(|(v, id)| (*v, plan.rewrite(id)))
             .collect();
         g
     }
@@ -450,6 +499,14 @@ impl<S: Store> Ghost<S> {
             },
             Msg::Service(ServiceMsg::Prepared { version }) => {
                 g.voted.insert((env.src, *version));
+            }
+            Msg::Client(ClientMsg::Committed { version, .. }) if from_master && cfg.clients > 1 => {
+                match g.replied.get(version) {
+                    Some(first) => g.group_committed |= *first != env.dst,
+                    None => {
+                        g.replied.insert(*version, env.dst);
+                    }
+                }
             }
             Msg::Client(ClientMsg::Aborted {
                 version, reason, ..
@@ -618,6 +675,8 @@ pub mod props {
     pub const REACH_ABORT: &str = "a two-phase update aborts";
     /// Reachability.
     pub const REACH_ROLLBACK: &str = "a client rolls back an update";
+    /// Reachability (three or more clients): group commit.
+    pub const REACH_GROUP_COMMIT: &str = "two clients' updates commit in one two-phase round";
     /// Reachability.
     pub const REACH_DELTA: &str = "a slave catches up by delta request";
     /// Reachability.
@@ -721,8 +780,10 @@ pub mod props {
         if s.crashed.iter().any(|c| *c) {
             return false;
         }
-        let client_done = matches!(&*s.actor_states[usize::from(cfg.client_id())],
-            NodeState::Client(c) if c.next as usize >= cfg.script.len());
+        let client_done = cfg.client_ids().iter().all(|id| {
+            matches!(&*s.actor_states[usize::from(*id)],
+            NodeState::Client(c) if c.next as usize >= cfg.script.len())
+        });
         let Some(m) = master(s) else { return false };
         client_done
             && m.pending.is_none()
@@ -837,13 +898,14 @@ fn beat_is_dead(floor: &MasterFloor, beat: &Beat) -> bool {
 /// forgetting it merges states that differ only by dead messages.
 fn is_dead(s: &MasterSlaveState, env: &Envelope<Msg<ModelKv>>) -> bool {
     let dst = usize::from(env.dst);
-    // Ids are fixed: the master first, the client last.
+    // Ids are fixed: the master first, the clients last.
     let from_master = env.src == Id::from(0);
-    let client = s.actor_states.len() - 1;
-    let client_next = |s: &MasterSlaveState| match &*s.actor_states[client] {
-        NodeState::Client(c) => c.next,
-        _ => 0,
-    };
+    // The next request of the client that sent `env`.
+    let client_next =
+        |s: &MasterSlaveState| match s.actor_states.get(usize::from(env.src)).map(|a| &**a) {
+            Some(NodeState::Client(c)) => c.next,
+            _ => 0,
+        };
     match (&*s.actor_states[dst], &env.msg) {
         (NodeState::Slave(_), Msg::Service(m)) if from_master => {
             let floor = slave_floor(s, dst);
@@ -1014,7 +1076,10 @@ pub fn canonical_fingerprint(s: &MasterSlaveState) -> u64 {
     use crate::explore::{hash_of, hasher};
     use std::hash::{Hash, Hasher};
     let n = s.actor_states.len();
-    let client = n - 1;
+    // The clients follow the slaves.
+    let client = (1..n)
+        .find(|&i| matches!(&*s.actor_states[i], NodeState::Client(_)))
+        .unwrap_or(n);
     let own = |i: usize| {
         hash_of(&(
             &*s.actor_states[i],
@@ -1043,7 +1108,9 @@ pub fn canonical_fingerprint(s: &MasterSlaveState) -> u64 {
         &s.random_choices[0],
     )
         .hash(&mut h);
-    own(client).hash(&mut h);
+    for c in client..n {
+        own(c).hash(&mut h);
+    }
     // The ghost. Left out: `rolled_back`, `delta_applied` and `snapshot_applied`. No step and
     // no `Always` property reads them, each is read by one `Sometimes` property alone, and
     // whether a step sets one depends on the rest of the state and the step only;
@@ -1057,6 +1124,8 @@ pub fn canonical_fingerprint(s: &MasterSlaveState) -> u64 {
         &g.aborted,
         g.version_reused,
         g.commit_without_votes,
+        &g.replied,
+        g.group_committed,
     )
         .hash(&mut h);
     // Each live message: its ends and the hash of its content, which no renaming changes.
