@@ -324,6 +324,8 @@ struct Update {
     value: Option<Vec<u8>>,
     told: Told,
     rolled_back: bool,
+    /// Replicated by two-phase commit (which may share its version with a group).
+    two_phase: bool,
 }
 
 /// Everything the clients saw.
@@ -684,6 +686,7 @@ async fn client_task(
                 value: written,
                 told,
                 rolled_back,
+                two_phase: mode != Mode::OnePhase,
             });
     }
     done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -792,7 +795,8 @@ fn check_history(
 ) -> (Stats, Vec<String>) {
     let mut stats = Stats::default();
     let mut violations = Vec::new();
-    let mut committed_versions = BTreeMap::new();
+    // Version → the updates told committed as it: one, or a group of two-phase updates.
+    let mut committed_versions: BTreeMap<u64, Vec<(String, bool)>> = BTreeMap::new();
     let mut aborted_versions = std::collections::BTreeSet::new();
     let final_min = finals.iter().map(|(v, _)| *v).min().unwrap_or(0);
     for (key, updates) in &history.by_key {
@@ -803,11 +807,19 @@ fn check_history(
             match &u.told {
                 Told::Committed(v) => {
                     stats.committed += 1;
-                    if let Some(other) = committed_versions.insert(*v, u.key.clone()) {
+                    // A version names one state: several updates may share it only as one
+                    // two-phase group (group commit), each of a different key here (a key has
+                    // one owner, who waits for each answer).
+                    let sharing = committed_versions.entry(*v).or_default();
+                    if let Some((other, _)) = sharing
+                        .iter()
+                        .find(|(k, two)| k == key || !two || !u.two_phase)
+                    {
                         violations.push(format!(
-                            "version {v} told committed twice (keys {other} and {key})"
+                            "version {v} told committed twice outside a two-phase group (keys {other} and {key})"
                         ));
                     }
+                    sharing.push((u.key.clone(), u.two_phase));
                     if *v > final_min {
                         violations.push(format!(
                             "update of {key} told committed as version {v}, but a node ended at {final_min}"

@@ -17,6 +17,17 @@
 //! before the sends that follow it would let a crash between two saves of one step leave a
 //! state the model never has.)
 //!
+//! # Group commit
+//! Between [`Driver::begin_group`] and [`Driver::end_group`] several steps share one durable
+//! write: each step's commands run as above except that its sends are held, its save
+//! replaces the group's, and at the end the group's last save is made durable (one
+//! transaction, one fsync) before any held send leaves, in order. A crash inside a group
+//! leaves the node before the group's first step (nothing saved, nothing sent: its inputs
+//! are lost, as the model's network may lose them) and never in between, so a group is a run
+//! of the model's atomic steps whose messages leave a little later. The node's loop groups
+//! the messages already queued when it takes one ([`DriverOptions::group_commit`]); a
+//! traced run steps one input per save, so trace conformance replays each step exactly.
+//!
 //! With a [`Tracer`], each step's input and commands are written as one trace line before
 //! any of them is carried out, and each `Send` travels as a [`Frame::Traced`] frame naming
 //! its [`SendId`].
@@ -188,7 +199,13 @@ pub struct DriverOptions {
     /// chaos test and trace conformance can show they catch a runtime that sends before
     /// saving (`docs/reliability.md`).
     pub unsafe_send_before_save: bool,
+    /// The most queued inputs whose steps share one durable write (group commit); 1 turns
+    /// grouping off. Not used by traced runs or with `unsafe_send_before_save`.
+    pub group_commit: usize,
 }
+
+/// The default [`DriverOptions::group_commit`].
+pub const GROUP_COMMIT_DEFAULT: usize = 64;
 
 impl Default for DriverOptions {
     fn default() -> Self {
@@ -197,6 +214,7 @@ impl Default for DriverOptions {
             seed: None,
             inline_saves: false,
             unsafe_send_before_save: false,
+            group_commit: GROUP_COMMIT_DEFAULT,
         }
     }
 }
@@ -221,6 +239,14 @@ where
     tracer: Option<Tracer>,
     /// The save written behind (only with `unsafe_send_before_save`).
     behind: Option<A::Storage>,
+    /// The open group: its last save and its held frames (see "Group commit").
+    group: Option<Group<A::Storage>>,
+}
+
+/// What an open group holds back until [`Driver::end_group`].
+struct Group<S> {
+    save: Option<S>,
+    sends: Vec<(Id, Bytes)>,
 }
 
 fn random_duration(rng: &mut StdRng, range: &Range<Duration>) -> Duration {
@@ -283,6 +309,7 @@ where
             rng,
             tracer,
             behind: None,
+            group: None,
         };
         let mut out = Out::new();
         let state = driver.actor.on_start(id, &saved, &mut out);
@@ -315,6 +342,39 @@ where
     /// This actor's id.
     pub fn id(&self) -> Id {
         self.id
+    }
+
+    /// How many queued inputs may share one durable write: 1 when grouping is off.
+    pub fn group_limit(&self) -> usize {
+        if self.tracer.is_some() || self.options.unsafe_send_before_save {
+            1
+        } else {
+            self.options.group_commit.max(1)
+        }
+    }
+
+    /// Opens a group: the following steps' saves and sends wait for [`Driver::end_group`].
+    pub fn begin_group(&mut self) {
+        if self.group_limit() > 1 && self.group.is_none() {
+            self.group = Some(Group {
+                save: None,
+                sends: Vec::new(),
+            });
+        }
+    }
+
+    /// Closes the open group, if any: makes its last save durable, then sends what it held.
+    pub async fn end_group(&mut self) -> Result<(), DriverError> {
+        let Some(group) = self.group.take() else {
+            return Ok(());
+        };
+        if let Some(storage) = group.save {
+            self.persist(storage).await?;
+        }
+        for (dst, frame) in group.sends {
+            self.router.send(dst, frame);
+        }
+        Ok(())
     }
 
     /// The earliest armed timer.
@@ -441,6 +501,12 @@ where
         if let Some(storage) = self.behind.take() {
             self.persist(storage).await?;
         }
+        if let Some(group) = self.group.as_mut()
+            && let Some(storage) = unsaved.take()
+        {
+            // The group's durable state is its last step's save.
+            group.save = Some(storage);
+        }
         // The last encoded message: a broadcast is a run of equal messages to several peers,
         // encoded once and written as the same bytes to each.
         let mut encoded: Option<(A::Msg, Bytes)> = None;
@@ -478,7 +544,12 @@ where
                             }
                         }
                     };
-                    self.router.send(dst, bytes);
+                    match self.group.as_mut() {
+                        Some(group) => group.sends.push((dst, bytes)),
+                        None => {
+                            self.router.send(dst, bytes);
+                        }
+                    }
                 }
                 Command::SetTimer(timer, range) => {
                     let at = Instant::now() + random_duration(&mut self.rng, &range);
@@ -552,6 +623,60 @@ mod tests {
             }));
             o.broadcast(&[Id::from(7), Id::from(8)], &n);
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_group_saves_once_before_its_messages_leave_and_a_cut_group_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = Disk::open(dir.path(), 1, 1).unwrap();
+        let router = Router::default();
+        let (tx7, mut rx7) = mpsc::channel(1024);
+        let (tx8, _rx8) = mpsc::channel(1024);
+        router.register(Id::from(7), tx7);
+        router.register(Id::from(8), tx8);
+        let start = |disk: Disk| {
+            Driver::start(
+                Echo,
+                Id::from(1),
+                disk,
+                router.clone(),
+                DriverOptions::default(),
+            )
+        };
+        let mut driver = start(disk.clone()).await.unwrap();
+        assert!(driver.group_limit() > 1);
+        driver.begin_group();
+        for n in 1..=10 {
+            driver.on_msg(Id::from(2), n).await.unwrap();
+        }
+        assert!(
+            rx7.try_recv().is_err(),
+            "nothing leaves before the group's save"
+        );
+        assert!(disk.load::<Saved<KvStore>>().unwrap().is_none());
+        driver.end_group().await.unwrap();
+        assert_eq!(
+            disk.load::<Saved<KvStore>>().unwrap().unwrap().version(),
+            10
+        );
+        for n in 1..=10u64 {
+            let frame = rx7.try_recv().expect("sent after the save, in order");
+            assert!(matches!(codec::decode::<Frame<u64>>(&frame), Ok(Frame::Actor(m)) if m == n));
+        }
+        // A group cut by a crash (the driver dropped before `end_group`) saved nothing and
+        // sent nothing: the node restarts from before the group's first step.
+        driver.begin_group();
+        for n in 11..=15 {
+            driver.on_msg(Id::from(2), n).await.unwrap();
+        }
+        drop(driver);
+        assert!(rx7.try_recv().is_err());
+        assert_eq!(
+            disk.load::<Saved<KvStore>>().unwrap().unwrap().version(),
+            10
+        );
+        let restarted = start(disk.clone()).await.unwrap();
+        assert_eq!(*restarted.state(), 10);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

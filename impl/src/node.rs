@@ -84,6 +84,9 @@ pub struct NodeConfig {
     pub trace_dir: Option<PathBuf>,
     /// Testing only: see [`DriverOptions::unsafe_send_before_save`].
     pub unsafe_send_before_save: bool,
+    /// How many queued messages may share one durable write (group commit, see
+    /// [`crate::driver`]); 1 turns it off.
+    pub group_commit: usize,
 }
 
 impl NodeConfig {
@@ -110,6 +113,7 @@ impl NodeConfig {
             faults: None,
             trace_dir: None,
             unsafe_send_before_save: false,
+            group_commit: crate::driver::GROUP_COMMIT_DEFAULT,
         }
     }
 }
@@ -397,6 +401,7 @@ impl<S: UserStore> Node<S> {
             seed: config.seed,
             inline_saves: inline,
             unsafe_send_before_save: config.unsafe_send_before_save,
+            group_commit: config.group_commit,
         };
         let faults = config
             .faults
@@ -744,6 +749,28 @@ pub fn status_of<S: UserStore>(node_id: u64, view: (Version, Option<Version>, &S
     }
 }
 
+/// Answers a query from the node's current state.
+fn answer<A>(driver: &Driver<A>, node_id: u64, src: Id, query: Query, reply: oneshot::Sender<Reply>)
+where
+    A: Actor<Storage = Saved<<A as Inspect>::Data>> + Inspect,
+    A::Msg: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+    A::Timer: serde::Serialize,
+{
+    let state = driver.state();
+    let answer = match query {
+        Query::Get { key } => {
+            let (version, _, data) = A::view(state);
+            Reply::Value {
+                version,
+                value: data.read_row(&key),
+            }
+        }
+        Query::Status => Reply::Status(status_of(node_id, A::view(state))),
+        Query::NextReq => A::next_req(state, src).map_or(Reply::Unsupported, Reply::NextReq),
+    };
+    let _ = reply.send(answer);
+}
+
 async fn run<A>(
     mut driver: Driver<A>,
     mut inbox: mpsc::Receiver<Input<A::Msg>>,
@@ -776,25 +803,36 @@ where
                     driver.on_timeout(t).await?;
                 }
             }
-            input = inbox.recv() => match input {
-                None => break,
-                Some(Input::Msg(src, msg)) => driver.on_msg(src, msg).await?,
-                Some(Input::Traced(src, send, msg)) => {
-                    driver.on_msg_traced(src, Some(send), msg).await?
-                }
-                Some(Input::Query(src, query, reply)) => {
-                    let state = driver.state();
-                    let answer = match query {
-                        Query::Get { key } => {
-                            let (version, _, data) = A::view(state);
-                            Reply::Value { version, value: data.read_row(&key) }
+            input = inbox.recv() => {
+                let Some(mut input) = input else { break };
+                // Group commit: the messages already queued behind this one share its durable
+                // write (see `crate::driver`); a query first closes the group, so it never
+                // reads what is not durable yet.
+                let limit = driver.group_limit();
+                driver.begin_group();
+                let mut taken = 0;
+                loop {
+                    match input {
+                        Input::Msg(src, msg) => driver.on_msg(src, msg).await?,
+                        Input::Traced(src, send, msg) => {
+                            driver.on_msg_traced(src, Some(send), msg).await?
                         }
-                        Query::Status => Reply::Status(status_of(node_id, A::view(state))),
-                        Query::NextReq => A::next_req(state, src).map_or(Reply::Unsupported, Reply::NextReq),
-                    };
-                    let _ = reply.send(answer);
+                        Input::Query(src, query, reply) => {
+                            driver.end_group().await?;
+                            answer(&driver, node_id, src, query, reply);
+                        }
+                    }
+                    taken += 1;
+                    if taken >= limit {
+                        break;
+                    }
+                    match inbox.try_recv() {
+                        Ok(next) => input = next,
+                        Err(_) => break,
+                    }
                 }
-            },
+                driver.end_group().await?;
+            }
         }
         let (version, prepared, data) = A::view(driver.state());
         view.send_if_modified(|v| {
