@@ -670,16 +670,26 @@ mod tests {
         (state, cmds)
     }
 
+    /// Clients 3, 4 and 5 each ask for a two-phase put of key `c` (value `10 c`); client 3's
+    /// round (v1) is voted and decided. Returns the state and that last step's commands.
+    fn first_round_decided(m: &MasterServer<ModelKv>) -> (MasterState<ModelKv>, Vec<String>) {
+        let mut state = m.on_start(Id::from(0), &None, &mut Out::new());
+        for client in [3u8, 4, 5] {
+            let put = Msg::Client(ClientMsg::Update {
+                req: 0,
+                op: KvOp::Put(client, 10 * client),
+                mode: Mode::TwoPhase { timeout_ms: 50 },
+            });
+            state = deliver(m, state, usize::from(client), put).0;
+        }
+        assert_eq!(state.queue.len(), 2, "later requests wait for the round");
+        vote_all(m, state, 1)
+    }
+
     #[test]
     fn requests_queued_behind_a_round_share_the_next_one() {
         let m = master();
-        let mode = Mode::TwoPhase { timeout_ms: 50 };
-        let state = m.on_start(Id::from(0), &None, &mut Out::new());
-        let (state, _) = deliver(&m, state, 3, update(0, mode));
-        let (state, _) = deliver(&m, state, 4, update(0, mode));
-        let (state, _) = deliver(&m, state, 5, update(0, mode));
-        assert_eq!(state.queue.len(), 2, "later requests wait for the round");
-        let (state, cmds) = vote_all(&m, state, 1);
+        let (state, cmds) = first_round_decided(&m);
         // v1 decided, then clients 4 and 5 share v2: one Prepare, one vote per slave.
         let group = state.pending.as_ref().expect("a new round");
         assert_eq!(group.members.len(), 2);
@@ -698,19 +708,16 @@ mod tests {
             assert!(cmds.contains(&told), "{told} in {cmds:?}");
         }
         assert!(state.pending.is_none() && state.queue.is_empty());
-        // Both changes are in the committed data (client values are equal here: one key).
         assert_eq!(state.user.version, 2);
+        for client in [3u8, 4, 5] {
+            assert_eq!(state.user.data.read(&client), Some(&(10 * client)));
+        }
     }
 
     #[test]
     fn a_rollback_in_a_group_sends_the_other_members_back_to_the_queue() {
         let m = master();
-        let mode = Mode::TwoPhase { timeout_ms: 50 };
-        let state = m.on_start(Id::from(0), &None, &mut Out::new());
-        let (state, _) = deliver(&m, state, 3, update(0, mode));
-        let (state, _) = deliver(&m, state, 4, update(0, mode));
-        let (state, _) = deliver(&m, state, 5, update(0, mode));
-        let (state, _) = vote_all(&m, state, 1);
+        let (state, _) = first_round_decided(&m);
         let (state, cmds) = deliver(&m, state, 4, Msg::Client(ClientMsg::Rollback { req: 0 }));
         assert!(cmds.contains(&"Send(Id(1), Service(Abort { version: 2 }))".to_string()));
         assert!(cmds.iter().any(|c| {
