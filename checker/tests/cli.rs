@@ -142,6 +142,8 @@ fn a_liveness_mutant_exits_1() {
 fn bad_usage_exits_2_with_one_line() {
     let cases: &[&[&str]] = &[
         &["master-slave", "--slaves", "0"],
+        &["master-slave", "--clients", "0"],
+        &["master-slave", "--clients", "9"],
         &["master-slave", "--network", "lossy"],
         &["master-slave", "--network", "lossy,ordered,duplicating"],
         &["master-slave", "--script", "1p,3p"],
@@ -186,6 +188,29 @@ fn a_depth_bound_exits_3_loudly() {
     );
     assert!(err.contains("PARTIAL CHECK"), "{err}");
     assert!(out.contains("undecided    always"), "{out}");
+}
+
+#[test]
+fn clients_are_echoed_and_kept_in_the_json_config() {
+    let (code, out, _) = check(&[
+        "master-slave",
+        "--slaves",
+        "1",
+        "--script",
+        "2p",
+        "--clients",
+        "3",
+        "--depth",
+        "8",
+        "--json",
+    ]);
+    assert_eq!(code, 3, "{out}");
+    let doc: serde_json::Value = serde_json::from_str(&out).expect("one JSON document");
+    assert_eq!(doc["config_fields"]["clients"], 3, "{out}");
+    assert!(
+        doc["config"].as_str().unwrap().contains("clients=3"),
+        "{out}"
+    );
 }
 
 #[test]
