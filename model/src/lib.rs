@@ -22,6 +22,7 @@
 //! # Crate map
 //! - [`store`]: the application's data ([`store::Store`]) and its delta algebra.
 //! - [`master_slave`]: protocol 1, master/slave replication (seeds 000/001).
+//! - [`failover`]: protocol 2, a failover approver (seed 002).
 //! - [`knowledge`]: protocol 3, knowledge sync (seed 004).
 //! - [`explore`]: an exhaustive breadth-first explorer of our own (one pass, canonical
 //!   fingerprints, the liveness graph).
@@ -29,6 +30,7 @@
 #![warn(missing_docs)]
 
 pub mod explore;
+pub mod failover;
 pub mod knowledge;
 pub mod liveness;
 pub mod master_slave;
