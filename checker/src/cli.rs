@@ -3,6 +3,7 @@
 
 use crate::runner::Strategy;
 use clap::{Args, Parser, Subcommand};
+use replicore_model::failover::{Mutant as FailoverMutant, Variant};
 use replicore_model::knowledge::{ConflictPolicy, Mutant as KnowledgeMutant, Scenario};
 use replicore_model::master_slave::client::ScriptStep;
 use replicore_model::master_slave::model::try_script;
@@ -39,6 +40,17 @@ pub enum Command {
         /// The model's configuration.
         #[command(flatten)]
         model: KnowledgeArgs,
+        /// How to search.
+        #[command(flatten)]
+        search: SearchArgs,
+    },
+    /// Protocol 2: a master approves updates and a designated backup takes over when the
+    /// master's lease lapses, with fenced epochs (`--variant seed`: the claim as written).
+    #[command(name = "failover")]
+    Failover {
+        /// The model's configuration.
+        #[command(flatten)]
+        model: FailoverArgs,
         /// How to search.
         #[command(flatten)]
         search: SearchArgs,
@@ -109,6 +121,56 @@ pub struct KnowledgeArgs {
     pub mutant: Option<KnowledgeMutant>,
 }
 
+/// The failover model's options; an absent option keeps the default config's value.
+#[derive(Debug, Args)]
+pub struct FailoverArgs {
+    /// seed (the claim as written) or fenced (the shipped scheme) [default: fenced].
+    #[arg(long, value_name = "NAME", value_parser = parse_variant)]
+    pub variant: Option<Variant>,
+    /// The client's operations, comma-separated: wN (write N to key 0), d (delete key 0),
+    /// r (read key 0) [default: w1,w2].
+    #[arg(long, value_name = "LIST", value_parser = parse_failover_script)]
+    pub script: Option<FailoverScript>,
+    /// Further slaves beside the backup [default: 0].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(0..=2))]
+    pub slaves: Option<u8>,
+    /// The network: duplicating, or lossy,duplicating [default: duplicating].
+    #[arg(long, value_name = "LIST", value_parser = parse_knowledge_network)]
+    pub network: Option<Lossy>,
+    /// How many servers may be down at the same time [default: 1].
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u8).range(0..=4))]
+    pub crashes: Option<u8>,
+    /// Check a deliberately broken variant of the fenced scheme (see `replicore-check list`).
+    #[arg(long, value_name = "NAME", value_parser = parse_failover_mutant)]
+    pub mutant: Option<FailoverMutant>,
+}
+
+/// A parsed failover `--script`.
+#[derive(Clone, Debug)]
+pub struct FailoverScript(pub Vec<replicore_model::failover::model::ModelOp>);
+
+fn parse_failover_script(s: &str) -> Result<FailoverScript, String> {
+    let ops = replicore_model::failover::model::try_script(s)?;
+    if ops.is_empty() || ops.len() > 4 {
+        return Err("the script needs 1 to 4 operations (e.g. w1,w2,r)".into());
+    }
+    Ok(FailoverScript(ops))
+}
+
+fn parse_variant(s: &str) -> Result<Variant, String> {
+    Variant::from_name(s).ok_or_else(|| format!("unknown variant '{s}' (expected seed or fenced)"))
+}
+
+fn parse_failover_mutant(s: &str) -> Result<FailoverMutant, String> {
+    FailoverMutant::from_name(s).ok_or_else(|| {
+        let names: Vec<_> = FailoverMutant::ALL.iter().map(|m| m.name()).collect();
+        format!(
+            "unknown mutant '{s}' (expected one of: {})",
+            names.join(", ")
+        )
+    })
+}
+
 /// Whether the knowledge-sync network loses messages.
 #[derive(Clone, Copy, Debug)]
 pub struct Lossy(pub bool);
@@ -140,7 +202,7 @@ fn parse_knowledge_network(s: &str) -> Result<Lossy, String> {
             lossy,
         } => Ok(Lossy(lossy)),
         _ => Err(
-            "knowledge-sync checks the duplicating network only (with or without `lossy`)".into(),
+            "knowledge-sync and failover check the duplicating network only (with or without `lossy`)".into(),
         ),
     }
 }

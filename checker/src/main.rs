@@ -13,6 +13,7 @@
 //! 2 bad usage, 3 stopped before the space was exhausted. `docs/checking.md` documents it.
 
 mod cli;
+mod failover;
 mod knowledge;
 mod master_slave;
 mod protocol;
@@ -44,6 +45,7 @@ fn run(cli: &Cli) -> anyhow::Result<i32> {
         }
         Command::MasterSlave { model, search } => master_slave::main(model, search),
         Command::KnowledgeSync { model, search } => knowledge::main(model, search),
+        Command::Failover { model, search } => failover::main(model, search),
     }
 }
 

@@ -38,6 +38,7 @@ pub trait Protocol: Sync {
 /// Every protocol the checker knows.
 pub static PROTOCOLS: &[&dyn Protocol] = &[
     &crate::master_slave::MasterSlave,
+    &crate::failover::Failover,
     &crate::knowledge::KnowledgeSync,
 ];
 
