@@ -728,3 +728,227 @@ impl<K: Payload, V: Payload> Actor for FailoverNode<K, V> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::KvOp;
+    use stateright::actor::Command;
+
+    type Node = FailoverNode<u8, u8>;
+    type Cmd = Command<Msg<u8, u8>, Timer, (), NodeStorage<u8, u8>>;
+
+    const CLIENT: usize = 2;
+
+    /// Commands have no `PartialEq`; their debug forms are compared.
+    macro_rules! same {
+        ($a:expr, $b:expr) => {
+            assert_eq!(format!("{:?}", $a), format!("{:?}", $b))
+        };
+    }
+
+    fn server(variant: Variant, role: Role) -> Node {
+        let (me, peer) = if role == Role::Master { (0, 1) } else { (1, 0) };
+        let _ = me;
+        FailoverNode::new(variant, role, Id::from(1), vec![Id::from(peer)])
+    }
+
+    fn started(node: &Node) -> NodeState<u8, u8> {
+        node.on_start(Id::from(0), &None, &mut Out::new())
+    }
+
+    fn msg(node: &Node, state: &mut NodeState<u8, u8>, src: usize, m: Msg<u8, u8>) -> Vec<Cmd> {
+        let mut cow = Cow::Borrowed(&*state);
+        let mut out = Out::new();
+        node.on_msg(Id::from(0), &mut cow, Id::from(src), m, &mut out);
+        *state = cow.into_owned();
+        out.into_iter().collect()
+    }
+
+    fn timeout(node: &Node, state: &mut NodeState<u8, u8>, t: Timer) -> Vec<Cmd> {
+        let mut cow = Cow::Borrowed(&*state);
+        let mut out = Out::new();
+        node.on_timeout(Id::from(0), &mut cow, &t, &mut out);
+        *state = cow.into_owned();
+        out.into_iter().collect()
+    }
+
+    fn put(op: u64, v: u8) -> Msg<u8, u8> {
+        Msg::Request {
+            op,
+            request: ClientOp::Update(KvOp::Put(0, v)),
+            master_unable: false,
+        }
+    }
+
+    fn update(op: u64) -> UpdateId {
+        UpdateId {
+            client: CLIENT as u64,
+            op,
+        }
+    }
+
+    /// The fenced master puts an update to the backup and neither applies nor answers it.
+    #[test]
+    fn fenced_master_proposes_and_waits_for_the_backup() {
+        let node = server(Variant::Fenced, Role::Master);
+        let mut s = started(&node);
+        let out = msg(&node, &mut s, CLIENT, put(1, 7));
+        let entry = Entry {
+            epoch: 0,
+            update: update(1),
+            delta: Kv::<u8, u8>::default().delta_of(&KvOp::Put(0, 7)),
+        };
+        same!(
+            out,
+            vec![Cmd::Send(
+                Id::from(1),
+                Msg::Advise {
+                    epoch: 0,
+                    prior: 0,
+                    entry: entry.clone()
+                }
+            )]
+        );
+        assert_eq!(s.version(), 0);
+        assert_eq!(
+            s.pending,
+            Some(Pending::Write {
+                client: Id::from(CLIENT),
+                entry
+            })
+        );
+        // A Stored naming another update at that version is not the answer (a restarted
+        // master may meet an old one).
+        let out = msg(
+            &node,
+            &mut s,
+            1,
+            Msg::Stored {
+                epoch: 0,
+                version: 1,
+                update: update(9),
+            },
+        );
+        assert!(out.is_empty());
+        assert_eq!(s.version(), 0);
+        // The backup's answer: apply, save, then answer the client.
+        let out = msg(
+            &node,
+            &mut s,
+            1,
+            Msg::Stored {
+                epoch: 0,
+                version: 1,
+                update: update(1),
+            },
+        );
+        assert_eq!(s.version(), 1);
+        assert!(matches!(out[0], Command::Save(_)));
+        same!(
+            out[1],
+            Cmd::Send(
+                Id::from(CLIENT),
+                Msg::Reply {
+                    op: 1,
+                    epoch: 0,
+                    answer: Answer::Written { version: 1 }
+                }
+            )
+        );
+    }
+
+    /// A client's notice does not move the fenced backup; a lease that was not renewed over a
+    /// whole check does, in a new epoch saved before its heartbeat leaves.
+    #[test]
+    fn fenced_backup_takes_over_only_when_the_lease_lapsed() {
+        let node = server(Variant::Fenced, Role::Backup);
+        let mut s = started(&node);
+        let notice = Msg::Request {
+            op: 1,
+            request: ClientOp::Update(KvOp::Put(0, 1)),
+            master_unable: true,
+        };
+        assert!(msg(&node, &mut s, CLIENT, notice).is_empty());
+        assert_eq!(s.role, Role::Backup);
+        assert!(
+            msg(
+                &node,
+                &mut s,
+                0,
+                Msg::Heartbeat {
+                    epoch: 0,
+                    version: 0
+                }
+            )
+            .is_empty()
+        );
+        assert!(s.renewed);
+        let out = timeout(&node, &mut s, Timer::LeaseCheck);
+        assert_eq!(out.len(), 1, "only re-armed: {out:?}");
+        assert_eq!((s.role, s.epoch, s.renewed), (Role::Backup, 0, false));
+        let out = timeout(&node, &mut s, Timer::LeaseCheck);
+        assert_eq!((s.role, s.epoch), (Role::Approver, 1));
+        assert!(matches!(&out[0], Command::Save(st) if st.epoch == 1 && st.role == Role::Approver));
+        same!(
+            out[1],
+            Cmd::Send(
+                Id::from(0),
+                Msg::Heartbeat {
+                    epoch: 1,
+                    version: 0
+                }
+            )
+        );
+    }
+
+    /// A master that hears of a higher epoch saves it, stops approving and asks for what it
+    /// is missing; a message of a lower epoch is then ignored.
+    #[test]
+    fn a_master_that_learns_a_higher_epoch_rejoins_as_a_slave() {
+        let node = server(Variant::Fenced, Role::Master);
+        let mut s = started(&node);
+        let out = msg(
+            &node,
+            &mut s,
+            1,
+            Msg::Heartbeat {
+                epoch: 1,
+                version: 2,
+            },
+        );
+        assert_eq!((s.role, s.epoch), (Role::Slave, 1));
+        assert!(matches!(&out[0], Command::Save(st) if st.epoch == 1 && st.role == Role::Slave));
+        same!(out[1], Cmd::CancelTimer(Timer::Heartbeat));
+        same!(
+            out[2],
+            Cmd::Send(Id::from(1), Msg::DeltaRequest { epoch: 1, from: 0 })
+        );
+        let stale = Msg::Stored {
+            epoch: 0,
+            version: 1,
+            update: update(1),
+        };
+        let before = s.clone();
+        assert!(msg(&node, &mut s, 1, stale).is_empty());
+        assert_eq!(s, before);
+    }
+
+    /// The seed's backup approves on a client's notice alone (claim 1d).
+    #[test]
+    fn seed_backup_approves_on_the_clients_notice() {
+        let node = server(Variant::Seed, Role::Backup);
+        let mut s = started(&node);
+        let notice = Msg::Request {
+            op: 1,
+            request: ClientOp::Update(KvOp::Put(0, 1)),
+            master_unable: true,
+        };
+        let out = msg(&node, &mut s, CLIENT, notice);
+        assert_eq!((s.role, s.version()), (Role::Approver, 1));
+        assert!(out.iter().any(|c| matches!(
+            c,
+            Command::Send(to, Msg::Reply { .. }) if usize::from(*to) == CLIENT
+        )));
+    }
+}
