@@ -78,6 +78,9 @@ pub enum Query {
     /// The next request number the master expects from the asking client (its ledger entry),
     /// so that a fresh process can continue a client id's numbering.
     NextReq,
+    /// A protocol-2 server's role and epoch (`replicore failover status`). Last, so the
+    /// encodings of the other variants are unchanged.
+    Role,
 }
 
 /// The answer to a [`Query`].
@@ -96,6 +99,21 @@ pub enum Reply {
     NextReq(u64),
     /// This node cannot answer the query (e.g. `NextReq` on a slave).
     Unsupported,
+    /// A protocol-2 server's role and epoch, version and data digest.
+    Role {
+        /// The node id (0 the master, 1 the backup).
+        node_id: u64,
+        /// master, backup, approver or slave.
+        role: String,
+        /// Its approval epoch.
+        epoch: u64,
+        /// Its version.
+        version: u64,
+        /// The number of keys.
+        keys: u64,
+        /// SHA-256 of its data's encoding.
+        digest: [u8; 32],
+    },
 }
 
 /// What a node reports about itself.

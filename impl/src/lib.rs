@@ -28,6 +28,8 @@
 //! - [`faults`]: the fault-injecting layer between the driver and the connections.
 //! - [`trace`]: trace recording; [`conformance`]: replay of traces through the model.
 //! - [`config`]: the TOML cluster file.
+//! - [`failover`], [`failover_cli`]: protocol 2 (failover approver): servers, a client that
+//!   fails over by itself, the `replicore failover` commands.
 //! - [`knowledge`], [`bundle`]: protocol 3 (knowledge sync) on disk, and its bundle files.
 #![warn(missing_docs)]
 
@@ -37,6 +39,8 @@ pub mod codec;
 pub mod config;
 pub mod conformance;
 pub mod driver;
+pub mod failover;
+pub mod failover_cli;
 pub mod faults;
 pub mod handshake;
 pub mod knowledge;

@@ -123,6 +123,12 @@ enum Command {
     },
     #[command(flatten)]
     Knowledge(replicore_runtime::knowledge_cli::KnowledgeCommand),
+    /// Protocol 2, failover approver: `serve --id N`, `put`, `delete`, `get`, `status`
+    /// (node 0 is the master, node 1 the backup: the cluster file's first slave).
+    Failover {
+        #[command(subcommand)]
+        command: replicore_runtime::failover_cli::FailoverCommand,
+    },
     /// A master and two slaves in this process on 127.0.0.1, a short workload, convergence.
     Demo {
         /// How many one-phase updates to run.
@@ -293,7 +299,11 @@ fn main() -> ExitCode {
         }
     };
     // Nodes log their life; clients and the demo (whose output is its story) only warnings.
-    let node_command = matches!(cli.command, Command::Master { .. } | Command::Slave { .. });
+    let node_command = match &cli.command {
+        Command::Master { .. } | Command::Slave { .. } => true,
+        Command::Failover { command } => command.is_server(),
+        _ => false,
+    };
     init_logs(if node_command { "info" } else { "warn" });
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
@@ -350,6 +360,25 @@ async fn run(cli: Cli) -> Result<()> {
         return Ok(());
     }
     let cluster = Cluster::from_args(&cli.cluster)?;
+    if let Command::Failover { command } = cli.command {
+        let servers = std::iter::once(cluster.master()?.to_string())
+            .chain(cluster.slaves.iter().cloned())
+            .collect();
+        let failover = replicore_runtime::failover_cli::FailoverCluster {
+            cluster_id: cluster.cluster_id,
+            key: cluster.key.clone().into_bytes(),
+            servers,
+            heartbeat_ms: cluster.heartbeat_ms,
+            max_frame_bytes: cluster
+                .max_frame_bytes
+                .unwrap_or(replicore_runtime::codec::MAX_FRAME_BYTES_DEFAULT),
+        };
+        print!(
+            "{}",
+            replicore_runtime::failover_cli::run(command, failover).await?
+        );
+        return Ok(());
+    }
     match cli.command {
         Command::Master { data_dir, listen } => {
             let listen = match listen {
@@ -431,7 +460,10 @@ async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Status => status(&cluster).await,
-        Command::Demo { .. } | Command::CheckTrace { .. } | Command::Knowledge(_) => {
+        Command::Demo { .. }
+        | Command::CheckTrace { .. }
+        | Command::Knowledge(_)
+        | Command::Failover { .. } => {
             unreachable!("handled above")
         }
     }

@@ -734,11 +734,16 @@ async fn write_fault_counts(faults: Arc<FaultLayer>, path: PathBuf, cancel: Canc
 /// How often a node with faults and a trace directory rewrites its fault counters.
 pub const FAULT_COUNTS_EVERY: Duration = Duration::from_millis(200);
 
+/// SHA-256 of a store's encoding: equal digests mean identical data.
+pub fn digest_of<S: serde::Serialize>(data: &S) -> [u8; 32] {
+    let bytes = postcard::to_allocvec(data).unwrap_or_default();
+    sha2::Sha256::digest(&bytes).into()
+}
+
 /// The status a node reports.
 pub fn status_of<S: UserStore>(node_id: u64, view: (Version, Option<Version>, &S)) -> NodeStatus {
     let (version, prepared, data) = view;
-    let bytes = postcard::to_allocvec(data).unwrap_or_default();
-    let digest: [u8; 32] = sha2::Sha256::digest(&bytes).into();
+    let digest = digest_of(data);
     NodeStatus {
         node_id,
         master: node_id == MASTER_ID,
@@ -767,6 +772,8 @@ where
         }
         Query::Status => Reply::Status(status_of(node_id, A::view(state))),
         Query::NextReq => A::next_req(state, src).map_or(Reply::Unsupported, Reply::NextReq),
+        // Protocol 2's question; a protocol-1 node has no epoch.
+        Query::Role => Reply::Unsupported,
     };
     let _ = reply.send(answer);
 }
