@@ -24,6 +24,7 @@
 //! - [`master_slave`]: protocol 1, master/slave replication (seeds 000/001).
 //! - [`failover`]: protocol 2, a failover approver (seed 002).
 //! - [`knowledge`]: protocol 3, knowledge sync (seed 004).
+//! - [`stage_sync`]: protocol 4, stage-ordered peer sync (seed 003).
 //! - [`explore`]: an exhaustive breadth-first explorer of our own (one pass, canonical
 //!   fingerprints, the liveness graph).
 //! - [`liveness`]: a graph check of our own that convergence stays reachable.
@@ -34,4 +35,5 @@ pub mod failover;
 pub mod knowledge;
 pub mod liveness;
 pub mod master_slave;
+pub mod stage_sync;
 pub mod store;
