@@ -8,6 +8,7 @@ use replicore_model::knowledge::{ConflictPolicy, Mutant as KnowledgeMutant, Scen
 use replicore_model::master_slave::client::ScriptStep;
 use replicore_model::master_slave::model::try_script;
 use replicore_model::master_slave::{Mutant, NetworkKind};
+use replicore_model::stage_sync::{Mutant as StageMutant, Ordering, Scenario as StageScenario};
 use replicore_model::store::ModelKv;
 
 /// Model-check replicore's protocols with Stateright.
@@ -51,6 +52,17 @@ pub enum Command {
         /// The model's configuration.
         #[command(flatten)]
         model: FailoverArgs,
+        /// How to search.
+        #[command(flatten)]
+        search: SearchArgs,
+    },
+    /// Protocol 4: peers execute operations at once and agree on one order by execution
+    /// stage and priority, undoing and redoing operations that lose their stage.
+    #[command(name = "stage-sync")]
+    StageSync {
+        /// The model's configuration.
+        #[command(flatten)]
+        model: StageArgs,
         /// How to search.
         #[command(flatten)]
         search: SearchArgs,
@@ -164,6 +176,77 @@ fn parse_variant(s: &str) -> Result<Variant, String> {
 fn parse_failover_mutant(s: &str) -> Result<FailoverMutant, String> {
     FailoverMutant::from_name(s).ok_or_else(|| {
         let names: Vec<_> = FailoverMutant::ALL.iter().map(|m| m.name()).collect();
+        format!(
+            "unknown mutant '{s}' (expected one of: {})",
+            names.join(", ")
+        )
+    })
+}
+
+/// The stage-sync model's options; an absent option keeps the scenario's value.
+#[derive(Debug, Args)]
+pub struct StageArgs {
+    /// Who edits what: race, chain, three or starve [default: race].
+    #[arg(long, value_name = "NAME", value_parser = parse_stage_scenario)]
+    pub scenario: Option<StageScenario>,
+    /// The priority operations carry: fixed (the seed: the peer's) or aged (older first,
+    /// then the peer's) [default: aged].
+    #[arg(long, value_name = "NAME", value_parser = parse_ordering)]
+    pub ordering: Option<Ordering>,
+    /// Reports and the stability line: on or off [default: off for three, else on].
+    #[arg(long, value_name = "ON|OFF", value_parser = parse_on_off)]
+    pub stability: Option<OnOff>,
+    /// The network: duplicating, or lossy,duplicating [default: duplicating].
+    #[arg(long, value_name = "LIST", value_parser = parse_stage_network)]
+    pub network: Option<Lossy>,
+    /// How many peers may be down at the same time [default: 0].
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u8).range(0..=3))]
+    pub crashes: Option<u8>,
+    /// Check a deliberately broken variant (see `replicore-check list`).
+    #[arg(long, value_name = "NAME", value_parser = parse_stage_mutant)]
+    pub mutant: Option<StageMutant>,
+}
+
+/// A parsed `on`/`off`.
+#[derive(Clone, Copy, Debug)]
+pub struct OnOff(pub bool);
+
+fn parse_on_off(s: &str) -> Result<OnOff, String> {
+    match s {
+        "on" => Ok(OnOff(true)),
+        "off" => Ok(OnOff(false)),
+        _ => Err(format!("expected on or off, not '{s}'")),
+    }
+}
+
+fn parse_stage_scenario(s: &str) -> Result<StageScenario, String> {
+    StageScenario::from_name(s).ok_or_else(|| {
+        let names: Vec<_> = StageScenario::ALL.iter().map(|m| m.name()).collect();
+        format!(
+            "unknown scenario '{s}' (expected one of: {})",
+            names.join(", ")
+        )
+    })
+}
+
+fn parse_ordering(s: &str) -> Result<Ordering, String> {
+    Ordering::from_name(s)
+        .ok_or_else(|| format!("unknown ordering '{s}' (expected one of: fixed, aged)"))
+}
+
+fn parse_stage_network(s: &str) -> Result<Lossy, String> {
+    match parse_network(s)? {
+        NetworkSpec {
+            kind: NetworkKind::UnorderedDuplicating,
+            lossy,
+        } => Ok(Lossy(lossy)),
+        _ => Err("stage-sync checks the duplicating network only (with or without `lossy`)".into()),
+    }
+}
+
+fn parse_stage_mutant(s: &str) -> Result<StageMutant, String> {
+    StageMutant::from_name(s).ok_or_else(|| {
+        let names: Vec<_> = StageMutant::ALL.iter().map(|m| m.name()).collect();
         format!(
             "unknown mutant '{s}' (expected one of: {})",
             names.join(", ")

@@ -19,6 +19,7 @@ mod master_slave;
 mod protocol;
 mod report;
 mod runner;
+mod stage_sync;
 
 use clap::Parser;
 use cli::{Cli, Command};
@@ -46,6 +47,7 @@ fn run(cli: &Cli) -> anyhow::Result<i32> {
         Command::MasterSlave { model, search } => master_slave::main(model, search),
         Command::KnowledgeSync { model, search } => knowledge::main(model, search),
         Command::Failover { model, search } => failover::main(model, search),
+        Command::StageSync { model, search } => stage_sync::main(model, search),
     }
 }
 

@@ -40,6 +40,7 @@ pub static PROTOCOLS: &[&dyn Protocol] = &[
     &crate::master_slave::MasterSlave,
     &crate::failover::Failover,
     &crate::knowledge::KnowledgeSync,
+    &crate::stage_sync::StageSync,
 ];
 
 /// The text of `replicore-check list`.

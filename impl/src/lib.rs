@@ -31,6 +31,8 @@
 //! - [`failover`], [`failover_cli`]: protocol 2 (failover approver): servers, a client that
 //!   fails over by itself, the `replicore failover` commands.
 //! - [`knowledge`], [`bundle`]: protocol 3 (knowledge sync) on disk, and its bundle files.
+//! - [`stage_sync`], [`stage_sync_cli`]: protocol 4 (stage-ordered peer sync): peer processes
+//!   over TCP, their redb store, the user's client and commands.
 #![warn(missing_docs)]
 
 pub mod bundle;
@@ -48,6 +50,8 @@ pub mod knowledge_cli;
 pub mod knowledge_net;
 pub mod memnet;
 pub mod node;
+pub mod stage_sync;
+pub mod stage_sync_cli;
 pub mod storage;
 pub mod trace;
 pub mod transport;

@@ -129,6 +129,11 @@ enum Command {
         #[command(subcommand)]
         command: replicore_runtime::failover_cli::FailoverCommand,
     },
+    /// Stage-ordered peer sync (protocol 4): run a peer, edit or show the shared document.
+    StageSync {
+        #[command(subcommand)]
+        command: replicore_runtime::stage_sync_cli::StageCommand,
+    },
     /// A master and two slaves in this process on 127.0.0.1, a short workload, convergence.
     Demo {
         /// How many one-phase updates to run.
@@ -359,6 +364,15 @@ async fn run(cli: Cli) -> Result<()> {
         );
         return Ok(());
     }
+    if let Command::StageSync { command } = cli.command {
+        let c = Cluster::from_args(&cli.cluster)?;
+        print!(
+            "{}",
+            replicore_runtime::stage_sync_cli::run(command, c.cluster_id, c.key.into_bytes())
+                .await?
+        );
+        return Ok(());
+    }
     let cluster = Cluster::from_args(&cli.cluster)?;
     if let Command::Failover { command } = cli.command {
         let servers = std::iter::once(cluster.master()?.to_string())
@@ -463,7 +477,8 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Demo { .. }
         | Command::CheckTrace { .. }
         | Command::Knowledge(_)
-        | Command::Failover { .. } => {
+        | Command::Failover { .. }
+        | Command::StageSync { .. } => {
             unreachable!("handled above")
         }
     }

@@ -168,7 +168,11 @@ impl StageConfig {
             .property(Expectation::Always, AT_MOST_ONCE, |_, s| at_most_once(s))
             .property(Expectation::Always, NONE_LOST, |_, s| none_lost(s))
             .property(Expectation::Always, CHAINED, |_, s| journals_chained(s))
-            .property(Expectation::Always, STABLE, |_, s| stable_never_undone(s));
+            .property(Expectation::Always, STABLE, |_, s| stable_never_undone(s))
+            .property(Expectation::Always, ATTEMPTS_BOUNDED, |_, s| {
+                s.history.attempts.values().all(|a| *a < MAX_ATTEMPTS)
+            })
+            .within_boundary(|_, s| s.history.attempts.values().all(|a| *a <= MAX_ATTEMPTS));
         if self.scenario == Scenario::Starve {
             model = model.property(Expectation::Always, STARVATION, |_, s| no_starvation(s));
         }
@@ -212,6 +216,13 @@ impl fmt::Display for StageConfig {
         )
     }
 }
+
+/// The exploration stops at states where an operation was executed this many times; the
+/// property [`props::ATTEMPTS_BOUNDED`] fails one step earlier, so a config that gets there is
+/// reported, never silently cut. Correct configs stay far below (an operation loses a race
+/// to each operation that beats it at most once); a mutant whose peers undo each other
+/// forever needs the bound to end.
+pub const MAX_ATTEMPTS: u32 = 6;
 
 /// The model type built by [`StageConfig::into_model`].
 pub type StageModel = ActorModel<Peer<Value>, StageConfig, Ghost>;
@@ -298,6 +309,9 @@ pub mod props {
         "journals are chained: each entry's previous operation is the entry before it";
     /// The stability line.
     pub const STABLE: &str = "nothing at or below a peer's stability line is undone anywhere";
+    /// The exploration's bound ([`MAX_ATTEMPTS`]) is never reached.
+    pub const ATTEMPTS_BOUNDED: &str =
+        "no operation is executed more than 5 times (the exploration's bound is not reached)";
     /// Bounded starvation (scenario starve).
     pub const STARVATION: &str =
         "no operation loses more than one race (bounded starvation, scenario starve)";

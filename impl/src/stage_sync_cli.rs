@@ -1,0 +1,122 @@
+//! The `replicore stage-sync` subcommands of protocol 4: run a peer, and, as its local user,
+//! edit the shared document or show it. The binary only wires them in.
+
+use crate::stage_sync::{self, Client, PeerConfig, StageError, View};
+use clap::Subcommand;
+use replicore_model::stage_sync::Edit;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+/// Stage-sync commands.
+#[derive(Debug, Subcommand)]
+pub enum StageCommand {
+    /// Run peer `--id` of a group (until killed). Every peer is given every address, in id
+    /// order; a higher id is a higher priority.
+    Peer {
+        /// This peer's id: its position in the `--peer` list, from 0.
+        #[arg(long)]
+        id: u64,
+        /// A peer's address (host:port); repeat for every peer, in id order, this one's
+        /// included.
+        #[arg(long = "peer", required = true)]
+        peers: Vec<String>,
+        /// The data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+    /// Insert VALUE at position AT of the document, through the peer at `--connect`.
+    Insert {
+        /// The peer's address.
+        #[arg(long)]
+        connect: String,
+        /// The position (past the end: at the end).
+        at: u32,
+        /// The value.
+        value: String,
+    },
+    /// Remove the value at position AT of the document, through the peer at `--connect`.
+    Remove {
+        /// The peer's address.
+        #[arg(long)]
+        connect: String,
+        /// The position (past the end: nothing).
+        at: u32,
+    },
+    /// Print the document of the peer at `--connect`, its stage and stability line.
+    Show {
+        /// The peer's address.
+        #[arg(long)]
+        connect: String,
+    },
+}
+
+/// The id a command-line user connects with: above every peer's, and apart per process.
+fn client_id() -> u64 {
+    1_000_000 + u64::from(std::process::id())
+}
+
+/// Prints a view.
+pub fn view_text(v: &View) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "stage {}  stable {}  held {}  items {}",
+        v.stage,
+        v.stable,
+        v.held,
+        v.items.len()
+    );
+    for (i, item) in v.items.iter().enumerate() {
+        let _ = writeln!(s, "{i:>4}  {item}");
+    }
+    s
+}
+
+/// Runs a stage-sync command with the group's cluster id and key; returns what to print.
+pub async fn run(cmd: StageCommand, cluster_id: u64, key: Vec<u8>) -> Result<String, StageError> {
+    let connect = |addr: String| {
+        let key = key.clone();
+        async move { Client::connect(&addr, cluster_id, &key, client_id()).await }
+    };
+    match cmd {
+        StageCommand::Peer {
+            id,
+            peers,
+            data_dir,
+        } => {
+            let handle = stage_sync::spawn(PeerConfig {
+                id,
+                addrs: peers,
+                listen: None,
+                cluster_id,
+                key,
+                data_dir,
+                faults: None,
+            })
+            .await?;
+            tracing::info!(peer = id, addr = %handle.addr, "stage-sync peer running");
+            handle
+                .run_until(async {
+                    let _ = tokio::signal::ctrl_c().await;
+                })
+                .await?;
+            Ok(String::new())
+        }
+        StageCommand::Insert {
+            connect: addr,
+            at,
+            value,
+        } => {
+            let (id, stage) = connect(addr)
+                .await?
+                .edit(Edit::Insert { at, value })
+                .await?;
+            Ok(format!("operation {id} executed at stage {stage}\n"))
+        }
+        StageCommand::Remove { connect: addr, at } => {
+            let (id, stage) = connect(addr).await?.edit(Edit::Remove { at }).await?;
+            Ok(format!("operation {id} executed at stage {stage}\n"))
+        }
+        StageCommand::Show { connect: addr } => Ok(view_text(&connect(addr).await?.show().await?)),
+    }
+}

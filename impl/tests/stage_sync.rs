@@ -1,0 +1,190 @@
+//! Stage-ordered peer sync (protocol 4) over 127.0.0.1: three peers editing concurrently
+//! under message delay, reordering and duplication converge to one document, truncate their
+//! journals, survive a restart; a user with the wrong key is refused.
+
+use replicore_model::stage_sync::Edit;
+use replicore_runtime::faults::FaultPlan;
+use replicore_runtime::stage_sync::{self, Client, PeerConfig, PeerHandle, StageError, View};
+use std::path::Path;
+use std::time::Duration;
+
+const KEY: &[u8] = b"test key";
+const CLUSTER: u64 = 4;
+/// How long a group may take to converge; it takes well under a second here.
+const CONVERGE_WITHIN: Duration = Duration::from_secs(30);
+
+fn faults(seed: u64) -> FaultPlan {
+    FaultPlan {
+        seed,
+        duplicate: 0.1,
+        reorder: 0.3,
+        reorder_ms: 60,
+        delay_ms: [1, 25],
+        ..FaultPlan::default()
+    }
+}
+
+/// Starts peer `id` of `n` on a fresh port. Peers dial only lower ids, so the addresses of
+/// higher ones are never used: peers start in id order.
+async fn start(
+    dir: &Path,
+    id: u64,
+    n: usize,
+    addrs: &[String],
+    plan: Option<FaultPlan>,
+) -> PeerHandle {
+    let mut all: Vec<String> = addrs.to_vec();
+    all.resize(n, "127.0.0.1:1".into());
+    stage_sync::spawn(PeerConfig {
+        id,
+        addrs: all,
+        listen: Some("127.0.0.1:0".into()),
+        cluster_id: CLUSTER,
+        key: KEY.to_vec(),
+        data_dir: dir.join(format!("p{id}")),
+        faults: plan,
+    })
+    .await
+    .expect("the peer starts")
+}
+
+/// Waits until every peer shows the same document of `items` values, holds nothing back and
+/// has truncated its whole journal; returns the views.
+async fn converged(peers: &[&PeerHandle], items: usize) -> Vec<View> {
+    let deadline = tokio::time::Instant::now() + CONVERGE_WITHIN;
+    loop {
+        let mut views = Vec::new();
+        for p in peers {
+            views.push(p.view().await.expect("the peer runs"));
+        }
+        let done = views.iter().all(|v| {
+            v.items == views[0].items
+                && v.items.len() == items
+                && v.held == 0
+                && v.stable == v.stage
+        });
+        if done {
+            return views;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no convergence in {CONVERGE_WITHIN:?}: {views:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_peers_editing_concurrently_under_delay_and_reordering_converge() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut addrs = Vec::new();
+    let mut peers = Vec::new();
+    for id in 0..3u64 {
+        let p = start(dir.path(), id, 3, &addrs, Some(faults(id + 11))).await;
+        addrs.push(p.addr.to_string());
+        peers.push(p);
+    }
+    // Each peer's user makes 6 edits as fast as it can, all three at once: inserts at the
+    // front (so the order of operations shows in the document) and one removal each.
+    let mut tasks = Vec::new();
+    for (i, p) in peers.iter().enumerate() {
+        let p = p.user();
+        tasks.push(tokio::spawn(async move {
+            for k in 0..6 {
+                let edit = if k == 3 {
+                    Edit::Remove { at: 1 }
+                } else {
+                    Edit::Insert {
+                        at: 0,
+                        value: format!("p{i}-{k}"),
+                    }
+                };
+                p.edit(edit).await.expect("the edit executes");
+                tokio::time::sleep(Duration::from_millis(3 * i as u64)).await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let refs: Vec<&PeerHandle> = peers.iter().collect();
+    // 15 inserts and 3 removals, each of which removes one value once ordered.
+    let views = converged(&refs, 12).await;
+    assert_eq!(
+        views[0].stage, 18,
+        "every operation is executed once: {views:?}"
+    );
+    for p in peers {
+        p.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_peer_keeps_its_document_and_catches_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let p0 = start(dir.path(), 0, 2, &[], None).await;
+    let a0 = p0.addr.to_string();
+    let p1 = start(dir.path(), 1, 2, std::slice::from_ref(&a0), None).await;
+    p1.edit(Edit::Insert {
+        at: 0,
+        value: "a".into(),
+    })
+    .await
+    .unwrap();
+    p0.edit(Edit::Insert {
+        at: 9,
+        value: "b".into(),
+    })
+    .await
+    .unwrap();
+    let before = converged(&[&p0, &p1], 2).await;
+    p1.shutdown().await.unwrap();
+    // While peer 1 is down, peer 0's user edits; its message is lost, its resend repairs it.
+    p0.edit(Edit::Insert {
+        at: 9,
+        value: "c".into(),
+    })
+    .await
+    .unwrap();
+    let p1 = start(dir.path(), 1, 2, std::slice::from_ref(&a0), None).await;
+    let restarted = p1.view().await.unwrap();
+    assert!(
+        restarted.items.starts_with(&before[1].items),
+        "{restarted:?}"
+    );
+    let after = converged(&[&p0, &p1], 3).await;
+    assert_eq!(after[0].items, vec!["a", "b", "c"]);
+    p0.shutdown().await.unwrap();
+    p1.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_edit_and_show_over_tcp_and_a_wrong_key_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let p0 = start(dir.path(), 0, 2, &[], None).await;
+    let a0 = p0.addr.to_string();
+    let p1 = start(dir.path(), 1, 2, std::slice::from_ref(&a0), None).await;
+    let mut user = Client::connect(&p1.addr.to_string(), CLUSTER, KEY, 1_000)
+        .await
+        .unwrap();
+    let (id, stage) = user
+        .edit(Edit::Insert {
+            at: 0,
+            value: "x".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!((id.origin, id.seq, stage), (1, 1, 1));
+    converged(&[&p0, &p1], 1).await;
+    let mut other = Client::connect(&a0, CLUSTER, KEY, 1_001).await.unwrap();
+    assert_eq!(other.show().await.unwrap().items, vec!["x"]);
+    let refused = Client::connect(&a0, CLUSTER, b"wrong key", 1_002).await;
+    assert!(
+        matches!(refused, Err(StageError::Transport(_))),
+        "{:?}",
+        refused.err()
+    );
+    assert_eq!(p0.view().await.unwrap().items, vec!["x"], "nothing changed");
+    p0.shutdown().await.unwrap();
+    p1.shutdown().await.unwrap();
+}
