@@ -333,7 +333,7 @@ impl PeerHandle {
 /// the actor until shut down.
 pub async fn spawn(cfg: PeerConfig) -> Result<PeerHandle, StageError> {
     let n = cfg.addrs.len();
-    if n < 2 || n > MAX_PEERS {
+    if !(2..=MAX_PEERS).contains(&n) {
         return Err(StageError::Config(format!(
             "a group has 2 to {MAX_PEERS} peers, not {n}"
         )));
@@ -382,8 +382,7 @@ pub async fn spawn(cfg: PeerConfig) -> Result<PeerHandle, StageError> {
         cancel: cancel.clone(),
     };
     tokio::spawn(transport::accept_loop(listener, link.clone()));
-    for (j, a) in cfg.addrs.iter().enumerate().take(cfg.id as usize) {
-        let _ = j;
+    for a in cfg.addrs.iter().take(cfg.id as usize) {
         tokio::spawn(transport::dial_loop(a.clone(), link.clone()));
     }
     let actor = Peer {
@@ -555,7 +554,7 @@ impl Client {
             .send(body)
             .await
             .map_err(|e| StageError::Closed(format!("sending: {e}")))?;
-        let answer = tokio::time::timeout(CLIENT_TIMEOUT, async {
+        tokio::time::timeout(CLIENT_TIMEOUT, async {
             while let Some(frame) = self.io.next().await {
                 let frame = frame.map_err(|e| StageError::Closed(format!("receiving: {e}")))?;
                 match codec::decode::<Frame<Msg>>(&frame) {
@@ -570,8 +569,7 @@ impl Client {
             Err(StageError::Closed("the peer closed the connection".into()))
         })
         .await
-        .map_err(|_| StageError::Closed("the peer did not answer in time".into()))?;
-        answer
+        .map_err(|_| StageError::Closed("the peer did not answer in time".into()))?
     }
 
     /// Executes `edit` on the peer; returns the operation and its stage.

@@ -676,3 +676,126 @@ impl<V: Payload> Actor for Peer<V> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stateright::actor::Command;
+
+    fn peer(peers: usize) -> Peer<u8> {
+        Peer {
+            peers,
+            edits: vec![],
+            ordering: Ordering::Aged,
+            stability: false,
+            resend: false,
+            save: false,
+            mutant: None,
+        }
+    }
+
+    fn sync(
+        origin: u64,
+        seq: u32,
+        attempt: u32,
+        stage: u32,
+        previous: Option<OpId>,
+        value: u8,
+    ) -> Sync<u8> {
+        Sync {
+            current: Current {
+                id: OpId { origin, seq },
+                attempt,
+                edit: Edit::Insert { at: 0, value },
+                stage,
+            },
+            previous: previous.map(|id| Previous {
+                id,
+                stage: stage - 1,
+            }),
+            priority: Priority {
+                age: stage,
+                peer: origin,
+            },
+        }
+    }
+
+    fn sent(out: Out<Peer<u8>>) -> Vec<(usize, StageMsg<u8>)> {
+        out.into_iter()
+            .filter_map(|c| match c {
+                Command::Send(dst, m) => Some((usize::from(dst), m)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_user_edit_executes_at_once_and_goes_to_every_other_peer() {
+        let p = peer(3);
+        let mut st = PeerState::default();
+        let mut o = Out::new();
+        let (id, stage) = p.issue(1, &mut st, Edit::Insert { at: 0, value: 7 }, &mut o);
+        assert_eq!((id, stage), (OpId { origin: 1, seq: 1 }, 1));
+        assert_eq!(st.doc.items, vec![7]);
+        let m = StageMsg::Sync(sync(1, 1, 1, 1, None, 7));
+        assert_eq!(sent(o), vec![(0, m.clone()), (2, m)]);
+    }
+
+    #[test]
+    fn a_higher_priority_operation_at_an_executed_stage_undoes_and_redoes() {
+        let p = peer(2);
+        let mut st = PeerState::default();
+        p.issue(
+            0,
+            &mut st,
+            Edit::Insert { at: 0, value: 1 },
+            &mut Out::new(),
+        );
+        let mut cow = Cow::Borrowed(&st);
+        let mut o = Out::new();
+        let theirs = sync(1, 1, 1, 1, None, 2);
+        p.on_msg(
+            Id::from(0),
+            &mut cow,
+            Id::from(1),
+            StageMsg::Sync(theirs.clone()),
+            &mut o,
+        );
+        let st = cow.into_owned();
+        let ids: Vec<OpId> = st.journal.iter().map(|e| e.sync.current.id).collect();
+        assert_eq!(
+            ids,
+            vec![OpId { origin: 1, seq: 1 }, OpId { origin: 0, seq: 1 }]
+        );
+        assert_eq!(st.doc.items, vec![1, 2]);
+        assert!(st.settled());
+        // Its own operation again, at stage 2 after the winner, with its age kept.
+        let mut again = sync(0, 1, 2, 2, Some(theirs.current.id), 1);
+        again.priority.age = 1;
+        assert_eq!(sent(o), vec![(1, StageMsg::Sync(again))]);
+    }
+
+    #[test]
+    fn a_lower_priority_message_of_the_same_stage_pair_is_requeued_not_dropped() {
+        let p = peer(3);
+        let mut st = PeerState::default();
+        // Both wait for stage 2 after an operation this peer has not executed.
+        let before = OpId { origin: 0, seq: 9 };
+        let low = sync(0, 1, 1, 2, Some(before), 1);
+        let high = sync(1, 1, 1, 2, Some(before), 2);
+        for (src, m) in [(0, low.clone()), (1, high.clone())] {
+            let mut cow = Cow::Borrowed(&st);
+            p.on_msg(
+                Id::from(2),
+                &mut cow,
+                Id::from(src),
+                StageMsg::Sync(m),
+                &mut Out::new(),
+            );
+            st = cow.into_owned();
+        }
+        assert_eq!(st.waiting.values().collect::<Vec<_>>(), vec![&high]);
+        assert_eq!(st.redo.values().collect::<Vec<_>>(), vec![&low]);
+        assert!(st.journal.is_empty());
+    }
+}
