@@ -18,6 +18,64 @@ const KEY: &str = "failover-key";
 const CLUSTER: u64 = 7;
 const TEST_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// A TCP link in front of `target` that can be partitioned: after [`Partition::cut`] every
+/// byte either way is read and dropped (connections stay open, new ones are accepted and
+/// hang), as a network that silently loses everything between the two ends.
+struct Partition {
+    addr: String,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Partition {
+    async fn new(target: String) -> Self {
+        use std::sync::atomic::AtomicBool;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let cut = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = cut.clone();
+        tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let Ok(outbound) = tokio::net::TcpStream::connect(&target).await else {
+                    continue;
+                };
+                let (ir, iw) = inbound.into_split();
+                let (or, ow) = outbound.into_split();
+                tokio::spawn(pump(ir, ow, flag.clone()));
+                tokio::spawn(pump(or, iw, flag.clone()));
+            }
+        });
+        Partition { addr, cut }
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Copies `from` to `to` until either closes, dropping everything once `cut` is set.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if cut.load(std::sync::atomic::Ordering::SeqCst) {
+            continue;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
 fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     l.local_addr().expect("local addr").port()
@@ -271,8 +329,8 @@ async fn a_master_killed_under_load_fails_over_without_losing_an_acknowledged_up
     .expect("bounded");
 }
 
-/// The client cannot reach the master (cut off from it alone; the master and the backup
-/// still talk): the client goes to the backup and says the master is unable, but the master
+/// The client's link to the master is partitioned after a first write (cut off from it
+/// alone; the master and the backup still talk): the client goes to the backup and says the master is unable, but the master
 /// keeps renewing the backup's lease, so the backup does not take over. No split brain: the
 /// write is not approved by the backup, both servers stay in epoch 0 in their roles, and a
 /// client that reaches the master writes through it.
@@ -284,25 +342,34 @@ async fn a_master_cut_off_from_the_client_only_is_not_deposed() {
         let mut c = Cluster::new(200);
         c.start(0).await;
         c.start(1).await;
-        // A port nobody listens on stands for the master, as this client sees it.
-        let unreachable = format!("127.0.0.1:{}", free_port());
-        let mut cut_off = c.client(&unreachable);
+        // The client reaches the master through a link that is then partitioned: bytes
+        // both ways are swallowed, connections stay open, new ones hang.
+        let link = Partition::new(c.addrs[0].clone()).await;
+        let mut cut_off = c.client(&link.addr);
+        let v = cut_off
+            .put("w", b"0", Duration::from_secs(10))
+            .await
+            .expect("a put through the link before the partition");
+        assert_eq!(v, 1);
+        link.cut();
         let r = cut_off.put("x", b"1", Duration::from_secs(3)).await;
         assert!(
             r.is_err(),
             "the backup must not approve on a client's suspicion: {r:?}"
         );
         let master = c.role(0).await.expect("master reachable");
-        let backup = c.role(1).await.expect("backup reachable");
-        assert_eq!((master.0.as_str(), master.1, master.2), ("master", 0, 0));
-        assert_eq!((backup.0.as_str(), backup.1, backup.2), ("backup", 0, 0));
+        assert_eq!((master.0.as_str(), master.1, master.2), ("master", 0, 1));
+        let backup = c
+            .wait_role(1, "the backup holds the first write", |r| r.2 >= 1)
+            .await;
+        assert_eq!((backup.0.as_str(), backup.1, backup.2), ("backup", 0, 1));
         let mut client = c.client(&c.addrs[0].clone());
         let v = client
             .put("x", b"2", Duration::from_secs(10))
             .await
             .expect("put through the master");
-        assert_eq!(v, 1);
-        let backup = c.wait_role(1, "the backup stored it", |r| r.2 == 1).await;
+        assert_eq!(v, 2);
+        let backup = c.wait_role(1, "the backup stored it", |r| r.2 == 2).await;
         assert_eq!((backup.0.as_str(), backup.1), ("backup", 0));
     })
     .await
