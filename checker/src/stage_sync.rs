@@ -162,7 +162,9 @@ pub fn main(args: &StageArgs, search: &SearchArgs) -> anyhow::Result<i32> {
     if let Some(path) = &search.replay {
         return replay(cfg, path);
     }
-    let settings = crate::master_slave::settings(search)?;
+    let mut settings = crate::master_slave::settings(search)?;
+    // No symmetry to reduce by (its peers have distinct priorities): the report says so.
+    settings.symmetry = false;
     let report = check(&cfg, &settings, search);
     if search.json {
         emit(&format!(
