@@ -11,7 +11,7 @@ use crate::report::{
     NodeRow, PropertyRow, Report, SCHEMA, Verdict, verdict,
 };
 use crate::runner::{self, Settings, Strategy, shortest_prefix};
-use anyhow::{Context, bail};
+use anyhow::bail;
 use replicore_model::explore::{Liveness, plain_fingerprint};
 use replicore_model::failover::model::{
     FailoverAction, FailoverModel, FailoverState, MemberState, props, script_text,
@@ -142,15 +142,7 @@ fn config_fields(cfg: &FailoverConfig) -> serde_json::Value {
 pub fn main(args: &FailoverArgs, search: &SearchArgs) -> anyhow::Result<i32> {
     let cfg = config(args)?;
     if let Some(addr) = &search.explore {
-        let probe = std::net::TcpListener::bind(addr)
-            .with_context(|| format!("--explore: cannot listen on {addr}"))?;
-        drop(probe);
-        println!("config: {cfg}");
-        println!(
-            "Explorer on http://{addr}/ (open #/steps/PATH for a printed path); Ctrl-C to stop"
-        );
-        let _ = cfg.into_model().checker().serve(addr.as_str());
-        return Ok(EXIT_OK);
+        return crate::runner::serve_explorer(cfg.clone().into_model(), &cfg, addr);
     }
     if let Some(path) = &search.replay {
         return replay(cfg, path);
@@ -159,18 +151,7 @@ pub fn main(args: &FailoverArgs, search: &SearchArgs) -> anyhow::Result<i32> {
     // No symmetry to reduce by (its servers have distinct roles): the report says so.
     settings.symmetry = false;
     let report = check(&cfg, &settings, search);
-    if search.json {
-        emit(&format!(
-            "{}\n",
-            serde_json::to_string_pretty(&report).context("encoding the report")?
-        ));
-    } else {
-        emit(&report.text());
-    }
-    if report.exit_code == EXIT_PARTIAL {
-        eprintln!("replicore-check: {}", report.summary());
-    }
-    Ok(report.exit_code)
+    crate::report::finish(&report, search.json)
 }
 
 /// Why the graph check does not run on `cfg`, if it does not.

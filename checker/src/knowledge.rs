@@ -10,7 +10,7 @@ use crate::report::{
     PropertyRow, Report, SCHEMA, Verdict, verdict,
 };
 use crate::runner::{self, Settings, shortest_prefix};
-use anyhow::{Context, bail};
+use anyhow::bail;
 use replicore_model::knowledge::model::{
     KnowledgeModel, KnowledgeState, ModelChange, representative,
 };
@@ -163,33 +163,14 @@ fn config_fields(cfg: &KnowledgeConfig) -> serde_json::Value {
 pub fn main(args: &KnowledgeArgs, search: &SearchArgs) -> anyhow::Result<i32> {
     let cfg = config(args)?;
     if let Some(addr) = &search.explore {
-        let probe = std::net::TcpListener::bind(addr)
-            .with_context(|| format!("--explore: cannot listen on {addr}"))?;
-        drop(probe);
-        println!("config: {cfg}");
-        println!(
-            "Explorer on http://{addr}/ (open #/steps/PATH for a printed path); Ctrl-C to stop"
-        );
-        let _ = cfg.into_model().checker().serve(addr.as_str());
-        return Ok(EXIT_OK);
+        return crate::runner::serve_explorer(cfg.clone().into_model(), &cfg, addr);
     }
     if let Some(path) = &search.replay {
         return replay(cfg, path);
     }
     let settings = crate::master_slave::settings(search)?;
     let report = check(&cfg, &settings, search.no_reduction);
-    if search.json {
-        emit(&format!(
-            "{}\n",
-            serde_json::to_string_pretty(&report).context("encoding the report")?
-        ));
-    } else {
-        emit(&report.text());
-    }
-    if report.exit_code == EXIT_PARTIAL {
-        eprintln!("replicore-check: {}", report.summary());
-    }
-    Ok(report.exit_code)
+    crate::report::finish(&report, search.json)
 }
 
 /// The full check of `cfg`.

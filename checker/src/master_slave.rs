@@ -201,25 +201,14 @@ pub fn settings(search: &SearchArgs) -> anyhow::Result<Settings> {
 pub fn main(args: &MasterSlaveArgs, search: &SearchArgs) -> anyhow::Result<i32> {
     let cfg = config(args)?;
     if let Some(addr) = &search.explore {
-        return explore(cfg, addr);
+        return crate::runner::serve_explorer(cfg.clone().into_model(), &cfg, addr);
     }
     if let Some(path) = &search.replay {
         return replay(cfg, path, search.json);
     }
     let settings = settings(search)?;
     let report = check(&cfg, &settings, search)?;
-    if search.json {
-        emit(&format!(
-            "{}\n",
-            serde_json::to_string_pretty(&report).context("encoding the report")?
-        ));
-    } else {
-        emit(&report.text());
-    }
-    if report.exit_code == EXIT_PARTIAL {
-        eprintln!("replicore-check: {}", report.summary());
-    }
-    Ok(report.exit_code)
+    crate::report::finish(&report, search.json)
 }
 
 /// Which config the main run explores, and why.
@@ -976,17 +965,5 @@ fn replay(cfg: MasterSlaveConfig, encoded: &str, json: bool) -> anyhow::Result<i
         ));
     }
     emit(&out);
-    Ok(EXIT_OK)
-}
-
-/// `--explore ADDR`: serves the Stateright Explorer on `cfg` exactly as given.
-fn explore(cfg: MasterSlaveConfig, addr: &str) -> anyhow::Result<i32> {
-    // Stateright's server panics when it cannot bind; find out first, and say so plainly.
-    let probe = std::net::TcpListener::bind(addr)
-        .with_context(|| format!("--explore: cannot listen on {addr}"))?;
-    drop(probe);
-    println!("config: {cfg}");
-    println!("Explorer on http://{addr}/ (open #/steps/PATH for a printed path); Ctrl-C to stop");
-    let _ = cfg.into_model().checker().serve(addr);
     Ok(EXIT_OK)
 }

@@ -385,3 +385,21 @@ pub fn node_line(n: &NodeRow) -> String {
     }
     line
 }
+
+/// Prints `report` (as text, or as one JSON document with `json`), says loudly on stderr when
+/// the check was partial, and returns its exit code.
+pub fn finish(report: &Report, json: bool) -> anyhow::Result<i32> {
+    use anyhow::Context as _;
+    if json {
+        crate::emit(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(report).context("encoding the report")?
+        ));
+    } else {
+        crate::emit(&report.text());
+    }
+    if report.exit_code == EXIT_PARTIAL {
+        eprintln!("replicore-check: {}", report.summary());
+    }
+    Ok(report.exit_code)
+}
