@@ -219,6 +219,33 @@ impl<K: Payload, V: Payload> FailoverNode<K, V> {
         }
     }
 
+    /// The id of `client`'s update `op`, unless it is already applied: then a retry is
+    /// answered again with its version, nothing is applied, and the result is `None`.
+    fn unapplied(
+        &self,
+        state: &NodeState<K, V>,
+        client: Id,
+        op: OpNumber,
+        o: &mut Out<Self>,
+    ) -> Option<UpdateId> {
+        let update = UpdateId {
+            client: usize::from(client) as u64,
+            op,
+        };
+        let Some(version) = state.version_of(update) else {
+            return Some(update);
+        };
+        o.send(
+            client,
+            Msg::Reply {
+                op,
+                epoch: state.epoch,
+                answer: Answer::Written { version },
+            },
+        );
+        None
+    }
+
     /// Approves `update` alone: applies it, saves, answers the client and advises every
     /// other server (claim 1b for the master, claim 1d for the backup). The shipped master
     /// never approves alone: see [`FailoverNode::propose`].
@@ -230,23 +257,9 @@ impl<K: Payload, V: Payload> FailoverNode<K, V> {
         change: &crate::store::KvOp<K, V>,
         o: &mut Out<Self>,
     ) {
-        let update = UpdateId {
-            client: usize::from(client) as u64,
-            op,
-        };
-        if let Some(version) = state.version_of(update) {
-            // A retry of an update already applied: answer again, apply nothing.
-            let epoch = state.epoch;
-            o.send(
-                client,
-                Msg::Reply {
-                    op,
-                    epoch,
-                    answer: Answer::Written { version },
-                },
-            );
+        let Some(update) = self.unapplied(state, client, op, o) else {
             return;
-        }
+        };
         let prior = state.version();
         let entry = Entry {
             epoch: state.epoch,
@@ -283,22 +296,9 @@ impl<K: Payload, V: Payload> FailoverNode<K, V> {
         change: &crate::store::KvOp<K, V>,
         o: &mut Out<Self>,
     ) {
-        let update = UpdateId {
-            client: usize::from(client) as u64,
-            op,
-        };
-        if let Some(version) = state.version_of(update) {
-            let epoch = state.epoch;
-            o.send(
-                client,
-                Msg::Reply {
-                    op,
-                    epoch,
-                    answer: Answer::Written { version },
-                },
-            );
+        let Some(update) = self.unapplied(state, client, op, o) else {
             return;
-        }
+        };
         match &state.pending {
             Some(Pending::Write { entry, .. }) if entry.update == update => {
                 // A retry of the open proposal: put it to the backup again.
