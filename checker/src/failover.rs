@@ -196,6 +196,7 @@ pub fn check(cfg: &FailoverConfig, settings: &Settings, search: &SearchArgs) -> 
             &model,
             settings,
             &plain_fingerprint::<FailoverState>,
+            None,
             Some(liveness),
             search.graph_max_states,
         )

@@ -14,8 +14,8 @@ use anyhow::{Context, bail};
 use replicore_model::explore::{Liveness, plain_fingerprint};
 use replicore_model::liveness::GraphReport;
 use replicore_model::master_slave::model::{
-    MasterSlaveModel, MasterSlaveState, canonical_fingerprint, check_convergence, is_fair, props,
-    representative, script_text,
+    BLIND_TO, MasterSlaveModel, MasterSlaveState, canonical_fingerprint, check_convergence,
+    forget_dead, is_fair, props, recovery_blind_fingerprint, representative, script_text,
 };
 use replicore_model::master_slave::{
     Beat, ClientMsg, Decision, MasterSlaveConfig, Mode, Msg, Mutant, NodeState, Outcome, Saved,
@@ -258,6 +258,52 @@ fn explored_model(cfg: &MasterSlaveConfig, explored: &MasterSlaveConfig) -> Mast
     model
 }
 
+/// A second search of [`confirm_on_exact_space`]: which properties it decided, and how far it
+/// got.
+struct ExactRun {
+    names: Vec<&'static str>,
+    unique: usize,
+    elapsed: std::time::Duration,
+    stopped: Option<runner::Stop>,
+}
+
+/// A search with [`recovery_blind_fingerprint`] can miss a discovery of the properties in
+/// [`BLIND_TO`] but never invent one: when it exhausted the space without reaching one of
+/// them, this searches again with the exact [`canonical_fingerprint`] and puts that search's
+/// findings for them into `outcome`.
+fn confirm_on_exact_space(
+    model: &MasterSlaveModel,
+    settings: &Settings,
+    outcome: &mut runner::Outcome<MasterSlaveModel>,
+) -> Option<ExactRun> {
+    let missed: Vec<usize> = (0..outcome.findings.len())
+        .filter(|i| BLIND_TO.contains(&outcome.findings[*i].name) && !outcome.findings[*i].found)
+        .collect();
+    if outcome.stopped.is_some() || missed.is_empty() {
+        return None;
+    }
+    let (exact, _) = runner::explore(
+        model,
+        settings,
+        &canonical_fingerprint,
+        Some(&forget_dead),
+        None,
+        usize::MAX,
+    );
+    let run = ExactRun {
+        names: missed.iter().map(|i| outcome.findings[*i].name).collect(),
+        unique: exact.unique,
+        elapsed: exact.elapsed,
+        stopped: exact.stopped,
+    };
+    for (i, finding) in exact.findings.into_iter().enumerate() {
+        if missed.contains(&i) {
+            outcome.findings[i] = finding;
+        }
+    }
+    Some(run)
+}
+
 /// The full check: the main run, then the liveness graph check.
 pub fn check(
     cfg: &MasterSlaveConfig,
@@ -292,14 +338,14 @@ pub fn check(
     let with_graph = one_pass
         && graph_skip(cfg, settings, search, true).is_none()
         && graph_config(cfg) == explored;
-    let (outcome, pass) = if one_pass {
+    let (outcome, pass, exact) = if one_pass {
         let goal = |s: &MasterSlaveState| props::converged(&explored, s);
         let liveness = with_graph.then_some(Liveness {
             fair: &is_fair,
             goal: &goal,
         });
         let fingerprint: &dyn Fn(&MasterSlaveState) -> u64 = if settings.symmetry {
-            &canonical_fingerprint
+            &recovery_blind_fingerprint
         } else {
             &plain_fingerprint::<MasterSlaveState>
         };
@@ -308,16 +354,34 @@ pub fn check(
         } else {
             usize::MAX
         };
-        let (outcome, graph) = runner::explore(&model, settings, fingerprint, liveness, max_states);
+        // The dead messages the canonical fingerprint ignores are dropped from the states too.
+        let normalize: Option<&dyn Fn(&mut MasterSlaveState)> =
+            settings.symmetry.then_some(&forget_dead);
+        let (mut outcome, graph) = runner::explore(
+            &model,
+            settings,
+            fingerprint,
+            normalize,
+            liveness,
+            max_states,
+        );
         let pass = graph.map(|g| OnePassGraph {
             unique_states: outcome.unique,
             stopped: outcome.stopped,
             elapsed: outcome.elapsed,
             graph: g,
         });
-        (outcome, pass)
+        let exact = settings
+            .symmetry
+            .then(|| confirm_on_exact_space(&model, settings, &mut outcome))
+            .flatten();
+        (outcome, pass, exact)
     } else {
-        (runner::run(model, settings, Some(representative)), None)
+        (
+            runner::run(model, settings, Some(representative)),
+            None,
+            None,
+        )
     };
     let judge = explored_model(cfg, &explored);
     let complete = outcome.stopped.is_none();
@@ -326,8 +390,18 @@ pub fn check(
     let mut counterexamples = Vec::new();
     let note = (explored != *cfg).then(|| "decided on the loss-free space".to_string());
     for f in &outcome.findings {
+        let rechecked = exact.as_ref().filter(|e| e.names.contains(&f.name));
+        let complete = rechecked.map_or(complete, |e| e.stopped.is_none());
         let (kind, result) = verdict(&f.expectation, f.found, complete);
         let mut note = note.clone();
+        if let Some(e) = rechecked {
+            note = Some(format!(
+                "not reached with the recovery-blind fingerprint; decided on the exact space ({} unique states, {:.2} s{})",
+                e.unique,
+                e.elapsed.as_secs_f64(),
+                if e.stopped.is_some() { ", stopped" } else { "" }
+            ));
+        }
         let mut result = result;
         if settings.strategy == Strategy::Simulation
             && kind == Kind::Eventually
@@ -966,4 +1040,62 @@ fn replay(cfg: MasterSlaveConfig, encoded: &str, json: bool) -> anyhow::Result<i
     }
     emit(&out);
     Ok(EXIT_OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use replicore_model::master_slave::model::script;
+
+    /// When the recovery-blind search misses the recovery property, the exact search decides
+    /// it: here the miss is simulated on a config that reaches it.
+    #[test]
+    fn a_missed_recovery_is_decided_on_the_exact_space() {
+        let cfg = MasterSlaveConfig {
+            slaves: 1,
+            script: script("1p"),
+            lossy: false,
+            ..Default::default()
+        };
+        let model = cfg.into_model();
+        let settings = Settings {
+            strategy: Strategy::Dfs,
+            symmetry: true,
+            threads: 1,
+            seed: 0,
+            depth: None,
+            timeout: None,
+        };
+        let (mut outcome, _) = runner::explore(
+            &model,
+            &settings,
+            &recovery_blind_fingerprint,
+            Some(&forget_dead),
+            None,
+            usize::MAX,
+        );
+        let i = outcome
+            .findings
+            .iter()
+            .position(|f| f.name == props::REACH_RECOVERY)
+            .expect("a config with a crash has the recovery property");
+        assert!(outcome.findings[i].found);
+        assert!(
+            confirm_on_exact_space(&model, &settings, &mut outcome).is_none(),
+            "nothing to confirm"
+        );
+        outcome.findings[i].found = false;
+        outcome.findings[i].discovery = None;
+        let exact = confirm_on_exact_space(&model, &settings, &mut outcome).expect("a rerun");
+        assert_eq!(exact.names, vec![props::REACH_RECOVERY]);
+        assert!(exact.stopped.is_none());
+        assert!(
+            exact.unique > outcome.unique,
+            "{} vs {}",
+            exact.unique,
+            outcome.unique
+        );
+        assert!(outcome.findings[i].found);
+        assert!(outcome.findings[i].discovery.is_some());
+    }
 }

@@ -167,7 +167,7 @@ where
             Some(f) => replicore_model::explore::plain_fingerprint(&f(s)),
             None => replicore_model::explore::plain_fingerprint(s),
         };
-        return explore(&model, settings, &fingerprint, None, usize::MAX).0;
+        return explore(&model, settings, &fingerprint, None, None, usize::MAX).0;
     }
     let mut builder: CheckerBuilder<M> = model.checker().threads(settings.threads.max(1));
     if let Some(depth) = settings.depth {
@@ -197,6 +197,7 @@ pub fn explore<M>(
     model: &M,
     settings: &Settings,
     fingerprint: &dyn Fn(&M::State) -> u64,
+    normalize: Option<replicore_model::explore::Normalize<'_, M::State>>,
     liveness: Option<replicore_model::explore::Liveness<'_, M>>,
     max_states: usize,
 ) -> (Outcome<M>, Option<Graph<M>>)
@@ -226,6 +227,7 @@ where
         Strategy::Bfs => Order::BreadthFirst,
         Strategy::Dfs | Strategy::Simulation => Order::DepthFirst,
     };
+    options.normalize = normalize;
     options.liveness = liveness;
     options.max_states = max_states;
     options.max_depth = settings.depth;

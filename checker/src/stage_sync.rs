@@ -187,7 +187,7 @@ pub fn check(cfg: &StageConfig, settings: &Settings, search: &SearchArgs) -> Rep
         } else {
             usize::MAX
         };
-        runner::explore(&model, settings, &fingerprint, liveness, max_states)
+        runner::explore(&model, settings, &fingerprint, None, liveness, max_states)
     };
     let complete = outcome.stopped.is_none();
     let mut properties = Vec::new();

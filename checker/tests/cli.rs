@@ -311,7 +311,7 @@ fn the_default_config_holds() {
         ),
         "{out}"
     );
-    assert!(out.contains("unique       792783"), "{out}");
+    assert!(out.contains("unique       279995"), "{out}");
     assert!(
         out.contains("holds        graph      convergence stays reachable from every state"),
         "{out}"

@@ -25,6 +25,9 @@ use std::time::{Duration, Instant};
 /// A canonical fingerprint: states with equal fingerprints are treated as one.
 pub type Fingerprint<'a, S> = &'a dyn Fn(&S) -> u64;
 
+/// A rewrite of a generated state (see [`Options::normalize`]).
+pub type Normalize<'a, S> = &'a dyn Fn(&mut S);
+
 /// A fast hasher with fixed keys, for fingerprints: the same value hashes the same in every
 /// run.
 pub fn hasher() -> impl Hasher {
@@ -87,6 +90,11 @@ pub struct Options<'a, M: Model> {
     pub order: Order,
     /// The canonical fingerprint.
     pub fingerprint: Fingerprint<'a, M::State>,
+    /// Rewrites every generated state before it is fingerprinted, judged and expanded: it
+    /// may only drop what the fingerprint ignores and no step or property reads (dead
+    /// messages), so that later steps stop cloning, hashing and delivering it. Paths are
+    /// reported in the model's own states (nothing dropped).
+    pub normalize: Option<Normalize<'a, M::State>>,
     /// Keep the fair-edge graph and search it for traps.
     pub liveness: Option<Liveness<'a, M>>,
     /// Stop after this many unique states.
@@ -109,6 +117,7 @@ impl<'a, M: Model> Options<'a, M> {
         Options {
             order: Order::DepthFirst,
             fingerprint,
+            normalize: None,
             liveness: None,
             max_states: usize::MAX,
             max_depth: None,
@@ -243,6 +252,11 @@ where
 
     let inits = model.init_states();
     for (i, s) in inits.iter().enumerate() {
+        let mut s = s.clone();
+        if let Some(normalize) = options.normalize {
+            normalize(&mut s);
+        }
+        let s = &s;
         states += 1;
         if !model.within_boundary(s) {
             continue;
@@ -304,9 +318,12 @@ where
         model.actions(&state, &mut actions);
         for (ai, action) in actions.drain(..).enumerate() {
             let fair = options.liveness.as_ref().is_some_and(|l| (l.fair)(&action));
-            let Some(next) = model.next_state(&state, action) else {
+            let Some(mut next) = model.next_state(&state, action) else {
                 continue;
             };
+            if let Some(normalize) = options.normalize {
+                normalize(&mut next);
+            }
             if !model.within_boundary(&next) {
                 continue;
             }
@@ -359,6 +376,9 @@ where
         indices.reverse();
         let init = inits[indices[0] as usize].clone();
         let mut state = init.clone();
+        if let Some(normalize) = options.normalize {
+            normalize(&mut state);
+        }
         let mut taken = Vec::new();
         let mut acts = Vec::new();
         for ai in &indices[1..] {
@@ -370,6 +390,9 @@ where
             state = model
                 .next_state(&state, action.clone())
                 .expect("a recorded step replays");
+            if let Some(normalize) = options.normalize {
+                normalize(&mut state);
+            }
             taken.push(action);
         }
         Path::from_actions(model, init, taken.iter()).expect("a recorded path replays")

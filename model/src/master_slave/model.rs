@@ -1063,6 +1063,34 @@ pub fn representative(s: &MasterSlaveState) -> MasterSlaveState {
     permuted(s, &plan, network)
 }
 
+/// Drops from `s` what [`canonical_fingerprint`] ignores and no step reads: the dead
+/// messages (see [`is_dead`]; dead stays dead, so they would only be cloned, hashed and
+/// delivered as no-ops from here on) and the duplicating network's record of the last
+/// delivered message. For [`crate::explore::Options::normalize`].
+pub fn forget_dead(s: &mut MasterSlaveState) {
+    match &s.network {
+        Network::UnorderedDuplicating(set, _) => {
+            let dead: Vec<_> = set.iter().filter(|e| is_dead(s, e)).cloned().collect();
+            if let Network::UnorderedDuplicating(set, last) = &mut s.network {
+                for e in &dead {
+                    set.remove(e);
+                }
+                *last = None;
+            }
+        }
+        Network::UnorderedNonDuplicating(bag) => {
+            let dead: Vec<_> = bag.keys().filter(|e| is_dead(s, e)).cloned().collect();
+            if let Network::UnorderedNonDuplicating(bag) = &mut s.network {
+                for e in &dead {
+                    bag.remove(e);
+                }
+            }
+        }
+        // A queue is delivered in order: a dead message ahead of a live one still holds it back.
+        Network::Ordered(_) => {}
+    }
+}
+
 /// The canonical fingerprint of `s` for [`crate::explore`]: the hash of a canonical form of
 /// `s` under renaming of slaves, with dead messages forgotten (see [`is_dead`]), computed
 /// without building that form. Slaves are ordered by a hash of everything they own; slaves
@@ -1073,6 +1101,28 @@ pub fn representative(s: &MasterSlaveState) -> MasterSlaveState {
 /// [`representative`] it forgets dead messages: it is for `Always`/`Sometimes` properties
 /// and the graph check, not for Stateright's `Eventually`.
 pub fn canonical_fingerprint(s: &MasterSlaveState) -> u64 {
+    fingerprint(s, true)
+}
+
+/// [`canonical_fingerprint`] without each slave's `recovered` flag, which only
+/// [`props::REACH_RECOVERY`] reads: 2.8 times fewer states in the default config.
+///
+/// It is exact for every other verdict: no step, no `Always` property and no other
+/// `Sometimes` property reads the flag, so states that differ only in it have the same
+/// futures up to the flag. For [`props::REACH_RECOVERY`] a search with it can miss a
+/// discovery but never invent one: [`crate::explore`] judges `Sometimes` properties on
+/// states it generated, each the end of a real path. So "reached" is final, and "not
+/// reached" must be confirmed by a search with [`canonical_fingerprint`] (see
+/// [`BLIND_TO`]).
+pub fn recovery_blind_fingerprint(s: &MasterSlaveState) -> u64 {
+    fingerprint(s, false)
+}
+
+/// The properties a search with [`recovery_blind_fingerprint`] may miss: "not reached" for
+/// them is confirmed with [`canonical_fingerprint`].
+pub const BLIND_TO: &[&str] = &[props::REACH_RECOVERY];
+
+fn fingerprint(s: &MasterSlaveState, with_recovered: bool) -> u64 {
     use crate::explore::{hash_of, hasher};
     use std::hash::{Hash, Hasher};
     let n = s.actor_states.len();
@@ -1081,8 +1131,17 @@ pub fn canonical_fingerprint(s: &MasterSlaveState) -> u64 {
         .find(|&i| matches!(&*s.actor_states[i], NodeState::Client(_)))
         .unwrap_or(n);
     let own = |i: usize| {
+        let node = match &*s.actor_states[i] {
+            NodeState::Slave(sl) => hash_of(&(
+                &sl.user,
+                &sl.waiting,
+                &sl.requested,
+                with_recovered && sl.recovered,
+            )),
+            other => hash_of(other),
+        };
         hash_of(&(
-            &*s.actor_states[i],
+            node,
             &s.actor_storages[i],
             s.crashed[i],
             &s.timers_set[i],
