@@ -25,6 +25,11 @@ use clap::Parser;
 use cli::{Cli, Command};
 use std::process::ExitCode;
 
+// A search allocates and frees a state per step: mimalloc takes a tenth off the default
+// config's time against the system allocator (docs/checking.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     // clap prints its own usage errors and exits 2; --help and --version exit 0.
     let cli = Cli::parse();
