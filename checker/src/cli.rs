@@ -318,8 +318,8 @@ pub struct SearchArgs {
     /// A simulation without it runs 30 s.
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: Option<u64>,
-    /// Stateright checker threads, for configs with an `Eventually` property [default: the
-    /// number of cores]; replicore's explorer runs on one.
+    /// Checker threads [default: the number of cores]: replicore's explorer uses them depth
+    /// first (breadth first runs on one), Stateright's checker for `Eventually` configs too.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=256))]
     pub threads: Option<u64>,
     /// Reduce by the protocol's symmetry (on by default).

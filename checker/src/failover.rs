@@ -191,6 +191,7 @@ pub fn check(cfg: &FailoverConfig, settings: &Settings, search: &SearchArgs) -> 
         let liveness = Liveness {
             fair: &props::fair,
             goal: &goal,
+            bound_reaches_goal: false,
         };
         runner::explore(
             &model,

@@ -327,11 +327,11 @@ pub fn check(
             "; symmetry off: the representative forgets dead messages, unsound for Eventually",
         );
     }
-    // An exhaustive search runs replicore's explorer (one thread); the main run and the
-    // liveness graph are one pass over one space when the graph check explores the same
-    // config (crashes allowed: the loss-free space).
+    // An exhaustive search runs replicore's explorer (depth first on every thread, breadth
+    // first on one); the main run and the liveness graph are one pass over one space when
+    // the graph check explores the same config (crashes allowed: the loss-free space).
     let one_pass = settings.strategy != Strategy::Simulation && !has_eventually;
-    if one_pass {
+    if one_pass && settings.strategy == Strategy::Bfs {
         settings.threads = 1;
     }
     let settings = &settings;
@@ -343,8 +343,9 @@ pub fn check(
         let liveness = with_graph.then_some(Liveness {
             fair: &is_fair,
             goal: &goal,
+            bound_reaches_goal: true,
         });
-        let fingerprint: &dyn Fn(&MasterSlaveState) -> u64 = if settings.symmetry {
+        let fingerprint: &(dyn Fn(&MasterSlaveState) -> u64 + Sync) = if settings.symmetry {
             &recovery_blind_fingerprint
         } else {
             &plain_fingerprint::<MasterSlaveState>
@@ -355,7 +356,7 @@ pub fn check(
             usize::MAX
         };
         // The dead messages the canonical fingerprint ignores are dropped from the states too.
-        let normalize: Option<&dyn Fn(&mut MasterSlaveState)> =
+        let normalize: Option<&(dyn Fn(&mut MasterSlaveState) + Sync)> =
             settings.symmetry.then_some(&forget_dead);
         let (mut outcome, graph) = runner::explore(
             &model,
@@ -608,6 +609,7 @@ fn graph_check(
             unique_states: p.unique_states,
             fair_edges: p.graph.fair_edges,
             goal_states: p.graph.goal_states,
+            at_bound: p.graph.at_bound,
             truncated: p.stopped.is_some(),
             elapsed: p.elapsed,
             trap: p.graph.trap,
@@ -655,6 +657,14 @@ fn graph_check(
         "graph check on the loss-free space (crashes allowed), in the same pass".to_string()
     } else {
         "graph check on the loss-free space (crashes allowed)".to_string()
+    };
+    let note = if g.at_bound > 0 {
+        format!(
+            "{note}; {} states with a fair step past the model's bound on messages in flight count as converging",
+            g.at_bound
+        )
+    } else {
+        note
     };
     properties.push(PropertyRow {
         name: props::CONVERGENCE_REACHABLE.to_string(),

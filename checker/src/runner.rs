@@ -196,20 +196,20 @@ pub type Graph<M> = replicore_model::explore::GraphOutcome<M>;
 pub fn explore<M>(
     model: &M,
     settings: &Settings,
-    fingerprint: &dyn Fn(&M::State) -> u64,
+    fingerprint: replicore_model::explore::Fingerprint<'_, M::State>,
     normalize: Option<replicore_model::explore::Normalize<'_, M::State>>,
     liveness: Option<replicore_model::explore::Liveness<'_, M>>,
     max_states: usize,
 ) -> (Outcome<M>, Option<Graph<M>>)
 where
-    M: Model,
-    M::State: Debug + Clone + PartialEq,
+    M: Model + Sync,
+    M::State: Debug + Clone + PartialEq + Send,
     M::Action: Debug + Clone + PartialEq,
 {
     use replicore_model::explore::{Cut, Options, Order, Progress};
     let started = Instant::now();
     let live = std::io::stderr().is_terminal();
-    let printed = std::cell::Cell::new(false);
+    let printed = std::sync::atomic::AtomicBool::new(false);
     let progress = |p: &Progress| {
         let secs = p.elapsed.as_secs_f64();
         eprint!(
@@ -220,7 +220,7 @@ where
             p.states as f64 / secs.max(1e-9),
         );
         let _ = std::io::stderr().flush();
-        printed.set(true);
+        printed.store(true, std::sync::atomic::Ordering::Relaxed);
     };
     let mut options = Options::new(fingerprint);
     options.order = match settings.strategy {
@@ -228,6 +228,7 @@ where
         Strategy::Dfs | Strategy::Simulation => Order::DepthFirst,
     };
     options.normalize = normalize;
+    options.threads = settings.threads;
     options.liveness = liveness;
     options.max_states = max_states;
     options.max_depth = settings.depth;
@@ -236,7 +237,7 @@ where
         options.progress = Some(&progress);
     }
     let run = replicore_model::explore::explore(model, options);
-    if printed.get() {
+    if printed.load(std::sync::atomic::Ordering::Relaxed) {
         eprint!("\r\x1b[2K");
         let _ = std::io::stderr().flush();
     }

@@ -181,6 +181,7 @@ pub fn check(cfg: &StageConfig, settings: &Settings, search: &SearchArgs) -> Rep
         let liveness = graph_on.then_some(Liveness {
             fair: &fair,
             goal: &goal,
+            bound_reaches_goal: false,
         });
         let max_states = if graph_on {
             search.graph_max_states

@@ -329,3 +329,28 @@ fn a_timeout_exits_3_loudly() {
     );
     assert!(err.contains("PARTIAL CHECK"), "{err}");
 }
+
+/// On an ordered network the model bounds the messages in flight; a state whose way on
+/// crosses that bound is unexplored, not stuck, so the graph check does not call it a trap
+/// (it did, with a client's retries filling the master's queue) and says how many there are.
+#[test]
+fn the_in_flight_bound_is_not_a_trap() {
+    let (code, out, _) = check(&[
+        "master-slave",
+        "--slaves",
+        "1",
+        "--script",
+        "1p",
+        "--network",
+        "ordered",
+    ]);
+    assert!(
+        out.contains("holds        graph      convergence stays reachable from every state"),
+        "{out}"
+    );
+    assert!(
+        out.contains("past the model's bound on messages in flight count as converging"),
+        "{out}"
+    );
+    assert_eq!(code, 0, "{out}");
+}

@@ -18,15 +18,18 @@
 //! (it is only meaningful at terminal states); callers use the graph check instead.
 
 use stateright::{Expectation, Model, Path};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
+use std::sync::Mutex;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::time::{Duration, Instant};
 
 /// A canonical fingerprint: states with equal fingerprints are treated as one.
-pub type Fingerprint<'a, S> = &'a dyn Fn(&S) -> u64;
+pub type Fingerprint<'a, S> = &'a (dyn Fn(&S) -> u64 + Sync);
 
 /// A rewrite of a generated state (see [`Options::normalize`]).
-pub type Normalize<'a, S> = &'a dyn Fn(&mut S);
+pub type Normalize<'a, S> = &'a (dyn Fn(&mut S) + Sync);
 
 /// A fast hasher with fixed keys, for fingerprints: the same value hashes the same in every
 /// run.
@@ -55,9 +58,15 @@ pub fn plain_fingerprint<S: Hash>(state: &S) -> u64 {
 /// The fair-edge graph to keep for a liveness check: which actions count, and the goal.
 pub struct Liveness<'a, M: Model> {
     /// Whether an action is fair (a step the system takes once faults stop).
-    pub fair: &'a dyn Fn(&M::Action) -> bool,
+    pub fair: &'a (dyn Fn(&M::Action) -> bool + Sync),
     /// The states to reach.
-    pub goal: &'a dyn Fn(&M::State) -> bool,
+    pub goal: &'a (dyn Fn(&M::State) -> bool + Sync),
+    /// Whether a state with a fair step out of `within_boundary` counts as reaching the
+    /// goal. Yes where the boundary only keeps the space finite (a bound on messages in
+    /// flight: what lies past it is unexplored, not stuck), so a trap reported is a real one;
+    /// no where the boundary stands for "never gets anywhere" (a bound on re-executions
+    /// that cuts a livelock), so a state whose every way on leaves the boundary is a trap.
+    pub bound_reaches_goal: bool,
 }
 
 /// Live figures of a running exploration.
@@ -105,7 +114,10 @@ pub struct Options<'a, M: Model> {
     /// Stop at this instant.
     pub deadline: Option<Instant>,
     /// Called about once a second.
-    pub progress: Option<&'a dyn Fn(&Progress)>,
+    pub progress: Option<&'a (dyn Fn(&Progress) + Sync)>,
+    /// Workers (depth first only): states are handed between them, so a path found may
+    /// differ from run to run, but the unique count does not (the fingerprint is canonical).
+    pub threads: usize,
     /// Stop as soon as one of these properties is discovered (like Stateright's
     /// `finish_when(HasDiscoveries::AnyOf(..))`); the run is then not a proof of the others.
     pub stop_at: Vec<&'static str>,
@@ -124,6 +136,7 @@ impl<'a, M: Model> Options<'a, M> {
             deadline: None,
             progress: None,
             stop_at: Vec::new(),
+            threads: 1,
         }
     }
 }
@@ -146,6 +159,9 @@ pub struct GraphOutcome<M: Model> {
     pub fair_edges: usize,
     /// Goal states.
     pub goal_states: usize,
+    /// States counted as reaching the goal because a fair step leaves the boundary (see
+    /// [`Liveness::bound_reaches_goal`]).
+    pub at_bound: usize,
     /// A shortest path to a state from which no goal state is reachable by fair steps
     /// (only when the space was exhausted).
     pub trap: Option<Path<M::State, M::Action>>,
@@ -190,11 +206,60 @@ impl Hasher for Identity {
     }
 }
 
-/// Explores `model` in `options.order`. See the module documentation.
+/// A property is discovered at a state (`At`) or at the successor by an action of an
+/// explored state (`After`): `Sometimes` properties are judged on every generated state,
+/// repeats included, so a fingerprint may ignore ghost bits that only they read.
+#[derive(Clone, Copy)]
+enum Found {
+    At(u32),
+    After(u32, u32),
+}
+
+/// A state to expand: its id, its depth, the state.
+type Job<S> = (u32, u32, S);
+
+/// What the workers of [`explore`] share.
+struct Shared<S> {
+    /// Fingerprint to id, in shards by the fingerprint's top bits.
+    shards: Vec<Mutex<HashMap<u64, u32, BuildHasherDefault<Identity>>>>,
+    /// Ids are handed out here.
+    table: Mutex<Table>,
+    found: Mutex<Vec<Option<Found>>>,
+    found_flags: Vec<AtomicBool>,
+    open: AtomicUsize,
+    /// States handed from a busy worker to an idle one.
+    pool: Mutex<Vec<Job<S>>>,
+    pool_len: AtomicUsize,
+    /// Workers waiting for work.
+    idle: AtomicUsize,
+    stop: AtomicBool,
+    cut: Mutex<Option<Cut>>,
+    states: AtomicUsize,
+    max_depth: AtomicUsize,
+}
+
+/// Per id: (parent, index of the action in the parent's action list), and whether it is a
+/// goal state (when the liveness graph is kept).
+#[derive(Default)]
+struct Table {
+    parents: Vec<(u32, u32)>,
+    is_goal: Vec<bool>,
+}
+
+/// What one worker of [`explore`] kept for itself.
+struct WorkerOut {
+    edges: Vec<(u32, u32)>,
+    at_bound: Vec<u32>,
+}
+
+const SHARDS: usize = 64;
+
+/// Explores `model` in `options.order` with `options.threads` workers (depth first only;
+/// breadth first runs one). See the module documentation.
 pub fn explore<M>(model: &M, options: Options<'_, M>) -> Exploration<M>
 where
-    M: Model,
-    M::State: Clone + PartialEq,
+    M: Model + Sync,
+    M::State: Clone + PartialEq + Send,
     M::Action: Clone + PartialEq,
 {
     let started = Instant::now();
@@ -203,35 +268,28 @@ where
         .iter()
         .map(|p| p.expectation != Expectation::Eventually)
         .collect();
-    let mut open = judged.iter().filter(|j| **j).count();
-
-    let mut ids: HashMap<u64, u32, BuildHasherDefault<Identity>> = HashMap::default();
-    // For each state: (parent, index of the action in the parent's action list).
-    let mut parents: Vec<(u32, u32)> = Vec::new();
-    let mut is_goal: Vec<bool> = Vec::new();
-    let mut edges: Vec<(u32, u32)> = Vec::new();
-    let mut queue: std::collections::VecDeque<(u32, u32, M::State)> = Default::default();
-    let mut states = 0usize;
-    let mut max_depth = 0usize;
-    let mut cut = None;
-    let mut last_progress = Instant::now();
-
-    // A property is discovered at a state (`At`) or at the successor by an action of an
-    // explored state (`After`): `Sometimes` properties are judged on every generated state,
-    // repeats included, so a fingerprint may ignore ghost bits that only they read.
-    #[derive(Clone, Copy)]
-    enum Found {
-        At(u32),
-        After(u32, u32),
-    }
-    let mut found: Vec<Option<Found>> = vec![None; properties.len()];
-    let judge = |state: &M::State,
-                 at: Found,
-                 kinds: &[Expectation],
-                 found: &mut Vec<Option<Found>>,
-                 open: &mut usize| {
+    let threads = match options.order {
+        Order::DepthFirst => options.threads.max(1),
+        Order::BreadthFirst => 1,
+    };
+    let shared = Shared {
+        shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+        table: Mutex::default(),
+        found: Mutex::new(vec![None; properties.len()]),
+        found_flags: properties.iter().map(|_| AtomicBool::new(false)).collect(),
+        open: AtomicUsize::new(judged.iter().filter(|j| **j).count()),
+        pool: Mutex::default(),
+        pool_len: AtomicUsize::new(0),
+        idle: AtomicUsize::new(0),
+        stop: AtomicBool::new(false),
+        cut: Mutex::new(None),
+        states: AtomicUsize::new(0),
+        max_depth: AtomicUsize::new(0),
+    };
+    let judge = |state: &M::State, at: Found, kinds: &[Expectation]| {
         for (i, p) in properties.iter().enumerate() {
-            if !judged[i] || found[i].is_some() || !kinds.contains(&p.expectation) {
+            if !judged[i] || shared.found_flags[i].load(Relaxed) || !kinds.contains(&p.expectation)
+            {
                 continue;
             }
             let holds = (p.condition)(model, state);
@@ -241,127 +299,198 @@ where
                 Expectation::Eventually => false,
             };
             if hit {
-                found[i] = Some(at);
-                *open -= 1;
+                let mut found = lock(&shared.found);
+                if found[i].is_none() {
+                    found[i] = Some(at);
+                    shared.found_flags[i].store(true, Relaxed);
+                    shared.open.fetch_sub(1, Relaxed);
+                }
             }
         }
     };
     let both = [Expectation::Always, Expectation::Sometimes];
     let always = [Expectation::Always];
     let sometimes = [Expectation::Sometimes];
+    // Looks `next` up, giving it an id if it is new (`None`: new but over `max_states`).
+    let id_of = |fingerprint: u64, parent: (u32, u32), next: &M::State| -> Option<(u32, bool)> {
+        let mut shard = lock(&shared.shards[(fingerprint >> 58) as usize % SHARDS]);
+        if let Some(id) = shard.get(&fingerprint) {
+            return Some((*id, false));
+        }
+        let mut table = lock(&shared.table);
+        if table.parents.len() >= options.max_states {
+            return None;
+        }
+        let id = table.parents.len() as u32;
+        table.parents.push(parent);
+        if let Some(l) = &options.liveness {
+            table.is_goal.push((l.goal)(next));
+        }
+        drop(table);
+        shard.insert(fingerprint, id);
+        Some((id, true))
+    };
 
     let inits = model.init_states();
+    let mut first = VecDeque::new();
     for (i, s) in inits.iter().enumerate() {
         let mut s = s.clone();
         if let Some(normalize) = options.normalize {
             normalize(&mut s);
         }
-        let s = &s;
-        states += 1;
-        if !model.within_boundary(s) {
+        shared.states.fetch_add(1, Relaxed);
+        if !model.within_boundary(&s) {
             continue;
         }
-        if let std::collections::hash_map::Entry::Vacant(e) = ids.entry((options.fingerprint)(s)) {
-            let id = parents.len() as u32;
-            e.insert(id);
-            parents.push((u32::MAX, i as u32));
-            if let Some(l) = &options.liveness {
-                is_goal.push((l.goal)(s));
-            }
-            judge(s, Found::At(id), &both, &mut found, &mut open);
-            queue.push_back((id, 1, s.clone()));
-            max_depth = 1;
+        if let Some((id, true)) = id_of((options.fingerprint)(&s), (u32::MAX, i as u32), &s) {
+            judge(&s, Found::At(id), &both);
+            first.push_back((id, 1, s));
+            shared.max_depth.store(1, Relaxed);
         }
     }
 
-    let mut actions = Vec::new();
-    let pop = |queue: &mut std::collections::VecDeque<_>| match options.order {
-        Order::BreadthFirst => queue.pop_front(),
-        Order::DepthFirst => queue.pop_back(),
-    };
     let stop_at: Vec<usize> = properties
         .iter()
         .enumerate()
         .filter(|(_, p)| options.stop_at.contains(&p.name))
         .map(|(i, _)| i)
         .collect();
-    while let Some((id, depth, state)) = pop(&mut queue) {
-        if open == 0 && options.liveness.is_none() {
-            break;
-        }
-        if stop_at.iter().any(|i| found[*i].is_some()) {
-            break;
-        }
-        if options.max_depth.is_some_and(|d| depth as usize >= d) {
-            cut.get_or_insert(Cut::Depth);
-            continue;
-        }
-        if states & 0x3ff == 0 {
-            let now = Instant::now();
-            if options.deadline.is_some_and(|d| now >= d) {
-                cut = Some(Cut::Deadline);
+    let set_cut = |c: Cut| {
+        lock(&shared.cut).get_or_insert(c);
+    };
+    let worker = |index: usize, mut queue: VecDeque<Job<M::State>>| -> WorkerOut {
+        let mut out = WorkerOut {
+            edges: Vec::new(),
+            at_bound: Vec::new(),
+        };
+        let mut actions = Vec::new();
+        let mut states = 0usize;
+        let mut max_depth = 0usize;
+        let mut last_progress = Instant::now();
+        loop {
+            if shared.stop.load(Relaxed) {
                 break;
             }
-            if let Some(report) = options.progress
-                && now.duration_since(last_progress) >= Duration::from_secs(1)
-            {
-                last_progress = now;
-                report(&Progress {
-                    states,
-                    unique: parents.len(),
-                    depth: max_depth,
-                    elapsed: started.elapsed(),
-                });
-            }
-        }
-        actions.clear();
-        model.actions(&state, &mut actions);
-        for (ai, action) in actions.drain(..).enumerate() {
-            let fair = options.liveness.as_ref().is_some_and(|l| (l.fair)(&action));
-            let Some(mut next) = model.next_state(&state, action) else {
-                continue;
+            let job = match options.order {
+                Order::BreadthFirst => queue.pop_front(),
+                Order::DepthFirst => queue.pop_back(),
             };
-            if let Some(normalize) = options.normalize {
-                normalize(&mut next);
+            let Some((id, depth, state)) = job else {
+                if threads > 1 && wait_for_work(&shared, threads, &mut queue) {
+                    continue;
+                }
+                break;
+            };
+            if shared.open.load(Relaxed) == 0 && options.liveness.is_none()
+                || stop_at.iter().any(|i| shared.found_flags[*i].load(Relaxed))
+            {
+                shared.stop.store(true, Relaxed);
+                break;
             }
-            if !model.within_boundary(&next) {
+            if options.max_depth.is_some_and(|d| depth as usize >= d) {
+                set_cut(Cut::Depth);
                 continue;
             }
-            states += 1;
-            judge(
-                &next,
-                Found::After(id, ai as u32),
-                &sometimes,
-                &mut found,
-                &mut open,
-            );
-            let next_id = match ids.entry((options.fingerprint)(&next)) {
-                std::collections::hash_map::Entry::Occupied(e) => *e.get(),
-                std::collections::hash_map::Entry::Vacant(e) => {
-                    if parents.len() >= options.max_states {
-                        cut = Some(Cut::MaxStates);
-                        continue;
+            if states >= 0x400 {
+                let total = shared.states.fetch_add(states, Relaxed) + states;
+                states = 0;
+                let now = Instant::now();
+                if options.deadline.is_some_and(|d| now >= d) {
+                    *lock(&shared.cut) = Some(Cut::Deadline);
+                    shared.stop.store(true, Relaxed);
+                    break;
+                }
+                if index == 0
+                    && let Some(report) = options.progress
+                    && now.duration_since(last_progress) >= Duration::from_secs(1)
+                {
+                    last_progress = now;
+                    report(&Progress {
+                        states: total,
+                        unique: lock(&shared.table).parents.len(),
+                        depth: shared.max_depth.load(Relaxed).max(max_depth),
+                        elapsed: started.elapsed(),
+                    });
+                }
+            }
+            actions.clear();
+            model.actions(&state, &mut actions);
+            for (ai, action) in actions.drain(..).enumerate() {
+                let fair = options.liveness.as_ref().is_some_and(|l| (l.fair)(&action));
+                let Some(mut next) = model.next_state(&state, action) else {
+                    continue;
+                };
+                if let Some(normalize) = options.normalize {
+                    normalize(&mut next);
+                }
+                if !model.within_boundary(&next) {
+                    if fair
+                        && options
+                            .liveness
+                            .as_ref()
+                            .is_some_and(|l| l.bound_reaches_goal)
+                    {
+                        out.at_bound.push(id);
                     }
-                    let next_id = parents.len() as u32;
-                    e.insert(next_id);
-                    parents.push((id, ai as u32));
-                    if let Some(l) = &options.liveness {
-                        is_goal.push((l.goal)(&next));
-                    }
-                    judge(&next, Found::At(next_id), &always, &mut found, &mut open);
+                    continue;
+                }
+                states += 1;
+                judge(&next, Found::After(id, ai as u32), &sometimes);
+                let Some((next_id, new)) =
+                    id_of((options.fingerprint)(&next), (id, ai as u32), &next)
+                else {
+                    *lock(&shared.cut) = Some(Cut::MaxStates);
+                    continue;
+                };
+                if new {
+                    judge(&next, Found::At(next_id), &always);
                     max_depth = max_depth.max(depth as usize + 1);
                     queue.push_back((next_id, depth + 1, next));
-                    next_id
                 }
-            };
-            if fair && next_id != id {
-                edges.push((next_id, id)); // reversed: from successor back to predecessor
+                if fair && next_id != id {
+                    out.edges.push((next_id, id)); // reversed: from successor back to predecessor
+                }
+            }
+            // Hand the shallowest half of the stack to an idle worker.
+            if threads > 1
+                && queue.len() > 1
+                && shared.idle.load(Relaxed) > 0
+                && shared.pool_len.load(Relaxed) == 0
+            {
+                let mut pool = lock(&shared.pool);
+                pool.extend(queue.drain(..queue.len() / 2));
+                shared.pool_len.store(pool.len(), Relaxed);
             }
         }
-        if cut == Some(Cut::Deadline) {
-            break;
-        }
-    }
+        shared.states.fetch_add(states, Relaxed);
+        shared.max_depth.fetch_max(max_depth, Relaxed);
+        out
+    };
+    let outs: Vec<WorkerOut> = if threads == 1 {
+        vec![worker(0, first)]
+    } else {
+        *lock(&shared.pool) = first.into();
+        shared.pool_len.store(lock(&shared.pool).len(), Relaxed);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|i| {
+                    let worker = &worker;
+                    scope.spawn(move || worker(i, VecDeque::new()))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("an explorer worker panicked"))
+                .collect()
+        })
+    };
+
+    let Table {
+        parents,
+        mut is_goal,
+    } = shared.table.into_inner().unwrap_or_else(|e| e.into_inner());
+    let found = shared.found.into_inner().unwrap_or_else(|e| e.into_inner());
+    let cut = shared.cut.into_inner().unwrap_or_else(|e| e.into_inner());
     let path_to = |target: u32, extra: Option<u32>| -> Path<M::State, M::Action> {
         let mut indices: Vec<u32> = extra.into_iter().collect();
         let mut cur = target;
@@ -399,6 +528,17 @@ where
     };
 
     let graph = options.liveness.as_ref().map(|_| {
+        let edges: Vec<(u32, u32)> = outs.iter().flat_map(|o| o.edges.iter().copied()).collect();
+        let mut at_bound: Vec<u32> = outs
+            .iter()
+            .flat_map(|o| o.at_bound.iter().copied())
+            .collect();
+        let goal_states = is_goal.iter().filter(|g| **g).count();
+        at_bound.sort_unstable();
+        at_bound.dedup();
+        for id in &at_bound {
+            is_goal[*id as usize] = true;
+        }
         let trap = if cut.is_none() {
             first_trap(parents.len(), &edges, &is_goal)
         } else {
@@ -406,15 +546,16 @@ where
         };
         GraphOutcome {
             fair_edges: edges.len(),
-            goal_states: is_goal.iter().filter(|g| **g).count(),
+            goal_states,
+            at_bound: at_bound.len(),
             trap: trap.map(|t| path_to(t, None)),
         }
     });
 
     Exploration {
-        states,
+        states: shared.states.load(Relaxed),
         unique: parents.len(),
-        max_depth,
+        max_depth: shared.max_depth.load(Relaxed),
         elapsed: started.elapsed(),
         discoveries: found
             .iter()
@@ -428,6 +569,40 @@ where
         cut,
         graph,
     }
+}
+
+/// Waits until the pool has work (moved into `queue`: true) or every worker waits with the
+/// pool empty, or the search stopped (false).
+fn wait_for_work<S>(shared: &Shared<S>, threads: usize, queue: &mut VecDeque<Job<S>>) -> bool {
+    shared.idle.fetch_add(1, SeqCst);
+    loop {
+        if shared.stop.load(Relaxed) {
+            return false;
+        }
+        if shared.pool_len.load(SeqCst) > 0 {
+            let mut pool = lock(&shared.pool);
+            if !pool.is_empty() {
+                // Take half, leaving the rest for another idle worker.
+                let keep = pool.len() / 2;
+                queue.extend(pool.drain(keep..));
+                shared.pool_len.store(pool.len(), SeqCst);
+                shared.idle.fetch_sub(1, SeqCst);
+                return true;
+            }
+        }
+        // Nobody works and nothing is pooled: a worker that pools work is not idle, and one
+        // only turns idle with an empty stack.
+        if shared.idle.load(SeqCst) == threads && shared.pool_len.load(SeqCst) == 0 {
+            shared.stop.store(true, Relaxed);
+            return false;
+        }
+        std::thread::yield_now();
+    }
+}
+
+/// Locks `m`, through a poisoned lock too (a worker's panic is re-raised at the join).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The first state (in discovery order; breadth first, a shallowest one) that reaches no goal over the reversed

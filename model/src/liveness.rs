@@ -28,6 +28,8 @@ pub struct GraphReport<M: Model> {
     pub fair_edges: usize,
     /// States that satisfy the goal.
     pub goal_states: usize,
+    /// States counted as converging because a fair step leaves the model's boundary.
+    pub at_bound: usize,
     /// Whether the exploration stopped at `max_states` before the space was exhausted.
     pub truncated: bool,
     /// Wall time.
@@ -38,23 +40,26 @@ pub struct GraphReport<M: Model> {
 
 /// Explores `model` and reports a state from which no `goal` state is reachable through
 /// `fair` actions, reducing by the canonical `fingerprint` (see [`crate::explore`]). Stops
-/// after `max_states` unique states (reported as `truncated`).
+/// after `max_states` unique states (reported as `truncated`). `bound_reaches_goal`: see
+/// [`Liveness::bound_reaches_goal`].
 pub fn convergence_reachable<M>(
     model: &M,
     fingerprint: Fingerprint<'_, M::State>,
-    fair: impl Fn(&M::Action) -> bool,
-    goal: impl Fn(&M::State) -> bool,
+    fair: impl Fn(&M::Action) -> bool + Sync,
+    goal: impl Fn(&M::State) -> bool + Sync,
+    bound_reaches_goal: bool,
     max_states: usize,
 ) -> GraphReport<M>
 where
-    M: Model,
-    M::State: Clone + PartialEq,
+    M: Model + Sync,
+    M::State: Clone + PartialEq + Send,
     M::Action: Clone + PartialEq,
 {
     let mut options = Options::new(fingerprint);
     options.liveness = Some(Liveness {
         fair: &fair,
         goal: &goal,
+        bound_reaches_goal,
     });
     options.max_states = max_states;
     let run = explore(model, options);
@@ -63,6 +68,7 @@ where
         unique_states: run.unique,
         fair_edges: graph.fair_edges,
         goal_states: graph.goal_states,
+        at_bound: graph.at_bound,
         truncated: run.cut.is_some(),
         elapsed: run.elapsed,
         trap: graph.trap,

@@ -20,6 +20,7 @@ fn run(cfg: &FailoverConfig, graph: bool) -> (FailoverModel, Exploration<Failove
         options.liveness = Some(Liveness {
             fair: &props::fair,
             goal: &goal,
+            bound_reaches_goal: false,
         });
     }
     let run = explore(&model, options);

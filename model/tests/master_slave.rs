@@ -44,7 +44,7 @@ fn explore_one_pass(model: &MasterSlaveModel) -> Exploration<MasterSlaveModel> {
 /// `fingerprint`, the convergence graph.
 fn explore_with(
     model: &MasterSlaveModel,
-    fingerprint: &dyn Fn(&MasterSlaveState) -> u64,
+    fingerprint: &(dyn Fn(&MasterSlaveState) -> u64 + Sync),
 ) -> Exploration<MasterSlaveModel> {
     let cfg = model.cfg.clone();
     let goal = move |s: &MasterSlaveState| props::converged(&cfg, s);
@@ -53,6 +53,7 @@ fn explore_with(
     options.liveness = Some(Liveness {
         fair: &is_fair,
         goal: &goal,
+        bound_reaches_goal: true,
     });
     one_pass(model, options)
 }
@@ -197,6 +198,7 @@ fn canonical_fingerprint_keeps_every_verdict() {
         options.liveness = Some(Liveness {
             fair: &is_fair,
             goal: &goal,
+            bound_reaches_goal: true,
         });
         one_pass(&model, options)
     };
@@ -239,6 +241,7 @@ fn recovery_blind_fingerprint_keeps_every_verdict() {
             options.liveness = Some(Liveness {
                 fair: &is_fair,
                 goal: &goal,
+                bound_reaches_goal: true,
             });
             one_pass(&model, options)
         };
@@ -263,6 +266,68 @@ fn recovery_blind_fingerprint_keeps_every_verdict() {
         assert!(blind.graph.unwrap().trap.is_none());
         assert!(exact.graph.unwrap().trap.is_none());
     }
+}
+
+/// Two workers see the space one sees: the same unique count, verdicts and graph; and a
+/// mutant's counterexample found by either ends where its property fails.
+#[test]
+fn two_workers_see_what_one_sees() {
+    let cfg = MasterSlaveConfig {
+        slaves: 2,
+        script: script("1p,2p"),
+        ..Default::default()
+    };
+    let model = cfg.safety_equivalent().into_model();
+    let runs: Vec<_> = [1, 2]
+        .into_iter()
+        .map(|threads| {
+            let cfg = model.cfg.clone();
+            let goal = move |s: &MasterSlaveState| props::converged(&cfg, s);
+            let mut options = Options::new(&recovery_blind_fingerprint);
+            options.normalize = Some(&forget_dead);
+            options.threads = threads;
+            options.liveness = Some(Liveness {
+                fair: &is_fair,
+                goal: &goal,
+                bound_reaches_goal: true,
+            });
+            one_pass(&model, options)
+        })
+        .collect();
+    assert_eq!(runs[0].unique, runs[1].unique);
+    assert_eq!(runs[0].states, runs[1].states);
+    for (i, p) in model.properties().iter().enumerate() {
+        assert_eq!(
+            runs[0].discoveries[i].is_some(),
+            runs[1].discoveries[i].is_some(),
+            "{}",
+            p.name
+        );
+    }
+    let graphs: Vec<_> = runs.iter().map(|r| r.graph.as_ref().unwrap()).collect();
+    assert_eq!(graphs[0].fair_edges, graphs[1].fair_edges);
+    assert_eq!(graphs[0].goal_states, graphs[1].goal_states);
+    assert!(graphs[0].trap.is_none() && graphs[1].trap.is_none());
+
+    let (property, cfg) = Mutant::CommitOnMajority.breaks();
+    let model = cfg.safety_equivalent().into_model();
+    let i = model
+        .properties()
+        .iter()
+        .position(|p| p.name == property)
+        .expect("the model has the property");
+    let mut options = Options::new(&recovery_blind_fingerprint);
+    options.normalize = Some(&forget_dead);
+    options.threads = 2;
+    options.stop_at = vec![property];
+    let run = one_pass(&model, options);
+    let path = run.discoveries[i]
+        .as_ref()
+        .expect("refuted with two workers");
+    assert!(!(model.properties()[i].condition)(
+        &model,
+        path.last_state()
+    ));
 }
 
 #[test]

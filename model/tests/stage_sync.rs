@@ -18,6 +18,7 @@ fn run(cfg: &StageConfig) -> (StageModel, Exploration<StageModel>) {
     options.liveness = Some(Liveness {
         fair: &fair,
         goal: &goal,
+        bound_reaches_goal: false,
     });
     let run = explore(&model, options);
     assert!(run.cut.is_none(), "{cfg}: not exhausted");

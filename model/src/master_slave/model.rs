@@ -1323,6 +1323,8 @@ pub fn check_convergence(
         &canonical_fingerprint,
         is_fair,
         move |s| props::converged(&cfg, s),
+        // The in-flight bound of non-duplicating networks only keeps the space finite.
+        true,
         max_states,
     )
 }
