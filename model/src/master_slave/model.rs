@@ -20,6 +20,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::marker::PhantomData;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The network semantics the checker explores (SPEC "Fault model").
@@ -372,8 +373,28 @@ impl MasterSlaveConfig {
 
 /// Ghost state for the properties: what the master revealed and decided, reconstructed from
 /// the messages it sent. It is never read by protocol logic.
+///
+/// The record ([`GhostHistory`]) is shared and copied on write: the checker clones the whole
+/// state for every successor it builds, and most steps leave the record as it was.
 #[derive(Clone, Debug, Default, Eq, Hash, PartialEq)]
-pub struct Ghost<S: Store> {
+pub struct Ghost<S: Store>(Arc<GhostHistory<S>>);
+
+impl<S: Store> std::ops::Deref for Ghost<S> {
+    type Target = GhostHistory<S>;
+    fn deref(&self) -> &GhostHistory<S> {
+        &self.0
+    }
+}
+
+impl<S: Store> std::ops::DerefMut for Ghost<S> {
+    fn deref_mut(&mut self) -> &mut GhostHistory<S> {
+        Arc::make_mut(&mut self.0)
+    }
+}
+
+/// What [`Ghost`] records.
+#[derive(Clone, Debug, Default, Eq, Hash, PartialEq)]
+pub struct GhostHistory<S: Store> {
     /// Every committed state the master revealed, by version.
     pub committed: BTreeMap<Version, S>,
     /// Every two-phase step the master proposed, by version.
@@ -417,11 +438,13 @@ impl<S: Store> Rewrite<Id> for Ghost<S> {
     }
 }
 
+// Every record below only adds, and writes only what is new: a write copies the shared
+// record (see [`Ghost`]).
 impl<S: Store> Ghost<S> {
     /// Records that the master revealed `data` as its committed state at `version`.
     fn reveal(&mut self, version: Version, data: S) {
         match self.committed.get(&version) {
-            Some(known) if *known != data => self.version_reused = true,
+            Some(known) if *known != data && !self.version_reused => self.version_reused = true,
             Some(_) => {}
             None => {
                 self.committed.insert(version, data);
@@ -440,15 +463,24 @@ impl<S: Store> Ghost<S> {
         Some(data)
     }
 
+    fn abort(&mut self, version: Version) {
+        if !self.aborted.contains(&version) {
+            self.aborted.insert(version);
+        }
+    }
+
     fn reveal_two_phase(&mut self, cfg: &MasterSlaveConfig, version: Version) {
         if !cfg
             .slave_ids()
             .iter()
             .all(|id| self.voted.contains(&(*id, version)))
+            && !self.commit_without_votes
         {
             self.commit_without_votes = true;
         }
-        self.two_phase_commits.insert(version);
+        if !self.two_phase_commits.contains(&version) {
+            self.two_phase_commits.insert(version);
+        }
         if let Some(step) = self.proposed.get(&version).cloned()
             && let Some(data) = self.after(step.prior, &step.delta)
         {
@@ -475,34 +507,35 @@ impl<S: Store> Ghost<S> {
                 }
                 ServiceMsg::Snapshot { to, data, .. } => g.reveal(*to, data.clone()),
                 ServiceMsg::Prepare { prior, new, delta } => {
-                    g.proposed.insert(
-                        *new,
-                        Step {
-                            prior: *prior,
-                            new: *new,
-                            delta: delta.clone(),
-                        },
-                    );
+                    let step = Step {
+                        prior: *prior,
+                        new: *new,
+                        delta: delta.clone(),
+                    };
+                    if g.proposed.get(new) != Some(&step) {
+                        g.proposed.insert(*new, step);
+                    }
                 }
                 ServiceMsg::Commit { version } => g.reveal_two_phase(cfg, *version),
-                ServiceMsg::Abort { version } => {
-                    g.aborted.insert(*version);
-                }
+                ServiceMsg::Abort { version } => g.abort(*version),
                 ServiceMsg::Heartbeat(beat) => match beat.decision {
                     Some(d) if d.outcome == Outcome::Commit => g.reveal_two_phase(cfg, d.version),
-                    Some(d) => {
-                        g.aborted.insert(d.version);
-                    }
+                    Some(d) => g.abort(d.version),
                     None => return None,
                 },
                 _ => return None,
             },
             Msg::Service(ServiceMsg::Prepared { version }) => {
-                g.voted.insert((env.src, *version));
+                if !g.voted.contains(&(env.src, *version)) {
+                    g.voted.insert((env.src, *version));
+                }
             }
             Msg::Client(ClientMsg::Committed { version, .. }) if from_master && cfg.clients > 1 => {
                 match g.replied.get(version) {
-                    Some(first) => g.group_committed |= *first != env.dst,
+                    Some(first) if *first != env.dst && !g.group_committed => {
+                        g.group_committed = true
+                    }
+                    Some(_) => {}
                     None => {
                         g.replied.insert(*version, env.dst);
                     }
@@ -511,8 +544,10 @@ impl<S: Store> Ghost<S> {
             Msg::Client(ClientMsg::Aborted {
                 version, reason, ..
             }) if from_master => {
-                g.aborted.insert(*version);
-                g.rolled_back |= *reason == AbortReason::RolledBack;
+                g.abort(*version);
+                if *reason == AbortReason::RolledBack && !g.rolled_back {
+                    g.rolled_back = true;
+                }
             }
             _ => return None,
         }
