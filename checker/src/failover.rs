@@ -12,7 +12,7 @@ use crate::report::{
 };
 use crate::runner::{self, Settings, Strategy, shortest_prefix};
 use anyhow::bail;
-use replicore_model::explore::{Liveness, plain_fingerprint};
+use replicore_model::explore::{Liveness, Options, plain_fingerprint};
 use replicore_model::failover::model::{
     FailoverAction, FailoverModel, FailoverState, MemberState, props, script_text,
 };
@@ -193,14 +193,10 @@ pub fn check(cfg: &FailoverConfig, settings: &Settings, search: &SearchArgs) -> 
             goal: &goal,
             bound_reaches_goal: false,
         };
-        runner::explore(
-            &model,
-            settings,
-            &plain_fingerprint::<FailoverState>,
-            None,
-            Some(liveness),
-            search.graph_max_states,
-        )
+        let mut options = Options::new(&plain_fingerprint::<FailoverState>);
+        options.liveness = Some(liveness);
+        options.max_states = search.graph_max_states;
+        runner::explore(&model, settings, options)
     } else {
         (
             runner::run(explored.clone().into_model(), settings, None),

@@ -11,15 +11,16 @@ use crate::report::{
 };
 use crate::runner::{self, Settings, Strategy, shortest_prefix};
 use anyhow::{Context, bail};
-use replicore_model::explore::{Liveness, plain_fingerprint};
+use replicore_model::explore::{Jump, Liveness, Options, plain_fingerprint};
 use replicore_model::liveness::GraphReport;
 use replicore_model::master_slave::model::{
     BLIND_TO, MasterSlaveModel, MasterSlaveState, canonical_fingerprint, check_convergence,
-    forget_dead, is_fair, props, recovery_blind_fingerprint, representative, script_text,
+    forget_dead, is_fair, lose_all, lose_all_actions, props, recovery_blind_fingerprint,
+    representative, script_text,
 };
 use replicore_model::master_slave::{
-    Beat, ClientMsg, Decision, MasterSlaveConfig, Mode, Msg, Mutant, NodeState, Outcome, Saved,
-    ServiceMsg, Timer,
+    Beat, ClientMsg, Decision, MasterSlaveConfig, Mode, Msg, Mutant, NetworkKind, NodeState,
+    Outcome, Saved, ServiceMsg, Timer,
 };
 use replicore_model::store::{KvDelta, KvOp, ModelKv};
 use stateright::actor::{ActorModelAction, Id};
@@ -211,6 +212,12 @@ pub fn main(args: &MasterSlaveArgs, search: &SearchArgs) -> anyhow::Result<i32> 
     crate::report::finish(&report, search.json)
 }
 
+/// Whether the search of `cfg` explores losses all at once ([`lose_all`]): on a lossy
+/// duplicating network, unless `--no-reduction`.
+fn lose_all_at_once(cfg: &MasterSlaveConfig, no_reduction: bool) -> bool {
+    !no_reduction && cfg.lossy && cfg.network == NetworkKind::UnorderedDuplicating
+}
+
 /// Which config the main run explores, and why.
 fn explored_config(cfg: &MasterSlaveConfig, no_reduction: bool) -> (MasterSlaveConfig, String) {
     if no_reduction {
@@ -225,6 +232,11 @@ fn explored_config(cfg: &MasterSlaveConfig, no_reduction: bool) -> (MasterSlaveC
     let reduced = cfg.safety_equivalent();
     if reduced == *cfg {
         (reduced, "explored as given".into())
+    } else if !has_eventually {
+        (
+            cfg.clone(),
+            "losses explored all at once: single losses are not explored, \"every message in flight is lost\" is, from every state (lose_all); safety and reachability are decided exactly (MasterSlaveConfig::safety_equivalent), and so is the liveness graph".into(),
+        )
     } else if has_eventually {
         (
             cfg.clone(),
@@ -271,8 +283,11 @@ struct ExactRun {
 /// [`BLIND_TO`] but never invent one: when it exhausted the space without reaching one of
 /// them, this searches again with the exact [`canonical_fingerprint`] and puts that search's
 /// findings for them into `outcome`.
+/// `searched` is the model searched, `reported` the one paths are reported on (see
+/// [`Options::path_model`]).
 fn confirm_on_exact_space(
-    model: &MasterSlaveModel,
+    searched: &MasterSlaveModel,
+    reported: &MasterSlaveModel,
     settings: &Settings,
     outcome: &mut runner::Outcome<MasterSlaveModel>,
 ) -> Option<ExactRun> {
@@ -282,14 +297,10 @@ fn confirm_on_exact_space(
     if outcome.stopped.is_some() || missed.is_empty() {
         return None;
     }
-    let (exact, _) = runner::explore(
-        model,
-        settings,
-        &canonical_fingerprint,
-        Some(&forget_dead),
-        None,
-        usize::MAX,
-    );
+    let mut options = Options::new(&canonical_fingerprint);
+    options.normalize = Some(&forget_dead);
+    options.path_model = Some(reported);
+    let (exact, _) = runner::explore(searched, settings, options);
     let run = ExactRun {
         names: missed.iter().map(|i| outcome.findings[*i].name).collect(),
         unique: exact.unique,
@@ -358,14 +369,27 @@ pub fn check(
         // The dead messages the canonical fingerprint ignores are dropped from the states too.
         let normalize: Option<&(dyn Fn(&mut MasterSlaveState) + Sync)> =
             settings.symmetry.then_some(&forget_dead);
-        let (mut outcome, graph) = runner::explore(
-            &model,
-            settings,
-            fingerprint,
-            normalize,
-            liveness,
-            max_states,
-        );
+        let mut options = Options::new(fingerprint);
+        options.normalize = normalize;
+        options.liveness = liveness;
+        options.max_states = max_states;
+        // On a lossy duplicating network the loss-free twin is searched, with every loss at
+        // once as a jump where the liveness graph needs it; paths are reported on the model
+        // itself.
+        let lossless = lose_all_at_once(&explored, search.no_reduction)
+            .then(|| explored_model(cfg, &explored.safety_equivalent()));
+        if lossless.is_some() {
+            options.path_model = Some(&model);
+            if with_graph {
+                options.jump = Some(Jump {
+                    apply: &lose_all,
+                    actions: &lose_all_actions,
+                    fair_only_after: true,
+                });
+            }
+        }
+        let searched = lossless.as_ref().unwrap_or(&model);
+        let (mut outcome, graph) = runner::explore(searched, settings, options);
         let pass = graph.map(|g| OnePassGraph {
             unique_states: outcome.unique,
             stopped: outcome.stopped,
@@ -374,7 +398,7 @@ pub fn check(
         });
         let exact = settings
             .symmetry
-            .then(|| confirm_on_exact_space(&model, settings, &mut outcome))
+            .then(|| confirm_on_exact_space(searched, &model, settings, &mut outcome))
             .flatten();
         (outcome, pass, exact)
     } else {
@@ -526,7 +550,9 @@ struct OnePassGraph {
 /// (crash and reordering traps), and loss-driven traps are checked on crash-free lossy
 /// configs (see docs/checking.md, "What the liveness checks prove").
 fn graph_config(cfg: &MasterSlaveConfig) -> MasterSlaveConfig {
-    if cfg.max_crashes > 0 {
+    if lose_all_at_once(cfg, false) {
+        cfg.clone()
+    } else if cfg.max_crashes > 0 {
         cfg.safety_equivalent()
     } else {
         cfg.clone()
@@ -1076,14 +1102,9 @@ mod tests {
             depth: None,
             timeout: None,
         };
-        let (mut outcome, _) = runner::explore(
-            &model,
-            &settings,
-            &recovery_blind_fingerprint,
-            Some(&forget_dead),
-            None,
-            usize::MAX,
-        );
+        let mut options = Options::new(&recovery_blind_fingerprint);
+        options.normalize = Some(&forget_dead);
+        let (mut outcome, _) = runner::explore(&model, &settings, options);
         let i = outcome
             .findings
             .iter()
@@ -1091,12 +1112,13 @@ mod tests {
             .expect("a config with a crash has the recovery property");
         assert!(outcome.findings[i].found);
         assert!(
-            confirm_on_exact_space(&model, &settings, &mut outcome).is_none(),
+            confirm_on_exact_space(&model, &model, &settings, &mut outcome).is_none(),
             "nothing to confirm"
         );
         outcome.findings[i].found = false;
         outcome.findings[i].discovery = None;
-        let exact = confirm_on_exact_space(&model, &settings, &mut outcome).expect("a rerun");
+        let exact =
+            confirm_on_exact_space(&model, &model, &settings, &mut outcome).expect("a rerun");
         assert_eq!(exact.names, vec![props::REACH_RECOVERY]);
         assert!(exact.stopped.is_none());
         assert!(

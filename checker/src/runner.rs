@@ -167,7 +167,12 @@ where
             Some(f) => replicore_model::explore::plain_fingerprint(&f(s)),
             None => replicore_model::explore::plain_fingerprint(s),
         };
-        return explore(&model, settings, &fingerprint, None, None, usize::MAX).0;
+        return explore(
+            &model,
+            settings,
+            replicore_model::explore::Options::new(&fingerprint),
+        )
+        .0;
     }
     let mut builder: CheckerBuilder<M> = model.checker().threads(settings.threads.max(1));
     if let Some(depth) = settings.depth {
@@ -191,15 +196,14 @@ where
 /// What [`explore`] saw beyond the [`Outcome`]: the liveness graph, when asked for.
 pub type Graph<M> = replicore_model::explore::GraphOutcome<M>;
 
-/// Runs replicore's one-pass explorer ([`replicore_model::explore`]) in the strategy's order, with the
-/// canonical `fingerprint`, and the liveness graph when `liveness` is given.
+/// Runs replicore's one-pass explorer ([`replicore_model::explore`]) with the caller's
+/// `options` (fingerprint, reductions, liveness graph, state bound), in the strategy's order
+/// and with the settings' workers, depth bound and timeout, and a live progress line on a
+/// terminal.
 pub fn explore<M>(
     model: &M,
     settings: &Settings,
-    fingerprint: replicore_model::explore::Fingerprint<'_, M::State>,
-    normalize: Option<replicore_model::explore::Normalize<'_, M::State>>,
-    liveness: Option<replicore_model::explore::Liveness<'_, M>>,
-    max_states: usize,
+    options: replicore_model::explore::Options<'_, M>,
 ) -> (Outcome<M>, Option<Graph<M>>)
 where
     M: Model + Sync,
@@ -222,20 +226,19 @@ where
         let _ = std::io::stderr().flush();
         printed.store(true, std::sync::atomic::Ordering::Relaxed);
     };
-    let mut options = Options::new(fingerprint);
-    options.order = match settings.strategy {
-        Strategy::Bfs => Order::BreadthFirst,
-        Strategy::Dfs | Strategy::Simulation => Order::DepthFirst,
+    let options = Options {
+        order: match settings.strategy {
+            Strategy::Bfs => Order::BreadthFirst,
+            Strategy::Dfs | Strategy::Simulation => Order::DepthFirst,
+        },
+        threads: settings.threads,
+        max_depth: settings.depth,
+        deadline: settings.timeout.map(|t| started + t),
+        progress: if live { Some(&progress) } else { None },
+        ..options
     };
-    options.normalize = normalize;
-    options.threads = settings.threads;
-    options.liveness = liveness;
-    options.max_states = max_states;
-    options.max_depth = settings.depth;
-    options.deadline = settings.timeout.map(|t| started + t);
-    if live {
-        options.progress = Some(&progress);
-    }
+    // Paths are reported on the model the options name for them, if any.
+    let reported = options.path_model.unwrap_or(model);
     let run = replicore_model::explore::explore(model, options);
     if printed.load(std::sync::atomic::Ordering::Relaxed) {
         eprint!("\r\x1b[2K");
@@ -250,7 +253,7 @@ where
             expectation: p.expectation,
             found: d.is_some(),
             discovery: d.map(|path| {
-                let encoded = path.encode(model);
+                let encoded = path.encode(reported);
                 (path, encoded)
             }),
         })

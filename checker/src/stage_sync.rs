@@ -11,7 +11,7 @@ use crate::report::{
 };
 use crate::runner::{self, Settings, Strategy, shortest_prefix};
 use anyhow::bail;
-use replicore_model::explore::{Liveness, plain_fingerprint};
+use replicore_model::explore::{Liveness, Options, plain_fingerprint};
 use replicore_model::stage_sync::model::{
     StageAction, StageModel, StageState, canonical_fingerprint, converged_goal, fair, props,
 };
@@ -188,7 +188,10 @@ pub fn check(cfg: &StageConfig, settings: &Settings, search: &SearchArgs) -> Rep
         } else {
             usize::MAX
         };
-        runner::explore(&model, settings, &fingerprint, None, liveness, max_states)
+        let mut options = Options::new(&fingerprint);
+        options.liveness = liveness;
+        options.max_states = max_states;
+        runner::explore(&model, settings, options)
     };
     let complete = outcome.stopped.is_none();
     let mut properties = Vec::new();

@@ -69,6 +69,29 @@ pub struct Liveness<'a, M: Model> {
     pub bound_reaches_goal: bool,
 }
 
+/// A step of the explorer's own beside the model's actions: a shortcut for a sequence of the
+/// model's actions, explored as one unfair step (never a fair edge of the liveness graph).
+/// Paths through it are reported as the sequence, so they replay on the model itself.
+///
+/// Master/slave uses it on a lossy duplicating network: it explores the loss-free model,
+/// with "every message in flight is lost" as a jump from every state (see
+/// `master_slave::model::lose_all`), and reports paths on the lossy model
+/// ([`Options::path_model`]).
+pub struct Jump<'a, M: Model> {
+    /// The state after the sequence, or `None` where the sequence is empty.
+    pub apply: &'a (dyn Fn(&M::State) -> Option<M::State> + Sync),
+    /// The model's actions the jump stands for, in order: applied one after another with
+    /// the model's `next_state`, they give the state `apply` gives.
+    pub actions: &'a (dyn Fn(&M::State) -> Vec<M::Action> + Sync),
+    /// Whether the states the jump reaches are there for the liveness graph only: from them
+    /// only fair steps are taken (and no jump), unless the search also reaches them without
+    /// a jump, when they are expanded in full. Every state explored is still judged.
+    pub fair_only_after: bool,
+}
+
+/// The action index recorded for a [`Jump`] in the parent table.
+const JUMP: u32 = u32::MAX;
+
 /// Live figures of a running exploration.
 #[derive(Clone, Copy, Debug)]
 pub struct Progress {
@@ -106,6 +129,12 @@ pub struct Options<'a, M: Model> {
     pub normalize: Option<Normalize<'a, M::State>>,
     /// Keep the fair-edge graph and search it for traps.
     pub liveness: Option<Liveness<'a, M>>,
+    /// A step of the explorer's own, tried from every explored state after the model's.
+    pub jump: Option<Jump<'a, M>>,
+    /// The model reported paths are built on, when not the explored one: one with the same
+    /// initial states whose steps include every step the search takes, [`Jump::actions`]
+    /// included (for master/slave: the lossy model, whose loss-free twin is explored).
+    pub path_model: Option<&'a M>,
     /// Stop after this many unique states.
     pub max_states: usize,
     /// Do not expand states at this depth (the depth in the search tree: the shortest
@@ -131,6 +160,8 @@ impl<'a, M: Model> Options<'a, M> {
             fingerprint,
             normalize: None,
             liveness: None,
+            jump: None,
+            path_model: None,
             max_states: usize::MAX,
             max_depth: None,
             deadline: None,
@@ -215,8 +246,24 @@ enum Found {
     After(u32, u32),
 }
 
-/// A state to expand: its id, its depth, the state.
-type Job<S> = (u32, u32, S);
+/// A state to expand: its id, its depth, the state, and whether only its fair steps are taken
+/// (see [`Jump::fair_only_after`]).
+type Job<S> = (u32, u32, S, bool);
+
+/// In the fingerprint table, the mark of a state expanded with its fair steps only.
+const FAIR_ONLY: u32 = 1 << 31;
+
+/// What [`explore`]'s table lookup found.
+#[derive(Clone, Copy, Eq, PartialEq)]
+enum Visit {
+    /// A new state.
+    New,
+    /// A state seen before.
+    Seen,
+    /// A state seen before and expanded with its fair steps only, now reached by a search
+    /// that takes every step: it is expanded again, in full.
+    Widened,
+}
 
 /// What the workers of [`explore`] share.
 struct Shared<S> {
@@ -311,14 +358,24 @@ where
     let both = [Expectation::Always, Expectation::Sometimes];
     let always = [Expectation::Always];
     let sometimes = [Expectation::Sometimes];
-    // Looks `next` up, giving it an id if it is new (`None`: new but over `max_states`).
-    let id_of = |fingerprint: u64, parent: (u32, u32), next: &M::State| -> Option<(u32, bool)> {
+    // Looks `next` up, giving it an id if it is new (`None`: new but over `max_states`), and
+    // marking whether it is expanded with fair steps only.
+    let max_states = options.max_states.min(FAIR_ONLY as usize);
+    let id_of = |fingerprint: u64,
+                 parent: (u32, u32),
+                 next: &M::State,
+                 fair_only: bool|
+     -> Option<(u32, Visit)> {
         let mut shard = lock(&shared.shards[(fingerprint >> 58) as usize % SHARDS]);
-        if let Some(id) = shard.get(&fingerprint) {
-            return Some((*id, false));
+        if let Some(entry) = shard.get_mut(&fingerprint) {
+            if *entry & FAIR_ONLY != 0 && !fair_only {
+                *entry &= !FAIR_ONLY;
+                return Some((*entry, Visit::Widened));
+            }
+            return Some((*entry & !FAIR_ONLY, Visit::Seen));
         }
         let mut table = lock(&shared.table);
-        if table.parents.len() >= options.max_states {
+        if table.parents.len() >= max_states {
             return None;
         }
         let id = table.parents.len() as u32;
@@ -327,8 +384,8 @@ where
             table.is_goal.push((l.goal)(next));
         }
         drop(table);
-        shard.insert(fingerprint, id);
-        Some((id, true))
+        shard.insert(fingerprint, if fair_only { id | FAIR_ONLY } else { id });
+        Some((id, Visit::New))
     };
 
     let inits = model.init_states();
@@ -342,9 +399,11 @@ where
         if !model.within_boundary(&s) {
             continue;
         }
-        if let Some((id, true)) = id_of((options.fingerprint)(&s), (u32::MAX, i as u32), &s) {
+        if let Some((id, Visit::New)) =
+            id_of((options.fingerprint)(&s), (u32::MAX, i as u32), &s, false)
+        {
             judge(&s, Found::At(id), &both);
-            first.push_back((id, 1, s));
+            first.push_back((id, 1, s, false));
             shared.max_depth.store(1, Relaxed);
         }
     }
@@ -375,7 +434,7 @@ where
                 Order::BreadthFirst => queue.pop_front(),
                 Order::DepthFirst => queue.pop_back(),
             };
-            let Some((id, depth, state)) = job else {
+            let Some((id, depth, state, fair_only)) = job else {
                 if threads > 1 && wait_for_work(&shared, threads, &mut queue) {
                     continue;
                 }
@@ -415,11 +474,24 @@ where
             }
             actions.clear();
             model.actions(&state, &mut actions);
-            for (ai, action) in actions.drain(..).enumerate() {
-                let fair = options.liveness.as_ref().is_some_and(|l| (l.fair)(&action));
-                let Some(mut next) = model.next_state(&state, action) else {
-                    continue;
-                };
+            let jumped = options
+                .jump
+                .as_ref()
+                .filter(|_| !fair_only)
+                .and_then(|j| Some(((j.apply)(&state)?, j.fair_only_after)));
+            let successors = actions
+                .drain(..)
+                .enumerate()
+                .filter_map(|(ai, action)| {
+                    let fair = options.liveness.as_ref().is_some_and(|l| (l.fair)(&action));
+                    if fair_only && !fair {
+                        return None;
+                    }
+                    let next = model.next_state(&state, action)?;
+                    Some((ai as u32, fair, next, fair_only))
+                })
+                .chain(jumped.map(|(next, then)| (JUMP, false, next, then)));
+            for (ai, fair, mut next, next_fair_only) in successors {
                 if let Some(normalize) = options.normalize {
                     normalize(&mut next);
                 }
@@ -435,17 +507,22 @@ where
                     continue;
                 }
                 states += 1;
-                judge(&next, Found::After(id, ai as u32), &sometimes);
-                let Some((next_id, new)) =
-                    id_of((options.fingerprint)(&next), (id, ai as u32), &next)
-                else {
+                judge(&next, Found::After(id, ai), &sometimes);
+                let Some((next_id, visit)) = id_of(
+                    (options.fingerprint)(&next),
+                    (id, ai),
+                    &next,
+                    next_fair_only,
+                ) else {
                     *lock(&shared.cut) = Some(Cut::MaxStates);
                     continue;
                 };
-                if new {
+                if visit == Visit::New {
                     judge(&next, Found::At(next_id), &always);
+                }
+                if visit != Visit::Seen {
                     max_depth = max_depth.max(depth as usize + 1);
-                    queue.push_back((next_id, depth + 1, next));
+                    queue.push_back((next_id, depth + 1, next, next_fair_only));
                 }
                 if fair && next_id != id {
                     out.edges.push((next_id, id)); // reversed: from successor back to predecessor
@@ -512,19 +589,33 @@ where
         let mut acts = Vec::new();
         for ai in &indices[1..] {
             acts.clear();
-            model.actions(&state, &mut acts);
-            let action = acts.swap_remove(*ai as usize);
-            // Replaying the recorded action indices is deterministic: the model's action
-            // list depends on the state alone.
-            state = model
-                .next_state(&state, action.clone())
-                .expect("a recorded step replays");
+            if *ai == JUMP {
+                // A jump stands for a sequence of the model's actions.
+                let jump = options
+                    .jump
+                    .as_ref()
+                    .expect("a jump is recorded only with one");
+                acts.extend((jump.actions)(&state));
+            } else {
+                model.actions(&state, &mut acts);
+                let action = acts.swap_remove(*ai as usize);
+                acts.clear();
+                acts.push(action);
+            }
+            for action in acts.drain(..) {
+                // Replaying the recorded action indices is deterministic: the model's action
+                // list depends on the state alone.
+                state = model
+                    .next_state(&state, action.clone())
+                    .expect("a recorded step replays");
+                taken.push(action);
+            }
             if let Some(normalize) = options.normalize {
                 normalize(&mut state);
             }
-            taken.push(action);
         }
-        Path::from_actions(model, init, taken.iter()).expect("a recorded path replays")
+        Path::from_actions(options.path_model.unwrap_or(model), init, taken.iter())
+            .expect("a recorded path replays")
     };
 
     let graph = options.liveness.as_ref().map(|_| {

@@ -3,11 +3,12 @@
 //! explorer checked against Stateright's, and the liveness checks shown able to fail.
 
 use replicore_model::explore::{
-    Exploration, Liveness, Options, explore as one_pass, plain_fingerprint,
+    Exploration, Jump, Liveness, Options, explore as one_pass, plain_fingerprint,
 };
 use replicore_model::master_slave::model::{
     BLIND_TO, MasterSlaveModel, MasterSlaveState, canonical_fingerprint, check_convergence,
-    forget_dead, is_fair, props, recovery_blind_fingerprint, script, symmetry_for,
+    forget_dead, is_fair, lose_all, lose_all_actions, props, recovery_blind_fingerprint, script,
+    symmetry_for,
 };
 use replicore_model::master_slave::{MasterSlaveConfig, Mutant, NetworkKind};
 use stateright::{Checker, Expectation, HasDiscoveries, Model};
@@ -265,6 +266,89 @@ fn recovery_blind_fingerprint_keeps_every_verdict() {
         }
         assert!(blind.graph.unwrap().trap.is_none());
         assert!(exact.graph.unwrap().trap.is_none());
+    }
+}
+
+/// Losing every message in flight at once, from every loss-free state, with only fair steps
+/// after it (what `replicore-check` explores on a lossy duplicating network) decides what
+/// the whole lossy space decides: every property's verdict and the liveness graph, trap or
+/// none, with crashes allowed. The mutant that never re-requests a lost delta has a trap
+/// only loss reaches; it is found, and its path replays on the lossy model.
+#[test]
+fn losing_everything_at_once_decides_what_the_lossy_space_decides() {
+    let holds = MasterSlaveConfig {
+        slaves: 1,
+        script: script("1p,2p"),
+        ..Default::default()
+    };
+    let stranded = MasterSlaveConfig {
+        slaves: 2,
+        script: script("1p"),
+        mutant: Some(Mutant::NoDeltaRetry),
+        ..Default::default()
+    };
+    for (cfg, trapped) in [(holds, false), (stranded, true)] {
+        assert!(cfg.lossy && cfg.max_crashes == 1);
+        let lossy = cfg.clone().into_model();
+        let whole = explore_one_pass(&lossy);
+        let lossless = cfg.safety_equivalent().into_model();
+        let goal = |s: &MasterSlaveState| props::converged(&cfg, s);
+        let mut options = Options::new(&canonical_fingerprint);
+        options.normalize = Some(&forget_dead);
+        options.liveness = Some(Liveness {
+            fair: &is_fair,
+            goal: &goal,
+            bound_reaches_goal: true,
+        });
+        options.jump = Some(Jump {
+            apply: &lose_all,
+            actions: &lose_all_actions,
+            fair_only_after: true,
+        });
+        options.path_model = Some(&lossy);
+        let reduced = one_pass(&lossless, options);
+        let without_loss = explore_one_pass(&lossless);
+        assert!(
+            without_loss.unique < reduced.unique && reduced.unique * 4 < whole.unique,
+            "{cfg}: {} loss-free, {} reduced, {} lossy",
+            without_loss.unique,
+            reduced.unique,
+            whole.unique
+        );
+        let names: Vec<_> = lossy.properties().iter().map(|p| p.name).collect();
+        assert_eq!(
+            names,
+            lossless
+                .properties()
+                .iter()
+                .map(|p| p.name)
+                .collect::<Vec<_>>()
+        );
+        for ((name, a), b) in names
+            .iter()
+            .zip(&reduced.discoveries)
+            .zip(&whole.discoveries)
+        {
+            assert_eq!(a.is_some(), b.is_some(), "{cfg}: {name}");
+        }
+        let trap = reduced.graph.unwrap().trap;
+        assert_eq!(whole.graph.unwrap().trap.is_some(), trapped, "{cfg}");
+        assert_eq!(trap.is_some(), trapped, "{cfg}");
+        // Without loss the mutant's trap is not there: this reduction is what finds it.
+        assert!(without_loss.graph.unwrap().trap.is_none(), "{cfg}");
+        if let Some(path) = trap {
+            assert!(
+                path.clone()
+                    .into_actions()
+                    .iter()
+                    .any(|a| matches!(a, stateright::actor::ActorModelAction::Drop(_))),
+                "{cfg}: the trap is reached through a loss"
+            );
+            assert!(!props::converged(&cfg, path.last_state()));
+            let init = path.clone().into_states().swap_remove(0);
+            let actions = path.into_actions();
+            assert!(stateright::Path::from_actions(&lossy, init, actions.iter()).is_some());
+        }
     }
 }
 

@@ -1126,6 +1126,46 @@ pub fn forget_dead(s: &mut MasterSlaveState) {
     }
 }
 
+/// `s` with every message in flight lost, or `None` if nothing is in flight: the one loss a
+/// search of a lossy duplicating network explores ([`crate::explore::Jump`]). It decides
+/// everything the whole lossy space decides, in a space little larger than the loss-free one:
+///
+/// - Safety and reachability: the states it adds are lossy-reachable, and the loss-free
+///   states it keeps decide every `Always`/`Sometimes` property exactly
+///   ([`MasterSlaveConfig::safety_equivalent`]).
+/// - The liveness graph ("convergence stays reachable from every state"): on a duplicating
+///   network fewer messages never enable more, since a delivery keeps its message, an actor
+///   sees only what is delivered and [`props::converged`] does not read the network. So if a
+///   lossy-reachable state is a trap, the same state with its network emptied is a trap too;
+///   its actors, storages, timers and ghost are those of a loss-free-reachable state
+///   (whose messages can all be lost), so it is `lose_all` of a state this search explores,
+///   and every fair step from it is explored. A trap found is real: every state explored is
+///   lossy-reachable. The check is exact for the lossy space.
+///
+/// Only for duplicating networks (on others the argument fails: a message delivered once is
+/// gone), where it is `None` too.
+pub fn lose_all(s: &MasterSlaveState) -> Option<MasterSlaveState> {
+    match &s.network {
+        Network::UnorderedDuplicating(set, _) if !set.is_empty() => {
+            let mut next = s.clone();
+            next.network = Network::new_unordered_duplicating([]);
+            Some(next)
+        }
+        _ => None,
+    }
+}
+
+/// The model's actions [`lose_all`] stands for: one loss per message in flight (on a
+/// duplicating network).
+pub fn lose_all_actions(
+    s: &MasterSlaveState,
+) -> Vec<stateright::actor::ActorModelAction<Msg<ModelKv>, super::Timer, ()>> {
+    s.network
+        .iter_all()
+        .map(|env| stateright::actor::ActorModelAction::Drop(env.to_cloned_msg()))
+        .collect()
+}
+
 /// The canonical fingerprint of `s` for [`crate::explore`]: the hash of a canonical form of
 /// `s` under renaming of slaves, with dead messages forgotten (see [`is_dead`]), computed
 /// without building that form. Slaves are ordered by a hash of everything they own; slaves
