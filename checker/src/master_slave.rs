@@ -15,8 +15,8 @@ use replicore_model::explore::{Jump, Liveness, Options, plain_fingerprint};
 use replicore_model::liveness::GraphReport;
 use replicore_model::master_slave::model::{
     BLIND_TO, MasterSlaveModel, MasterSlaveState, canonical_fingerprint, check_convergence,
-    forget_dead, is_fair, lose_all, lose_all_actions, props, recovery_blind_fingerprint,
-    representative, script_text,
+    forget_dead, is_fair, lose_all, lose_all_actions, props,
+    recovery_blind_fingerprint_of_normalized, representative, script_text,
 };
 use replicore_model::master_slave::{
     Beat, ClientMsg, Decision, MasterSlaveConfig, Mode, Msg, Mutant, NetworkKind, NodeState,
@@ -279,10 +279,11 @@ struct ExactRun {
     stopped: Option<runner::Stop>,
 }
 
-/// A search with [`recovery_blind_fingerprint`] can miss a discovery of the properties in
-/// [`BLIND_TO`] but never invent one: when it exhausted the space without reaching one of
-/// them, this searches again with the exact [`canonical_fingerprint`] and puts that search's
-/// findings for them into `outcome`.
+/// A search with the recovery-blind fingerprint
+/// ([`replicore_model::master_slave::model::recovery_blind_fingerprint`]) can miss a
+/// discovery of the properties in [`BLIND_TO`] but never invent one: when it exhausted the
+/// space without reaching one of them, this searches again with the exact
+/// [`canonical_fingerprint`] and puts that search's findings for them into `outcome`.
 /// `searched` is the model searched, `reported` the one paths are reported on (see
 /// [`Options::path_model`]).
 fn confirm_on_exact_space(
@@ -357,7 +358,8 @@ pub fn check(
             bound_reaches_goal: true,
         });
         let fingerprint: &(dyn Fn(&MasterSlaveState) -> u64 + Sync) = if settings.symmetry {
-            &recovery_blind_fingerprint
+            // The states are normalized by `forget_dead` (below).
+            &recovery_blind_fingerprint_of_normalized
         } else {
             &plain_fingerprint::<MasterSlaveState>
         };
@@ -1081,7 +1083,7 @@ fn replay(cfg: MasterSlaveConfig, encoded: &str, json: bool) -> anyhow::Result<i
 #[cfg(test)]
 mod tests {
     use super::*;
-    use replicore_model::master_slave::model::script;
+    use replicore_model::master_slave::model::{recovery_blind_fingerprint, script};
 
     /// When the recovery-blind search misses the recovery property, the exact search decides
     /// it: here the miss is simulated on a config that reaches it.

@@ -7,8 +7,8 @@ use replicore_model::explore::{
 };
 use replicore_model::master_slave::model::{
     BLIND_TO, MasterSlaveModel, MasterSlaveState, canonical_fingerprint, check_convergence,
-    forget_dead, is_fair, lose_all, lose_all_actions, props, recovery_blind_fingerprint, script,
-    symmetry_for,
+    forget_dead, is_fair, lose_all, lose_all_actions, props, recovery_blind_fingerprint,
+    recovery_blind_fingerprint_of_normalized, script, symmetry_for,
 };
 use replicore_model::master_slave::{MasterSlaveConfig, Mutant, NetworkKind};
 use stateright::{Checker, Expectation, HasDiscoveries, Model};
@@ -235,6 +235,10 @@ fn recovery_blind_fingerprint_keeps_every_verdict() {
         let model = cfg.safety_equivalent().into_model();
         let blind = explore_with(&model, &recovery_blind_fingerprint);
         let exact = explore_with(&model, &canonical_fingerprint);
+        // On normalized states the dead messages need not be looked for again.
+        let of_normalized = explore_with(&model, &recovery_blind_fingerprint_of_normalized);
+        assert_eq!(blind.unique, of_normalized.unique, "{text}");
+        assert_eq!(blind.states, of_normalized.states, "{text}");
         let kept = {
             let mut options = Options::new(&canonical_fingerprint);
             let cfg = model.cfg.clone();

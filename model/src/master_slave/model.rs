@@ -1176,7 +1176,7 @@ pub fn lose_all_actions(
 /// [`representative`] it forgets dead messages: it is for `Always`/`Sometimes` properties
 /// and the graph check, not for Stateright's `Eventually`.
 pub fn canonical_fingerprint(s: &MasterSlaveState) -> u64 {
-    fingerprint(s, true)
+    fingerprint(s, true, true)
 }
 
 /// [`canonical_fingerprint`] without each slave's `recovered` flag, which only
@@ -1190,14 +1190,21 @@ pub fn canonical_fingerprint(s: &MasterSlaveState) -> u64 {
 /// reached" must be confirmed by a search with [`canonical_fingerprint`] (see
 /// [`BLIND_TO`]).
 pub fn recovery_blind_fingerprint(s: &MasterSlaveState) -> u64 {
-    fingerprint(s, false)
+    fingerprint(s, false, true)
+}
+
+/// [`recovery_blind_fingerprint`] of a state [`forget_dead`] normalized, which has no dead
+/// message left to leave out: the same value, without looking for them again (for
+/// [`crate::explore::Options::normalize`] with [`forget_dead`]).
+pub fn recovery_blind_fingerprint_of_normalized(s: &MasterSlaveState) -> u64 {
+    fingerprint(s, false, false)
 }
 
 /// The properties a search with [`recovery_blind_fingerprint`] may miss: "not reached" for
 /// them is confirmed with [`canonical_fingerprint`].
 pub const BLIND_TO: &[&str] = &[props::REACH_RECOVERY];
 
-fn fingerprint(s: &MasterSlaveState, with_recovered: bool) -> u64 {
+fn fingerprint(s: &MasterSlaveState, with_recovered: bool, look_for_dead: bool) -> u64 {
     use crate::explore::{hash_of, hasher};
     use std::hash::{Hash, Hasher};
     let n = s.actor_states.len();
@@ -1266,12 +1273,12 @@ fn fingerprint(s: &MasterSlaveState, with_recovered: bool) -> u64 {
     let live: Vec<(usize, usize, u64)> = match &s.network {
         Network::UnorderedDuplicating(set, _) => set
             .iter()
-            .filter(|e| !is_dead(s, e))
+            .filter(|e| !look_for_dead || !is_dead(s, e))
             .map(|e| (usize::from(e.src), usize::from(e.dst), hash_of(&e.msg)))
             .collect(),
         Network::UnorderedNonDuplicating(bag) => bag
             .iter()
-            .filter(|(e, _)| !is_dead(s, e))
+            .filter(|(e, _)| !look_for_dead || !is_dead(s, e))
             .map(|(e, count)| {
                 (
                     usize::from(e.src),
