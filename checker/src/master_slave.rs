@@ -14,9 +14,9 @@ use anyhow::{Context, bail};
 use replicore_model::explore::{Jump, Liveness, Options, plain_fingerprint};
 use replicore_model::liveness::GraphReport;
 use replicore_model::master_slave::model::{
-    BLIND_TO, MasterSlaveModel, MasterSlaveState, canonical_fingerprint, check_convergence,
-    forget_dead, is_fair, lose_all, lose_all_actions, props,
-    recovery_blind_fingerprint_of_normalized, representative, script_text,
+    BLIND_TO, MasterSlaveModel, MasterSlaveState, canonical_fingerprint, forget_dead, is_fair,
+    lose_all, lose_all_actions, props, recovery_blind_fingerprint_of_normalized, representative,
+    script_text,
 };
 use replicore_model::master_slave::{
     Beat, ClientMsg, Decision, MasterSlaveConfig, Mode, Msg, Mutant, NetworkKind, NodeState,
@@ -218,42 +218,20 @@ fn lose_all_at_once(cfg: &MasterSlaveConfig, no_reduction: bool) -> bool {
     !no_reduction && cfg.lossy && cfg.network == NetworkKind::UnorderedDuplicating
 }
 
-/// Which config the main run explores, and why.
-fn explored_config(cfg: &MasterSlaveConfig, no_reduction: bool) -> (MasterSlaveConfig, String) {
+/// How the search explores `cfg`, in the report's words.
+fn search_reason(cfg: &MasterSlaveConfig, no_reduction: bool) -> String {
     if no_reduction {
-        return (cfg.clone(), "explored as given (--no-reduction)".into());
-    }
-    let has_eventually = cfg
-        .clone()
-        .into_model()
-        .properties()
-        .iter()
-        .any(|p| p.expectation == Expectation::Eventually);
-    let reduced = cfg.safety_equivalent();
-    if reduced == *cfg {
-        (reduced, "explored as given".into())
-    } else if !has_eventually {
-        (
-            cfg.clone(),
-            "losses explored all at once: single losses are not explored, \"every message in flight is lost\" is, from every state (lose_all); safety and reachability are decided exactly (MasterSlaveConfig::safety_equivalent), and so is the liveness graph".into(),
-        )
-    } else if has_eventually {
-        (
-            cfg.clone(),
-            "explored as given: its Eventually property needs message loss, so the loss-free reduction (safety_equivalent) is not used".into(),
-        )
+        "explored as given (--no-reduction)".into()
+    } else if lose_all_at_once(cfg, false) {
+        "losses explored all at once: single losses are not explored, \"every message in flight is lost\" is, from every state (lose_all); safety and reachability are decided exactly (MasterSlaveConfig::safety_equivalent), and so are Eventually and the liveness graph".into()
     } else {
-        (
-            reduced,
-            "safety and reachability are decided exactly on the loss-free space: on a duplicating network loss cannot change them (MasterSlaveConfig::safety_equivalent); the liveness graph check runs on the lossy config when crash-free, else on the loss-free space".into(),
-        )
+        "explored as given".into()
     }
 }
 
-/// The explored config's model, carrying every property of `cfg`: a reachability property
-/// that the model only adds on a lossy network (delta and snapshot catch-up) is decided
-/// exactly on the loss-free space too, by the argument of
-/// [`MasterSlaveConfig::safety_equivalent`].
+/// The model of `explored`, a reduction of `cfg` (its loss-free twin), carrying every
+/// property of `cfg` that `explored`'s model lacks: each is decided exactly on the loss-free
+/// space too, by the argument of [`MasterSlaveConfig::safety_equivalent`].
 fn explored_model(cfg: &MasterSlaveConfig, explored: &MasterSlaveConfig) -> MasterSlaveModel {
     let mut model = explored.clone().into_model();
     let have: Vec<&str> = model.properties().iter().map(|p| p.name).collect();
@@ -322,36 +300,33 @@ pub fn check(
     settings: &Settings,
     search: &SearchArgs,
 ) -> anyhow::Result<Report> {
-    let (explored, reason) = explored_config(cfg, search.no_reduction);
-    let model = explored_model(cfg, &explored);
-    // `representative` also forgets dead messages, which can merge a terminal state into a
-    // non-terminal one: fine for Always/Sometimes, unsound for Stateright's Eventually (only
-    // judged at terminal states). Such configs are crash-free and small, so they go without.
+    let reason = search_reason(cfg, search.no_reduction);
+    let model = cfg.clone().into_model();
     let has_eventually = model
         .properties()
         .iter()
         .any(|p| p.expectation == Expectation::Eventually);
     let mut settings = settings.clone();
     let mut reason = reason;
-    if has_eventually && settings.symmetry {
+    // The simulation's walks end where they close a cycle, seen through the representative;
+    // it forgets dead messages, which can make a terminal state look like a visited one.
+    if has_eventually && settings.symmetry && settings.strategy == Strategy::Simulation {
         settings.symmetry = false;
         reason.push_str(
             "; symmetry off: the representative forgets dead messages, unsound for Eventually",
         );
     }
     // An exhaustive search runs replicore's explorer (depth first on every thread, breadth
-    // first on one); the main run and the liveness graph are one pass over one space when
-    // the graph check explores the same config (crashes allowed: the loss-free space).
-    let one_pass = settings.strategy != Strategy::Simulation && !has_eventually;
+    // first on one): one pass decides every property and the liveness graph. Its
+    // `Eventually` is judged at quiescent states, which no reduction here changes.
+    let one_pass = settings.strategy != Strategy::Simulation;
     if one_pass && settings.strategy == Strategy::Bfs {
         settings.threads = 1;
     }
     let settings = &settings;
-    let with_graph = one_pass
-        && graph_skip(cfg, settings, search, true).is_none()
-        && graph_config(cfg) == explored;
+    let with_graph = one_pass && graph_skip(cfg, settings, search, true).is_none();
     let (outcome, pass, exact) = if one_pass {
-        let goal = |s: &MasterSlaveState| props::converged(&explored, s);
+        let goal = |s: &MasterSlaveState| props::converged(cfg, s);
         let liveness = with_graph.then_some(Liveness {
             fair: &is_fair,
             goal: &goal,
@@ -378,15 +353,16 @@ pub fn check(
         // On a lossy duplicating network the loss-free twin is searched, with every loss at
         // once as a jump where the liveness graph needs it; paths are reported on the model
         // itself.
-        let lossless = lose_all_at_once(&explored, search.no_reduction)
-            .then(|| explored_model(cfg, &explored.safety_equivalent()));
+        let lossless = lose_all_at_once(cfg, search.no_reduction)
+            .then(|| explored_model(cfg, &cfg.safety_equivalent()));
         if lossless.is_some() {
             options.path_model = Some(&model);
-            if with_graph {
+            // The jump is for liveness: the graph, and `Eventually` after losses.
+            if with_graph || has_eventually {
                 options.jump = Some(Jump {
                     apply: &lose_all,
                     actions: &lose_all_actions,
-                    fair_only_after: true,
+                    fair_only_after: Some(&is_fair),
                 });
             }
         }
@@ -405,22 +381,21 @@ pub fn check(
         (outcome, pass, exact)
     } else {
         (
-            runner::run(model, settings, Some(representative)),
+            runner::run(model.clone(), settings, Some(representative)),
             None,
             None,
         )
     };
-    let judge = explored_model(cfg, &explored);
+    let judge = &model;
     let complete = outcome.stopped.is_none();
 
     let mut properties = Vec::new();
     let mut counterexamples = Vec::new();
-    let note = (explored != *cfg).then(|| "decided on the loss-free space".to_string());
     for f in &outcome.findings {
         let rechecked = exact.as_ref().filter(|e| e.names.contains(&f.name));
         let complete = rechecked.map_or(complete, |e| e.stopped.is_none());
         let (kind, result) = verdict(&f.expectation, f.found, complete);
-        let mut note = note.clone();
+        let mut note = None;
         if let Some(e) = rechecked {
             note = Some(format!(
                 "not reached with the recovery-blind fingerprint; decided on the exact space ({} unique states, {:.2} s{})",
@@ -451,7 +426,7 @@ pub fn check(
                 .find(|p| p.name == f.name)
                 .map(|p| p.condition);
             if kind != Kind::Eventually
-                && condition.is_some_and(|c| c(&judge, path.last_state()) != expected)
+                && condition.is_some_and(|c| c(judge, path.last_state()) != expected)
             {
                 note = Some(
                     "the recorded trace does not end in the discovery (a Stateright path quirk)"
@@ -472,12 +447,12 @@ pub fn check(
                 judge.properties().into_iter().find(|p| p.name == f.name),
             ) {
                 (Kind::Always, Some(p)) => {
-                    shortest_prefix(&judge, path, |s| !(p.condition)(&judge, s))
+                    shortest_prefix(judge, path, |s| !(p.condition)(judge, s))
                         .unwrap_or_else(|| (path.clone(), encoded.clone()))
                 }
                 _ => (path.clone(), encoded.clone()),
             };
-            counterexamples.push(counterexample_of(number, f.name, &explored, path, &encoded));
+            counterexamples.push(counterexample_of(number, f.name, cfg, path, &encoded));
             counterexample = Some(number);
         }
         properties.push(PropertyRow {
@@ -518,7 +493,7 @@ pub fn check(
         config: cfg.to_string(),
         config_fields: config_fields(cfg),
         explored: Explored {
-            config: explored.to_string(),
+            config: cfg.to_string(),
             reason,
         },
         run: settings.clone(),
@@ -547,20 +522,6 @@ struct OnePassGraph {
     graph: runner::Graph<MasterSlaveModel>,
 }
 
-/// The config the graph check explores: with crashes allowed, the lossy space of any but the
-/// smallest config is too large to enumerate, so the graph check runs on the loss-free space
-/// (crash and reordering traps), and loss-driven traps are checked on crash-free lossy
-/// configs (see docs/checking.md, "What the liveness checks prove").
-fn graph_config(cfg: &MasterSlaveConfig) -> MasterSlaveConfig {
-    if lose_all_at_once(cfg, false) {
-        cfg.clone()
-    } else if cfg.max_crashes > 0 {
-        cfg.safety_equivalent()
-    } else {
-        cfg.clone()
-    }
-}
-
 /// Why the graph check does not run, if it does not.
 fn graph_skip(
     cfg: &MasterSlaveConfig,
@@ -587,8 +548,7 @@ fn graph_skip(
     }
 }
 
-/// Runs the graph check (on the config itself when crash-free, else on its loss-free space),
-/// or takes the one computed in the main pass, or says why not.
+/// Reports the graph check computed in the main pass, or says why it did not run.
 fn graph_check(
     cfg: &MasterSlaveConfig,
     settings: &Settings,
@@ -598,12 +558,10 @@ fn graph_check(
     properties: &mut Vec<PropertyRow>,
     counterexamples: &mut Vec<Counterexample>,
 ) -> Option<GraphCheck> {
-    let skip = if pass.is_some() {
-        None
-    } else {
-        graph_skip(cfg, settings, search, main_complete)
-    };
-    if let Some(why) = skip {
+    let Some(p) = pass else {
+        // The pass keeps the graph whenever nothing skips it.
+        let why = graph_skip(cfg, settings, search, main_complete)
+            .unwrap_or_else(|| "not kept by the search".to_string());
         properties.push(PropertyRow {
             name: props::CONVERGENCE_REACHABLE.to_string(),
             kind: Kind::Graph,
@@ -620,39 +578,20 @@ fn graph_check(
             truncated: false,
             elapsed_secs: 0.0,
         });
-    }
-    // With crashes allowed, the lossy space of any but the smallest config is too large to
-    // enumerate; the graph check then runs on the loss-free space (crash and reordering
-    // traps), and loss-driven traps are checked on crash-free lossy configs (see
-    // docs/checking.md, "What the liveness checks prove").
-    let graph_cfg = graph_config(cfg);
-    let model = graph_cfg.clone().into_model();
-    let same_pass = pass.is_some();
-    let stop_note = pass
-        .as_ref()
-        .and_then(|p| p.stopped)
+    };
+    // Traps are paths on the config itself (losses included).
+    let model = cfg.clone().into_model();
+    let stop_note = p
+        .stopped
         .map(|stop| format!("the one-pass search was {}", stop.describe(settings)));
-    let g = match pass {
-        Some(p) => GraphReport {
-            unique_states: p.unique_states,
-            fair_edges: p.graph.fair_edges,
-            goal_states: p.graph.goal_states,
-            at_bound: p.graph.at_bound,
-            truncated: p.stopped.is_some(),
-            elapsed: p.elapsed,
-            trap: p.graph.trap,
-        },
-        None => {
-            let live = std::io::IsTerminal::is_terminal(&std::io::stderr());
-            if live {
-                eprint!("  liveness graph check on {graph_cfg} ...");
-            }
-            let g = check_convergence(&model, search.graph_max_states);
-            if live {
-                eprint!("\r\x1b[2K");
-            }
-            g
-        }
+    let g: GraphReport<MasterSlaveModel> = GraphReport {
+        unique_states: p.unique_states,
+        fair_edges: p.graph.fair_edges,
+        goal_states: p.graph.goal_states,
+        at_bound: p.graph.at_bound,
+        truncated: p.stopped.is_some(),
+        elapsed: p.elapsed,
+        trap: p.graph.trap,
     };
     let mut counterexample = None;
     let result = if let Some(trap) = g.trap {
@@ -679,12 +618,8 @@ fn graph_check(
             "graph check stopped at --graph-max-states {}",
             search.graph_max_states
         )
-    } else if graph_cfg == *cfg {
-        "graph check on the config itself".to_string()
-    } else if same_pass {
-        "graph check on the loss-free space (crashes allowed), in the same pass".to_string()
     } else {
-        "graph check on the loss-free space (crashes allowed)".to_string()
+        "graph check on the config itself".to_string()
     };
     let note = if g.at_bound > 0 {
         format!(

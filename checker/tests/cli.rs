@@ -138,6 +138,62 @@ fn a_liveness_mutant_exits_1() {
     assert!(out.contains("network drops"), "{out}");
 }
 
+/// A crash-free lossy config, whose every subset of undelivered messages Stateright's own
+/// checker would enumerate, is decided by losing everything at once: every property and
+/// `Eventually` hold, and its mutant refuted on commit validity stops at the counterexample.
+#[test]
+fn crash_free_lossy_configs_are_decided_in_one_pass() {
+    let (code, out, _) = check(&["master-slave", "--crashes", "0"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("losses explored all at once"), "{out}");
+    assert!(
+        out.contains("holds        eventually every slave converges once faults stop"),
+        "{out}"
+    );
+    assert!(out.contains("holds        graph"), "{out}");
+    let (code, out, _) = check(&[
+        "master-slave",
+        "--slaves",
+        "3",
+        "--script",
+        "2p",
+        "--crashes",
+        "0",
+        "--mutant",
+        "commit-on-majority",
+    ]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(
+            "VIOLATED     always     the master commits only after every participant voted prepared"
+        ),
+        "{out}"
+    );
+}
+
+/// With a crash allowed, the graph check still sees what loss does: a slave that asks for a
+/// lost delta only once is stranded, through a step the network drops.
+#[test]
+fn a_loss_driven_trap_is_found_with_crashes_allowed() {
+    let (code, out, _) = check(&[
+        "master-slave",
+        "--slaves",
+        "2",
+        "--script",
+        "1p",
+        "--crashes",
+        "1",
+        "--mutant",
+        "no-delta-retry",
+    ]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("VIOLATED     graph      convergence stays reachable from every state"),
+        "{out}"
+    );
+    assert!(out.contains("network drops"), "{out}");
+}
+
 #[test]
 fn bad_usage_exits_2_with_one_line() {
     let cases: &[&[&str]] = &[

@@ -14,8 +14,14 @@
 //! evaluated on every explored state, and `Sometimes` properties on every generated state,
 //! repeats included (so a fingerprint may leave out ghost bits that only a `Sometimes`
 //! property reads); `Always` is discovered where false and `Sometimes` where true; states outside `within_boundary` are not explored; the initial states have
-//! depth 1 and a depth bound stops expansion at that depth. `Eventually` is not judged here
-//! (it is only meaningful at terminal states); callers use the graph check instead.
+//! depth 1 and a depth bound stops expansion at that depth. `Eventually` is judged at
+//! *quiescent* states, where no step changes the state (none is enabled, or each leads back
+//! to the state itself up to the fingerprint): discovered where it is false there. That is
+//! Stateright's terminal-state rule on states rather than paths: Stateright reports a
+//! terminal state only if the property was false all along the path that reached it, which
+//! differs only for a property that can turn false again after holding, and which misses
+//! violations behind a join of paths (its path bits are not in the fingerprint). For
+//! liveness beyond terminal states, callers use the graph check.
 
 use stateright::{Expectation, Model, Path};
 use std::collections::{HashMap, VecDeque};
@@ -83,10 +89,11 @@ pub struct Jump<'a, M: Model> {
     /// The model's actions the jump stands for, in order: applied one after another with
     /// the model's `next_state`, they give the state `apply` gives.
     pub actions: &'a (dyn Fn(&M::State) -> Vec<M::Action> + Sync),
-    /// Whether the states the jump reaches are there for the liveness graph only: from them
-    /// only fair steps are taken (and no jump), unless the search also reaches them without
-    /// a jump, when they are expanded in full. Every state explored is still judged.
-    pub fair_only_after: bool,
+    /// `Some(fair)`: the states the jump reaches are there for liveness only: from them only
+    /// the steps `fair` accepts are taken (and no jump), unless the search also reaches them
+    /// without a jump, when they are expanded in full. Every state explored is still judged;
+    /// such a state with a step `fair` refuses (or a jump) enabled is not quiescent.
+    pub fair_only_after: Option<&'a (dyn Fn(&M::Action) -> bool + Sync)>,
 }
 
 /// The action index recorded for a [`Jump`] in the parent table.
@@ -311,10 +318,10 @@ where
 {
     let started = Instant::now();
     let properties = model.properties();
-    let judged: Vec<bool> = properties
+    let judged: Vec<bool> = properties.iter().map(|_| true).collect();
+    let has_eventually = properties
         .iter()
-        .map(|p| p.expectation != Expectation::Eventually)
-        .collect();
+        .any(|p| p.expectation == Expectation::Eventually);
     let threads = match options.order {
         Order::DepthFirst => options.threads.max(1),
         Order::BreadthFirst => 1,
@@ -341,9 +348,8 @@ where
             }
             let holds = (p.condition)(model, state);
             let hit = match p.expectation {
-                Expectation::Always => !holds,
+                Expectation::Always | Expectation::Eventually => !holds,
                 Expectation::Sometimes => holds,
-                Expectation::Eventually => false,
             };
             if hit {
                 let mut found = lock(&shared.found);
@@ -358,6 +364,7 @@ where
     let both = [Expectation::Always, Expectation::Sometimes];
     let always = [Expectation::Always];
     let sometimes = [Expectation::Sometimes];
+    let eventually = [Expectation::Eventually];
     // Looks `next` up, giving it an id if it is new (`None`: new but over `max_states`), and
     // marking whether it is expanded with fair steps only.
     let max_states = options.max_states.min(FAIR_ONLY as usize);
@@ -474,28 +481,41 @@ where
             }
             actions.clear();
             model.actions(&state, &mut actions);
-            let jumped = options
+            // Whether some step changes the state (for `Eventually`: see the module doc).
+            let changed = std::cell::Cell::new(false);
+            // Only fair steps from a state a jump reached (see `Jump::fair_only_after`).
+            let restrict = options
                 .jump
                 .as_ref()
-                .filter(|_| !fair_only)
-                .and_then(|j| Some(((j.apply)(&state)?, j.fair_only_after)));
+                .and_then(|j| j.fair_only_after)
+                .filter(|_| fair_only);
+            let jumped = match &options.jump {
+                Some(j) if !fair_only => (j.apply)(&state).map(|next| (next, j.fair_only_after)),
+                Some(j) if has_eventually && (j.apply)(&state).is_some() => {
+                    changed.set(true);
+                    None
+                }
+                _ => None,
+            };
             let successors = actions
                 .drain(..)
                 .enumerate()
                 .filter_map(|(ai, action)| {
-                    let fair = options.liveness.as_ref().is_some_and(|l| (l.fair)(&action));
-                    if fair_only && !fair {
+                    if restrict.is_some_and(|keep| !keep(&action)) {
+                        changed.set(true);
                         return None;
                     }
+                    let fair = options.liveness.as_ref().is_some_and(|l| (l.fair)(&action));
                     let next = model.next_state(&state, action)?;
                     Some((ai as u32, fair, next, fair_only))
                 })
-                .chain(jumped.map(|(next, then)| (JUMP, false, next, then)));
+                .chain(jumped.map(|(next, then)| (JUMP, false, next, then.is_some())));
             for (ai, fair, mut next, next_fair_only) in successors {
                 if let Some(normalize) = options.normalize {
                     normalize(&mut next);
                 }
                 if !model.within_boundary(&next) {
+                    changed.set(true);
                     if fair
                         && options
                             .liveness
@@ -524,9 +544,16 @@ where
                     max_depth = max_depth.max(depth as usize + 1);
                     queue.push_back((next_id, depth + 1, next, next_fair_only));
                 }
-                if fair && next_id != id {
-                    out.edges.push((next_id, id)); // reversed: from successor back to predecessor
+                if next_id != id {
+                    changed.set(true);
+                    if fair {
+                        // Reversed: from the successor back to its predecessor.
+                        out.edges.push((next_id, id));
+                    }
                 }
+            }
+            if has_eventually && !changed.get() {
+                judge(&state, Found::At(id), &eventually);
             }
             // Hand the shallowest half of the stack to an idle worker.
             if threads > 1

@@ -273,6 +273,93 @@ fn recovery_blind_fingerprint_keeps_every_verdict() {
     }
 }
 
+/// The search `replicore-check` runs on a lossy duplicating network: the loss-free twin of
+/// `cfg`, with every loss at once as a jump and only fair steps after it; paths on `lossy`.
+fn losing_everything_at_once(
+    cfg: &MasterSlaveConfig,
+    lossy: &MasterSlaveModel,
+) -> Exploration<MasterSlaveModel> {
+    let lossless = cfg.safety_equivalent().into_model();
+    let goal = |s: &MasterSlaveState| props::converged(cfg, s);
+    let mut options = Options::new(&canonical_fingerprint);
+    options.normalize = Some(&forget_dead);
+    options.liveness = Some(Liveness {
+        fair: &is_fair,
+        goal: &goal,
+        bound_reaches_goal: true,
+    });
+    options.jump = Some(Jump {
+        apply: &lose_all,
+        actions: &lose_all_actions,
+        fair_only_after: Some(&is_fair),
+    });
+    options.path_model = Some(lossy);
+    one_pass(&lossless, options)
+}
+
+/// Crash-free, the same search decides Stateright's `Eventually` too: judged at quiescent
+/// states, it agrees with Stateright's DFS over the whole lossy space, where the property
+/// holds, where it fails (heartbeat-once: a lost heartbeat is never sent again), and where
+/// it holds only because no state is terminal (no-delta-retry, which the graph refutes).
+#[test]
+fn eventually_after_losing_everything_agrees_with_stateright() {
+    let base = MasterSlaveConfig {
+        slaves: 1,
+        script: script("1p"),
+        max_crashes: 0,
+        ..Default::default()
+    };
+    // Where it holds: `lossy_config_converges_by_eventually_and_by_graph_check`.
+    let cases = [
+        (
+            MasterSlaveConfig {
+                mutant: Some(Mutant::HeartbeatOnce),
+                ..base.clone()
+            },
+            true,
+        ),
+        (
+            MasterSlaveConfig {
+                mutant: Some(Mutant::NoDeltaRetry),
+                ..base.clone()
+            },
+            false,
+        ),
+    ];
+    for (cfg, violated) in cases {
+        let lossy = cfg.clone().into_model();
+        let i = lossy
+            .properties()
+            .iter()
+            .position(|p| p.name == props::CONVERGES)
+            .expect("a crash-free config has Eventually");
+        let stateright = explore(cfg.clone());
+        assert_eq!(
+            stateright.discovery(props::CONVERGES).is_some(),
+            violated,
+            "{cfg}"
+        );
+        let reduced = losing_everything_at_once(&cfg, &lossy);
+        assert_eq!(reduced.discoveries[i].is_some(), violated, "{cfg}");
+        if let Some(path) = &reduced.discoveries[i] {
+            let last = path.last_state();
+            assert!(!props::converged(&cfg, last), "{cfg}");
+            // Quiescent: every step from the last state (once its dead messages are
+            // dropped) leads back to it.
+            let mut quiet = last.clone();
+            forget_dead(&mut quiet);
+            let fingerprint = canonical_fingerprint(&quiet);
+            assert!(
+                lossy.next_steps(&quiet).into_iter().all(|(_, mut next)| {
+                    forget_dead(&mut next);
+                    canonical_fingerprint(&next) == fingerprint
+                }),
+                "{cfg}"
+            );
+        }
+    }
+}
+
 /// Losing every message in flight at once, from every loss-free state, with only fair steps
 /// after it (what `replicore-check` explores on a lossy duplicating network) decides what
 /// the whole lossy space decides: every property's verdict and the liveness graph, trap or
@@ -296,21 +383,7 @@ fn losing_everything_at_once_decides_what_the_lossy_space_decides() {
         let lossy = cfg.clone().into_model();
         let whole = explore_one_pass(&lossy);
         let lossless = cfg.safety_equivalent().into_model();
-        let goal = |s: &MasterSlaveState| props::converged(&cfg, s);
-        let mut options = Options::new(&canonical_fingerprint);
-        options.normalize = Some(&forget_dead);
-        options.liveness = Some(Liveness {
-            fair: &is_fair,
-            goal: &goal,
-            bound_reaches_goal: true,
-        });
-        options.jump = Some(Jump {
-            apply: &lose_all,
-            actions: &lose_all_actions,
-            fair_only_after: true,
-        });
-        options.path_model = Some(&lossy);
-        let reduced = one_pass(&lossless, options);
+        let reduced = losing_everything_at_once(&cfg, &lossy);
         let without_loss = explore_one_pass(&lossless);
         assert!(
             without_loss.unique < reduced.unique && reduced.unique * 4 < whole.unique,
@@ -435,6 +508,17 @@ fn lossy_config_converges_by_eventually_and_by_graph_check() {
             .any(|p| p.name == props::CONVERGES)
     );
     assert_holds(&checker);
+    // And by the search that loses everything at once, in a fraction of the states.
+    let reduced = losing_everything_at_once(&cfg, checker.model());
+    assert!(
+        reduced
+            .discoveries
+            .iter()
+            .zip(checker.model().properties())
+            .all(|(d, p)| d.is_none() || p.expectation == Expectation::Sometimes)
+    );
+    assert!(reduced.graph.unwrap().trap.is_none());
+    assert!(reduced.unique * 10 < checker.unique_state_count());
     let report = check_convergence(&cfg.into_model(), 10_000_000);
     assert!(report.trap.is_none());
 }

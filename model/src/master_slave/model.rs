@@ -1146,11 +1146,16 @@ pub fn forget_dead(s: &mut MasterSlaveState) {
 /// gone), where it is `None` too.
 pub fn lose_all(s: &MasterSlaveState) -> Option<MasterSlaveState> {
     match &s.network {
-        Network::UnorderedDuplicating(set, _) if !set.is_empty() => {
-            let mut next = s.clone();
-            next.network = Network::new_unordered_duplicating([]);
-            Some(next)
-        }
+        // Everything but the network, without copying the network first.
+        Network::UnorderedDuplicating(set, _) if !set.is_empty() => Some(ActorModelState {
+            actor_states: s.actor_states.clone(),
+            network: Network::new_unordered_duplicating([]),
+            timers_set: s.timers_set.clone(),
+            random_choices: s.random_choices.clone(),
+            crashed: s.crashed.clone(),
+            history: s.history.clone(),
+            actor_storages: s.actor_storages.clone(),
+        }),
         _ => None,
     }
 }
