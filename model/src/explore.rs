@@ -34,6 +34,9 @@ use std::time::{Duration, Instant};
 /// A canonical fingerprint: states with equal fingerprints are treated as one.
 pub type Fingerprint<'a, S> = &'a (dyn Fn(&S) -> u64 + Sync);
 
+/// Which of a model's actions a search takes (see [`Jump::fair_only_after`]).
+pub type ActionFilter<'a, A> = &'a (dyn Fn(&A) -> bool + Sync);
+
 /// A rewrite of a generated state (see [`Options::normalize`]).
 pub type Normalize<'a, S> = &'a (dyn Fn(&mut S) + Sync);
 
@@ -93,7 +96,7 @@ pub struct Jump<'a, M: Model> {
     /// the steps `fair` accepts are taken (and no jump), unless the search also reaches them
     /// without a jump, when they are expanded in full. Every state explored is still judged;
     /// such a state with a step `fair` refuses (or a jump) enabled is not quiescent.
-    pub fair_only_after: Option<&'a (dyn Fn(&M::Action) -> bool + Sync)>,
+    pub fair_only_after: Option<ActionFilter<'a, M::Action>>,
 }
 
 /// The action index recorded for a [`Jump`] in the parent table.
@@ -318,7 +321,6 @@ where
 {
     let started = Instant::now();
     let properties = model.properties();
-    let judged: Vec<bool> = properties.iter().map(|_| true).collect();
     let has_eventually = properties
         .iter()
         .any(|p| p.expectation == Expectation::Eventually);
@@ -331,7 +333,7 @@ where
         table: Mutex::default(),
         found: Mutex::new(vec![None; properties.len()]),
         found_flags: properties.iter().map(|_| AtomicBool::new(false)).collect(),
-        open: AtomicUsize::new(judged.iter().filter(|j| **j).count()),
+        open: AtomicUsize::new(properties.len()),
         pool: Mutex::default(),
         pool_len: AtomicUsize::new(0),
         idle: AtomicUsize::new(0),
@@ -342,8 +344,7 @@ where
     };
     let judge = |state: &M::State, at: Found, kinds: &[Expectation]| {
         for (i, p) in properties.iter().enumerate() {
-            if !judged[i] || shared.found_flags[i].load(Relaxed) || !kinds.contains(&p.expectation)
-            {
+            if shared.found_flags[i].load(Relaxed) || !kinds.contains(&p.expectation) {
                 continue;
             }
             let holds = (p.condition)(model, state);
