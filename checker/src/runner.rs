@@ -14,9 +14,8 @@ use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 /// How the state space is searched. Exhaustive searches run replicore's one-pass explorer
-/// ([`replicore_model::explore`], one thread, canonical fingerprints, the liveness graph in
-/// the same pass); a model with an `Eventually` property, which that explorer does not
-/// judge, goes to Stateright's checker of the same order (`--threads` applies there).
+/// ([`replicore_model::explore`]: depth first on `--threads` workers, canonical
+/// fingerprints, `Eventually` at quiescent states and the liveness graph in the same pass).
 #[derive(Clone, Copy, Debug, Eq, PartialEq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Strategy {
@@ -155,8 +154,9 @@ where
             started,
         );
     }
-    // Our explorer does not judge `Eventually` (only meaningful at terminal states, as
-    // Stateright does it): such models go to Stateright's own BFS.
+    // Our explorer judges `Eventually` at quiescent states, not by Stateright's rule on
+    // paths: a model with one that comes this way goes to Stateright's own checker (a
+    // protocol that wants the explorer's rule searches with `explore`, as master-slave does).
     let eventually = model
         .properties()
         .iter()
