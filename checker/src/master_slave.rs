@@ -229,23 +229,21 @@ fn search_reason(cfg: &MasterSlaveConfig, no_reduction: bool) -> String {
     }
 }
 
-/// The model of `explored`, a reduction of `cfg` (its loss-free twin), carrying every
-/// property of `cfg` that `explored`'s model lacks: each is decided exactly on the loss-free
-/// space too, by the argument of [`MasterSlaveConfig::safety_equivalent`].
-fn explored_model(cfg: &MasterSlaveConfig, explored: &MasterSlaveConfig) -> MasterSlaveModel {
-    let mut model = explored.clone().into_model();
-    let have: Vec<&str> = model.properties().iter().map(|p| p.name).collect();
-    let missing: Vec<_> = cfg
-        .clone()
-        .into_model()
+/// The model of `model`'s loss-free twin ([`MasterSlaveConfig::safety_equivalent`]),
+/// carrying every property of `model` that the twin's lacks: each is decided exactly on the
+/// loss-free space too, by the argument of `safety_equivalent`.
+fn lossless_model(model: &MasterSlaveModel) -> MasterSlaveModel {
+    let mut lossless = model.cfg.safety_equivalent().into_model();
+    let have: Vec<&str> = lossless.properties().iter().map(|p| p.name).collect();
+    let missing: Vec<_> = model
         .properties()
         .into_iter()
         .filter(|p| !have.contains(&p.name) && p.expectation != Expectation::Eventually)
         .collect();
     for p in missing {
-        model = model.property(p.expectation, p.name, p.condition);
+        lossless = lossless.property(p.expectation, p.name, p.condition);
     }
-    model
+    lossless
 }
 
 /// A second search of [`confirm_on_exact_space`]: which properties it decided, and how far it
@@ -353,8 +351,7 @@ pub fn check(
         // On a lossy duplicating network the loss-free twin is searched, with every loss at
         // once as a jump where the liveness graph needs it; paths are reported on the model
         // itself.
-        let lossless = lose_all_at_once(cfg, search.no_reduction)
-            .then(|| explored_model(cfg, &cfg.safety_equivalent()));
+        let lossless = lose_all_at_once(cfg, search.no_reduction).then(|| lossless_model(&model));
         if lossless.is_some() {
             options.path_model = Some(&model);
             // The jump is for liveness: the graph, and `Eventually` after losses.
@@ -465,7 +462,7 @@ pub fn check(
     }
 
     let graph = graph_check(
-        cfg,
+        &model,
         settings,
         search,
         complete,
@@ -550,7 +547,7 @@ fn graph_skip(
 
 /// Reports the graph check computed in the main pass, or says why it did not run.
 fn graph_check(
-    cfg: &MasterSlaveConfig,
+    model: &MasterSlaveModel,
     settings: &Settings,
     search: &SearchArgs,
     main_complete: bool,
@@ -558,6 +555,7 @@ fn graph_check(
     properties: &mut Vec<PropertyRow>,
     counterexamples: &mut Vec<Counterexample>,
 ) -> Option<GraphCheck> {
+    let cfg = &model.cfg;
     let Some(p) = pass else {
         // The pass keeps the graph whenever nothing skips it.
         let why = graph_skip(cfg, settings, search, main_complete)
@@ -579,8 +577,6 @@ fn graph_check(
             elapsed_secs: 0.0,
         });
     };
-    // Traps are paths on the config itself (losses included).
-    let model = cfg.clone().into_model();
     let stop_note = p
         .stopped
         .map(|stop| format!("the one-pass search was {}", stop.describe(settings)));
@@ -596,7 +592,7 @@ fn graph_check(
     let mut counterexample = None;
     let result = if let Some(trap) = g.trap {
         let number = counterexamples.len() + 1;
-        let encoded = trap.encode(&model);
+        let encoded = trap.encode(model);
         counterexamples.push(counterexample_of(
             number,
             props::CONVERGENCE_REACHABLE,
