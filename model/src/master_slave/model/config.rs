@@ -1,0 +1,357 @@
+//! The config of the checked system, its scripts, and the model it builds.
+
+use super::{Ghost, MasterSlaveModel, Node, props};
+use crate::master_slave::Mutant;
+use crate::master_slave::client::{ScriptClient, ScriptStep, UpdateKind};
+use crate::master_slave::master::MasterServer;
+use crate::master_slave::slave::SlaveServer;
+use crate::store::{KvOp, ModelKv};
+use stateright::Expectation;
+use stateright::actor::{ActorModel, Id, LossyNetwork, Network};
+use std::fmt;
+use std::marker::PhantomData;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// The network semantics the checker explores (SPEC "Fault model").
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum NetworkKind {
+    /// Unordered; a sent message may be delivered any number of times (a set).
+    UnorderedDuplicating,
+    /// Unordered; each sent copy is delivered at most once (a multiset).
+    UnorderedNonDuplicating,
+    /// FIFO per directed link, like TCP.
+    Ordered,
+}
+
+impl NetworkKind {
+    /// The command-line name.
+    pub fn name(self) -> &'static str {
+        match self {
+            NetworkKind::UnorderedDuplicating => "duplicating",
+            NetworkKind::UnorderedNonDuplicating => "nonduplicating",
+            NetworkKind::Ordered => "ordered",
+        }
+    }
+}
+
+impl FromStr for NetworkKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "duplicating" => Ok(NetworkKind::UnorderedDuplicating),
+            "nonduplicating" => Ok(NetworkKind::UnorderedNonDuplicating),
+            "ordered" => Ok(NetworkKind::Ordered),
+            _ => Err(format!(
+                "unknown network '{s}' (expected duplicating, nonduplicating or ordered)"
+            )),
+        }
+    }
+}
+
+/// Parses a compact script: comma-separated `1p` (one-phase), `2p` (two-phase) and `rb`
+/// (a two-phase update rolled back at once). Update `i` puts value `i + 1` at key `i % 2`,
+/// so every committed state differs from the one before it. Panics on a bad script; use
+/// [`try_script`] on user input.
+pub fn script(s: &str) -> Vec<ScriptStep<ModelKv>> {
+    try_script(s).expect("a valid built-in script")
+}
+
+/// Parses a compact script (see [`script`]).
+pub fn try_script(s: &str) -> Result<Vec<ScriptStep<ModelKv>>, String> {
+    let items: Vec<&str> = s
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .collect();
+    if items.len() > 16 {
+        return Err(format!(
+            "script has {} updates; at most 16 are supported",
+            items.len()
+        ));
+    }
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let kind = match *item {
+                "1p" => UpdateKind::OnePhase,
+                "2p" => UpdateKind::TwoPhase,
+                "rb" => UpdateKind::RolledBack,
+                other => {
+                    return Err(format!(
+                        "unknown script item '{other}' (expected 1p, 2p or rb)"
+                    ));
+                }
+            };
+            Ok(ScriptStep {
+                op: KvOp::Put((i % 2) as u8, i as u8 + 1),
+                kind,
+            })
+        })
+        .collect()
+}
+
+/// Formats a script back into its compact form.
+pub fn script_text(script: &[ScriptStep<ModelKv>]) -> String {
+    script
+        .iter()
+        .map(|s| match s.kind {
+            UpdateKind::OnePhase => "1p",
+            UpdateKind::TwoPhase => "2p",
+            UpdateKind::RolledBack => "rb",
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// A model configuration of protocol 1; [`MasterSlaveConfig::into_model`] builds it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MasterSlaveConfig {
+    /// How many slave servers.
+    pub slaves: usize,
+    /// Each client's updates (client `c` puts values shifted by `16 c`, so clients' changes
+    /// differ).
+    pub script: Vec<ScriptStep<ModelKv>>,
+    /// How many scripted clients run the script concurrently. Three or more let two-phase
+    /// requests queue behind a round and share the next one (group commit).
+    pub clients: usize,
+    /// The network semantics.
+    pub network: NetworkKind,
+    /// Whether messages can be lost.
+    pub lossy: bool,
+    /// How many servers may be down at the same time.
+    pub max_crashes: usize,
+    /// How many committed steps the master remembers for deltas.
+    pub history_bound: usize,
+    /// A deliberate bug.
+    pub mutant: Option<Mutant>,
+}
+
+impl Default for MasterSlaveConfig {
+    /// The default config (issue "core"): 1 master, 2 slaves, a one-phase update, a
+    /// two-phase update and a rolled-back two-phase update, over a lossy duplicating
+    /// reordering network with at most 1 crash, and a history of 1 step so that catch-up by
+    /// snapshot is reachable.
+    fn default() -> Self {
+        MasterSlaveConfig {
+            slaves: 2,
+            script: script("1p,2p,rb"),
+            clients: 1,
+            network: NetworkKind::UnorderedDuplicating,
+            lossy: true,
+            max_crashes: 1,
+            history_bound: 1,
+            mutant: None,
+        }
+    }
+}
+
+impl fmt::Display for MasterSlaveConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "master-slave: slaves={} script={}{} network={}{} crashes={} history={} mutant={}",
+            self.slaves,
+            script_text(&self.script),
+            if self.clients == 1 {
+                String::new()
+            } else {
+                format!(" clients={}", self.clients)
+            },
+            if self.lossy { "lossy," } else { "" },
+            self.network.name(),
+            self.max_crashes,
+            self.history_bound,
+            self.mutant.map_or("none", Mutant::name),
+        )
+    }
+}
+
+impl MasterSlaveConfig {
+    /// The master's id.
+    pub fn master_id(&self) -> Id {
+        Id::from(0)
+    }
+
+    /// The slaves' ids.
+    pub fn slave_ids(&self) -> Vec<Id> {
+        (1..=self.slaves).map(Id::from).collect()
+    }
+
+    /// The most messages in flight explored on networks that keep every copy: two per
+    /// actor.
+    pub fn in_flight_bound(&self) -> usize {
+        2 * (self.slaves + 1 + self.clients)
+    }
+
+    /// The first client's id.
+    pub fn client_id(&self) -> Id {
+        Id::from(self.slaves + 1)
+    }
+
+    /// Every client's id: after the slaves.
+    pub fn client_ids(&self) -> Vec<Id> {
+        (self.slaves + 1..=self.slaves + self.clients)
+            .map(Id::from)
+            .collect()
+    }
+
+    /// Client `c`'s script: the script with values shifted by `16 c`.
+    pub fn client_script(&self, c: usize) -> Vec<ScriptStep<ModelKv>> {
+        self.script
+            .iter()
+            .map(|step| ScriptStep {
+                op: match step.op {
+                    KvOp::Put(k, v) => KvOp::Put(k, v.wrapping_add((16 * c) as u8)),
+                    ref other => other.clone(),
+                },
+                kind: step.kind,
+            })
+            .collect()
+    }
+
+    fn has(&self, kind: UpdateKind) -> bool {
+        self.script.iter().any(|s| s.kind == kind)
+    }
+
+    /// The config whose state space decides every safety and reachability property of
+    /// this one, exactly, and is smaller.
+    ///
+    /// On an unordered duplicating network, message loss cannot change whether a safety or
+    /// reachability property holds: a delivered message stays deliverable, a message's
+    /// presence never disables another action, and no property reads the network. Every run
+    /// with drops is therefore matched, step for step, by the run that omits the drops and
+    /// simply never delivers those messages again; it reaches the same actor states,
+    /// storages and ghost history. So the lossy space and the loss-free space satisfy the same
+    /// `Always`/`Sometimes` properties, and the loss-free one is far smaller (no subsets of
+    /// dropped messages). Liveness is different: it needs loss, and is checked on the
+    /// config itself.
+    pub fn safety_equivalent(&self) -> MasterSlaveConfig {
+        let mut cfg = self.clone();
+        if cfg.network == NetworkKind::UnorderedDuplicating {
+            cfg.lossy = false;
+        }
+        cfg
+    }
+
+    /// Builds the actor model with every property that applies to this config.
+    pub fn into_model(self) -> MasterSlaveModel {
+        let master = self.master_id();
+        let slaves = self.slave_ids();
+        let tick = Duration::from_millis(10)..Duration::from_millis(20);
+        let mut model = ActorModel::new(self.clone(), Ghost::default())
+            .actor(Node::Master(MasterServer {
+                slaves: slaves.clone(),
+                history_bound: self.history_bound,
+                heartbeat: tick.clone(),
+                mutant: self.mutant,
+                store: PhantomData,
+            }))
+            .actors(slaves.iter().map(|_| {
+                Node::Slave(SlaveServer {
+                    master,
+                    mutant: self.mutant,
+                    store: PhantomData,
+                })
+            }))
+            .actors((0..self.clients).map(|c| {
+                Node::Client(ScriptClient {
+                    master,
+                    script: self.client_script(c),
+                    timeout_ms: 100,
+                    retry: tick.clone(),
+                })
+            }))
+            .init_network(match self.network {
+                NetworkKind::UnorderedDuplicating => Network::new_unordered_duplicating([]),
+                NetworkKind::UnorderedNonDuplicating => Network::new_unordered_nonduplicating([]),
+                NetworkKind::Ordered => Network::new_ordered([]),
+            })
+            .lossy_network(if self.lossy {
+                LossyNetwork::Yes
+            } else {
+                LossyNetwork::No
+            })
+            .max_crashes(self.max_crashes)
+            .record_msg_out(Ghost::record_out)
+            .record_msg_in(Ghost::record_in)
+            // Clients are not servers of the fault model: they never crash. On networks
+            // that keep every copy (non-duplicating, ordered), timers re-send into a growing
+            // multiset, so the search is bounded by messages in flight.
+            .within_boundary(|cfg, state| {
+                cfg.client_ids()
+                    .iter()
+                    .all(|c| !state.crashed[usize::from(*c)])
+                    && (cfg.network == NetworkKind::UnorderedDuplicating
+                        || state.network.len() <= cfg.in_flight_bound())
+            });
+
+        use props::*;
+        model = model
+            .property(Expectation::Always, SLAVE_DATA, |_, s| slave_data(s))
+            .property(Expectation::Always, NO_ABORTED_VISIBLE, |_, s| {
+                no_aborted_visible(s)
+            })
+            .property(Expectation::Always, AGREEMENT, |_, s| agreement(s))
+            .property(Expectation::Always, COMMIT_VALIDITY, |_, s| {
+                commit_validity(s)
+            })
+            .property(Expectation::Always, UNIQUE_VERSIONS, |_, s| {
+                unique_versions(s)
+            })
+            .property(Expectation::Always, MONOTONIC, |_, s| monotonic(s))
+            .property(Expectation::Always, DURABLE_VOTES, |_, s| durable_votes(s));
+        if self.max_crashes == 0 {
+            // With crashes allowed no state is terminal (a crash is always possible), so
+            // Stateright's `Eventually` would pass vacuously: it is only added where it can
+            // fail. [`crate::liveness`] covers every config.
+            model = model.property(Expectation::Eventually, CONVERGES, |m, s| {
+                converged(&m.cfg, s)
+            });
+        }
+        if self.has(UpdateKind::TwoPhase) || self.has(UpdateKind::RolledBack) {
+            model = model
+                .property(Expectation::Sometimes, REACH_TWO_PHASE_COMMIT, |m, s| {
+                    two_phase_commit_everywhere(&m.cfg, s)
+                })
+                .property(Expectation::Sometimes, REACH_ABORT, |_, s| {
+                    !s.history.aborted.is_empty()
+                });
+        }
+        if self.clients >= 3 && self.has(UpdateKind::TwoPhase) {
+            model = model.property(Expectation::Sometimes, REACH_GROUP_COMMIT, |_, s| {
+                s.history.group_committed
+            });
+        }
+        if self.has(UpdateKind::RolledBack) {
+            model = model.property(Expectation::Sometimes, REACH_ROLLBACK, |_, s| {
+                s.history.rolled_back
+            });
+        }
+        if self.script.len() >= 2 {
+            model = model.property(Expectation::Sometimes, REACH_DELTA, |_, s| {
+                s.history.delta_applied
+            });
+            // A slave needs a version the master no longer remembers: after a master restart
+            // (history is not saved), or behind a one-phase update past the history bound (a
+            // two-phase update waits for every slave, so it never leaves one two behind).
+            let pruned = self
+                .script
+                .iter()
+                .skip(self.history_bound)
+                .any(|s| s.kind == UpdateKind::OnePhase);
+            if self.max_crashes > 0 || pruned {
+                model = model.property(Expectation::Sometimes, REACH_SNAPSHOT, |_, s| {
+                    s.history.snapshot_applied
+                });
+            }
+        }
+        if self.max_crashes > 0 {
+            model = model.property(Expectation::Sometimes, REACH_RECOVERY, |m, s| {
+                recovered_and_converged(&m.cfg, s)
+            });
+        }
+        model
+    }
+}

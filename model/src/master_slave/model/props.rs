@@ -1,0 +1,169 @@
+//! The property names and predicates of protocol 1. Each predicate is a plain function of a
+//! model state, so the checker, the runtime tests and trace conformance call the same code.
+
+use super::{MasterSlaveConfig, MasterSlaveState, NodeState};
+use crate::master_slave::Saved;
+use crate::master_slave::master::MasterState;
+use crate::master_slave::master_user::Step;
+use crate::master_slave::slave::SlaveState;
+use crate::store::ModelKv;
+
+/// Safety 1: every live slave's (version, data) is the master's committed data at that
+/// version; reads on a slave see nothing else.
+pub const SLAVE_DATA: &str = "slave data is the master's committed data at its version";
+/// Safety 2.
+pub const NO_ABORTED_VISIBLE: &str = "no aborted or rolled-back update is visible on a slave";
+/// Safety 3.
+pub const AGREEMENT: &str = "no version is both committed and aborted";
+/// Safety 4.
+pub const COMMIT_VALIDITY: &str = "the master commits only after every participant voted prepared";
+/// Safety 5.
+pub const UNIQUE_VERSIONS: &str = "no two committed states share a version";
+/// Safety 6.
+pub const MONOTONIC: &str = "no node's committed version goes back across a restart";
+/// Safety 7: a Prepared vote is a promise that survives a crash.
+pub const DURABLE_VOTES: &str = "every undecided prepared vote is backed by a saved delta";
+/// Liveness, checked by Stateright's `Eventually` at terminal states.
+pub const CONVERGES: &str = "every slave converges once faults stop";
+/// Liveness, checked by [`crate::liveness`] over the whole explored graph.
+pub const CONVERGENCE_REACHABLE: &str = "convergence stays reachable from every state";
+/// Reachability.
+pub const REACH_TWO_PHASE_COMMIT: &str = "a two-phase commit reaches every slave";
+/// Reachability.
+pub const REACH_ABORT: &str = "a two-phase update aborts";
+/// Reachability.
+pub const REACH_ROLLBACK: &str = "a client rolls back an update";
+/// Reachability (three or more clients): group commit.
+pub const REACH_GROUP_COMMIT: &str = "two clients' updates commit in one two-phase round";
+/// Reachability.
+pub const REACH_DELTA: &str = "a slave catches up by delta request";
+/// Reachability.
+pub const REACH_SNAPSHOT: &str = "a slave catches up by snapshot";
+/// Reachability.
+pub const REACH_RECOVERY: &str = "a crashed slave recovers and converges";
+
+/// The live master's state.
+pub fn master(s: &MasterSlaveState) -> Option<&MasterState<ModelKv>> {
+    match &*s.actor_states[0] {
+        NodeState::Master(m) if !s.crashed[0] => Some(m),
+        _ => None,
+    }
+}
+
+/// Every live slave's state.
+pub fn live_slaves(s: &MasterSlaveState) -> impl Iterator<Item = (usize, &SlaveState<ModelKv>)> {
+    s.actor_states
+        .iter()
+        .enumerate()
+        .filter_map(|(i, a)| match &**a {
+            NodeState::Slave(sl) if !s.crashed[i] => Some((i, sl)),
+            _ => None,
+        })
+}
+
+/// Safety 1.
+pub fn slave_data(s: &MasterSlaveState) -> bool {
+    live_slaves(s).all(|(_, sl)| {
+        let v = sl.user.version;
+        if v == 0 {
+            sl.user.data == ModelKv::default()
+        } else {
+            s.history.committed.get(&v) == Some(&sl.user.data)
+        }
+    })
+}
+
+/// Safety 2.
+pub fn no_aborted_visible(s: &MasterSlaveState) -> bool {
+    live_slaves(s).all(|(_, sl)| !s.history.aborted.contains(&sl.user.version))
+}
+
+/// Safety 3: no version is both decided committed (or revealed as committed) and aborted.
+pub fn agreement(s: &MasterSlaveState) -> bool {
+    s.history
+        .aborted
+        .iter()
+        .all(|v| !s.history.committed.contains_key(v) && !s.history.two_phase_commits.contains(v))
+}
+
+/// Safety 4.
+pub fn commit_validity(s: &MasterSlaveState) -> bool {
+    !s.history.commit_without_votes
+}
+
+/// Safety 5.
+pub fn unique_versions(s: &MasterSlaveState) -> bool {
+    !s.history.version_reused
+}
+
+/// Safety 6. A node's version only grows while it runs (handlers never lower it); a
+/// crash keeps its last volatile state in the model, so a crashed node whose saved version
+/// is below the version it had would come back older.
+pub fn monotonic(s: &MasterSlaveState) -> bool {
+    s.actor_states.iter().enumerate().all(|(i, a)| {
+        if !s.crashed[i] {
+            return true;
+        }
+        let saved = s.actor_storages[i].as_ref().map_or(0, Saved::version);
+        match &**a {
+            NodeState::Master(m) => saved >= m.user.version,
+            NodeState::Slave(sl) => saved >= sl.user.version,
+            NodeState::Client(_) => true,
+        }
+    })
+}
+
+/// Safety 7: while the master has not decided a version, every slave that voted
+/// Prepared for it holds the prepared delta (live) or has it saved (crashed).
+pub fn durable_votes(s: &MasterSlaveState) -> bool {
+    s.history.voted.iter().all(|(id, v)| {
+        let decided = s.history.aborted.contains(v) || s.history.two_phase_commits.contains(v);
+        if decided {
+            return true;
+        }
+        let i = usize::from(*id);
+        let holds = |p: &Option<Step<ModelKv>>| p.as_ref().is_some_and(|p| p.new == *v);
+        if s.crashed[i] {
+            matches!(&s.actor_storages[i], Some(Saved::Slave(st)) if holds(&st.user.prepared))
+        } else {
+            matches!(&*s.actor_states[i], NodeState::Slave(sl) if holds(&sl.user.prepared) || sl.user.version >= *v)
+        }
+    })
+}
+
+/// Converged: nobody is down, the client is done, nothing is undecided, and every slave
+/// holds the master's committed version and no prepared delta.
+pub fn converged(cfg: &MasterSlaveConfig, s: &MasterSlaveState) -> bool {
+    if s.crashed.iter().any(|c| *c) {
+        return false;
+    }
+    let client_done = cfg.client_ids().iter().all(|id| {
+        matches!(&*s.actor_states[usize::from(*id)],
+        NodeState::Client(c) if c.next as usize >= cfg.script.len())
+    });
+    let Some(m) = master(s) else { return false };
+    client_done
+        && m.pending.is_none()
+        && live_slaves(s).all(|(_, sl)| {
+            sl.user.version == m.user.version && sl.user.prepared.is_none() && sl.waiting.is_none()
+        })
+}
+
+/// Reachability: some two-phase commit is applied on every slave.
+pub fn two_phase_commit_everywhere(cfg: &MasterSlaveConfig, s: &MasterSlaveState) -> bool {
+    let slaves: Vec<_> = live_slaves(s).collect();
+    slaves.len() == cfg.slaves
+        && s.history
+            .two_phase_commits
+            .iter()
+            .any(|v| slaves.iter().all(|(_, sl)| sl.user.version >= *v))
+}
+
+/// Reachability: a slave restarted from its saved state and caught up with the master.
+pub fn recovered_and_converged(_cfg: &MasterSlaveConfig, s: &MasterSlaveState) -> bool {
+    let Some(m) = master(s) else { return false };
+    m.user.version > 0
+        && live_slaves(s).any(|(_, sl)| {
+            sl.recovered && sl.user.version == m.user.version && sl.user.prepared.is_none()
+        })
+}

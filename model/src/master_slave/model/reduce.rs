@@ -1,0 +1,577 @@
+//! The search reductions of protocol 1: dead messages, symmetry over slaves, canonical
+//! fingerprints, and the jump that loses every message at once.
+
+use super::{MasterSlaveModel, MasterSlaveState, NodeState, props};
+use crate::master_slave::Saved;
+use crate::master_slave::msg::{Beat, ClientMsg, Msg, ServiceMsg};
+use crate::store::{ModelKv, Version};
+use stateright::actor::{ActorModelState, Envelope, Id, Network};
+use stateright::{Expectation, Rewrite, RewritePlan};
+use std::collections::BTreeSet;
+
+/// The lowest committed version slave `i` can ever hold again: its version only grows while
+/// it runs, and a restart resumes from its saved version.
+fn slave_floor(s: &MasterSlaveState, i: usize) -> Version {
+    let saved = s.actor_storages[i].as_ref().map_or(0, Saved::version);
+    match &*s.actor_states[i] {
+        NodeState::Slave(sl) => sl.user.version.min(saved),
+        _ => 0,
+    }
+}
+
+/// The lowest "decided" version slave `i` can ever hold again (it only grows and is saved).
+fn decided_floor(s: &MasterSlaveState, i: usize) -> Version {
+    let saved = match &s.actor_storages[i] {
+        Some(Saved::Slave(st)) => st.user.decided.max(st.user.version),
+        _ => 0,
+    };
+    match &*s.actor_states[i] {
+        NodeState::Slave(sl) => sl.user.decided.max(sl.user.version).min(saved),
+        _ => 0,
+    }
+}
+
+/// The master's floors: the lowest values its counters can ever take again. Each only
+/// grows while the master runs, a restart resumes from the saved value, and every save
+/// stores the live value. (The mutant that reuses an aborted version lowers the version
+/// counter by one at most, which [`is_dead`] allows for.)
+struct MasterFloor {
+    version: Version,
+    decided: Option<Version>,
+    next_version: Version,
+}
+
+fn master_floor(s: &MasterSlaveState) -> MasterFloor {
+    let NodeState::Master(m) = &*s.actor_states[0] else {
+        return MasterFloor {
+            version: 0,
+            decided: None,
+            next_version: 0,
+        };
+    };
+    let live = (
+        m.user.version,
+        m.last_decision.map(|d| d.version),
+        m.user.next_version,
+    );
+    let saved = match &s.actor_storages[0] {
+        Some(Saved::Master(st)) => (
+            st.user.version,
+            st.last_decision.map(|d| d.version),
+            st.user.next_version,
+        ),
+        _ => (0, None, 0),
+    };
+    MasterFloor {
+        version: live.0.min(saved.0),
+        decided: live.1.min(saved.1),
+        next_version: live.2.min(saved.2),
+    }
+}
+
+/// The lowest "next request" the master can ever expect again from `client`.
+fn request_floor(s: &MasterSlaveState, client: Id) -> u64 {
+    let live = match &*s.actor_states[0] {
+        NodeState::Master(m) => m.user.clients.get(&client).map_or(0, |e| e.next_req),
+        _ => 0,
+    };
+    let saved = match &s.actor_storages[0] {
+        Some(Saved::Master(m)) => m.user.clients.get(&client).map_or(0, |e| e.next_req),
+        _ => 0,
+    };
+    live.min(saved)
+}
+
+/// Whether the master can never again count an acknowledgement of `beat`.
+fn beat_is_dead(floor: &MasterFloor, beat: &Beat) -> bool {
+    beat.version < floor.version || beat.decision.map(|d| d.version) < floor.decided
+}
+
+/// Whether delivering `env` is a no-op in this state and in every state reachable from it
+/// (or only produces messages that are), judged by counters that never decrease in any
+/// variant of the model, mutants included. Such a message changes no behaviour, so
+/// forgetting it merges states that differ only by dead messages.
+fn is_dead(s: &MasterSlaveState, env: &Envelope<Msg<ModelKv>>) -> bool {
+    let dst = usize::from(env.dst);
+    // Ids are fixed: the master first, the clients last.
+    let from_master = env.src == Id::from(0);
+    // The next request of the client that sent `env`.
+    let client_next =
+        |s: &MasterSlaveState| match s.actor_states.get(usize::from(env.src)).map(|a| &**a) {
+            Some(NodeState::Client(c)) => c.next,
+            _ => 0,
+        };
+    match (&*s.actor_states[dst], &env.msg) {
+        (NodeState::Slave(_), Msg::Service(m)) if from_master => {
+            let floor = slave_floor(s, dst);
+            match m {
+                ServiceMsg::Announce { new: v, .. } | ServiceMsg::Commit { version: v } => {
+                    *v <= floor
+                }
+                ServiceMsg::Abort { version: v } => *v <= decided_floor(s, dst),
+                // A prepare below the floor can never be voted on: voting needs version == prior
+                // and a version above every known decision.
+                ServiceMsg::Prepare { prior, new, .. } => {
+                    *new <= floor || *prior < floor || *new <= decided_floor(s, dst)
+                }
+                ServiceMsg::Delta { from, to, .. } | ServiceMsg::Snapshot { from, to, .. } => {
+                    *to <= floor || *from < floor
+                }
+                // Nothing to learn, and the master can never count the acknowledgement.
+                ServiceMsg::Heartbeat(beat) => {
+                    beat.version <= floor
+                        && beat
+                            .decision
+                            .is_none_or(|d| d.version <= decided_floor(s, dst))
+                        && beat_is_dead(&master_floor(s), beat)
+                }
+                _ => false,
+            }
+        }
+        // A slave only listens to the master's service layer.
+        (NodeState::Slave(_), _) => true,
+        (
+            NodeState::Client(c),
+            Msg::Client(ClientMsg::Committed { req, .. } | ClientMsg::Aborted { req, .. }),
+        ) => !from_master || *req < c.next,
+        (NodeState::Client(_), _) => true,
+        (NodeState::Master(_), Msg::Client(ClientMsg::Update { req, .. })) => {
+            let floor = request_floor(s, env.src);
+            // Older requests are ignored; the last one is answered, uselessly if the client has
+            // the answer.
+            req + 1 < floor || (req + 1 == floor && *req < client_next(s))
+        }
+        (NodeState::Master(_), Msg::Client(ClientMsg::Rollback { req })) => {
+            req + 1 < request_floor(s, env.src) || *req < client_next(s)
+        }
+        (
+            NodeState::Master(m),
+            Msg::Service(ServiceMsg::Prepared { version: v } | ServiceMsg::Refused { version: v }),
+        ) => {
+            // A vote counts only for the pending update. The counter only drops (mutant) from
+            // a pending version's successor to that version, so below the floor and not
+            // pending (live or saved) means never pending again.
+            let saved_pending = match &s.actor_storages[0] {
+                Some(Saved::Master(st)) => st.pending.as_ref().map(|p| p.step.new),
+                _ => None,
+            };
+            *v < master_floor(s).next_version
+                && m.pending.as_ref().is_none_or(|p| p.step.new != *v)
+                && saved_pending != Some(*v)
+        }
+        // Every answer would be dead at the slave: it answers only its current version.
+        (NodeState::Master(_), Msg::Service(ServiceMsg::DeltaRequest { from })) => {
+            *from < slave_floor(s, usize::from(env.src))
+        }
+        (NodeState::Master(_), Msg::Service(ServiceMsg::HeartbeatAck(beat))) => {
+            beat_is_dead(&master_floor(s), beat)
+        }
+        _ => false,
+    }
+}
+
+/// The symmetry function to use for `model`: [`representative`], unless the model has an
+/// `Eventually` property. Stateright only evaluates `Eventually` at terminal states and
+/// treats reaching a known state as non-terminal, so merging a state with dead messages into
+/// the same state without them would hide the terminal one; [`slave_symmetry`] keeps
+/// states apart except for the order of slaves.
+pub fn symmetry_for(model: &MasterSlaveModel) -> fn(&MasterSlaveState) -> MasterSlaveState {
+    use stateright::Model;
+    if model
+        .properties()
+        .iter()
+        .any(|p| p.expectation == Expectation::Eventually)
+    {
+        slave_symmetry
+    } else {
+        representative
+    }
+}
+
+/// Symmetry over slaves only: the state with its slaves sorted, nothing forgotten.
+pub fn slave_symmetry(s: &MasterSlaveState) -> MasterSlaveState {
+    let plan = slave_plan(s);
+    permuted(s, &plan, s.network.rewrite(&plan))
+}
+
+/// `s` with its actors permuted by `plan` and `network` (already rewritten) in place.
+fn permuted(
+    s: &MasterSlaveState,
+    plan: &SlavePlan,
+    network: Network<Msg<ModelKv>>,
+) -> MasterSlaveState {
+    ActorModelState {
+        actor_states: plan.reindex(&s.actor_states),
+        network,
+        timers_set: plan.reindex(&s.timers_set),
+        random_choices: plan.reindex(&s.random_choices),
+        crashed: plan.reindex(&s.crashed),
+        history: s.history.rewrite(plan),
+        actor_storages: plan.reindex(&s.actor_storages),
+    }
+}
+
+/// The permutation that sorts slaves by (state, saved state, crash flag), keeping the master
+/// and the client in place.
+type SlavePlan = RewritePlan<Id, stateright::util::DenseNatMap<Id, Id>>;
+
+fn slave_plan(s: &MasterSlaveState) -> SlavePlan {
+    let keys: Vec<_> = (0..s.actor_states.len())
+        .map(|i| {
+            let rank = match &*s.actor_states[i] {
+                NodeState::Master(_) => 0u8,
+                NodeState::Slave(_) => 1,
+                NodeState::Client(_) => 2,
+            };
+            (
+                rank,
+                if rank == 1 { 0 } else { i },
+                s.actor_states[i].clone(),
+                s.actor_storages[i].clone(),
+                s.crashed[i],
+            )
+        })
+        .collect();
+    RewritePlan::<Id, _>::from_values_to_sort(&keys)
+}
+
+/// The symmetry representative for DFS: sorts the slaves (with their saved state, crash
+/// flag, timers and the ids in messages and ghost) while the master and the client stay put.
+/// It also forgets dead messages (see [`is_dead`]) and the duplicating network's record of
+/// the last delivered message, which no behaviour depends on.
+pub fn representative(s: &MasterSlaveState) -> MasterSlaveState {
+    let plan = slave_plan(s);
+    let network = match &s.network {
+        Network::UnorderedDuplicating(set, _) => Network::new_unordered_duplicating(
+            set.iter()
+                .filter(|env| !is_dead(s, env))
+                .map(|env| env.rewrite(&plan)),
+        ),
+        Network::UnorderedNonDuplicating(_) => Network::new_unordered_nonduplicating(
+            s.network
+                .iter_all()
+                .filter(|env| !is_dead(s, &env.to_cloned_msg()))
+                .map(|env| env.to_cloned_msg().rewrite(&plan)),
+        ),
+        Network::Ordered(_) => s.network.rewrite(&plan),
+    };
+    permuted(s, &plan, network)
+}
+
+/// Drops from `s` what [`canonical_fingerprint`] ignores and no step reads: the dead
+/// messages (see [`is_dead`]; dead stays dead, so they would only be cloned, hashed and
+/// delivered as no-ops from here on) and the duplicating network's record of the last
+/// delivered message. For [`crate::explore::Options::normalize`].
+pub fn forget_dead(s: &mut MasterSlaveState) {
+    match &s.network {
+        Network::UnorderedDuplicating(set, _) => {
+            let dead: Vec<_> = set.iter().filter(|e| is_dead(s, e)).cloned().collect();
+            if let Network::UnorderedDuplicating(set, last) = &mut s.network {
+                for e in &dead {
+                    set.remove(e);
+                }
+                *last = None;
+            }
+        }
+        Network::UnorderedNonDuplicating(bag) => {
+            let dead: Vec<_> = bag.keys().filter(|e| is_dead(s, e)).cloned().collect();
+            if let Network::UnorderedNonDuplicating(bag) = &mut s.network {
+                for e in &dead {
+                    bag.remove(e);
+                }
+            }
+        }
+        // A queue is delivered in order: a dead message ahead of a live one still holds it back.
+        Network::Ordered(_) => {}
+    }
+}
+
+/// `s` with every message in flight lost, or `None` if nothing is in flight: the one loss a
+/// search of a lossy duplicating network explores ([`crate::explore::Jump`]). It decides
+/// everything the whole lossy space decides, in a space little larger than the loss-free one:
+///
+/// - Safety and reachability: the states it adds are lossy-reachable, and the loss-free
+///   states it keeps decide every `Always`/`Sometimes` property exactly
+///   ([`MasterSlaveConfig::safety_equivalent`]).
+/// - The liveness graph ("convergence stays reachable from every state"): on a duplicating
+///   network fewer messages never enable more, since a delivery keeps its message, an actor
+///   sees only what is delivered and [`props::converged`] does not read the network. So if a
+///   lossy-reachable state is a trap, the same state with its network emptied is a trap too;
+///   its actors, storages, timers and ghost are those of a loss-free-reachable state
+///   (whose messages can all be lost), so it is `lose_all` of a state this search explores,
+///   and every fair step from it is explored. A trap found is real: every state explored is
+///   lossy-reachable. The check is exact for the lossy space.
+///
+/// Only for duplicating networks (on others the argument fails: a message delivered once is
+/// gone), where it is `None` too.
+pub fn lose_all(s: &MasterSlaveState) -> Option<MasterSlaveState> {
+    match &s.network {
+        // Everything but the network, without copying the network first.
+        Network::UnorderedDuplicating(set, _) if !set.is_empty() => Some(ActorModelState {
+            actor_states: s.actor_states.clone(),
+            network: Network::new_unordered_duplicating([]),
+            timers_set: s.timers_set.clone(),
+            random_choices: s.random_choices.clone(),
+            crashed: s.crashed.clone(),
+            history: s.history.clone(),
+            actor_storages: s.actor_storages.clone(),
+        }),
+        _ => None,
+    }
+}
+
+/// The model's actions [`lose_all`] stands for: one loss per message in flight (on a
+/// duplicating network).
+pub fn lose_all_actions(
+    s: &MasterSlaveState,
+) -> Vec<stateright::actor::ActorModelAction<Msg<ModelKv>, crate::master_slave::Timer, ()>> {
+    s.network
+        .iter_all()
+        .map(|env| stateright::actor::ActorModelAction::Drop(env.to_cloned_msg()))
+        .collect()
+}
+
+/// The canonical fingerprint of `s` for [`crate::explore`]: the hash of a canonical form of
+/// `s` under renaming of slaves, with dead messages forgotten (see [`is_dead`]), computed
+/// without building that form. Slaves are ordered by a hash of everything they own; slaves
+/// that own the same things are interchangeable, and the id-dependent rest (the master's
+/// votes and acks, the ghost's voters, the network) is hashed under every order of them,
+/// keeping the least. So two states get the same fingerprint exactly when one is a renaming
+/// of the other (up to 64-bit collisions), whatever order the search meets them in. Like
+/// [`representative`] it forgets dead messages: it is for `Always`/`Sometimes` properties
+/// and the graph check, not for Stateright's `Eventually`.
+pub fn canonical_fingerprint(s: &MasterSlaveState) -> u64 {
+    fingerprint(s, true, true)
+}
+
+/// [`canonical_fingerprint`] without each slave's `recovered` flag, which only
+/// [`props::REACH_RECOVERY`] reads: 2.8 times fewer states in the default config.
+///
+/// It is exact for every other verdict: no step, no `Always` property and no other
+/// `Sometimes` property reads the flag, so states that differ only in it have the same
+/// futures up to the flag. For [`props::REACH_RECOVERY`] a search with it can miss a
+/// discovery but never invent one: [`crate::explore`] judges `Sometimes` properties on
+/// states it generated, each the end of a real path. So "reached" is final, and "not
+/// reached" must be confirmed by a search with [`canonical_fingerprint`] (see
+/// [`BLIND_TO`]).
+pub fn recovery_blind_fingerprint(s: &MasterSlaveState) -> u64 {
+    fingerprint(s, false, true)
+}
+
+/// [`recovery_blind_fingerprint`] of a state [`forget_dead`] normalized, which has no dead
+/// message left to leave out: the same value, without looking for them again (for
+/// [`crate::explore::Options::normalize`] with [`forget_dead`]).
+pub fn recovery_blind_fingerprint_of_normalized(s: &MasterSlaveState) -> u64 {
+    fingerprint(s, false, false)
+}
+
+/// The properties a search with [`recovery_blind_fingerprint`] may miss: "not reached" for
+/// them is confirmed with [`canonical_fingerprint`].
+pub const BLIND_TO: &[&str] = &[props::REACH_RECOVERY];
+
+fn fingerprint(s: &MasterSlaveState, with_recovered: bool, look_for_dead: bool) -> u64 {
+    use crate::explore::{hash_of, hasher};
+    use std::hash::{Hash, Hasher};
+    let n = s.actor_states.len();
+    // The clients follow the slaves.
+    let client = (1..n)
+        .find(|&i| matches!(&*s.actor_states[i], NodeState::Client(_)))
+        .unwrap_or(n);
+    let own = |i: usize| {
+        let node = match &*s.actor_states[i] {
+            NodeState::Slave(sl) => hash_of(&(
+                &sl.user,
+                &sl.waiting,
+                &sl.requested,
+                with_recovered && sl.recovered,
+            )),
+            other => hash_of(other),
+        };
+        hash_of(&(
+            node,
+            &s.actor_storages[i],
+            s.crashed[i],
+            &s.timers_set[i],
+            &s.random_choices[i],
+        ))
+    };
+    let mut order: Vec<(u64, usize)> = (1..client).map(|i| (own(i), i)).collect();
+    order.sort_unstable();
+
+    // What does not depend on slave ids.
+    let mut h = hasher();
+    for (key, _) in &order {
+        key.hash(&mut h);
+    }
+    match &*s.actor_states[0] {
+        NodeState::Master(m) => (&m.user, &m.pending, &m.last_decision, &m.queue).hash(&mut h),
+        other => other.hash(&mut h),
+    }
+    (
+        &s.actor_storages[0],
+        s.crashed[0],
+        &s.timers_set[0],
+        &s.random_choices[0],
+    )
+        .hash(&mut h);
+    for c in client..n {
+        own(c).hash(&mut h);
+    }
+    // The ghost. Left out: `rolled_back`, `delta_applied` and `snapshot_applied`. No step and
+    // no `Always` property reads them, each is read by one `Sometimes` property alone, and
+    // whether a step sets one depends on the rest of the state and the step only;
+    // [`crate::explore`] judges `Sometimes` properties on every generated state, so merging
+    // states that differ only in these bits loses no verdict (and halves the default space).
+    let g = &s.history;
+    (
+        &g.committed,
+        &g.proposed,
+        &g.two_phase_commits,
+        &g.aborted,
+        g.version_reused,
+        g.commit_without_votes,
+        &g.replied,
+        g.group_committed,
+    )
+        .hash(&mut h);
+    // Each live message: its ends and the hash of its content, which no renaming changes.
+    let live: Vec<(usize, usize, u64)> = match &s.network {
+        Network::UnorderedDuplicating(set, _) => set
+            .iter()
+            .filter(|e| !look_for_dead || !is_dead(s, e))
+            .map(|e| (usize::from(e.src), usize::from(e.dst), hash_of(&e.msg)))
+            .collect(),
+        Network::UnorderedNonDuplicating(bag) => bag
+            .iter()
+            .filter(|(e, _)| !look_for_dead || !is_dead(s, e))
+            .map(|(e, count)| {
+                (
+                    usize::from(e.src),
+                    usize::from(e.dst),
+                    hash_of(&(&e.msg, count)),
+                )
+            })
+            .collect(),
+        Network::Ordered(links) => links
+            .iter()
+            .filter(|(_, queue)| !queue.is_empty())
+            .map(|((src, dst), queue)| (usize::from(*src), usize::from(*dst), hash_of(queue)))
+            .collect(),
+    };
+
+    // What does, under one renaming `perm[old id] = new id`.
+    let renamed = |perm: &[usize]| -> u64 {
+        let rename = |id: Id| Id::from(perm[usize::from(id)]);
+        let mut h = hasher();
+        if let NodeState::Master(m) = &*s.actor_states[0] {
+            let ids = |set: &BTreeSet<Id>| {
+                let mut v: Vec<Id> = set.iter().map(|id| rename(*id)).collect();
+                v.sort_unstable();
+                v
+            };
+            (ids(&m.votes), ids(&m.acked)).hash(&mut h);
+        }
+        let mut voted: Vec<(Id, Version)> =
+            g.voted.iter().map(|(id, v)| (rename(*id), *v)).collect();
+        voted.sort_unstable();
+        voted.hash(&mut h);
+        // The network as a multiset of renamed live messages: an order-free sum of hashes.
+        let mut net = 0u64;
+        for (src, dst, content) in &live {
+            net = net.wrapping_add(hash_of(&(perm[*src], perm[*dst], content)));
+        }
+        net.hash(&mut h);
+        h.finish()
+    };
+
+    // Every renaming that keeps the order by key: tied slaves in any order.
+    let mut perm: Vec<usize> = (0..n).collect();
+    for (k, (_, i)) in order.iter().enumerate() {
+        perm[*i] = k + 1;
+    }
+    let mut least = renamed(&perm);
+    let mut start = 0;
+    let mut groups = Vec::new();
+    while start < order.len() {
+        let end = start
+            + order[start..]
+                .iter()
+                .take_while(|o| o.0 == order[start].0)
+                .count();
+        if end - start > 1 {
+            groups.push(start..end);
+        }
+        start = end;
+    }
+    if !groups.is_empty() {
+        let mut positions: Vec<usize> = (1..client).collect();
+        each_order(&mut positions, &groups, 0, &mut |pos| {
+            for (k, (_, i)) in order.iter().enumerate() {
+                perm[*i] = pos[k];
+            }
+            least = least.min(renamed(&perm));
+        });
+    }
+    least.hash(&mut h);
+    h.finish()
+}
+
+/// Calls `f` with `positions` permuted in every way within each of `groups` (from `g` on).
+fn each_order(
+    positions: &mut Vec<usize>,
+    groups: &[std::ops::Range<usize>],
+    g: usize,
+    f: &mut impl FnMut(&[usize]),
+) {
+    let Some(range) = groups.get(g) else {
+        f(positions);
+        return;
+    };
+    // Heap's algorithm over the group's slice, recursing into the next group at each order.
+    fn heap(
+        k: usize,
+        range: &std::ops::Range<usize>,
+        positions: &mut Vec<usize>,
+        groups: &[std::ops::Range<usize>],
+        g: usize,
+        f: &mut impl FnMut(&[usize]),
+    ) {
+        if k <= 1 {
+            each_order(positions, groups, g + 1, f);
+            return;
+        }
+        heap(k - 1, range, positions, groups, g, f);
+        for i in 0..k - 1 {
+            let j = if k.is_multiple_of(2) { i } else { 0 };
+            positions.swap(range.start + j, range.start + k - 1);
+            heap(k - 1, range, positions, groups, g, f);
+        }
+    }
+    heap(range.len(), range, positions, groups, g, f);
+}
+
+/// Whether an action is fair for liveness: delivery, timer firing and recovery are; message
+/// loss and crashes are the faults that "stop".
+pub fn is_fair(
+    action: &stateright::actor::ActorModelAction<Msg<ModelKv>, crate::master_slave::Timer, ()>,
+) -> bool {
+    use stateright::actor::ActorModelAction as A;
+    matches!(action, A::Deliver { .. } | A::Timeout(..) | A::Recover(_))
+}
+
+/// Runs [`crate::liveness::convergence_reachable`] on this model, with slave symmetry.
+pub fn check_convergence(
+    model: &MasterSlaveModel,
+    max_states: usize,
+) -> crate::liveness::GraphReport<MasterSlaveModel> {
+    let cfg = model.cfg.clone();
+    crate::liveness::convergence_reachable(
+        model,
+        &canonical_fingerprint,
+        is_fair,
+        move |s| props::converged(&cfg, s),
+        // The in-flight bound of non-duplicating networks only keeps the space finite.
+        true,
+        max_states,
+    )
+}
