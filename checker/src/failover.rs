@@ -12,7 +12,7 @@ use crate::report::{
 };
 use crate::runner::{self, Settings, Strategy, shortest_prefix};
 use anyhow::bail;
-use replicore_model::explore::{Liveness, Options, plain_fingerprint};
+use replicore_explore::{Liveness, Options, plain_fingerprint};
 use replicore_model::failover::model::{
     FailoverAction, FailoverModel, FailoverState, MemberState, props, script_text,
 };

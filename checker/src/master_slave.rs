@@ -11,8 +11,8 @@ use crate::report::{
 };
 use crate::runner::{self, Settings, Strategy, shortest_prefix};
 use anyhow::{Context, bail};
-use replicore_model::explore::{Jump, Liveness, Options, plain_fingerprint};
-use replicore_model::liveness::GraphReport;
+use replicore_explore::liveness::GraphReport;
+use replicore_explore::{Jump, Liveness, Options, plain_fingerprint};
 use replicore_model::master_slave::model::{
     BLIND_TO, MasterSlaveModel, MasterSlaveState, canonical_fingerprint, forget_dead, is_fair,
     lose_all, lose_all_actions, props, recovery_blind_fingerprint_of_normalized, representative,

@@ -14,7 +14,7 @@ use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 /// How the state space is searched. Exhaustive searches run replicore's one-pass explorer
-/// ([`replicore_model::explore`]: depth first on `--threads` workers, canonical
+/// ([`replicore_explore`]: depth first on `--threads` workers, canonical
 /// fingerprints, `Eventually` at quiescent states and the liveness graph in the same pass).
 #[derive(Clone, Copy, Debug, Eq, PartialEq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -164,13 +164,13 @@ where
     if settings.strategy != Strategy::Simulation && !eventually {
         let rep = representative.filter(|_| settings.symmetry);
         let fingerprint = move |s: &M::State| match rep {
-            Some(f) => replicore_model::explore::plain_fingerprint(&f(s)),
-            None => replicore_model::explore::plain_fingerprint(s),
+            Some(f) => replicore_explore::plain_fingerprint(&f(s)),
+            None => replicore_explore::plain_fingerprint(s),
         };
         return explore(
             &model,
             settings,
-            replicore_model::explore::Options::new(&fingerprint),
+            replicore_explore::Options::new(&fingerprint),
         )
         .0;
     }
@@ -194,23 +194,23 @@ where
 }
 
 /// What [`explore`] saw beyond the [`Outcome`]: the liveness graph, when asked for.
-pub type Graph<M> = replicore_model::explore::GraphOutcome<M>;
+pub type Graph<M> = replicore_explore::GraphOutcome<M>;
 
-/// Runs replicore's one-pass explorer ([`replicore_model::explore`]) with the caller's
+/// Runs replicore's one-pass explorer ([`replicore_explore`]) with the caller's
 /// `options` (fingerprint, reductions, liveness graph, state bound), in the strategy's order
 /// and with the settings' workers, depth bound and timeout, and a live progress line on a
 /// terminal.
 pub fn explore<M>(
     model: &M,
     settings: &Settings,
-    options: replicore_model::explore::Options<'_, M>,
+    options: replicore_explore::Options<'_, M>,
 ) -> (Outcome<M>, Option<Graph<M>>)
 where
     M: Model + Sync,
     M::State: Debug + Clone + PartialEq + Send,
     M::Action: Debug + Clone + PartialEq,
 {
-    use replicore_model::explore::{Cut, Options, Order, Progress};
+    use replicore_explore::{Cut, Options, Order, Progress};
     let started = Instant::now();
     let live = std::io::stderr().is_terminal();
     let printed = std::sync::atomic::AtomicBool::new(false);
@@ -239,7 +239,7 @@ where
     };
     // Paths are reported on the model the options name for them, if any.
     let reported = options.path_model.unwrap_or(model);
-    let run = replicore_model::explore::explore(model, options);
+    let run = replicore_explore::explore(model, options);
     if printed.load(std::sync::atomic::Ordering::Relaxed) {
         eprint!("\r\x1b[2K");
         let _ = std::io::stderr().flush();

@@ -11,7 +11,7 @@ use crate::report::{
 };
 use crate::runner::{self, Settings, Strategy, shortest_prefix};
 use anyhow::bail;
-use replicore_model::explore::{Liveness, Options, plain_fingerprint};
+use replicore_explore::{Liveness, Options, plain_fingerprint};
 use replicore_model::stage_sync::model::{
     StageAction, StageModel, StageState, canonical_fingerprint, converged_goal, fair, props,
 };

@@ -25,15 +25,16 @@
 //! - [`failover`]: protocol 2, a failover approver (seed 002).
 //! - [`knowledge`]: protocol 3, knowledge sync (seed 004).
 //! - [`stage_sync`]: protocol 4, stage-ordered peer sync (seed 003).
-//! - [`explore`]: an exhaustive breadth-first explorer of our own (one pass, canonical
-//!   fingerprints, the liveness graph).
-//! - [`liveness`]: a graph check of our own that convergence stays reachable.
+//! - [`fingerprint`]: the stable hasher the protocols' canonical fingerprints use.
+//!
+//! The explorer that searches these models (one pass, canonical fingerprints, the liveness
+//! graph, several workers) is the crate `replicore-explore`; this crate does no IO and
+//! spawns no thread.
 #![warn(missing_docs)]
 
-pub mod explore;
 pub mod failover;
+pub mod fingerprint;
 pub mod knowledge;
-pub mod liveness;
 pub mod master_slave;
 pub mod stage_sync;
 pub mod store;

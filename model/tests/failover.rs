@@ -2,7 +2,7 @@
 //! property, the seed's scheme and every mutant are refuted, reachability and the liveness
 //! graph check, with pinned state counts.
 
-use replicore_model::explore::{Exploration, Liveness, Options, Order, explore, plain_fingerprint};
+use replicore_explore::{Exploration, Liveness, Options, Order, explore, plain_fingerprint};
 use replicore_model::failover::model::try_script;
 use replicore_model::failover::model::{FailoverModel, props};
 use replicore_model::failover::{FailoverConfig, Mutant};

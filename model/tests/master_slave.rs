@@ -2,16 +2,31 @@
 //! every mutant refuted (by Stateright's DFS and by replicore's one-pass explorer), the
 //! explorer checked against Stateright's, and the liveness checks shown able to fail.
 
-use replicore_model::explore::{
+use replicore_explore::liveness::{GraphReport, convergence_reachable};
+use replicore_explore::{
     Exploration, Jump, Liveness, Options, explore as one_pass, plain_fingerprint,
 };
 use replicore_model::master_slave::model::{
-    BLIND_TO, MasterSlaveModel, MasterSlaveState, canonical_fingerprint, check_convergence,
-    forget_dead, is_fair, lose_all, lose_all_actions, props, recovery_blind_fingerprint,
+    BLIND_TO, MasterSlaveModel, MasterSlaveState, canonical_fingerprint, forget_dead, is_fair,
+    lose_all, lose_all_actions, props, recovery_blind_fingerprint,
     recovery_blind_fingerprint_of_normalized, script, symmetry_for,
 };
 use replicore_model::master_slave::{MasterSlaveConfig, Mutant, NetworkKind};
 use stateright::{Checker, Expectation, HasDiscoveries, Model};
+
+/// Runs [`convergence_reachable`] on this model, with slave symmetry.
+fn check_convergence(model: &MasterSlaveModel, max_states: usize) -> GraphReport<MasterSlaveModel> {
+    let cfg = model.cfg.clone();
+    convergence_reachable(
+        model,
+        &canonical_fingerprint,
+        is_fair,
+        move |s| props::converged(&cfg, s),
+        // The in-flight bound of non-duplicating networks only keeps the space finite.
+        true,
+        max_states,
+    )
+}
 
 /// Explores `cfg` to the end with DFS and slave symmetry.
 fn explore(cfg: MasterSlaveConfig) -> impl Checker<MasterSlaveModel> {

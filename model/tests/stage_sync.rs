@@ -2,7 +2,7 @@
 //! every property as expected and the liveness graph free of traps, the state counts pinned,
 //! every mutant refuted, and the seed's fixed priorities shown to starve.
 
-use replicore_model::explore::{Exploration, Liveness, Options, Order, explore};
+use replicore_explore::{Exploration, Liveness, Options, Order, explore};
 use replicore_model::stage_sync::model::{
     StageModel, canonical_fingerprint, converged_goal, fair, props,
 };

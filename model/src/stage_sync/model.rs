@@ -486,7 +486,7 @@ pub fn is_dead(s: &StageState, env: &Envelope<StageMsg<Value>>) -> bool {
 /// the duplicating network's record of the last delivered message; states that differ only
 /// there behave alike. There is no symmetry among peers: their scripts and priorities differ.
 pub fn canonical_fingerprint(s: &StageState) -> u64 {
-    use crate::explore::{hash_of, hasher};
+    use crate::fingerprint::{hash_of, hasher};
     use std::hash::{Hash, Hasher};
     let mut live: Vec<u64> = s
         .network

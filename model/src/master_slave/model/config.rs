@@ -305,7 +305,7 @@ impl MasterSlaveConfig {
         if self.max_crashes == 0 {
             // With crashes allowed no state is terminal (a crash is always possible), so
             // Stateright's `Eventually` would pass vacuously: it is only added where it can
-            // fail. [`crate::liveness`] covers every config.
+            // fail. the liveness graph check (`replicore_explore::liveness`) covers every config.
             model = model.property(Expectation::Eventually, CONVERGES, |m, s| {
                 converged(&m.cfg, s)
             });

@@ -25,7 +25,7 @@ pub const MONOTONIC: &str = "no node's committed version goes back across a rest
 pub const DURABLE_VOTES: &str = "every undecided prepared vote is backed by a saved delta";
 /// Liveness, checked by Stateright's `Eventually` at terminal states.
 pub const CONVERGES: &str = "every slave converges once faults stop";
-/// Liveness, checked by [`crate::liveness`] over the whole explored graph.
+/// Liveness, checked by the liveness graph check (`replicore_explore::liveness`) over the whole explored graph.
 pub const CONVERGENCE_REACHABLE: &str = "convergence stays reachable from every state";
 /// Reachability.
 pub const REACH_TWO_PHASE_COMMIT: &str = "a two-phase commit reaches every slave";

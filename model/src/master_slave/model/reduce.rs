@@ -261,7 +261,7 @@ pub fn representative(s: &MasterSlaveState) -> MasterSlaveState {
 /// Drops from `s` what [`canonical_fingerprint`] ignores and no step reads: the dead
 /// messages (see [`is_dead`]; dead stays dead, so they would only be cloned, hashed and
 /// delivered as no-ops from here on) and the duplicating network's record of the last
-/// delivered message. For [`crate::explore::Options::normalize`].
+/// delivered message. For `replicore_explore::Options::normalize`.
 pub fn forget_dead(s: &mut MasterSlaveState) {
     match &s.network {
         Network::UnorderedDuplicating(set, _) => {
@@ -287,7 +287,7 @@ pub fn forget_dead(s: &mut MasterSlaveState) {
 }
 
 /// `s` with every message in flight lost, or `None` if nothing is in flight: the one loss a
-/// search of a lossy duplicating network explores ([`crate::explore::Jump`]). It decides
+/// search of a lossy duplicating network explores (`replicore_explore::Jump`). It decides
 /// everything the whole lossy space decides, in a space little larger than the loss-free one:
 ///
 /// - Safety and reachability: the states it adds are lossy-reachable, and the loss-free
@@ -331,7 +331,7 @@ pub fn lose_all_actions(
         .collect()
 }
 
-/// The canonical fingerprint of `s` for [`crate::explore`]: the hash of a canonical form of
+/// The canonical fingerprint of `s` for the explorer (`replicore_explore`): the hash of a canonical form of
 /// `s` under renaming of slaves, with dead messages forgotten (see [`is_dead`]), computed
 /// without building that form. Slaves are ordered by a hash of everything they own; slaves
 /// that own the same things are interchangeable, and the id-dependent rest (the master's
@@ -350,7 +350,7 @@ pub fn canonical_fingerprint(s: &MasterSlaveState) -> u64 {
 /// It is exact for every other verdict: no step, no `Always` property and no other
 /// `Sometimes` property reads the flag, so states that differ only in it have the same
 /// futures up to the flag. For [`props::REACH_RECOVERY`] a search with it can miss a
-/// discovery but never invent one: [`crate::explore`] judges `Sometimes` properties on
+/// discovery but never invent one: the explorer (`replicore_explore`) judges `Sometimes` properties on
 /// states it generated, each the end of a real path. So "reached" is final, and "not
 /// reached" must be confirmed by a search with [`canonical_fingerprint`] (see
 /// [`BLIND_TO`]).
@@ -360,7 +360,7 @@ pub fn recovery_blind_fingerprint(s: &MasterSlaveState) -> u64 {
 
 /// [`recovery_blind_fingerprint`] of a state [`forget_dead`] normalized, which has no dead
 /// message left to leave out: the same value, without looking for them again (for
-/// [`crate::explore::Options::normalize`] with [`forget_dead`]).
+/// `replicore_explore::Options::normalize` with [`forget_dead`]).
 pub fn recovery_blind_fingerprint_of_normalized(s: &MasterSlaveState) -> u64 {
     fingerprint(s, false, false)
 }
@@ -370,7 +370,7 @@ pub fn recovery_blind_fingerprint_of_normalized(s: &MasterSlaveState) -> u64 {
 pub const BLIND_TO: &[&str] = &[props::REACH_RECOVERY];
 
 fn fingerprint(s: &MasterSlaveState, with_recovered: bool, look_for_dead: bool) -> u64 {
-    use crate::explore::{hash_of, hasher};
+    use crate::fingerprint::{hash_of, hasher};
     use std::hash::{Hash, Hasher};
     let n = s.actor_states.len();
     // The clients follow the slaves.
@@ -420,7 +420,7 @@ fn fingerprint(s: &MasterSlaveState, with_recovered: bool, look_for_dead: bool) 
     // The ghost. Left out: `rolled_back`, `delta_applied` and `snapshot_applied`. No step and
     // no `Always` property reads them, each is read by one `Sometimes` property alone, and
     // whether a step sets one depends on the rest of the state and the step only;
-    // [`crate::explore`] judges `Sometimes` properties on every generated state, so merging
+    // the explorer (`replicore_explore`) judges `Sometimes` properties on every generated state, so merging
     // states that differ only in these bits loses no verdict (and halves the default space).
     let g = &s.history;
     (
@@ -557,21 +557,4 @@ pub fn is_fair(
 ) -> bool {
     use stateright::actor::ActorModelAction as A;
     matches!(action, A::Deliver { .. } | A::Timeout(..) | A::Recover(_))
-}
-
-/// Runs [`crate::liveness::convergence_reachable`] on this model, with slave symmetry.
-pub fn check_convergence(
-    model: &MasterSlaveModel,
-    max_states: usize,
-) -> crate::liveness::GraphReport<MasterSlaveModel> {
-    let cfg = model.cfg.clone();
-    crate::liveness::convergence_reachable(
-        model,
-        &canonical_fingerprint,
-        is_fair,
-        move |s| props::converged(&cfg, s),
-        // The in-flight bound of non-duplicating networks only keeps the space finite.
-        true,
-        max_states,
-    )
 }

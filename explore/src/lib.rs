@@ -2,7 +2,7 @@
 //! that decides every `Always` and `Sometimes` property, reduces by a caller-supplied
 //! canonical fingerprint (symmetry and dead-message reduction without building a
 //! representative state), and optionally keeps the fair edges of the explored graph for the
-//! liveness check of [`crate::liveness`].
+//! liveness check of [`liveness`].
 //!
 //! Why not Stateright's own checkers: its DFS needs the symmetry representative as a whole
 //! new state (clone, permute, rebuild the network set) only to hash it, which was 40% of the
@@ -23,9 +23,11 @@
 //! violations behind a join of paths (its path bits are not in the fingerprint). For
 //! liveness beyond terminal states, callers use the graph check.
 
+pub mod liveness;
+
 use stateright::{Expectation, Model, Path};
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::Mutex;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::atomic::{AtomicBool, AtomicUsize};
@@ -40,28 +42,12 @@ pub type ActionFilter<'a, A> = &'a (dyn Fn(&A) -> bool + Sync);
 /// A rewrite of a generated state (see [`Options::normalize`]).
 pub type Normalize<'a, S> = &'a (dyn Fn(&mut S) + Sync);
 
-/// A fast hasher with fixed keys, for fingerprints: the same value hashes the same in every
-/// run.
-pub fn hasher() -> impl Hasher {
-    ahash::RandomState::with_seeds(
-        0x243f_6a88_85a3_08d3,
-        0x1319_8a2e_0370_7344,
-        0xa409_3822_299f_31d0,
-        0x082e_fa98_ec4e_6c89,
-    )
-    .build_hasher()
-}
-
-/// The fingerprint of one value, with [`hasher`].
-pub fn hash_of<T: Hash + ?Sized>(value: &T) -> u64 {
-    let mut h = hasher();
-    value.hash(&mut h);
-    h.finish()
-}
-
-/// A plain fingerprint of the whole state (no reduction).
+/// A plain fingerprint of the whole state (no reduction), with a hasher of fixed keys: the
+/// same state hashes the same in every run.
 pub fn plain_fingerprint<S: Hash>(state: &S) -> u64 {
-    hash_of(state)
+    let mut h = std::hash::DefaultHasher::new();
+    state.hash(&mut h);
+    h.finish()
 }
 
 /// The fair-edge graph to keep for a liveness check: which actions count, and the goal.

@@ -4,7 +4,7 @@
 //! Stateright's `Eventually` is only evaluated at terminal states (no successors), so it
 //! passes vacuously whenever a timer re-arms forever or a crash stays possible, and it never
 //! sees a livelock (a cycle that avoids the goal). This check instead explores the whole
-//! state space (breadth first, [`crate::explore`], reduced by a canonical fingerprint), keeps every edge
+//! state space (breadth first, [`crate`], reduced by a canonical fingerprint), keeps every edge
 //! taken by a *fair* action (the caller decides: for replication, message delivery, timer
 //! firing and recovery; not message loss and not crashes), and then searches backwards from
 //! every goal state. A reachable state that cannot reach any goal is a trap: after the faults
@@ -15,7 +15,7 @@
 //! state once faults stop. What it does not: that every fair schedule *takes* such a path
 //! (that would need fairness assumptions on which timer or message goes first).
 
-use crate::explore::{Fingerprint, Liveness, Options, explore};
+use crate::{Fingerprint, Liveness, Options, explore};
 use stateright::{Model, Path};
 use std::time::Duration;
 
@@ -39,7 +39,7 @@ pub struct GraphReport<M: Model> {
 }
 
 /// Explores `model` and reports a state from which no `goal` state is reachable through
-/// `fair` actions, reducing by the canonical `fingerprint` (see [`crate::explore`]). Stops
+/// `fair` actions, reducing by the canonical `fingerprint` (see [`crate`]). Stops
 /// after `max_states` unique states (reported as `truncated`). `bound_reaches_goal`: see
 /// [`Liveness::bound_reaches_goal`].
 pub fn convergence_reachable<M>(
