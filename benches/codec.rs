@@ -1,5 +1,5 @@
 //! The wire codec: encode and decode of every protocol message kind as a frame body
-//! (`impl/src/codec.rs`: postcard of `Frame::Actor(msg)`), with deltas of 16 B, 1 KiB and
+//! (`impl/src/runtime/codec.rs`: postcard of `Frame::Actor(msg)`), with deltas of 16 B, 1 KiB and
 //! 64 KiB in the messages that carry one. Throughput is in frame-body bytes.
 //!
 //! `cargo bench -p replicore --bench codec`; `cargo test -p replicore --release --bench codec`
@@ -11,7 +11,7 @@ use replicore_model::master_slave::{
 };
 use replicore_model::store::{KvOp, Store};
 use replicore_runtime::KvStore;
-use replicore_runtime::codec::{self, Frame, MAX_FRAME_BYTES_DEFAULT};
+use replicore_runtime::runtime::codec::{self, Frame, MAX_FRAME_BYTES_DEFAULT};
 use std::hint::black_box;
 use std::time::Duration;
 

@@ -8,7 +8,7 @@ use replicore_model::master_slave::slave_user::SlaveUser;
 use replicore_model::master_slave::{Saved, SlaveStorage};
 use replicore_model::store::{KvOp, Store};
 use replicore_runtime::KvStore;
-use replicore_runtime::storage::Disk;
+use replicore_runtime::runtime::storage::Disk;
 use std::hint::black_box;
 
 fn data_of(keys: u32) -> KvStore {

@@ -205,7 +205,7 @@ fn redb_save(dir: &std::path::Path, samples: usize, keys: u64) -> Result<Vec<Dur
     use replicore_model::master_slave::slave_user::SlaveUser;
     use replicore_model::master_slave::{Saved, SlaveStorage};
     use replicore_runtime::KvStore;
-    use replicore_runtime::storage::Disk;
+    use replicore_runtime::runtime::storage::Disk;
     let saved = |version, data| {
         Saved::Slave(SlaveStorage {
             user: SlaveUser {

@@ -1,6 +1,6 @@
 //! The chaos test: 1 master and 3 slaves as real processes on 127.0.0.1, each injecting
 //! faults into the frames it sends (loss, duplication, delay, reordering, scheduled
-//! partitions; `replicore_runtime::faults`) and recording its trace, while clients run a
+//! partitions; `replicore_runtime::runtime::faults`) and recording its trace, while clients run a
 //! workload of one-phase and two-phase updates, deletes and rollbacks, and the harness
 //! SIGKILLs slaves and the master and restarts them from their data directories.
 //!
@@ -8,7 +8,7 @@
 //! - convergence: every slave reaches the master's version, with identical data;
 //! - the client-side history: every update a client was told committed is on every node,
 //!   no update told aborted is visible anywhere, each slave's observed versions only grow;
-//! - trace conformance: the traces replay through the model (`replicore_runtime::conformance`).
+//! - trace conformance: the traces replay through the model (`replicore_runtime::master_slave::conformance`).
 //!
 //! It prints one summary line per seed. `docs/reliability.md` says how to run a soak, how to
 //! reproduce a seed, and how a deliberately broken runtime is caught.
@@ -28,10 +28,10 @@
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use replicore_model::store::KvOp;
-use replicore_runtime::client::{Client, ClientError};
-use replicore_runtime::conformance;
-use replicore_runtime::faults::{FaultCounts, FaultPlan, Partition};
-use replicore_runtime::node::{MASTER_ID, Node, NodeConfig};
+use replicore_runtime::master_slave::client::{Client, ClientError};
+use replicore_runtime::master_slave::conformance;
+use replicore_runtime::master_slave::node::{MASTER_ID, Node, NodeConfig};
+use replicore_runtime::runtime::faults::{FaultCounts, FaultPlan, Partition};
 use replicore_runtime::{KvStore, Mode, UpdateError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -592,7 +592,7 @@ async fn client_task(
     done: Arc<std::sync::atomic::AtomicUsize>,
 ) -> Result<(), String> {
     let mut rng = StdRng::seed_from_u64(seed);
-    let client_id = replicore_runtime::node::CLIENT_ID_MIN + seed;
+    let client_id = replicore_runtime::master_slave::node::CLIENT_ID_MIN + seed;
     let connect = || async {
         loop {
             match Client::<KvStore>::connect(&master, CLUSTER, KEY.as_bytes(), Some(client_id))

@@ -5,10 +5,10 @@
 //! property holding; a trace altered after the fact must not.
 
 use replicore_model::store::KvOp;
-use replicore_runtime::conformance::{self, ConformanceError};
-use replicore_runtime::faults::FaultPlan;
-use replicore_runtime::memnet::MemNet;
-use replicore_runtime::node::{MASTER_ID, Node, NodeConfig};
+use replicore_runtime::master_slave::conformance::{self, ConformanceError};
+use replicore_runtime::master_slave::node::{MASTER_ID, Node, NodeConfig};
+use replicore_runtime::runtime::faults::FaultPlan;
+use replicore_runtime::runtime::memnet::MemNet;
 use replicore_runtime::{KvStore, Mode, UpdateError};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

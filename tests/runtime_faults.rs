@@ -5,7 +5,7 @@
 
 use futures::{SinkExt, StreamExt};
 use replicore_model::store::{KvOp, Store};
-use replicore_runtime::node::{MASTER_ID, Node, NodeConfig};
+use replicore_runtime::master_slave::node::{MASTER_ID, Node, NodeConfig};
 use replicore_runtime::{KvStore, Mode, UpdateError};
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -5,8 +5,8 @@
 //! slave converges.
 
 use replicore_model::store::{KvOp, Store};
-use replicore_runtime::memnet::MemNet;
-use replicore_runtime::node::{MASTER_ID, Node, NodeConfig};
+use replicore_runtime::master_slave::node::{MASTER_ID, Node, NodeConfig};
+use replicore_runtime::runtime::memnet::MemNet;
 use replicore_runtime::{KvStore, Mode, UpdateError};
 use std::collections::BTreeMap;
 use std::path::Path;

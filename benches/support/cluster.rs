@@ -8,8 +8,8 @@
 //! would do, measured with today's protocol and runtime.
 
 use replicore_model::store::{KvOp, Store};
-use replicore_runtime::client::Client;
-use replicore_runtime::node::{Node, NodeConfig, Ticket};
+use replicore_runtime::master_slave::client::Client;
+use replicore_runtime::master_slave::node::{Node, NodeConfig, Ticket};
 use replicore_runtime::{KvStore, Mode, UserStore};
 use serde::{Deserialize, Serialize};
 use std::path::Path;

@@ -7,8 +7,8 @@ use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use replicore_model::master_slave::Msg;
 use replicore_runtime::KvStore;
-use replicore_runtime::codec::{self, Frame};
-use replicore_runtime::handshake::HandshakeMsg;
+use replicore_runtime::runtime::codec::{self, Frame};
+use replicore_runtime::runtime::handshake::HandshakeMsg;
 use tokio_util::codec::Decoder;
 
 type M = Msg<KvStore>;

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use replicore_runtime::handshake::{self, Identity};
+use replicore_runtime::runtime::handshake::{self, Identity};
 use std::sync::OnceLock;
 use tokio::io::AsyncWriteExt;
 use tokio_util::codec::Framed;

@@ -3,8 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use replicore_runtime::conformance::RecordedStep;
-use replicore_runtime::trace::Header;
+use replicore_runtime::master_slave::conformance::RecordedStep;
+use replicore_runtime::runtime::trace::Header;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {

@@ -12,50 +12,38 @@
 //! ```
 //!
 //! # Driver contract
-//! [`driver::Driver`] calls `on_start` once per incarnation with the storage last saved in
+//! [`runtime::driver::Driver`] calls `on_start` once per incarnation with the storage last saved in
 //! the node's database, then `on_msg` / `on_timeout` one at a time. It executes a step's
 //! commands in order and makes a `Save` durable before any later `Send` of the same step
 //! leaves the node. Time is real: a `SetTimer(tag, range)` fires after a random duration
 //! within `range`. No protocol rule lives here: every decision comes from the actor.
 //!
-//! # Modules
-//! - [`node`]: the embedding API ([`node::Node`]).
-//! - [`client`]: a remote client (what the `replicore` CLI uses).
-//! - [`driver`]: the generic actor driver and the [`driver::Router`].
-//! - [`storage`]: the redb database, [`storage::UserStore`] (plug your own user layer).
-//! - [`transport`], [`handshake`], [`codec`]: TCP, the handshake, the frame format.
-//! - [`memnet`]: an in-memory network with injected faults, for tests.
-//! - [`faults`]: the fault-injecting layer between the driver and the connections.
-//! - [`trace`]: trace recording; [`conformance`]: replay of traces through the model.
-//! - [`config`]: the TOML cluster file.
-//! - [`failover`], [`failover_cli`]: protocol 2 (failover approver): servers, a client that
-//!   fails over by itself, the `replicore failover` commands.
-//! - [`knowledge`], [`bundle`]: protocol 3 (knowledge sync) on disk, and its bundle files.
-//! - [`stage_sync`], [`stage_sync_cli`]: protocol 4 (stage-ordered peer sync): peer processes
-//!   over TCP, their redb store, the user's client and commands.
+//! # Map
+//! ```text
+//!   runtime/        generic: knows no protocol
+//!     driver          Driver<A: Actor>: on_start/on_msg/on_timeout, save before send,
+//!                     group commit, timers; Router (outbound frames by peer id)
+//!     transport       accept/dial loops, one task per connection, the node's inbox
+//!     handshake       mutual proof of the cluster key     codec    frames (postcard)
+//!     storage         Disk: one redb file, incremental rows (UserStore, Durable)
+//!     faults          seeded loss/duplication/delay/partitions in the Router
+//!     memnet          an in-memory network for deterministic tests
+//!     trace           one JSON line per step, for conformance
+//!     config          the TOML cluster file
+//!   master_slave/   protocol 1: node (embedding API), client, conformance
+//!   failover/       protocol 2: server, client
+//!   knowledge/      protocol 3: replica on disk, bundle files, online sync (net)
+//!   stage_sync/     protocol 4: peer, client
+//!   bin/replicore/  the CLI (clap, anyhow): not part of this library's API
+//! ```
 #![warn(missing_docs)]
 
-pub mod bundle;
-pub mod client;
-pub mod codec;
-pub mod config;
-pub mod conformance;
-pub mod driver;
 pub mod failover;
-pub mod failover_cli;
-pub mod faults;
-pub mod handshake;
 pub mod knowledge;
-pub mod knowledge_cli;
-pub mod knowledge_net;
-pub mod memnet;
-pub mod node;
+pub mod master_slave;
+pub mod runtime;
 pub mod stage_sync;
-pub mod stage_sync_cli;
-pub mod storage;
-pub mod trace;
-pub mod transport;
 
-pub use node::{Node, NodeConfig, NodeError, UpdateError, View};
+pub use master_slave::{Node, NodeConfig, NodeError, UpdateError, View};
 pub use replicore_model::master_slave::{AbortReason, Mode};
-pub use storage::{KvStore, UserStore};
+pub use runtime::storage::{KvStore, UserStore};

@@ -3,7 +3,7 @@
 //! changes nothing.
 
 use replicore_model::knowledge::ConflictPolicy;
-use replicore_runtime::bundle::BundleError;
+use replicore_runtime::knowledge::bundle::BundleError;
 use replicore_runtime::knowledge::{LocalReplica, ReplicaError};
 use std::path::{Path, PathBuf};
 

@@ -6,8 +6,8 @@
 //! Every test runs under a `tokio::time::timeout`; waits poll a real outcome with a deadline.
 
 use replicore_model::failover::Timing;
-use replicore_runtime::codec::Reply;
 use replicore_runtime::failover::{Client, role_of};
+use replicore_runtime::runtime::codec::Reply;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Child, Command};

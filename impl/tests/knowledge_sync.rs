@@ -3,7 +3,7 @@
 
 use replicore_model::knowledge::ConflictPolicy;
 use replicore_runtime::knowledge::LocalReplica;
-use replicore_runtime::knowledge_net::{SyncError, serve, sync_with};
+use replicore_runtime::knowledge::net::{SyncError, serve, sync_with};
 use std::path::Path;
 
 const KEY: &[u8] = b"test key";

@@ -263,7 +263,7 @@ fn stream_puts(
 ) -> tokio::task::JoinHandle<Vec<u32>> {
     tokio::spawn(async move {
         let mut client = loop {
-            match replicore_runtime::client::Client::<replicore_runtime::KvStore>::connect(
+            match replicore_runtime::master_slave::client::Client::<replicore_runtime::KvStore>::connect(
                 &master,
                 CLUSTER,
                 KEY.as_bytes(),
@@ -549,12 +549,12 @@ async fn garbage_bytes_close_the_connection_and_the_node_keeps_serving() {
         }
 
         // After a valid handshake: a frame that does not decode.
-        let me = replicore_runtime::handshake::Identity {
+        let me = replicore_runtime::runtime::handshake::Identity {
             cluster_id: CLUSTER,
             node_id: 1 << 40,
             key: KEY.as_bytes().to_vec(),
         };
-        let (mut io, _) = replicore_runtime::transport::connect(&master, &me)
+        let (mut io, _) = replicore_runtime::runtime::transport::connect(&master, &me)
             .await
             .expect("handshake");
         io.send(bytes::Bytes::from_static(&[0xff; 16]))

@@ -3,7 +3,7 @@
 //! journals, survive a restart; a user with the wrong key is refused.
 
 use replicore_model::stage_sync::Edit;
-use replicore_runtime::faults::FaultPlan;
+use replicore_runtime::runtime::faults::FaultPlan;
 use replicore_runtime::stage_sync::{self, Client, PeerConfig, PeerHandle, StageError, View};
 use std::path::Path;
 use std::time::Duration;

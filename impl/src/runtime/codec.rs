@@ -60,9 +60,9 @@ pub enum Frame<M> {
     /// The answer to a [`Query`].
     Reply(Reply),
     /// [`Frame::Actor`] from a node that records a trace: the message and the id of the
-    /// `Send` that produced it, so the receiver's trace names its cause (`crate::trace`).
+    /// `Send` that produced it, so the receiver's trace names its cause (`crate::runtime::trace`).
     /// Last in the enum, so the encodings of the other variants are unchanged.
-    Traced(crate::trace::SendId, M),
+    Traced(crate::runtime::trace::SendId, M),
 }
 
 /// A question a client asks a node's runtime.
@@ -225,7 +225,7 @@ mod tests {
                 })
                 .collect();
             let _ = decode::<Frame<M>>(&body);
-            let _ = decode::<crate::handshake::HandshakeMsg>(&body);
+            let _ = decode::<crate::runtime::handshake::HandshakeMsg>(&body);
         }
     }
 }

@@ -1,19 +1,6 @@
-//! Protocol 3 (knowledge sync, seed 004) on disk: a [`LocalReplica`] drives the model's
-//! [`Replica`] actor, unchanged, over a redb database, and carries syncs by bundle files
-//! ([`crate::bundle`]).
-//!
-//! ```text
-//!   export:  RequestChanges ─▶ actor (source) ─▶ Save ─▶ disk
-//!                                           └──▶ ConveyChanges…, CompleteBundle ─▶ bundle file
-//!   import:  bundle file (checked whole) ─▶ Pull timer ─▶ actor (destination) opens a session
-//!            each message, its session set to that one ─▶ actor ─▶ Save ─▶ disk
-//! ```
-//!
-//! Every save commits durably (redb, fsync) before the step's results are used. The whole
-//! replica data is one row: fine for the small replicas this is built for; an incremental
-//! layout like protocol 1's is future work.
+//! One knowledge-sync replica on disk: the model's `Replica` actor over a redb database.
 
-use crate::bundle::{BundleError, BundleFile, BundleMsg};
+use crate::knowledge::bundle::{BundleError, BundleFile, BundleMsg};
 use redb::{Database, ReadableTable, TableDefinition};
 use replicore_model::knowledge::{
     Applied, ChangeId, ConflictPolicy, Replica, ReplicaData, ReplicaId, ReplicaState, SyncMsg,

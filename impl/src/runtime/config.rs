@@ -10,7 +10,7 @@
 //! max_frame_bytes = 67108864                       # optional
 //!
 //! [faults]                                         # optional, for testing: see
-//! seed = 7                                         # `crate::faults::FaultPlan`
+//! seed = 7                                         # `crate::runtime::faults::FaultPlan`
 //! loss = 0.05
 //! ```
 
@@ -37,7 +37,7 @@ pub struct ClusterFile {
     /// The largest frame, in bytes.
     pub max_frame_bytes: Option<usize>,
     /// Faults every node injects into the frames it sends (testing only; off when absent).
-    pub faults: Option<crate::faults::FaultPlan>,
+    pub faults: Option<crate::runtime::faults::FaultPlan>,
 }
 
 /// A cluster file that could not be read.

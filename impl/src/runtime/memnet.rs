@@ -3,10 +3,10 @@
 //! dropped at a rate, links cut). With tokio's paused clock, timeouts and heartbeats cost no
 //! real time. Used by tests; nothing here is specific to one protocol but the message type.
 
-use crate::codec::{self, Frame};
-use crate::driver::{PEER_QUEUE_FRAMES, Router};
-use crate::storage::UserStore;
-use crate::transport::Input;
+use crate::runtime::codec::{self, Frame};
+use crate::runtime::driver::{PEER_QUEUE_FRAMES, Router};
+use crate::runtime::storage::UserStore;
+use crate::runtime::transport::Input;
 use replicore_model::master_slave::Msg;
 use stateright::actor::Id;
 use std::collections::{BTreeSet, HashMap};

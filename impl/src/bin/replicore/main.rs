@@ -3,13 +3,17 @@
 //! Errors print one line on stderr and exit non-zero; logs go to stderr via `tracing`
 //! (`RUST_LOG` adjusts them).
 
+mod failover;
+mod knowledge;
+mod stage_sync;
+
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
-use replicore_runtime::client::{Client, ClientError};
-use replicore_runtime::config::ClusterFile;
-use replicore_runtime::handshake::HandshakeError;
-use replicore_runtime::node::{MASTER_ID, Node, NodeConfig, UpdateError};
-use replicore_runtime::transport::TransportError;
+use replicore_runtime::master_slave::client::{Client, ClientError};
+use replicore_runtime::master_slave::node::{MASTER_ID, Node, NodeConfig, UpdateError};
+use replicore_runtime::runtime::config::ClusterFile;
+use replicore_runtime::runtime::handshake::HandshakeError;
+use replicore_runtime::runtime::transport::TransportError;
 use replicore_runtime::{KvStore, Mode};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -122,17 +126,17 @@ enum Command {
         dir: PathBuf,
     },
     #[command(flatten)]
-    Knowledge(replicore_runtime::knowledge_cli::KnowledgeCommand),
+    Knowledge(knowledge::KnowledgeCommand),
     /// Protocol 2, failover approver: `serve --id N`, `put`, `delete`, `get`, `status`
     /// (node 0 is the master, node 1 the backup: the cluster file's first slave).
     Failover {
         #[command(subcommand)]
-        command: replicore_runtime::failover_cli::FailoverCommand,
+        command: failover::FailoverCommand,
     },
     /// Stage-ordered peer sync (protocol 4): run a peer, edit or show the shared document.
     StageSync {
         #[command(subcommand)]
-        command: replicore_runtime::stage_sync_cli::StageCommand,
+        command: stage_sync::StageCommand,
     },
     /// A master and two slaves in this process on 127.0.0.1, a short workload, convergence.
     Demo {
@@ -181,7 +185,7 @@ struct Cluster {
     heartbeat_ms: u64,
     history: Option<usize>,
     max_frame_bytes: Option<usize>,
-    faults: Option<replicore_runtime::faults::FaultPlan>,
+    faults: Option<replicore_runtime::runtime::faults::FaultPlan>,
     trace_dir: Option<PathBuf>,
     unsafe_send_before_save: bool,
 }
@@ -347,7 +351,7 @@ async fn run(cli: Cli) -> Result<()> {
         return demo(updates).await;
     }
     if let Command::CheckTrace { dir } = &cli.command {
-        let report = replicore_runtime::conformance::check_dir(dir)?;
+        let report = replicore_runtime::master_slave::conformance::check_dir(dir)?;
         println!("{report}");
         return Ok(());
     }
@@ -358,18 +362,14 @@ async fn run(cli: Cli) -> Result<()> {
         } else {
             None
         };
-        print!(
-            "{}",
-            replicore_runtime::knowledge_cli::run(k, cluster).await?
-        );
+        print!("{}", knowledge::run(k, cluster).await?);
         return Ok(());
     }
     if let Command::StageSync { command } = cli.command {
         let c = Cluster::from_args(&cli.cluster)?;
         print!(
             "{}",
-            replicore_runtime::stage_sync_cli::run(command, c.cluster_id, c.key.into_bytes())
-                .await?
+            stage_sync::run(command, c.cluster_id, c.key.into_bytes()).await?
         );
         return Ok(());
     }
@@ -378,19 +378,16 @@ async fn run(cli: Cli) -> Result<()> {
         let servers = std::iter::once(cluster.master()?.to_string())
             .chain(cluster.slaves.iter().cloned())
             .collect();
-        let failover = replicore_runtime::failover_cli::FailoverCluster {
+        let failover = failover::FailoverCluster {
             cluster_id: cluster.cluster_id,
             key: cluster.key.clone().into_bytes(),
             servers,
             heartbeat_ms: cluster.heartbeat_ms,
             max_frame_bytes: cluster
                 .max_frame_bytes
-                .unwrap_or(replicore_runtime::codec::MAX_FRAME_BYTES_DEFAULT),
+                .unwrap_or(replicore_runtime::runtime::codec::MAX_FRAME_BYTES_DEFAULT),
         };
-        print!(
-            "{}",
-            replicore_runtime::failover_cli::run(command, failover).await?
-        );
+        print!("{}", failover::run(command, failover).await?);
         return Ok(());
     }
     match cli.command {
@@ -447,9 +444,9 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Rollback { client_id, req } => {
             let mut c = cluster.client(MASTER_ID, Some(client_id)).await?;
             match c.rollback(req, Duration::from_secs(10)).await {
-                Err(replicore_runtime::client::ClientError::Update(UpdateError::RolledBack {
-                    version,
-                })) => {
+                Err(replicore_runtime::master_slave::client::ClientError::Update(
+                    UpdateError::RolledBack { version },
+                )) => {
                     println!("rolled back: request {req} (version {version}) is aborted");
                     Ok(())
                 }
@@ -486,7 +483,7 @@ async fn run(cli: Cli) -> Result<()> {
 
 fn report_update(
     c: &Client,
-    r: Result<(u64, u64), replicore_runtime::client::ClientError>,
+    r: Result<(u64, u64), replicore_runtime::master_slave::client::ClientError>,
 ) -> Result<()> {
     let (req, version) = r.with_context(|| format!("update by client {} failed", c.client_id()))?;
     println!(

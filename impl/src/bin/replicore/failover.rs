@@ -1,11 +1,11 @@
 //! `replicore failover ...`: run a protocol-2 server given its node id in the cluster file
 //! (0 the master, 1 the backup = the first slave), and a client that fails over by itself.
 
-use crate::codec::Reply;
-use crate::failover::{Client, FailoverServer, ServerConfig, role_of};
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Subcommand;
 use replicore_model::failover::Timing;
+use replicore_runtime::failover::{Client, FailoverServer, ServerConfig, role_of};
+use replicore_runtime::runtime::codec::Reply;
 use std::path::PathBuf;
 use std::time::Duration;
 

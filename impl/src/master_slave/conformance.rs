@@ -1,4 +1,4 @@
-//! Trace conformance: reads the traces of a run of protocol 1 ([`crate::trace`]), merges them
+//! Trace conformance: reads the traces of a run of protocol 1 ([`crate::runtime::trace`]), merges them
 //! into one order consistent with causality, and replays that order through the model's
 //! `ActorModel` ([`MasterSlaveConfig::into_model`]). Every recorded step must be a transition
 //! the model allows from the replayed state, with exactly the commands the runtime recorded,
@@ -41,9 +41,9 @@
 //! model's actors and the properties hold on one exactly when they hold on the other. A run
 //! with more than 256 distinct keys or values cannot be renamed and is refused.
 
-use crate::node::CLIENT_ID_MIN;
-use crate::storage::KvStore;
-use crate::trace::{self, Cmd, Header, Input, NodeMeta, SendId};
+use crate::master_slave::node::CLIENT_ID_MIN;
+use crate::runtime::storage::KvStore;
+use crate::runtime::trace::{self, Cmd, Header, Input, NodeMeta, SendId};
 use replicore_model::master_slave::master::{Pending, Queued};
 use replicore_model::master_slave::master_user::{ClientEntry, MasterUser, Step};
 use replicore_model::master_slave::model::{MasterSlaveModel, MasterSlaveState, props};

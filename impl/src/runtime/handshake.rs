@@ -1,4 +1,4 @@
-//! The handshake that opens every connection, before any [`crate::codec::Frame`] flows.
+//! The handshake that opens every connection, before any [`crate::runtime::codec::Frame`] flows.
 //!
 //! ```text
 //!  initiator (dials)                                   acceptor (listens)
@@ -13,7 +13,7 @@
 //! sending it. A peer failing any check is refused: the connection closes and the refusing
 //! side logs why.
 
-use crate::codec::{self, CodecError, MAGIC, WIRE_VERSION};
+use crate::runtime::codec::{self, CodecError, MAGIC, WIRE_VERSION};
 use futures::{SinkExt, StreamExt};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};

@@ -2,10 +2,10 @@
 //! carried between replicas (the removable medium of seed 004, claims 25 and 30). The binary
 //! only wires them in.
 
-use crate::knowledge::{LocalReplica, ReplicaError};
-use crate::knowledge_net::{self, SyncError};
 use clap::Subcommand;
 use replicore_model::knowledge::{ConflictPolicy, ReplicaId};
+use replicore_runtime::knowledge::net::{self, SyncError};
+use replicore_runtime::knowledge::{LocalReplica, ReplicaError};
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
@@ -171,7 +171,7 @@ pub async fn run(
                 .await
                 .map_err(listen_err)?;
             eprintln!("replica {replica} serving syncs on {listen}");
-            knowledge_net::serve(listener, r, cluster_id, key)
+            net::serve(listener, r, cluster_id, key)
                 .await
                 .map_err(listen_err)?;
             Ok(String::new())
@@ -185,7 +185,7 @@ pub async fn run(
         } => {
             let (cluster_id, key) = cluster.ok_or(KnowledgeCliError::NoCluster)?;
             let mut r = LocalReplica::open(&data_dir, replica, policy)?;
-            let rep = knowledge_net::sync_with(&mut r, &peer, cluster_id, &key, two_way).await?;
+            let rep = net::sync_with(&mut r, &peer, cluster_id, &key, two_way).await?;
             Ok(format!(
                 "synced with {peer}: {} change(s) received, {} sent\n",
                 rep.received, rep.sent

@@ -6,9 +6,9 @@
 //! frames (overflow is dropped, i.e. message loss, which the protocol repairs), and the
 //! inbox applies backpressure to readers.
 
-use crate::codec::{self, Frame, Query, Reply};
-use crate::driver::{PEER_QUEUE_FRAMES, Router};
-use crate::handshake::{self, HandshakeError, Identity};
+use crate::runtime::codec::{self, Frame, Query, Reply};
+use crate::runtime::driver::{PEER_QUEUE_FRAMES, Router};
+use crate::runtime::handshake::{self, HandshakeError, Identity};
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use serde::Serialize;
@@ -36,7 +36,7 @@ pub enum Input<M> {
     /// A protocol message from an authenticated peer.
     Msg(Id, M),
     /// A protocol message from a traced peer, with the id of the send that produced it.
-    Traced(Id, crate::trace::SendId, M),
+    Traced(Id, crate::runtime::trace::SendId, M),
     /// A runtime query; the answer goes back on the oneshot.
     Query(Id, Query, oneshot::Sender<Reply>),
 }

@@ -1,29 +1,10 @@
-//! Protocol 4 (stage-ordered peer sync, seed 003) on the network and on disk: a peer process
-//! drives the model's [`Peer`] actor, unchanged, over the authenticated TCP transport, and
-//! saves its state in a redb database before any message of the step leaves.
-//!
-//! ```text
-//!   peers (TCP, handshake) ──▶ inbox ──┐                      ┌──▶ Save ─▶ redb (fsync) first
-//!   local users (Edit/Show) ───────────┼─▶ Peer actor (model) ┼──▶ Send ─▶ Router ─▶ peers
-//!   resend interval ───────────────────┘                      └──▶ replies to the user
-//! ```
-//!
-//! Each peer stores every other peer's address (claim 4) and dials those with a lower id; the
-//! others dial it, and one authenticated connection serves both ways. A message sent while a
-//! peer is unreachable is lost; the actor's resend timer repairs it.
-//!
-//! Storage: one redb database per peer (`stage.redb`), the actor's whole state in one row,
-//! replaced by one durable write transaction per changing step. Whole, because the state is
-//! small by design: the document plus the journal above the stability line (the journal is
-//! truncated as the line moves). redb, not a plain file, because it gives the atomic,
-//! fsynced replace for free, and the other protocols already use it.
+//! One stage-sync peer: the model's `Peer` actor over TCP, its redb store, its local user.
 
-use crate::codec::{self, Frame, MAX_FRAME_BYTES_DEFAULT};
-use crate::driver::Router;
-use crate::faults::{FaultLayer, FaultPlan};
-use crate::handshake::Identity;
-use crate::transport::{self, Input, Link, TransportError};
-use futures::{SinkExt, StreamExt};
+use crate::runtime::codec::{self, Frame, MAX_FRAME_BYTES_DEFAULT};
+use crate::runtime::driver::Router;
+use crate::runtime::faults::{FaultLayer, FaultPlan};
+use crate::runtime::handshake::Identity;
+use crate::runtime::transport::{self, Input, Link, TransportError};
 use redb::{Database, ReadableTable, TableDefinition};
 use replicore_model::stage_sync::msg::{OpId, PeerId};
 use replicore_model::stage_sync::{Edit, Ordering, Peer, PeerState, StageMsg};
@@ -518,83 +499,5 @@ impl Running {
             }
         }
         Ok(local)
-    }
-}
-
-/// A user's connection to a running peer (what `replicore stage-sync edit/show` use).
-pub struct Client {
-    io: tokio_util::codec::Framed<tokio::net::TcpStream, tokio_util::codec::LengthDelimitedCodec>,
-}
-
-/// How long a user waits for a peer's answer.
-pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
-
-impl Client {
-    /// Connects to the peer at `addr` as user `client_id` (an id above every peer's).
-    pub async fn connect(
-        addr: &str,
-        cluster_id: u64,
-        key: &[u8],
-        client_id: u64,
-    ) -> Result<Client, StageError> {
-        let me = Identity {
-            cluster_id,
-            node_id: client_id,
-            key: key.to_vec(),
-        };
-        let (mut io, _) = transport::connect(addr, &me).await?;
-        io.codec_mut().set_max_frame_length(MAX_FRAME_BYTES_DEFAULT);
-        Ok(Client { io })
-    }
-
-    async fn ask(&mut self, msg: Msg) -> Result<Msg, StageError> {
-        let body = codec::encode(&Frame::Actor(msg), MAX_FRAME_BYTES_DEFAULT)
-            .map_err(|e| StageError::Closed(e.to_string()))?;
-        self.io
-            .send(body)
-            .await
-            .map_err(|e| StageError::Closed(format!("sending: {e}")))?;
-        tokio::time::timeout(CLIENT_TIMEOUT, async {
-            while let Some(frame) = self.io.next().await {
-                let frame = frame.map_err(|e| StageError::Closed(format!("receiving: {e}")))?;
-                match codec::decode::<Frame<Msg>>(&frame) {
-                    Ok(Frame::Actor(m @ (StageMsg::Edited { .. } | StageMsg::Document { .. }))) => {
-                        return Ok(m);
-                    }
-                    // Anything else (a peer's traffic) is not the answer.
-                    Ok(_) => {}
-                    Err(e) => return Err(StageError::Closed(format!("bad answer: {e}"))),
-                }
-            }
-            Err(StageError::Closed("the peer closed the connection".into()))
-        })
-        .await
-        .map_err(|_| StageError::Closed("the peer did not answer in time".into()))?
-    }
-
-    /// Executes `edit` on the peer; returns the operation and its stage.
-    pub async fn edit(&mut self, edit: Edit<Value>) -> Result<(OpId, u32), StageError> {
-        match self.ask(StageMsg::Edit(edit)).await? {
-            StageMsg::Edited { id, stage } => Ok((id, stage)),
-            _ => Err(StageError::Closed("unexpected answer".into())),
-        }
-    }
-
-    /// The peer's document and stages.
-    pub async fn show(&mut self) -> Result<View, StageError> {
-        match self.ask(StageMsg::Show).await? {
-            StageMsg::Document {
-                stage,
-                stable,
-                held,
-                items,
-            } => Ok(View {
-                stage,
-                stable,
-                held,
-                items,
-            }),
-            _ => Err(StageError::Closed("unexpected answer".into())),
-        }
     }
 }

@@ -1,9 +1,9 @@
 //! The `replicore stage-sync` subcommands of protocol 4: run a peer, and, as its local user,
 //! edit the shared document or show it. The binary only wires them in.
 
-use crate::stage_sync::{self, Client, PeerConfig, StageError, View};
 use clap::Subcommand;
 use replicore_model::stage_sync::Edit;
+use replicore_runtime::stage_sync::{self, Client, PeerConfig, StageError, View};
 use std::fmt::Write as _;
 use std::path::PathBuf;
 

@@ -1,14 +1,14 @@
 //! The embedding API: start a master or a slave node in this process, update through the
 //! master, read on any node, watch committed versions, shut down gracefully.
 
-use crate::codec::{NodeStatus, Query, Reply};
-use crate::driver::{Driver, DriverError, DriverOptions, Router};
-use crate::faults::{FaultLayer, FaultPlan, counts_file_name as faults_counts_file};
-use crate::handshake::Identity;
-use crate::memnet::MemNet;
-use crate::storage::{Disk, KvStore, StorageError, UserStore};
-use crate::trace::{NodeMeta, Tracer};
-use crate::transport::{self, Input, Link};
+use crate::runtime::codec::{NodeStatus, Query, Reply};
+use crate::runtime::driver::{Driver, DriverError, DriverOptions, Router};
+use crate::runtime::faults::{FaultLayer, FaultPlan, counts_file_name as faults_counts_file};
+use crate::runtime::handshake::Identity;
+use crate::runtime::memnet::MemNet;
+use crate::runtime::storage::{Disk, KvStore, StorageError, UserStore};
+use crate::runtime::trace::{NodeMeta, Tracer};
+use crate::runtime::transport::{self, Input, Link};
 use bytes::Bytes;
 use replicore_model::master_slave::{
     AbortReason, ClientMsg, MasterServer, MasterState, Mode, Msg, Saved, SlaveServer, SlaveState,
@@ -76,16 +76,16 @@ pub struct NodeConfig {
     /// Seeds the node's random choices (timer durations, its local client id); `None` draws
     /// from the OS. On an in-memory network with a paused clock a seeded run is reproducible.
     pub seed: Option<u64>,
-    /// Faults to inject into the frames this node sends to other nodes (`crate::faults`);
+    /// Faults to inject into the frames this node sends to other nodes (`crate::runtime::faults`);
     /// `None` (the default) injects nothing.
     pub faults: Option<FaultPlan>,
-    /// Where to record this node's trace (`crate::trace`); `None` (the default) records
+    /// Where to record this node's trace (`crate::runtime::trace`); `None` (the default) records
     /// nothing.
     pub trace_dir: Option<PathBuf>,
     /// Testing only: see [`DriverOptions::unsafe_send_before_save`].
     pub unsafe_send_before_save: bool,
     /// How many queued messages may share one durable write (group commit, see
-    /// [`crate::driver`]); 1 turns it off.
+    /// [`crate::runtime::driver`]); 1 turns it off.
     pub group_commit: usize,
 }
 
@@ -108,12 +108,12 @@ impl NodeConfig {
             data_dir: data_dir.into(),
             heartbeat: Duration::from_millis(100)..Duration::from_millis(150),
             history: 256,
-            max_frame_bytes: crate::codec::MAX_FRAME_BYTES_DEFAULT,
+            max_frame_bytes: crate::runtime::codec::MAX_FRAME_BYTES_DEFAULT,
             seed: None,
             faults: None,
             trace_dir: None,
             unsafe_send_before_save: false,
-            group_commit: crate::driver::GROUP_COMMIT_DEFAULT,
+            group_commit: crate::runtime::driver::GROUP_COMMIT_DEFAULT,
         }
     }
 }
@@ -143,7 +143,7 @@ pub enum NodeError {
     Faults(String),
     /// The trace could not be created.
     #[error(transparent)]
-    Trace(#[from] crate::trace::TraceError),
+    Trace(#[from] crate::runtime::trace::TraceError),
     /// The node task panicked or was aborted.
     #[error("node task failed: {0}")]
     Task(String),
@@ -274,7 +274,7 @@ struct LocalClient {
 /// A running node. Dropping it stops it; [`Node::shutdown`] stops it and waits.
 ///
 /// ```
-/// use replicore_runtime::node::{Node, NodeConfig};
+/// use replicore_runtime::master_slave::node::{Node, NodeConfig};
 /// use replicore_runtime::Mode;
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -483,7 +483,7 @@ impl<S: UserStore> Node<S> {
                 next_req: AtomicU64::new(next_req),
                 waiters: Waiters::default(),
             });
-            let (tx, rx) = mpsc::channel(crate::driver::PEER_QUEUE_FRAMES);
+            let (tx, rx) = mpsc::channel(crate::runtime::driver::PEER_QUEUE_FRAMES);
             router.register(local.id, tx);
             tokio::spawn(dispatch_replies::<S>(
                 rx,
@@ -690,13 +690,14 @@ async fn dispatch_replies<S: UserStore>(
             f = rx.recv() => match f { Some(f) => f, None => return },
         };
         // Encoded by this very process, so it decodes; a failure is ignored all the same.
-        let reply = match crate::codec::decode::<crate::codec::Frame<Msg<S>>>(&frame) {
-            Ok(
-                crate::codec::Frame::Actor(Msg::Client(reply))
-                | crate::codec::Frame::Traced(_, Msg::Client(reply)),
-            ) => reply,
-            _ => continue,
-        };
+        let reply =
+            match crate::runtime::codec::decode::<crate::runtime::codec::Frame<Msg<S>>>(&frame) {
+                Ok(
+                    crate::runtime::codec::Frame::Actor(Msg::Client(reply))
+                    | crate::runtime::codec::Frame::Traced(_, Msg::Client(reply)),
+                ) => reply,
+                _ => continue,
+            };
         let (req, outcome) = match reply {
             ClientMsg::Committed { req, version } => (req, Ok(version)),
             ClientMsg::Aborted {
@@ -813,7 +814,7 @@ where
             input = inbox.recv() => {
                 let Some(mut input) = input else { break };
                 // Group commit: the messages already queued behind this one share its durable
-                // write (see `crate::driver`); a query first closes the group, so it never
+                // write (see `crate::runtime::driver`); a query first closes the group, so it never
                 // reads what is not durable yet.
                 let limit = driver.group_limit();
                 driver.begin_group();

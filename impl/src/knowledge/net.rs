@@ -1,6 +1,6 @@
 //! Online knowledge sync between two running replicas: the same actor steps as a bundle
 //! file, carried over one authenticated TCP connection (the handshake of
-//! [`crate::handshake`], then length-delimited postcard frames of [`SyncMsg`]).
+//! [`crate::runtime::handshake`], then length-delimited postcard frames of [`SyncMsg`]).
 //!
 //! ```text
 //!   replicore sync (destination)                 replicore replica-serve (source)
@@ -13,11 +13,11 @@
 //! it learned from us), or fails after [`SYNC_TIMEOUT`]. A frame that fails to decode closes
 //! the connection; nothing a peer sends can panic the replica.
 
-use crate::bundle::BundleMsg;
-use crate::codec::{self, MAX_FRAME_BYTES_DEFAULT};
-use crate::handshake::{self, Identity};
+use crate::knowledge::bundle::BundleMsg;
 use crate::knowledge::{LocalReplica, ReplicaError};
-use crate::transport::{self, TransportError};
+use crate::runtime::codec::{self, MAX_FRAME_BYTES_DEFAULT};
+use crate::runtime::handshake::{self, Identity};
+use crate::runtime::transport::{self, TransportError};
 use futures::{SinkExt, StreamExt};
 use replicore_model::knowledge::{ReplicaId, SyncMsg, Timer};
 use stateright::actor::Id;

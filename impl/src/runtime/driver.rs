@@ -35,10 +35,10 @@
 //! The state is held as an owned value and handed to the actor as `Cow::Owned`, so
 //! `Cow::to_mut` never clones it; a no-op step costs no copy at all.
 
-use crate::codec::{self, Frame};
-use crate::faults::{Fate, FaultLayer};
-use crate::storage::{Disk, Durable, StorageError};
-use crate::trace::{self, SendId, TraceError, Tracer};
+use crate::runtime::codec::{self, Frame};
+use crate::runtime::faults::{Fate, FaultLayer};
+use crate::runtime::storage::{Disk, Durable, StorageError};
+use crate::runtime::trace::{self, SendId, TraceError, Tracer};
 use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -62,7 +62,7 @@ pub const PEER_QUEUE_FRAMES: usize = 1024;
 /// A peer may hold several connections (a client reconnecting); a frame goes to each.
 ///
 /// With a [`FaultLayer`], frames to other nodes first go through it (loss, duplication,
-/// delay, reordering, partitions); see [`crate::faults`].
+/// delay, reordering, partitions); see [`crate::runtime::faults`].
 #[derive(Clone, Default)]
 pub struct Router {
     inner: Arc<Mutex<RouterInner>>,
@@ -210,7 +210,7 @@ pub const GROUP_COMMIT_DEFAULT: usize = 64;
 impl Default for DriverOptions {
     fn default() -> Self {
         DriverOptions {
-            max_frame_bytes: crate::codec::MAX_FRAME_BYTES_DEFAULT,
+            max_frame_bytes: crate::runtime::codec::MAX_FRAME_BYTES_DEFAULT,
             seed: None,
             inline_saves: false,
             unsafe_send_before_save: false,
@@ -596,7 +596,7 @@ impl SendIdPeek {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::KvStore;
+    use crate::runtime::storage::KvStore;
     use replicore_model::master_slave::{Saved, SlaveStorage, slave_user::SlaveUser};
 
     /// A toy actor: on message `n` it saves version `n`, then broadcasts `n` to ids 7 and 8.

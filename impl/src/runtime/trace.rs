@@ -1,5 +1,5 @@
 //! Trace recording: what a node's actor saw and did, one JSON line per step, for trace
-//! conformance ([`crate::conformance`]).
+//! conformance ([`crate::master_slave::conformance`]).
 //!
 //! ```text
 //!  <trace dir>/node-<id>.<incarnation>.jsonl
@@ -12,7 +12,7 @@
 //! Each incarnation of a node (each start, fresh or after a crash) writes its own file; its
 //! number is the count of files the node already has in the directory, so a merge orders
 //! incarnations without any clock. Every `Send` a step emits gets a [`SendId`] (node,
-//! incarnation, sequence number), carried on the wire in a [`crate::codec::Frame::Traced`]
+//! incarnation, sequence number), carried on the wire in a [`crate::runtime::codec::Frame::Traced`]
 //! frame, so the receiver's `Msg` input names the send that produced it and traces merge by
 //! causality.
 //!

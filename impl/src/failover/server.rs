@@ -1,0 +1,305 @@
+//! Protocol 2's servers: the model's `FailoverNode` on the generic driver, over TCP and redb.
+
+use crate::master_slave::node::NodeError;
+use crate::runtime::codec::{Query, Reply};
+use crate::runtime::driver::{Driver, DriverError, DriverOptions, Router};
+use crate::runtime::handshake::Identity;
+use crate::runtime::storage::{Disk, Durable, KvStore};
+use crate::runtime::transport::{self, Input, Link};
+use replicore_model::failover::msg::{BACKUP, MASTER};
+use replicore_model::failover::{FailoverNode, Msg, NodeStorage, Role, Timing, Variant};
+use replicore_model::store::Version;
+use stateright::actor::{Actor, Id};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+/// The server actor on the runtime's key-value store.
+pub type Server = FailoverNode<String, Vec<u8>>;
+/// What a server saves.
+pub type Storage = NodeStorage<String, Vec<u8>>;
+/// A protocol-2 message on the runtime's store.
+pub type WireMsg = Msg<String, Vec<u8>>;
+
+/// Inputs queued for a server before senders wait.
+const INBOX_INPUTS: usize = 4096;
+
+impl Durable for Storage {
+    type Data = KvStore;
+
+    fn data(&self) -> &KvStore {
+        &self.data
+    }
+
+    fn split(mut self) -> (KvStore, Self) {
+        let data = std::mem::take(&mut self.data);
+        (data, self)
+    }
+
+    fn join(mut self, data: KvStore) -> Self {
+        self.data = data;
+        self
+    }
+
+    fn version(&self) -> u64 {
+        self.log.len() as u64
+    }
+}
+
+/// How one server runs.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Its node id: 0 the master, 1 the backup, 2.. further slaves.
+    pub node_id: u64,
+    /// Every server's address, by node id.
+    pub servers: Vec<String>,
+    /// Where to listen (normally `servers[node_id]`; `127.0.0.1:0` in tests).
+    pub listen: String,
+    /// The cluster id.
+    pub cluster_id: u64,
+    /// The cluster's pre-shared key.
+    pub key: Vec<u8>,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// The frame limit.
+    pub max_frame_bytes: usize,
+    /// Timer durations.
+    pub timing: Timing,
+}
+
+/// What `status` shows of a server.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub struct ServerView {
+    /// The role.
+    pub role: Role,
+    /// The epoch.
+    pub epoch: u64,
+    /// The version (updates applied).
+    pub version: Version,
+    /// The data.
+    pub data: KvStore,
+}
+
+/// A running protocol-2 server.
+pub struct FailoverServer {
+    local_addr: SocketAddr,
+    view: watch::Receiver<ServerView>,
+    cancel: CancellationToken,
+    main: Option<tokio::task::JoinHandle<Result<(), DriverError>>>,
+}
+
+impl Drop for FailoverServer {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+fn view_of(state: &<Server as Actor>::State) -> ServerView {
+    ServerView {
+        role: state.role,
+        epoch: state.epoch,
+        version: state.version(),
+        data: state.data.clone(),
+    }
+}
+
+/// The server actor for node `node_id` of a cluster of `servers` servers.
+pub fn server_actor(node_id: u64, servers: usize, timing: Timing) -> Server {
+    let designation = match node_id as usize {
+        MASTER => Role::Master,
+        BACKUP => Role::Backup,
+        _ => Role::Slave,
+    };
+    let peers = (0..servers)
+        .filter(|i| *i as u64 != node_id)
+        .map(Id::from)
+        .collect();
+    let mut node = FailoverNode::new(Variant::Fenced, designation, Id::from(BACKUP), peers);
+    node.timing = timing;
+    node
+}
+
+impl FailoverServer {
+    /// Opens the data directory, binds, and starts the server.
+    pub async fn start(config: ServerConfig) -> Result<Self, NodeError> {
+        if config.servers.len() < 2 || config.node_id as usize >= config.servers.len() {
+            return Err(NodeError::Config(
+                "protocol 2 needs a master and a backup, and the node id must name one of the servers",
+            ));
+        }
+        let listener =
+            TcpListener::bind(&config.listen)
+                .await
+                .map_err(|source| NodeError::Bind {
+                    addr: config.listen.clone(),
+                    source,
+                })?;
+        let local_addr = listener.local_addr().map_err(|source| NodeError::Bind {
+            addr: config.listen.clone(),
+            source,
+        })?;
+        let (dir, cluster, node) = (config.data_dir.clone(), config.cluster_id, config.node_id);
+        let disk = tokio::task::spawn_blocking(move || Disk::open(&dir, cluster, node))
+            .await
+            .map_err(|e| NodeError::Task(e.to_string()))??;
+        let router = Router::default();
+        let actor = server_actor(config.node_id, config.servers.len(), config.timing.clone());
+        let options = DriverOptions {
+            max_frame_bytes: config.max_frame_bytes,
+            ..DriverOptions::default()
+        };
+        let driver = Driver::start(
+            actor,
+            Id::from(config.node_id as usize),
+            disk,
+            router.clone(),
+            options,
+        )
+        .await?;
+        let (inbox_tx, inbox_rx) = mpsc::channel(INBOX_INPUTS);
+        let cancel = CancellationToken::new();
+        let link = Link {
+            identity: Identity {
+                cluster_id: config.cluster_id,
+                node_id: config.node_id,
+                key: config.key.clone(),
+            },
+            router,
+            inbox: inbox_tx,
+            max_frame_bytes: config.max_frame_bytes,
+            cancel: cancel.clone(),
+        };
+        let first = view_of(driver.state());
+        tracing::info!(
+            node = config.node_id,
+            %local_addr,
+            role = first.role.name(),
+            epoch = first.epoch,
+            version = first.version,
+            "failover server started; listening on {local_addr}"
+        );
+        let (view_tx, view_rx) = watch::channel(first);
+        for (peer, addr) in config.servers.iter().enumerate() {
+            if (peer as u64) < config.node_id {
+                tokio::spawn(transport::dial_loop(addr.clone(), link.clone()));
+            }
+        }
+        tokio::spawn(transport::accept_loop(listener, link));
+        let main = tokio::spawn(run(
+            driver,
+            inbox_rx,
+            cancel.clone(),
+            view_tx,
+            config.node_id,
+        ));
+        Ok(FailoverServer {
+            local_addr,
+            view: view_rx,
+            cancel,
+            main: Some(main),
+        })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Its role, epoch, version and data now.
+    pub fn view(&self) -> ServerView {
+        self.view.borrow().clone()
+    }
+
+    /// Its views as they change.
+    pub fn views(&self) -> watch::Receiver<ServerView> {
+        self.view.clone()
+    }
+
+    /// Stops it and waits for its task.
+    pub async fn shutdown(mut self) -> Result<(), NodeError> {
+        self.cancel.cancel();
+        self.stopped().await
+    }
+
+    /// Waits until it stops (a storage failure stops it).
+    pub async fn stopped(&mut self) -> Result<(), NodeError> {
+        if let Some(main) = self.main.as_mut() {
+            let r = main.await;
+            self.main = None;
+            match r {
+                Ok(r) => r?,
+                Err(e) => return Err(NodeError::Task(e.to_string())),
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn run(
+    mut driver: Driver<Server>,
+    mut inbox: mpsc::Receiver<Input<WireMsg>>,
+    cancel: CancellationToken,
+    view: watch::Sender<ServerView>,
+    node_id: u64,
+) -> Result<(), DriverError> {
+    loop {
+        let next = driver.next_timer();
+        let at = next.as_ref().map(|(_, at)| *at);
+        let timer = async move {
+            match at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => break,
+            // Due timers first: a flood of requests must not starve the heartbeat that
+            // renews the backup's lease.
+            _ = timer => {
+                if let Some((t, _)) = next {
+                    driver.on_timeout(t).await?;
+                }
+            }
+            input = inbox.recv() => match input {
+                None => break,
+                Some(Input::Msg(src, msg)) | Some(Input::Traced(src, _, msg)) => {
+                    driver.on_msg(src, msg).await?
+                }
+                Some(Input::Query(_, query, reply)) => {
+                    let state = driver.state();
+                    let answer = match query {
+                        Query::Get { key } => Reply::Value {
+                            version: state.version(),
+                            value: String::from_utf8(key)
+                                .ok()
+                                .and_then(|k| state.data.read(&k).cloned()),
+                        },
+                        Query::Role => Reply::Role {
+                            node_id,
+                            role: state.role.name().to_string(),
+                            epoch: state.epoch,
+                            version: state.version(),
+                            keys: state.data.len() as u64,
+                            digest: crate::master_slave::node::digest_of(&state.data),
+                        },
+                        Query::Status | Query::NextReq => Reply::Unsupported,
+                    };
+                    let _ = reply.send(answer);
+                }
+            },
+        }
+        let now = view_of(driver.state());
+        view.send_if_modified(|v| {
+            if *v == now {
+                return false;
+            }
+            *v = now;
+            true
+        });
+    }
+    tracing::info!(node = node_id, "failover server stopped");
+    Ok(())
+}

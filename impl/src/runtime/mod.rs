@@ -1,0 +1,20 @@
+//! The generic runtime: nothing here knows a protocol. It drives any Stateright actor whose
+//! messages, timers and storage are serde types.
+//!
+//! - [`driver`]: the actor driver (save before send, group commit, timers) and the [`driver::Router`].
+//! - [`transport`], [`handshake`], [`codec`]: TCP, the authenticated handshake, the frame format.
+//! - [`storage`]: the redb database, [`storage::UserStore`] (plug your own user layer).
+//! - [`faults`]: the fault-injecting layer between the driver and the connections.
+//! - [`memnet`]: an in-memory network with injected faults, for tests.
+//! - [`trace`]: trace recording, for trace conformance.
+//! - [`config`]: the TOML cluster file.
+
+pub mod codec;
+pub mod config;
+pub mod driver;
+pub mod faults;
+pub mod handshake;
+pub mod memnet;
+pub mod storage;
+pub mod trace;
+pub mod transport;
