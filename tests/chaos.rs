@@ -592,7 +592,7 @@ async fn client_task(
     done: Arc<std::sync::atomic::AtomicUsize>,
 ) -> Result<(), String> {
     let mut rng = StdRng::seed_from_u64(seed);
-    let client_id = replicore_runtime::master_slave::node::CLIENT_ID_MIN + seed;
+    let client_id = replicore_runtime::runtime::transport::CLIENT_ID_MIN + seed;
     let connect = || async {
         loop {
             match Client::<KvStore>::connect(&master, CLUSTER, KEY.as_bytes(), Some(client_id))

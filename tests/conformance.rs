@@ -4,6 +4,7 @@
 //! traces must replay through the model's `ActorModel` with every step allowed and every
 //! property holding; a trace altered after the fact must not.
 
+use replicore_model::master_slave::Msg;
 use replicore_model::store::KvOp;
 use replicore_runtime::master_slave::conformance::{self, ConformanceError};
 use replicore_runtime::master_slave::node::{MASTER_ID, Node, NodeConfig};
@@ -29,7 +30,7 @@ fn plan() -> FaultPlan {
     }
 }
 
-async fn start(id: u64, dir: &Path, net: &Arc<MemNet<KvStore>>) -> Node {
+async fn start(id: u64, dir: &Path, net: &Arc<MemNet<Msg<KvStore>>>) -> Node {
     let mut cfg = NodeConfig::new(7, "conformance", id, SLAVES, dir.join(format!("node{id}")));
     cfg.heartbeat = Duration::from_millis(40)..Duration::from_millis(60);
     cfg.history = 4;
@@ -44,7 +45,7 @@ async fn start(id: u64, dir: &Path, net: &Arc<MemNet<KvStore>>) -> Node {
 async fn traced_run() -> (tempfile::TempDir, u64) {
     tokio::time::timeout(Duration::from_secs(600), async {
         let dir = tempfile::tempdir().unwrap();
-        let net = MemNet::<KvStore>::new(SEED);
+        let net = MemNet::<Msg<KvStore>>::new(SEED);
         let mut master = start(MASTER_ID, dir.path(), &net).await;
         let mut slaves = Vec::new();
         for id in 1..=SLAVES {

@@ -4,6 +4,7 @@
 //! checked against the committed history (SPEC properties 1, 2 and 6); at the end every
 //! slave converges.
 
+use replicore_model::master_slave::Msg;
 use replicore_model::store::{KvOp, Store};
 use replicore_runtime::master_slave::node::{MASTER_ID, Node, NodeConfig};
 use replicore_runtime::runtime::memnet::MemNet;
@@ -15,7 +16,7 @@ use std::time::Duration;
 
 const SEED: u64 = 0x2e91_cafe;
 
-async fn start(id: u64, dir: &Path, net: &Arc<MemNet<KvStore>>) -> Node {
+async fn start(id: u64, dir: &Path, net: &Arc<MemNet<Msg<KvStore>>>) -> Node {
     let mut cfg = NodeConfig::new(6, "memnet", id, 2, dir.join(format!("node{id}")));
     cfg.heartbeat = Duration::from_millis(50)..Duration::from_millis(80);
     cfg.history = 4;
@@ -69,7 +70,7 @@ async fn scenario() -> Vec<String> {
         let mut trace = Vec::new();
         let t0 = tokio::time::Instant::now();
         let dir = tempfile::tempdir().unwrap();
-        let net = MemNet::<KvStore>::new(SEED);
+        let net = MemNet::<Msg<KvStore>>::new(SEED);
         let mut master = start(MASTER_ID, dir.path(), &net).await;
         let mut slaves = vec![
             Some(start(1, dir.path(), &net).await),

@@ -2,9 +2,9 @@
 //! and the backup, so it fails over by the model's own rule; and the `status` query.
 
 use super::WireMsg;
-use crate::master_slave::node::random_client_id;
 use crate::runtime::codec::{self, Frame, Query, Reply};
 use crate::runtime::handshake::Identity;
+use crate::runtime::transport::random_client_id;
 use crate::runtime::transport::{self, TransportError};
 use futures::{SinkExt, StreamExt};
 use replicore_model::failover::msg::{BACKUP, MASTER};
@@ -314,5 +314,5 @@ pub async fn role_of(
 
 /// A store value's digest, as `status` prints it.
 pub fn digest(data: &Kv<String, Vec<u8>>) -> [u8; 32] {
-    crate::master_slave::node::digest_of(data)
+    crate::runtime::storage::digest_of(data)
 }

@@ -283,7 +283,7 @@ async fn run(
                             epoch: state.epoch,
                             version: state.version(),
                             keys: state.data.len() as u64,
-                            digest: crate::master_slave::node::digest_of(&state.data),
+                            digest: crate::runtime::storage::digest_of(&state.data),
                         },
                         Query::Status | Query::NextReq => Reply::Unsupported,
                     };

@@ -1,10 +1,11 @@
 //! A remote client of a node: updates and rollbacks through the master (as a protocol client
 //! with its own id and request numbers), reads and status from any node.
 
-use crate::master_slave::node::{UpdateError, random_client_id};
+use crate::master_slave::node::UpdateError;
 use crate::runtime::codec::{self, CodecError, Frame, NodeStatus, Query, Reply};
 use crate::runtime::handshake::Identity;
 use crate::runtime::storage::{KvStore, UserStore};
+use crate::runtime::transport::random_client_id;
 use crate::runtime::transport::{self, BACKOFF_MAX, BACKOFF_MIN, TransportError};
 use futures::{SinkExt, StreamExt};
 use replicore_model::master_slave::{ClientMsg, Mode, Msg};

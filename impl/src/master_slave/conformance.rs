@@ -41,9 +41,9 @@
 //! model's actors and the properties hold on one exactly when they hold on the other. A run
 //! with more than 256 distinct keys or values cannot be renamed and is refused.
 
-use crate::master_slave::node::CLIENT_ID_MIN;
 use crate::runtime::storage::KvStore;
-use crate::runtime::trace::{self, Cmd, Header, Input, NodeMeta, SendId};
+use crate::runtime::trace::{self, Cmd, Header, Input, SendId};
+use crate::runtime::transport::CLIENT_ID_MIN;
 use replicore_model::master_slave::master::{Pending, Queued};
 use replicore_model::master_slave::master_user::{ClientEntry, MasterUser, Step};
 use replicore_model::master_slave::model::{MasterSlaveModel, MasterSlaveState, props};
@@ -53,12 +53,22 @@ use replicore_model::master_slave::{
     SlaveStorage, Timer,
 };
 use replicore_model::store::{KvDelta, KvOp, ModelKv};
+use serde::{Deserialize, Serialize};
 use stateright::actor::{Actor, ActorModelAction, Command, Id, Network, Out};
 use stateright::{Expectation, Model};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
+
+/// The configuration a protocol-1 node records in its header.
+#[derive(Clone, Debug, Deserialize, Eq, PartialEq, Serialize)]
+pub struct NodeMeta {
+    /// How many slaves the cluster has.
+    pub slaves: u64,
+    /// The master's delta history bound.
+    pub history: usize,
+}
 
 /// A recorded step of protocol 1 over the shipped store.
 pub type RecordedStep = trace::Step<Msg<KvStore>, Timer, Saved<KvStore>>;

@@ -1,20 +1,20 @@
 //! The embedding API: start a master or a slave node in this process, update through the
 //! master, read on any node, watch committed versions, shut down gracefully.
 
+use crate::master_slave::conformance::NodeMeta;
 use crate::runtime::codec::{NodeStatus, Query, Reply};
 use crate::runtime::driver::{Driver, DriverError, DriverOptions, Router};
 use crate::runtime::faults::{FaultLayer, FaultPlan, counts_file_name as faults_counts_file};
 use crate::runtime::handshake::Identity;
 use crate::runtime::memnet::MemNet;
-use crate::runtime::storage::{Disk, KvStore, StorageError, UserStore};
-use crate::runtime::trace::{NodeMeta, Tracer};
-use crate::runtime::transport::{self, Input, Link};
+use crate::runtime::storage::{Disk, Durable, KvStore, StorageError, UserStore, digest_of};
+use crate::runtime::trace::Tracer;
+use crate::runtime::transport::{self, CLIENT_ID_MIN, Input, Link, random_client_id};
 use bytes::Bytes;
 use replicore_model::master_slave::{
     AbortReason, ClientMsg, MasterServer, MasterState, Mode, Msg, Saved, SlaveServer, SlaveState,
 };
 use replicore_model::store::{KvOp, Version};
-use sha2::Digest;
 use stateright::actor::{Actor, Id};
 use std::collections::HashMap;
 use std::marker::PhantomData;
@@ -37,14 +37,6 @@ pub const INBOX_INPUTS: usize = 4096;
 
 /// How much longer than an update's own timeout a caller waits for its answer.
 pub const ANSWER_SLACK: Duration = Duration::from_secs(10);
-
-/// Client ids are drawn above this, far from node ids.
-pub const CLIENT_ID_MIN: u64 = 1 << 32;
-
-/// A fresh random client id.
-pub fn random_client_id() -> u64 {
-    CLIENT_ID_MIN + (rand::random::<u64>() >> 4)
-}
 
 fn id(n: u64) -> Id {
     Id::from(n as usize)
@@ -211,12 +203,44 @@ pub struct View<S> {
     pub prepared: Option<Version>,
 }
 
+/// Protocol 1's storage in the runtime's database: the user layer's data row by row.
+impl<S: UserStore> Durable for Saved<S> {
+    type Data = S;
+
+    fn data(&self) -> &S {
+        match self {
+            Saved::Master(m) => &m.user.data,
+            Saved::Slave(s) => &s.user.data,
+        }
+    }
+
+    fn split(mut self) -> (S, Self) {
+        let data = match &mut self {
+            Saved::Master(m) => std::mem::take(&mut m.user.data),
+            Saved::Slave(s) => std::mem::take(&mut s.user.data),
+        };
+        (data, self)
+    }
+
+    fn join(mut self, data: S) -> Self {
+        match &mut self {
+            Saved::Master(m) => m.user.data = data,
+            Saved::Slave(s) => s.user.data = data,
+        }
+        self
+    }
+
+    fn version(&self) -> u64 {
+        Saved::version(self)
+    }
+}
+
 /// How a node reaches its peers.
 enum Wiring<S: UserStore> {
     /// TCP: listen, and (slaves) dial the master.
     Tcp,
     /// An in-memory network shared by the nodes of one process.
-    Memory(Arc<MemNet<S>>),
+    Memory(Arc<MemNet<Msg<S>>>),
 }
 
 /// What the node loop needs to know about an actor's state.
@@ -328,7 +352,10 @@ impl<S: UserStore> Node<S> {
     /// Starts the node on an in-memory network instead of TCP (tests, simulations): no
     /// socket is bound, `config.listen` and `config.master_addr` are ignored, and every other
     /// node attached to `net` is its peer.
-    pub async fn start_in(config: NodeConfig, net: &Arc<MemNet<S>>) -> Result<Self, NodeError> {
+    pub async fn start_in(
+        config: NodeConfig,
+        net: &Arc<MemNet<Msg<S>>>,
+    ) -> Result<Self, NodeError> {
         Self::start_wired(config, Wiring::Memory(net.clone())).await
     }
 
@@ -734,12 +761,6 @@ async fn write_fault_counts(faults: Arc<FaultLayer>, path: PathBuf, cancel: Canc
 
 /// How often a node with faults and a trace directory rewrites its fault counters.
 pub const FAULT_COUNTS_EVERY: Duration = Duration::from_millis(200);
-
-/// SHA-256 of a store's encoding: equal digests mean identical data.
-pub fn digest_of<S: serde::Serialize>(data: &S) -> [u8; 32] {
-    let bytes = postcard::to_allocvec(data).unwrap_or_default();
-    sha2::Sha256::digest(&bytes).into()
-}
 
 /// The status a node reports.
 pub fn status_of<S: UserStore>(node_id: u64, view: (Version, Option<Version>, &S)) -> NodeStatus {

@@ -596,8 +596,7 @@ impl SendIdPeek {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::storage::KvStore;
-    use replicore_model::master_slave::{Saved, SlaveStorage, slave_user::SlaveUser};
+    use crate::runtime::storage::test_support::Versioned;
 
     /// A toy actor: on message `n` it saves version `n`, then broadcasts `n` to ids 7 and 8.
     struct Echo;
@@ -606,7 +605,7 @@ mod tests {
         type Msg = u64;
         type State = u64;
         type Timer = ();
-        type Storage = Saved<KvStore>;
+        type Storage = Versioned;
         type Random = ();
 
         fn on_start(&self, _: Id, storage: &Option<Self::Storage>, _: &mut Out<Self>) -> u64 {
@@ -615,12 +614,10 @@ mod tests {
 
         fn on_msg(&self, _: Id, state: &mut Cow<u64>, _: Id, n: u64, o: &mut Out<Self>) {
             *state.to_mut() = n;
-            o.save(Saved::Slave(SlaveStorage {
-                user: SlaveUser {
-                    version: n,
-                    ..SlaveUser::default()
-                },
-            }));
+            o.save(Versioned {
+                version: n,
+                ..Versioned::default()
+            });
             o.broadcast(&[Id::from(7), Id::from(8)], &n);
         }
     }
@@ -653,12 +650,9 @@ mod tests {
             rx7.try_recv().is_err(),
             "nothing leaves before the group's save"
         );
-        assert!(disk.load::<Saved<KvStore>>().unwrap().is_none());
+        assert!(disk.load::<Versioned>().unwrap().is_none());
         driver.end_group().await.unwrap();
-        assert_eq!(
-            disk.load::<Saved<KvStore>>().unwrap().unwrap().version(),
-            10
-        );
+        assert_eq!(disk.load::<Versioned>().unwrap().unwrap().version(), 10);
         for n in 1..=10u64 {
             let frame = rx7.try_recv().expect("sent after the save, in order");
             assert!(matches!(codec::decode::<Frame<u64>>(&frame), Ok(Frame::Actor(m)) if m == n));
@@ -671,10 +665,7 @@ mod tests {
         }
         drop(driver);
         assert!(rx7.try_recv().is_err());
-        assert_eq!(
-            disk.load::<Saved<KvStore>>().unwrap().unwrap().version(),
-            10
-        );
+        assert_eq!(disk.load::<Versioned>().unwrap().unwrap().version(), 10);
         let restarted = start(disk.clone()).await.unwrap();
         assert_eq!(*restarted.state(), 10);
     }
@@ -698,7 +689,7 @@ mod tests {
                         panic!("undecodable frame");
                     };
                     let saved = disk
-                        .load::<Saved<KvStore>>()
+                        .load::<Versioned>()
                         .unwrap()
                         .expect("saved before sent");
                     assert!(saved.version() >= n, "frame {n} left before its save");

@@ -1,13 +1,12 @@
 //! An in-memory network for nodes of one process: the same encoded frames the TCP transport
 //! carries, moved between routers and inboxes by channels, with injected faults (frames
 //! dropped at a rate, links cut). With tokio's paused clock, timeouts and heartbeats cost no
-//! real time. Used by tests; nothing here is specific to one protocol but the message type.
+//! real time. Used by tests; generic over the protocol's message type `M`.
 
 use crate::runtime::codec::{self, Frame};
 use crate::runtime::driver::{PEER_QUEUE_FRAMES, Router};
-use crate::runtime::storage::UserStore;
 use crate::runtime::transport::Input;
-use replicore_model::master_slave::Msg;
+use serde::de::DeserializeOwned;
 use stateright::actor::Id;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -15,30 +14,31 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::mpsc;
 
 /// A node's inbox.
-type InboxTx<S> = mpsc::Sender<Input<Msg<S>>>;
+type InboxTx<M> = mpsc::Sender<Input<M>>;
 
 /// One attached node.
-struct Attached<S: UserStore> {
-    inbox: InboxTx<S>,
+struct Attached<M> {
+    inbox: InboxTx<M>,
     router: Router,
 }
 
-struct Inner<S: UserStore> {
-    nodes: HashMap<u64, Attached<S>>,
+struct Inner<M> {
+    nodes: HashMap<u64, Attached<M>>,
     /// The registration of each directed link in its sender's router.
     links: HashMap<(u64, u64), u64>,
     /// Directed links that lose every frame.
     cut: BTreeSet<(u64, u64)>,
 }
 
-/// An in-memory network. Attach nodes with [`crate::Node::start_in`].
-pub struct MemNet<S: UserStore> {
-    inner: Mutex<Inner<S>>,
+/// An in-memory network carrying messages of type `M`. Attach protocol-1 nodes with
+/// [`crate::Node::start_in`].
+pub struct MemNet<M> {
+    inner: Mutex<Inner<M>>,
     drop_per_mille: AtomicU32,
     seed: AtomicU64,
 }
 
-impl<S: UserStore> MemNet<S> {
+impl<M: DeserializeOwned + Send + 'static> MemNet<M> {
     /// A network without faults; `seed` drives the drop decisions.
     pub fn new(seed: u64) -> Arc<Self> {
         Arc::new(MemNet {
@@ -52,7 +52,7 @@ impl<S: UserStore> MemNet<S> {
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner<S>> {
+    fn lock(&self) -> MutexGuard<'_, Inner<M>> {
         // Nothing panics while holding it; recover the state if something did.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -91,9 +91,9 @@ impl<S: UserStore> MemNet<S> {
 
     /// Attaches (or re-attaches, after a restart) `node` and links it both ways with every
     /// other attached node.
-    pub(crate) fn attach(self: &Arc<Self>, node: u64, inbox: InboxTx<S>, router: Router) {
+    pub(crate) fn attach(self: &Arc<Self>, node: u64, inbox: InboxTx<M>, router: Router) {
         let mut inner = self.lock();
-        let others: Vec<(u64, InboxTx<S>, Router)> = inner
+        let others: Vec<(u64, InboxTx<M>, Router)> = inner
             .nodes
             .iter()
             .filter(|(id, _)| **id != node)
@@ -113,7 +113,7 @@ impl<S: UserStore> MemNet<S> {
 
     /// Registers in `router` a connection to `to` whose frames land in `to_inbox` as sent by
     /// `from`, unless lost.
-    fn link(self: &Arc<Self>, from: u64, router: &Router, to: u64, to_inbox: InboxTx<S>) -> u64 {
+    fn link(self: &Arc<Self>, from: u64, router: &Router, to: u64, to_inbox: InboxTx<M>) -> u64 {
         let (tx, mut rx) = mpsc::channel::<bytes::Bytes>(PEER_QUEUE_FRAMES);
         let conn = router.register(Id::from(to as usize), tx);
         let net = Arc::downgrade(self);
@@ -124,7 +124,7 @@ impl<S: UserStore> MemNet<S> {
                     continue;
                 }
                 let src = Id::from(from as usize);
-                let input = match codec::decode::<Frame<Msg<S>>>(&frame) {
+                let input = match codec::decode::<Frame<M>>(&frame) {
                     Ok(Frame::Actor(msg)) => Input::Msg(src, msg),
                     Ok(Frame::Traced(send, msg)) => Input::Traced(src, send, msg),
                     _ => continue,

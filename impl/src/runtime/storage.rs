@@ -13,7 +13,6 @@
 //! redb commits it durably (fsync) before [`Disk::save`] returns. So a commit costs what the
 //! step changed, not the data set, and a crash leaves either the old or the new saved state.
 
-use replicore_model::master_slave::Saved;
 use replicore_model::store::{Kv, Store};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -156,35 +155,11 @@ pub trait Durable: Clone + Serialize + DeserializeOwned + Send + 'static {
     fn version(&self) -> u64;
 }
 
-impl<S: UserStore> Durable for Saved<S> {
-    type Data = S;
-
-    fn data(&self) -> &S {
-        match self {
-            Saved::Master(m) => &m.user.data,
-            Saved::Slave(s) => &s.user.data,
-        }
-    }
-
-    fn split(mut self) -> (S, Self) {
-        let data = match &mut self {
-            Saved::Master(m) => std::mem::take(&mut m.user.data),
-            Saved::Slave(s) => std::mem::take(&mut s.user.data),
-        };
-        (data, self)
-    }
-
-    fn join(mut self, data: S) -> Self {
-        match &mut self {
-            Saved::Master(m) => m.user.data = data,
-            Saved::Slave(s) => s.user.data = data,
-        }
-        self
-    }
-
-    fn version(&self) -> u64 {
-        Saved::version(self)
-    }
+/// SHA-256 of a value's encoding: equal digests mean identical data (status reports).
+pub fn digest_of<T: Serialize>(data: &T) -> [u8; 32] {
+    use sha2::Digest;
+    let bytes = postcard::to_allocvec(data).unwrap_or_default();
+    sha2::Sha256::digest(&bytes).into()
 }
 
 /// A node's database.
@@ -382,6 +357,41 @@ impl Disk {
     }
 }
 
+/// A minimal [`Durable`] storage for the runtime's own tests: a version and a store.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::{Durable, KvStore};
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Clone, Debug, Default, Deserialize, Eq, Hash, PartialEq, Serialize)]
+    pub(crate) struct Versioned {
+        pub(crate) version: u64,
+        pub(crate) data: KvStore,
+    }
+
+    impl Durable for Versioned {
+        type Data = KvStore;
+
+        fn data(&self) -> &KvStore {
+            &self.data
+        }
+
+        fn split(mut self) -> (KvStore, Self) {
+            let data = std::mem::take(&mut self.data);
+            (data, self)
+        }
+
+        fn join(mut self, data: KvStore) -> Self {
+            self.data = data;
+            self
+        }
+
+        fn version(&self) -> u64 {
+            self.version
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -411,24 +421,18 @@ mod tests {
             assert_ne!(next, base, "stores differing in {key} compare unequal");
         }
     }
-    use replicore_model::master_slave::{SlaveStorage, slave_user::SlaveUser};
     use replicore_model::store::KvOp;
+    use test_support::Versioned;
 
-    fn slave(version: u64, data: KvStore) -> Saved<KvStore> {
-        Saved::Slave(SlaveStorage {
-            user: SlaveUser {
-                version,
-                data,
-                ..SlaveUser::default()
-            },
-        })
+    fn slave(version: u64, data: KvStore) -> Versioned {
+        Versioned { version, data }
     }
 
     #[test]
     fn saves_incrementally_and_reloads() {
         let dir = tempfile::tempdir().unwrap();
         let disk = Disk::open(dir.path(), 1, 2).unwrap();
-        assert!(disk.load::<Saved<KvStore>>().unwrap().is_none());
+        assert!(disk.load::<Versioned>().unwrap().is_none());
         let mut data = KvStore::default();
         let mut last = KvStore::default();
         for i in 0..50u32 {
@@ -443,10 +447,7 @@ mod tests {
         disk.save(&last, slave(51, data.clone())).unwrap();
         drop(disk);
         let disk = Disk::open(dir.path(), 1, 2).unwrap();
-        assert_eq!(
-            disk.load::<Saved<KvStore>>().unwrap(),
-            Some(slave(51, data))
-        );
+        assert_eq!(disk.load::<Versioned>().unwrap(), Some(slave(51, data)));
     }
 
     #[test]
@@ -468,7 +469,7 @@ mod tests {
         assert_eq!(disk.rows_written(), 10_001, "one changed key, one row");
         drop(disk);
         let disk = Disk::open(dir.path(), 1, 2).unwrap();
-        assert_eq!(disk.load::<Saved<KvStore>>().unwrap(), Some(slave(2, data)));
+        assert_eq!(disk.load::<Versioned>().unwrap(), Some(slave(2, data)));
     }
 
     #[test]

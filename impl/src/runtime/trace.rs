@@ -46,17 +46,9 @@ pub struct Header {
     pub node: u64,
     /// The incarnation (0 for the first start of this node in this directory).
     pub incarnation: u32,
-    /// What the reader needs to rebuild the actor (for protocol 1: [`NodeMeta`]).
+    /// What the reader needs to rebuild the actor (for protocol 1:
+    /// `master_slave::conformance::NodeMeta`).
     pub meta: serde_json::Value,
-}
-
-/// The configuration a protocol-1 node records in its header.
-#[derive(Clone, Debug, Deserialize, Eq, PartialEq, Serialize)]
-pub struct NodeMeta {
-    /// How many slaves the cluster has.
-    pub slaves: u64,
-    /// The master's delta history bound.
-    pub history: usize,
 }
 
 /// What started a step.

@@ -30,6 +30,14 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// connection is closed at once.
 pub const CONNECTIONS_MAX: usize = 1024;
 
+/// Client ids are drawn above this, far from node ids.
+pub const CLIENT_ID_MIN: u64 = 1 << 32;
+
+/// A fresh random client id.
+pub fn random_client_id() -> u64 {
+    CLIENT_ID_MIN + (rand::random::<u64>() >> 4)
+}
+
 /// What a connection hands the node.
 #[derive(Debug)]
 pub enum Input<M> {
