@@ -4,6 +4,7 @@
 use super::WireMsg;
 use crate::runtime::codec::{self, Frame, Query, Reply};
 use crate::runtime::handshake::Identity;
+use crate::runtime::storage::digest_of;
 use crate::runtime::transport::random_client_id;
 use crate::runtime::transport::{self, TransportError};
 use futures::{SinkExt, StreamExt};
@@ -30,6 +31,23 @@ pub enum FailoverClientError {
         master: String,
         /// The backup's address.
         backup: String,
+    },
+    /// Could not reach or authenticate with a server.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The connection to a server failed.
+    #[error("connection to {addr} failed: {source}")]
+    Io {
+        /// The server.
+        addr: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A server closed the connection before it answered.
+    #[error("{addr} closed the connection")]
+    Closed {
+        /// The server.
+        addr: String,
     },
     /// A frame from a server did not decode.
     #[error(transparent)]
@@ -278,7 +296,7 @@ pub async fn role_of(
     addr: &str,
     cluster_id: u64,
     key: &[u8],
-) -> Result<Reply, crate::master_slave::client::ClientError> {
+) -> Result<Reply, FailoverClientError> {
     let identity = Identity {
         cluster_id,
         node_id: random_client_id(),
@@ -292,7 +310,7 @@ pub async fn role_of(
     )?;
     io.send(bytes)
         .await
-        .map_err(|source| crate::master_slave::client::ClientError::Io {
+        .map_err(|source| FailoverClientError::Io {
             addr: addr.to_string(),
             source,
         })?;
@@ -304,7 +322,7 @@ pub async fn role_of(
                 }
             }
             _ => {
-                return Err(crate::master_slave::client::ClientError::Closed {
+                return Err(FailoverClientError::Closed {
                     addr: addr.to_string(),
                 });
             }
@@ -314,5 +332,5 @@ pub async fn role_of(
 
 /// A store value's digest, as `status` prints it.
 pub fn digest(data: &Kv<String, Vec<u8>>) -> [u8; 32] {
-    crate::runtime::storage::digest_of(data)
+    digest_of(data)
 }

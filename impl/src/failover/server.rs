@@ -1,11 +1,12 @@
 //! Protocol 2's servers: the model's `FailoverNode` on the generic driver, over TCP and redb.
 
-use crate::master_slave::node::NodeError;
 use crate::runtime::codec::{Query, Reply};
 use crate::runtime::driver::{Driver, DriverError, DriverOptions, Router};
 use crate::runtime::handshake::Identity;
+use crate::runtime::node_loop::{self, Host, INBOX_INPUTS};
 use crate::runtime::storage::{Disk, Durable, KvStore};
-use crate::runtime::transport::{self, Input, Link};
+use crate::runtime::storage::{StorageError, digest_of};
+use crate::runtime::transport::{self, Link};
 use replicore_model::failover::msg::{BACKUP, MASTER};
 use replicore_model::failover::{FailoverNode, Msg, NodeStorage, Role, Timing, Variant};
 use replicore_model::store::Version;
@@ -22,9 +23,6 @@ pub type Server = FailoverNode<String, Vec<u8>>;
 pub type Storage = NodeStorage<String, Vec<u8>>;
 /// A protocol-2 message on the runtime's store.
 pub type WireMsg = Msg<String, Vec<u8>>;
-
-/// Inputs queued for a server before senders wait.
-const INBOX_INPUTS: usize = 4096;
 
 impl Durable for Storage {
     type Data = KvStore;
@@ -46,6 +44,31 @@ impl Durable for Storage {
     fn version(&self) -> u64 {
         self.log.len() as u64
     }
+}
+
+/// Why a server could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The data directory failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The driver stopped on a fatal error.
+    #[error(transparent)]
+    Driver(#[from] DriverError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The config is inconsistent.
+    #[error("invalid config: {0}")]
+    Config(&'static str),
+    /// The server task panicked or was aborted.
+    #[error("server task failed: {0}")]
+    Task(String),
 }
 
 /// How one server runs.
@@ -123,27 +146,27 @@ pub fn server_actor(node_id: u64, servers: usize, timing: Timing) -> Server {
 
 impl FailoverServer {
     /// Opens the data directory, binds, and starts the server.
-    pub async fn start(config: ServerConfig) -> Result<Self, NodeError> {
+    pub async fn start(config: ServerConfig) -> Result<Self, ServerError> {
         if config.servers.len() < 2 || config.node_id as usize >= config.servers.len() {
-            return Err(NodeError::Config(
+            return Err(ServerError::Config(
                 "protocol 2 needs a master and a backup, and the node id must name one of the servers",
             ));
         }
         let listener =
             TcpListener::bind(&config.listen)
                 .await
-                .map_err(|source| NodeError::Bind {
+                .map_err(|source| ServerError::Bind {
                     addr: config.listen.clone(),
                     source,
                 })?;
-        let local_addr = listener.local_addr().map_err(|source| NodeError::Bind {
+        let local_addr = listener.local_addr().map_err(|source| ServerError::Bind {
             addr: config.listen.clone(),
             source,
         })?;
         let (dir, cluster, node) = (config.data_dir.clone(), config.cluster_id, config.node_id);
         let disk = tokio::task::spawn_blocking(move || Disk::open(&dir, cluster, node))
             .await
-            .map_err(|e| NodeError::Task(e.to_string()))??;
+            .map_err(|e| ServerError::Task(e.to_string()))??;
         let router = Router::default();
         let actor = server_actor(config.node_id, config.servers.len(), config.timing.clone());
         let options = DriverOptions {
@@ -187,13 +210,18 @@ impl FailoverServer {
             }
         }
         tokio::spawn(transport::accept_loop(listener, link));
-        let main = tokio::spawn(run(
-            driver,
-            inbox_rx,
-            cancel.clone(),
-            view_tx,
-            config.node_id,
-        ));
+        let mut host = Published {
+            node_id: config.node_id,
+            view: view_tx,
+        };
+        let node_cancel = cancel.clone();
+        let node_id = config.node_id;
+        let main = tokio::spawn(async move {
+            let (mut driver, mut inbox) = (driver, inbox_rx);
+            node_loop::run(&mut driver, &mut inbox, &node_cancel, &mut host).await?;
+            tracing::info!(node = node_id, "failover server stopped");
+            Ok(())
+        });
         Ok(FailoverServer {
             local_addr,
             view: view_rx,
@@ -218,81 +246,55 @@ impl FailoverServer {
     }
 
     /// Stops it and waits for its task.
-    pub async fn shutdown(mut self) -> Result<(), NodeError> {
+    pub async fn shutdown(mut self) -> Result<(), ServerError> {
         self.cancel.cancel();
         self.stopped().await
     }
 
     /// Waits until it stops (a storage failure stops it).
-    pub async fn stopped(&mut self) -> Result<(), NodeError> {
+    pub async fn stopped(&mut self) -> Result<(), ServerError> {
         if let Some(main) = self.main.as_mut() {
             let r = main.await;
             self.main = None;
             match r {
                 Ok(r) => r?,
-                Err(e) => return Err(NodeError::Task(e.to_string())),
+                Err(e) => return Err(ServerError::Task(e.to_string())),
             }
         }
         Ok(())
     }
 }
 
-async fn run(
-    mut driver: Driver<Server>,
-    mut inbox: mpsc::Receiver<Input<WireMsg>>,
-    cancel: CancellationToken,
-    view: watch::Sender<ServerView>,
+/// Protocol 2 around the node loop: answers reads and `status`, publishes each view.
+struct Published {
     node_id: u64,
-) -> Result<(), DriverError> {
-    loop {
-        let next = driver.next_timer();
-        let at = next.as_ref().map(|(_, at)| *at);
-        let timer = async move {
-            match at {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            biased;
-            _ = cancel.cancelled() => break,
-            // Due timers first: a flood of requests must not starve the heartbeat that
-            // renews the backup's lease.
-            _ = timer => {
-                if let Some((t, _)) = next {
-                    driver.on_timeout(t).await?;
-                }
-            }
-            input = inbox.recv() => match input {
-                None => break,
-                Some(Input::Msg(src, msg)) | Some(Input::Traced(src, _, msg)) => {
-                    driver.on_msg(src, msg).await?
-                }
-                Some(Input::Query(_, query, reply)) => {
-                    let state = driver.state();
-                    let answer = match query {
-                        Query::Get { key } => Reply::Value {
-                            version: state.version(),
-                            value: String::from_utf8(key)
-                                .ok()
-                                .and_then(|k| state.data.read(&k).cloned()),
-                        },
-                        Query::Role => Reply::Role {
-                            node_id,
-                            role: state.role.name().to_string(),
-                            epoch: state.epoch,
-                            version: state.version(),
-                            keys: state.data.len() as u64,
-                            digest: crate::runtime::storage::digest_of(&state.data),
-                        },
-                        Query::Status | Query::NextReq => Reply::Unsupported,
-                    };
-                    let _ = reply.send(answer);
-                }
+    view: watch::Sender<ServerView>,
+}
+
+impl Host<Server> for Published {
+    fn answer(&mut self, state: &<Server as Actor>::State, _: Id, query: Query) -> Reply {
+        match query {
+            Query::Get { key } => Reply::Value {
+                version: state.version(),
+                value: String::from_utf8(key)
+                    .ok()
+                    .and_then(|k| state.data.read(&k).cloned()),
             },
+            Query::Role => Reply::Role {
+                node_id: self.node_id,
+                role: state.role.name().to_string(),
+                epoch: state.epoch,
+                version: state.version(),
+                keys: state.data.len() as u64,
+                digest: digest_of(&state.data),
+            },
+            Query::Status | Query::NextReq => Reply::Unsupported,
         }
-        let now = view_of(driver.state());
-        view.send_if_modified(|v| {
+    }
+
+    fn observe(&mut self, state: &<Server as Actor>::State) {
+        let now = view_of(state);
+        self.view.send_if_modified(|v| {
             if *v == now {
                 return false;
             }
@@ -300,6 +302,4 @@ async fn run(
             true
         });
     }
-    tracing::info!(node = node_id, "failover server stopped");
-    Ok(())
 }

@@ -7,6 +7,7 @@ use crate::runtime::driver::{Driver, DriverError, DriverOptions, Router};
 use crate::runtime::faults::{FaultLayer, FaultPlan, counts_file_name as faults_counts_file};
 use crate::runtime::handshake::Identity;
 use crate::runtime::memnet::MemNet;
+use crate::runtime::node_loop::{self, Host, INBOX_INPUTS};
 use crate::runtime::storage::{Disk, Durable, KvStore, StorageError, UserStore, digest_of};
 use crate::runtime::trace::Tracer;
 use crate::runtime::transport::{self, CLIENT_ID_MIN, Input, Link, random_client_id};
@@ -32,11 +33,17 @@ use tokio_util::sync::CancellationToken;
 /// The master's node id; slaves are `1..=slaves`.
 pub const MASTER_ID: u64 = 0;
 
-/// The most inputs (messages, queries) waiting for the node's actor.
-pub const INBOX_INPUTS: usize = 4096;
-
 /// How much longer than an update's own timeout a caller waits for its answer.
 pub const ANSWER_SLACK: Duration = Duration::from_secs(10);
+
+/// How long a caller waits for the outcome of an update in `mode`: its two-phase timeout,
+/// if any, plus [`ANSWER_SLACK`].
+pub fn answer_wait(mode: Mode) -> Duration {
+    match mode {
+        Mode::OnePhase => ANSWER_SLACK,
+        Mode::TwoPhase { timeout_ms } => Duration::from_millis(timeout_ms) + ANSWER_SLACK,
+    }
+}
 
 fn id(n: u64) -> Id {
     Id::from(n as usize)
@@ -536,14 +543,19 @@ impl<S: UserStore> Node<S> {
             }
             (None, Wiring::Tcp) => unreachable!("TCP wiring always binds a listener"),
         }
-        let main = tokio::spawn(run(
-            driver,
-            inbox_rx,
-            cancel.clone(),
-            view_tx,
-            versions_tx,
-            config.node_id,
-        ));
+        let mut host = Published {
+            node_id: config.node_id,
+            view: view_tx,
+            versions: versions_tx,
+        };
+        let node_cancel = cancel.clone();
+        let node_id = config.node_id;
+        let main = tokio::spawn(async move {
+            let (mut driver, mut inbox) = (driver, inbox_rx);
+            node_loop::run(&mut driver, &mut inbox, &node_cancel, &mut host).await?;
+            tracing::info!(node = node_id, "node stopped");
+            Ok(())
+        });
         Ok(Node {
             node_id: config.node_id,
             local_addr,
@@ -600,10 +612,7 @@ impl<S: UserStore> Node<S> {
             .send(Input::Msg(client.id, msg))
             .await
             .map_err(|_| UpdateError::Stopped)?;
-        let wait = match mode {
-            Mode::OnePhase => ANSWER_SLACK,
-            Mode::TwoPhase { timeout_ms } => Duration::from_millis(timeout_ms) + ANSWER_SLACK,
-        };
+        let wait = answer_wait(mode);
         Ok(Ticket {
             req,
             rx,
@@ -776,95 +785,37 @@ pub fn status_of<S: UserStore>(node_id: u64, view: (Version, Option<Version>, &S
     }
 }
 
-/// Answers a query from the node's current state.
-fn answer<A>(driver: &Driver<A>, node_id: u64, src: Id, query: Query, reply: oneshot::Sender<Reply>)
-where
-    A: Actor<Storage = Saved<<A as Inspect>::Data>> + Inspect,
-    A::Msg: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
-    A::Timer: serde::Serialize,
-{
-    let state = driver.state();
-    let answer = match query {
-        Query::Get { key } => {
-            let (version, _, data) = A::view(state);
-            Reply::Value {
-                version,
-                value: data.read_row(&key),
-            }
-        }
-        Query::Status => Reply::Status(status_of(node_id, A::view(state))),
-        Query::NextReq => A::next_req(state, src).map_or(Reply::Unsupported, Reply::NextReq),
-        // Protocol 2's question; a protocol-1 node has no epoch.
-        Query::Role => Reply::Unsupported,
-    };
-    let _ = reply.send(answer);
+/// Protocol 1 around the node loop: answers reads, status and request numbers, and
+/// publishes each committed state.
+struct Published<S: UserStore> {
+    node_id: u64,
+    view: watch::Sender<View<S>>,
+    versions: watch::Sender<Version>,
 }
 
-async fn run<A>(
-    mut driver: Driver<A>,
-    mut inbox: mpsc::Receiver<Input<A::Msg>>,
-    cancel: CancellationToken,
-    view: watch::Sender<View<A::Data>>,
-    versions: watch::Sender<Version>,
-    node_id: u64,
-) -> Result<(), DriverError>
+impl<A> Host<A> for Published<<A as Inspect>::Data>
 where
-    A: Actor<Storage = Saved<<A as Inspect>::Data>> + Inspect,
-    A::Msg: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
-    A::Timer: serde::Serialize,
+    A: Inspect,
 {
-    loop {
-        let next = driver.next_timer();
-        let at = next.as_ref().map(|(_, at)| *at);
-        let timer = async move {
-            match at {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            biased;
-            _ = cancel.cancelled() => break,
-            // Due timers first: a flood of messages must not starve the heartbeat or a
-            // two-phase timeout. A timer is only ready when due, so it cannot starve input.
-            _ = timer => {
-                if let Some((t, _)) = next {
-                    driver.on_timeout(t).await?;
+    fn answer(&mut self, state: &A::State, src: Id, query: Query) -> Reply {
+        match query {
+            Query::Get { key } => {
+                let (version, _, data) = A::view(state);
+                Reply::Value {
+                    version,
+                    value: data.read_row(&key),
                 }
             }
-            input = inbox.recv() => {
-                let Some(mut input) = input else { break };
-                // Group commit: the messages already queued behind this one share its durable
-                // write (see `crate::runtime::driver`); a query first closes the group, so it never
-                // reads what is not durable yet.
-                let limit = driver.group_limit();
-                driver.begin_group();
-                let mut taken = 0;
-                loop {
-                    match input {
-                        Input::Msg(src, msg) => driver.on_msg(src, msg).await?,
-                        Input::Traced(src, send, msg) => {
-                            driver.on_msg_traced(src, Some(send), msg).await?
-                        }
-                        Input::Query(src, query, reply) => {
-                            driver.end_group().await?;
-                            answer(&driver, node_id, src, query, reply);
-                        }
-                    }
-                    taken += 1;
-                    if taken >= limit {
-                        break;
-                    }
-                    match inbox.try_recv() {
-                        Ok(next) => input = next,
-                        Err(_) => break,
-                    }
-                }
-                driver.end_group().await?;
-            }
+            Query::Status => Reply::Status(status_of(self.node_id, A::view(state))),
+            Query::NextReq => A::next_req(state, src).map_or(Reply::Unsupported, Reply::NextReq),
+            // Protocol 2's question; a protocol-1 node has no epoch.
+            Query::Role => Reply::Unsupported,
         }
-        let (version, prepared, data) = A::view(driver.state());
-        view.send_if_modified(|v| {
+    }
+
+    fn observe(&mut self, state: &A::State) {
+        let (version, prepared, data) = A::view(state);
+        self.view.send_if_modified(|v| {
             if v.version == version && v.prepared == prepared {
                 return false;
             }
@@ -875,12 +826,10 @@ where
             };
             true
         });
-        versions.send_if_modified(|v| {
+        self.versions.send_if_modified(|v| {
             let changed = *v != version;
             *v = version;
             changed
         });
     }
-    tracing::info!(node = node_id, "node stopped");
-    Ok(())
 }

@@ -2,6 +2,7 @@
 //! messages, timers and storage are serde types.
 //!
 //! - [`driver`]: the actor driver (save before send, group commit, timers) and the [`driver::Router`].
+//! - [`node_loop`]: the one loop every node task runs (timers first, group commit, queries).
 //! - [`transport`], [`handshake`], [`codec`]: TCP, the authenticated handshake, the frame format.
 //! - [`storage`]: the redb database, [`storage::UserStore`] (plug your own user layer).
 //! - [`faults`]: the fault-injecting layer between the driver and the connections.
@@ -15,6 +16,7 @@ pub mod driver;
 pub mod faults;
 pub mod handshake;
 pub mod memnet;
+pub mod node_loop;
 pub mod storage;
 pub mod trace;
 pub mod transport;

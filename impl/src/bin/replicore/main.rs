@@ -10,7 +10,9 @@ mod stage_sync;
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
 use replicore_runtime::master_slave::client::{Client, ClientError};
-use replicore_runtime::master_slave::node::{MASTER_ID, Node, NodeConfig, UpdateError};
+use replicore_runtime::master_slave::node::{
+    MASTER_ID, Node, NodeConfig, UpdateError, answer_wait,
+};
 use replicore_runtime::runtime::config::ClusterFile;
 use replicore_runtime::runtime::handshake::HandshakeError;
 use replicore_runtime::runtime::transport::TransportError;
@@ -171,8 +173,7 @@ impl UpdateArgs {
     }
 
     fn wait(&self) -> Duration {
-        Duration::from_millis(if self.two_phase { self.timeout } else { 0 })
-            + Duration::from_secs(10)
+        answer_wait(self.mode())
     }
 }
 
