@@ -2,12 +2,16 @@
 //!
 //! ```text
 //!  table "meta"  (&str → bytes)            table "data"  (bytes → bytes)
-//!    format   "replicore-storage-1"          one row per key of the user layer's data,
-//!    cluster  u64 big-endian                 written incrementally: only the keys a
-//!    node     u64 big-endian                 step changed (Store::diff_from)
-//!    version  u64 big-endian
-//!    saved    postcard(actor storage without its data)
+//!    format   "replicore-storage-1"          the rows of the actor storage's row part
+//!    cluster  u64 big-endian                 (Durable::Data, a Rows type), written
+//!    node     u64 big-endian                 incrementally: only the rows a step
+//!    version  u64 big-endian                 changed (Rows::diff_rows)
+//!    saved    postcard(actor storage without its row part)
 //! ```
+//!
+//! Every protocol saves through this one layer: protocol 1 and 2 keep their user layer's
+//! data row by row (any [`UserStore`] is [`Rows`]), the other protocols keep their own row
+//! parts (knowledge sync its items, stage sync its journal and held messages).
 //!
 //! A save writes the changed data rows and the `saved`/`version` rows in ONE write transaction;
 //! redb commits it durably (fsync) before [`Disk::save`] returns. So a commit costs what the
@@ -140,14 +144,68 @@ impl UserStore for KvStore {
     }
 }
 
-/// An actor's `Storage` type, split into the user layer's data (stored row by row) and the
-/// rest (stored as one postcard row).
+/// The part of an actor's storage kept row by row in the `data` table.
+pub trait Rows: Clone + Default + Send + Sync + 'static {
+    /// The rows that differ from `last`: `(key, Some(value))` to write, `(key, None)` to
+    /// remove. It should cost what changed (a structurally shared store diffs in what
+    /// changed; a plain map compares its entries).
+    fn diff_rows(&self, last: &Self) -> Vec<(Vec<u8>, Option<Vec<u8>>)>;
+
+    /// Rebuilds the value from every stored row, in key order.
+    fn from_table(rows: impl Iterator<Item = (Vec<u8>, Vec<u8>)>) -> Result<Self, String>;
+}
+
+impl<S: UserStore> Rows for S {
+    fn diff_rows(&self, last: &Self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+        S::rows(&self.diff_from(last))
+    }
+
+    fn from_table(rows: impl Iterator<Item = (Vec<u8>, Vec<u8>)>) -> Result<Self, String> {
+        S::from_rows(rows)
+    }
+}
+
+/// The rows of a map whose keys and values are encoded by `key` and postcard, behind a
+/// one-byte `tag` so several maps share the `data` table: the entries of `new` that differ
+/// from `last`, and the keys of `last` that `new` lacks. It compares every entry: fine for
+/// the small maps it serves.
+pub fn map_rows<K: Ord, V: Serialize + PartialEq>(
+    tag: u8,
+    new: &std::collections::BTreeMap<K, V>,
+    last: &std::collections::BTreeMap<K, V>,
+    key: impl Fn(&K) -> Vec<u8>,
+) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+    let row_key = |k: &K| {
+        let mut bytes = vec![tag];
+        bytes.extend(key(k));
+        bytes
+    };
+    let mut rows = Vec::new();
+    for (k, v) in new {
+        if last.get(k) != Some(v) {
+            // A value of a model type always encodes; an empty row would be refused at load.
+            rows.push((
+                row_key(k),
+                Some(postcard::to_allocvec(v).unwrap_or_default()),
+            ));
+        }
+    }
+    for k in last.keys() {
+        if !new.contains_key(k) {
+            rows.push((row_key(k), None));
+        }
+    }
+    rows
+}
+
+/// An actor's `Storage` type, split into a row part (stored row by row) and the rest
+/// (stored as one postcard row).
 pub trait Durable: Clone + Serialize + DeserializeOwned + Send + 'static {
-    /// The user layer's data.
-    type Data: UserStore;
-    /// The saved data.
+    /// The row part: the user layer's data for protocols 1 and 2.
+    type Data: Rows;
+    /// The saved row part.
     fn data(&self) -> &Self::Data;
-    /// Moves the data out, leaving the default (empty) data in place.
+    /// Moves the row part out, leaving the default (empty) one in place.
     fn split(self) -> (Self::Data, Self);
     /// Puts the data back.
     fn join(self, data: Self::Data) -> Self;
@@ -302,7 +360,7 @@ impl Disk {
             rows.push((k.value().to_vec(), v.value().to_vec()));
         }
         let data =
-            D::Data::from_rows(rows.into_iter()).map_err(|detail| StorageError::Corrupt {
+            D::Data::from_table(rows.into_iter()).map_err(|detail| StorageError::Corrupt {
                 what: "data",
                 detail,
             })?;
@@ -313,7 +371,7 @@ impl Disk {
     /// the previous save) plus the metadata rows, in one transaction. Returns the saved data,
     /// the `last` of the next save. Blocking: call it from a blocking context.
     pub fn save<D: Durable>(&self, last: &D::Data, saved: D) -> Result<D::Data, StorageError> {
-        let delta = saved.data().diff_from(last);
+        let rows = saved.data().diff_rows(last);
         let version = saved.version();
         let (data, rest) = saved.split();
         let rest = postcard::to_allocvec(&rest).map_err(|e| StorageError::Corrupt {
@@ -326,7 +384,6 @@ impl Disk {
         txn.set_durability(redb::Durability::Immediate);
         {
             let mut table = txn.open_table(DATA).map_err(db)?;
-            let rows = D::Data::rows(&delta);
             self.rows_written
                 .fetch_add(rows.len() as u64, std::sync::atomic::Ordering::Relaxed);
             for (k, v) in rows {
