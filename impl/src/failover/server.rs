@@ -27,10 +27,6 @@ pub type WireMsg = Msg<String, Vec<u8>>;
 impl Durable for Storage {
     type Data = KvStore;
 
-    fn data(&self) -> &KvStore {
-        &self.data
-    }
-
     fn split(mut self) -> (KvStore, Self) {
         let data = std::mem::take(&mut self.data);
         (data, self)

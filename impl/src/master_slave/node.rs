@@ -214,13 +214,6 @@ pub struct View<S> {
 impl<S: UserStore> Durable for Saved<S> {
     type Data = S;
 
-    fn data(&self) -> &S {
-        match self {
-            Saved::Master(m) => &m.user.data,
-            Saved::Slave(s) => &s.user.data,
-        }
-    }
-
     fn split(mut self) -> (S, Self) {
         let data = match &mut self {
             Saved::Master(m) => std::mem::take(&mut m.user.data),

@@ -295,7 +295,11 @@ where
             Some(seed) => StdRng::seed_from_u64(seed),
             None => StdRng::from_os_rng(),
         };
-        let persisted = saved.as_ref().map(|s| s.data().clone()).unwrap_or_default();
+        // The base of the next incremental save: the row part of what was loaded.
+        let persisted = saved
+            .as_ref()
+            .map(|s| s.clone().split().0)
+            .unwrap_or_default();
         let mut driver = Driver {
             actor,
             id,

@@ -203,8 +203,6 @@ pub fn map_rows<K: Ord, V: Serialize + PartialEq>(
 pub trait Durable: Clone + Serialize + DeserializeOwned + Send + 'static {
     /// The row part: the user layer's data for protocols 1 and 2.
     type Data: Rows;
-    /// The saved row part.
-    fn data(&self) -> &Self::Data;
     /// Moves the row part out, leaving the default (empty) one in place.
     fn split(self) -> (Self::Data, Self);
     /// Puts the data back.
@@ -371,9 +369,9 @@ impl Disk {
     /// the previous save) plus the metadata rows, in one transaction. Returns the saved data,
     /// the `last` of the next save. Blocking: call it from a blocking context.
     pub fn save<D: Durable>(&self, last: &D::Data, saved: D) -> Result<D::Data, StorageError> {
-        let rows = saved.data().diff_rows(last);
         let version = saved.version();
         let (data, rest) = saved.split();
+        let rows = data.diff_rows(last);
         let rest = postcard::to_allocvec(&rest).map_err(|e| StorageError::Corrupt {
             what: "saved state",
             detail: e.to_string(),
@@ -428,10 +426,6 @@ pub(crate) mod test_support {
 
     impl Durable for Versioned {
         type Data = KvStore;
-
-        fn data(&self) -> &KvStore {
-            &self.data
-        }
 
         fn split(mut self) -> (KvStore, Self) {
             let data = std::mem::take(&mut self.data);

@@ -3,26 +3,26 @@
 //! saves its state in a redb database before any message of the step leaves.
 //!
 //! ```text
-//!   peers (TCP, handshake) ──▶ inbox ──┐                      ┌──▶ Save ─▶ redb (fsync) first
-//!   local users (Edit/Show) ───────────┼─▶ Peer actor (model) ┼──▶ Send ─▶ Router ─▶ peers
-//!   resend interval ───────────────────┘                      └──▶ replies to the user
+//!   peers (TCP, handshake) ──▶ inbox ──┐   node loop, Driver   ┌──▶ Save ─▶ redb (fsync) first
+//!   users (Edit/Show, local or TCP) ───┼─▶ Peer actor (model) ─┼──▶ Send ─▶ Router ─▶ peers
+//!   the model's Resend timer ──────────┘                       └──▶ answers to the user
 //! ```
 //!
 //! Each peer stores every other peer's address (claim 4) and dials those with a lower id; the
 //! others dial it, and one authenticated connection serves both ways. A message sent while a
 //! peer is unreachable is lost; the actor's resend timer repairs it.
 //!
-//! Storage: one redb database per peer (`stage.redb`), the actor's whole state in one row,
-//! replaced by one durable write transaction per changing step. Whole, because the state is
-//! small by design: the document plus the journal above the stability line (the journal is
-//! truncated as the line moves). redb, not a plain file, because it gives the atomic,
-//! fsynced replace for free, and the other protocols already use it.
+//! The peer runs on the runtime's [`Driver`](crate::runtime::driver::Driver) and
+//! [node loop](crate::runtime::node_loop), as every protocol does: the model's timers (its
+//! `Resend` period), save before send and group commit come from there. Storage is the
+//! runtime's one database (`replicore.redb`): the journal and the held messages row by row
+//! ([`StageRows`]), the rest (document, base, reports) in the `saved` row.
 
 mod client;
 mod peer;
 
 pub use client::{CLIENT_TIMEOUT, Client};
 pub use peer::{
-    FILE_NAME, FORMAT, LocalUser, MAX_PEERS, Msg, PeerConfig, PeerHandle, RESEND_INTERVAL,
-    StageError, State, Value, View, spawn,
+    LocalUser, MAX_PEERS, Msg, PeerConfig, PeerHandle, StageError, StageRows, State, Value, View,
+    spawn,
 };

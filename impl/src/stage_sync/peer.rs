@@ -1,18 +1,21 @@
-//! One stage-sync peer: the model's `Peer` actor over TCP, its redb store, its local user.
+//! One stage-sync peer: the model's `Peer` actor on the runtime's driver and node loop, over
+//! TCP and the runtime's storage, and its local user.
 
 use crate::runtime::codec::{self, Frame, MAX_FRAME_BYTES_DEFAULT};
-use crate::runtime::driver::Router;
+use crate::runtime::driver::{Driver, DriverError, DriverOptions, PEER_QUEUE_FRAMES, Router};
 use crate::runtime::faults::{FaultLayer, FaultPlan};
 use crate::runtime::handshake::Identity;
+use crate::runtime::node_loop::{self, Host, INBOX_INPUTS};
+use crate::runtime::storage::{Disk, Durable, Rows, StorageError, map_rows};
 use crate::runtime::transport::{self, Input, Link, TransportError};
-use redb::{Database, ReadableTable, TableDefinition};
+use bytes::Bytes;
 use replicore_model::stage_sync::msg::{OpId, PeerId};
-use replicore_model::stage_sync::{Edit, Ordering, Peer, PeerState, StageMsg};
-use stateright::actor::{Actor, Command, Id, Out};
-use std::borrow::Cow;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
+use replicore_model::stage_sync::peer::Entry;
+use replicore_model::stage_sync::{Edit, Ordering, Peer, PeerState, StageMsg, Sync};
+use stateright::actor::Id;
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -24,52 +27,21 @@ pub type State = PeerState<Value>;
 /// A message at runtime.
 pub type Msg = StageMsg<Value>;
 
-const TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("stage");
-
-/// The format marker of a stage-sync database.
-pub const FORMAT: &[u8] = b"replicore-stage-1";
-
-/// The database file inside a peer's data directory.
-pub const FILE_NAME: &str = "stage.redb";
-
-/// How often a peer re-sends its unstable operations.
-pub const RESEND_INTERVAL: Duration = Duration::from_millis(250);
-
 /// The most peers of one group: peer ids are actor ids, and client ids sit above them.
 pub const MAX_PEERS: usize = 64;
 
-/// The actor id the runtime gives a user of this process ([`PeerHandle::edit`]).
+/// The actor id the runtime gives a user of this process ([`LocalUser`]).
 const LOCAL_USER: usize = usize::MAX;
 
 /// A failure of a stage-sync peer.
 #[derive(Debug, thiserror::Error)]
 pub enum StageError {
-    /// The data directory could not be created.
-    #[error("data directory {path}: {source}")]
-    Dir {
-        /// The directory.
-        path: PathBuf,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// The database could not be opened or used (fatal: the peer stops).
-    #[error("database {path}: {detail}")]
-    Db {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        detail: String,
-    },
-    /// The directory holds another peer's data or another kind of data.
-    #[error("{path} holds {found}, not stage-sync peer {expected}")]
-    Foreign {
-        /// The directory.
-        path: PathBuf,
-        /// What it holds.
-        found: String,
-        /// The peer asked for.
-        expected: PeerId,
-    },
+    /// The data directory could not be opened (another peer's, or not ours).
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The driver stopped on a fatal error (a save could not be made durable).
+    #[error(transparent)]
+    Driver(#[from] DriverError),
     /// A bad configuration.
     #[error("{0}")]
     Config(String),
@@ -89,90 +61,91 @@ pub enum StageError {
     Closed(String),
 }
 
-/// One peer's durable store.
-struct Store {
-    db: Database,
-    path: PathBuf,
+/// The row part of a peer's saved state: the journal by stage and the held messages by
+/// operation, so a step writes the entries it changed. The document, the base and the
+/// reports stay in the one `saved` row: the document is an ordered list, so rows by
+/// position would be rewritten from the first changed position anyway.
+#[derive(Clone, Debug, Default, Eq, PartialEq)]
+pub struct StageRows {
+    journal: BTreeMap<u32, Entry<Value>>,
+    waiting: BTreeMap<OpId, Sync<Value>>,
+    redo: BTreeMap<OpId, Sync<Value>>,
 }
 
-impl Store {
-    fn dberr(&self, e: &dyn std::fmt::Display) -> StageError {
-        StageError::Db {
-            path: self.path.clone(),
-            detail: e.to_string(),
-        }
+const JOURNAL: u8 = b'j';
+const WAITING: u8 = b'w';
+const REDO: u8 = b'r';
+
+fn op_key(id: &OpId) -> Vec<u8> {
+    // An operation id of the model always encodes.
+    postcard::to_allocvec(id).unwrap_or_default()
+}
+
+impl Rows for StageRows {
+    fn diff_rows(&self, last: &Self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+        let mut rows = map_rows(JOURNAL, &self.journal, &last.journal, |s| {
+            s.to_be_bytes().to_vec()
+        });
+        rows.extend(map_rows(WAITING, &self.waiting, &last.waiting, op_key));
+        rows.extend(map_rows(REDO, &self.redo, &last.redo, op_key));
+        rows
     }
 
-    /// Opens (or creates) peer `id`'s store in `dir` and loads its saved state.
-    fn open(dir: &Path, id: PeerId) -> Result<(Store, Option<State>), StageError> {
-        std::fs::create_dir_all(dir).map_err(|source| StageError::Dir {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        let path = dir.join(FILE_NAME);
-        let db = Database::create(&path).map_err(|e| StageError::Db {
-            path: path.clone(),
-            detail: e.to_string(),
-        })?;
-        let store = Store { db, path };
-        let txn = store.db.begin_write().map_err(|e| store.dberr(&e))?;
-        let saved = {
-            let mut t = txn.open_table(TABLE).map_err(|e| store.dberr(&e))?;
-            let format = t
-                .get("format")
-                .map_err(|e| store.dberr(&e))?
-                .map(|v| v.value().to_vec());
-            let peer = t
-                .get("peer")
-                .map_err(|e| store.dberr(&e))?
-                .map(|v| v.value().to_vec());
-            match (format, peer) {
-                (None, _) => {
-                    t.insert("format", FORMAT).map_err(|e| store.dberr(&e))?;
-                    t.insert("peer", &id.to_be_bytes()[..])
-                        .map_err(|e| store.dberr(&e))?;
-                    None
+    fn from_table(rows: impl Iterator<Item = (Vec<u8>, Vec<u8>)>) -> Result<Self, String> {
+        let mut out = StageRows::default();
+        for (k, v) in rows {
+            let (tag, key) = k.split_first().ok_or("an empty row key")?;
+            match *tag {
+                JOURNAL => {
+                    let stage = u32::from_be_bytes(
+                        key.try_into().map_err(|_| "a journal key is not a u32")?,
+                    );
+                    let entry = postcard::from_bytes(&v).map_err(|e| format!("journal: {e}"))?;
+                    out.journal.insert(stage, entry);
                 }
-                (Some(f), Some(p)) if f == FORMAT && p == id.to_be_bytes() => {
-                    match t.get("state").map_err(|e| store.dberr(&e))? {
-                        Some(v) => Some(
-                            postcard::from_bytes::<State>(v.value())
-                                .map_err(|e| store.dberr(&format!("corrupt peer state: {e}")))?,
-                        ),
-                        None => None,
+                WAITING | REDO => {
+                    let id = postcard::from_bytes(key).map_err(|e| format!("op id: {e}"))?;
+                    let sync = postcard::from_bytes(&v).map_err(|e| format!("held: {e}"))?;
+                    if *tag == WAITING {
+                        out.waiting.insert(id, sync);
+                    } else {
+                        out.redo.insert(id, sync);
                     }
                 }
-                (Some(f), p) => {
-                    let found = if f == FORMAT {
-                        let mut b = [0u8; 8];
-                        let p = p.unwrap_or_default();
-                        b.copy_from_slice(p.get(..8).unwrap_or(&[0; 8]));
-                        format!("peer {}", u64::from_be_bytes(b))
-                    } else {
-                        "another kind of data".to_string()
-                    };
-                    return Err(StageError::Foreign {
-                        path: dir.to_path_buf(),
-                        found,
-                        expected: id,
-                    });
-                }
+                other => return Err(format!("unknown row tag {other}")),
             }
+        }
+        Ok(out)
+    }
+}
+
+impl Durable for State {
+    type Data = StageRows;
+
+    fn split(mut self) -> (StageRows, Self) {
+        let first = self.base.stage + 1;
+        let journal = std::mem::take(&mut self.journal)
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| (first + i as u32, e))
+            .collect();
+        let rows = StageRows {
+            journal,
+            waiting: std::mem::take(&mut self.waiting),
+            redo: std::mem::take(&mut self.redo),
         };
-        txn.commit().map_err(|e| store.dberr(&e))?;
-        Ok((store, saved))
+        (rows, self)
     }
 
-    /// Replaces the saved state, durably (fsync) before it returns.
-    fn save(&self, state: &State) -> Result<(), StageError> {
-        let bytes = postcard::to_allocvec(state).map_err(|e| self.dberr(&e))?;
-        let mut txn = self.db.begin_write().map_err(|e| self.dberr(&e))?;
-        txn.set_durability(redb::Durability::Immediate);
-        {
-            let mut t = txn.open_table(TABLE).map_err(|e| self.dberr(&e))?;
-            t.insert("state", &bytes[..]).map_err(|e| self.dberr(&e))?;
-        }
-        txn.commit().map_err(|e| self.dberr(&e))
+    fn join(mut self, rows: StageRows) -> Self {
+        self.journal = rows.journal.into_values().collect();
+        self.waiting = rows.waiting;
+        self.redo = rows.redo;
+        self
+    }
+
+    fn version(&self) -> u64 {
+        u64::from(self.stage())
     }
 }
 
@@ -208,81 +181,111 @@ pub struct View {
     pub items: Vec<Value>,
 }
 
-impl View {
-    fn of(st: &State) -> View {
-        View {
-            stage: st.stage(),
-            stable: st.stable(),
-            held: (st.waiting.len() + st.redo.len()) as u32,
-            items: st.doc.items.clone(),
-        }
-    }
+/// The answers a local user waits for, in the order its requests entered the inbox: the
+/// actor answers each `Edit` with one `Edited` and each `Show` with one `Document`, to the
+/// sender, in input order.
+#[derive(Default)]
+struct Waiting {
+    /// Held while a request is queued and sent, so queue order is inbox order.
+    order: tokio::sync::Mutex<()>,
+    replies: Mutex<VecDeque<oneshot::Sender<Msg>>>,
 }
 
-enum Request {
-    Edit(
-        Edit<Value>,
-        oneshot::Sender<Result<(OpId, u32), StageError>>,
-    ),
-    View(oneshot::Sender<View>),
+impl Waiting {
+    fn replies(&self) -> std::sync::MutexGuard<'_, VecDeque<oneshot::Sender<Msg>>> {
+        // Nothing panics while holding it; recover the queue if something did.
+        self.replies.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// A running peer.
 pub struct PeerHandle {
-    requests: mpsc::Sender<Request>,
+    user: LocalUser,
     cancel: CancellationToken,
     task: tokio::task::JoinHandle<Result<(), StageError>>,
     /// The address it listens on.
     pub addr: std::net::SocketAddr,
 }
 
-/// This process's user of a running peer; cheap to clone, usable from any task.
+/// This process's user of a running peer; cheap to clone, usable from any task. Its
+/// requests are messages to the actor from the user's id, as a remote user's are.
 #[derive(Clone)]
 pub struct LocalUser {
-    requests: mpsc::Sender<Request>,
+    inbox: mpsc::Sender<Input<Msg>>,
+    waiting: Arc<Waiting>,
 }
 
 impl LocalUser {
+    async fn ask(&self, msg: Msg) -> Result<Msg, StageError> {
+        let stopped = || StageError::Closed("the peer stopped".into());
+        let (tx, rx) = oneshot::channel();
+        {
+            let _order = self.waiting.order.lock().await;
+            self.waiting.replies().push_back(tx);
+            self.inbox
+                .send(Input::Msg(Id::from(LOCAL_USER), msg))
+                .await
+                .map_err(|_| stopped())?;
+        }
+        rx.await.map_err(|_| stopped())
+    }
+
     /// Executes a user's edit on the peer (claim 1): returns the new operation and its stage
     /// once it is saved and its message sent.
     pub async fn edit(&self, edit: Edit<Value>) -> Result<(OpId, u32), StageError> {
-        let (tx, rx) = oneshot::channel();
-        self.requests
-            .send(Request::Edit(edit, tx))
-            .await
-            .map_err(|_| StageError::Closed("the peer stopped".into()))?;
-        rx.await
-            .map_err(|_| StageError::Closed("the peer stopped".into()))?
+        match self.ask(StageMsg::Edit(edit)).await? {
+            StageMsg::Edited { id, stage } => Ok((id, stage)),
+            _ => Err(StageError::Closed("unexpected answer".into())),
+        }
     }
 
     /// The peer's document and stages.
     pub async fn view(&self) -> Result<View, StageError> {
-        let (tx, rx) = oneshot::channel();
-        self.requests
-            .send(Request::View(tx))
-            .await
-            .map_err(|_| StageError::Closed("the peer stopped".into()))?;
-        rx.await
-            .map_err(|_| StageError::Closed("the peer stopped".into()))
+        match self.ask(StageMsg::Show).await? {
+            StageMsg::Document {
+                stage,
+                stable,
+                held,
+                items,
+            } => Ok(View {
+                stage,
+                stable,
+                held,
+                items,
+            }),
+            _ => Err(StageError::Closed("unexpected answer".into())),
+        }
+    }
+}
+
+/// Hands the actor's answers to the local user to its waiting requests, in order.
+async fn dispatch(mut frames: mpsc::Receiver<Bytes>, waiting: Arc<Waiting>) {
+    while let Some(frame) = frames.recv().await {
+        // Encoded by this very process, so it decodes; a failure is skipped all the same.
+        let Ok(Frame::Actor(msg) | Frame::Traced(_, msg)) = codec::decode::<Frame<Msg>>(&frame)
+        else {
+            continue;
+        };
+        if let Some(tx) = waiting.replies().pop_front() {
+            let _ = tx.send(msg);
+        }
     }
 }
 
 impl PeerHandle {
     /// A user of this peer.
     pub fn user(&self) -> LocalUser {
-        LocalUser {
-            requests: self.requests.clone(),
-        }
+        self.user.clone()
     }
 
     /// Executes a user's edit (see [`LocalUser::edit`]).
     pub async fn edit(&self, edit: Edit<Value>) -> Result<(OpId, u32), StageError> {
-        self.user().edit(edit).await
+        self.user.edit(edit).await
     }
 
     /// The peer's document and stages.
     pub async fn view(&self) -> Result<View, StageError> {
-        self.user().view().await
+        self.user.view().await
     }
 
     /// Stops the peer and waits for it; returns its error if it failed.
@@ -310,8 +313,14 @@ impl PeerHandle {
     }
 }
 
+/// A stage-sync peer answers no runtime query and publishes nothing: its users ask the
+/// actor itself (`Show`).
+struct Quiet;
+
+impl Host<Peer<Value>> for Quiet {}
+
 /// Starts peer `cfg.id`: opens its store, listens, dials the peers with a lower id, and runs
-/// the actor until shut down.
+/// the actor on the runtime's driver until shut down.
 pub async fn spawn(cfg: PeerConfig) -> Result<PeerHandle, StageError> {
     let n = cfg.addrs.len();
     if !(2..=MAX_PEERS).contains(&n) {
@@ -326,7 +335,6 @@ pub async fn spawn(cfg: PeerConfig) -> Result<PeerHandle, StageError> {
             n - 1
         )));
     }
-    let (store, saved) = Store::open(&cfg.data_dir, cfg.id)?;
     let listen = cfg
         .listen
         .clone()
@@ -341,6 +349,10 @@ pub async fn spawn(cfg: PeerConfig) -> Result<PeerHandle, StageError> {
         addr: listen,
         source,
     })?;
+    let (dir, cluster, peer) = (cfg.data_dir.clone(), cfg.cluster_id, cfg.id);
+    let disk = tokio::task::spawn_blocking(move || Disk::open(&dir, cluster, peer))
+        .await
+        .map_err(|e| StageError::Closed(format!("storage task: {e}")))??;
     let router = match &cfg.faults {
         Some(plan) => Router::with_faults(Arc::new(FaultLayer::new(
             plan.clone(),
@@ -349,23 +361,6 @@ pub async fn spawn(cfg: PeerConfig) -> Result<PeerHandle, StageError> {
         ))),
         None => Router::default(),
     };
-    let cancel = CancellationToken::new();
-    let (inbox, inbox_rx) = mpsc::channel::<Input<Msg>>(1024);
-    let link = Link {
-        identity: Identity {
-            cluster_id: cfg.cluster_id,
-            node_id: cfg.id,
-            key: cfg.key.clone(),
-        },
-        router: router.clone(),
-        inbox,
-        max_frame_bytes: MAX_FRAME_BYTES_DEFAULT,
-        cancel: cancel.clone(),
-    };
-    tokio::spawn(transport::accept_loop(listener, link.clone()));
-    for a in cfg.addrs.iter().take(cfg.id as usize) {
-        tokio::spawn(transport::dial_loop(a.clone(), link.clone()));
-    }
     let actor = Peer {
         peers: n,
         edits: vec![],
@@ -375,129 +370,99 @@ pub async fn spawn(cfg: PeerConfig) -> Result<PeerHandle, StageError> {
         save: true,
         mutant: None,
     };
-    let mut out = Out::new();
-    let state = actor.on_start(Id::from(cfg.id as usize), &saved, &mut out);
-    let (requests, requests_rx) = mpsc::channel(64);
-    let run = Running {
-        me: Id::from(cfg.id as usize),
-        actor,
-        state,
-        store,
-        router,
+    let options = DriverOptions {
         max_frame_bytes: MAX_FRAME_BYTES_DEFAULT,
+        ..DriverOptions::default()
     };
-    let task = tokio::spawn(run.run(inbox_rx, requests_rx, cancel.clone()));
+    let mut driver = Driver::start(
+        actor,
+        Id::from(cfg.id as usize),
+        disk,
+        router.clone(),
+        options,
+    )
+    .await?;
+    let cancel = CancellationToken::new();
+    let (inbox, mut inbox_rx) = mpsc::channel::<Input<Msg>>(INBOX_INPUTS);
+    let waiting = Arc::new(Waiting::default());
+    let (user_tx, user_rx) = mpsc::channel(PEER_QUEUE_FRAMES);
+    router.register(Id::from(LOCAL_USER), user_tx);
+    tokio::spawn(dispatch(user_rx, waiting.clone()));
+    let link = Link {
+        identity: Identity {
+            cluster_id: cfg.cluster_id,
+            node_id: cfg.id,
+            key: cfg.key.clone(),
+        },
+        router,
+        inbox: inbox.clone(),
+        max_frame_bytes: MAX_FRAME_BYTES_DEFAULT,
+        cancel: cancel.clone(),
+    };
+    tokio::spawn(transport::accept_loop(listener, link.clone()));
+    for a in cfg.addrs.iter().take(cfg.id as usize) {
+        tokio::spawn(transport::dial_loop(a.clone(), link.clone()));
+    }
+    let node_cancel = cancel.clone();
+    let task = tokio::spawn(async move {
+        node_loop::run(&mut driver, &mut inbox_rx, &node_cancel, &mut Quiet).await?;
+        Ok(())
+    });
     Ok(PeerHandle {
-        requests,
+        user: LocalUser { inbox, waiting },
         cancel,
         task,
         addr,
     })
 }
 
-struct Running {
-    me: Id,
-    actor: Peer<Value>,
-    state: State,
-    store: Store,
-    router: Router,
-    max_frame_bytes: usize,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stateright::actor::{Actor, Out};
+    use std::borrow::Cow;
 
-impl Running {
-    async fn run(
-        mut self,
-        mut inbox: mpsc::Receiver<Input<Msg>>,
-        mut requests: mpsc::Receiver<Request>,
-        cancel: CancellationToken,
-    ) -> Result<(), StageError> {
-        let mut resend = tokio::time::interval(RESEND_INTERVAL);
-        loop {
-            tokio::select! {
-                () = cancel.cancelled() => return Ok(()),
-                Some(input) = inbox.recv() => {
-                    let (src, msg) = match input {
-                        Input::Msg(src, msg) | Input::Traced(src, _, msg) => (src, msg),
-                        // Protocol 1's runtime queries; this peer answers none.
-                        Input::Query(..) => continue,
-                    };
-                    self.step(|a, me, st, o| a.on_msg(me, st, src, msg, o))?;
-                }
-                Some(req) = requests.recv() => match req {
-                    Request::Edit(edit, reply) => {
-                        let replies = self.step(|a, me, st, o| {
-                            a.on_msg(me, st, Id::from(LOCAL_USER), StageMsg::Edit(edit), o)
-                        });
-                        let answer = match replies {
-                            Ok(rs) => rs
-                                .into_iter()
-                                .find_map(|m| match m {
-                                    StageMsg::Edited { id, stage } => Some((id, stage)),
-                                    _ => None,
-                                })
-                                .ok_or_else(|| StageError::Closed("no answer".into())),
-                            Err(e) => {
-                                let _ = reply.send(Err(StageError::Closed(e.to_string())));
-                                return Err(e);
-                            }
-                        };
-                        let _ = reply.send(answer);
-                    }
-                    Request::View(reply) => {
-                        let _ = reply.send(View::of(&self.state));
-                    }
-                },
-                _ = resend.tick() => {
-                    self.step(|a, me, st, o| {
-                        a.on_timeout(me, st, &replicore_model::stage_sync::Timer::Resend, o)
-                    })?;
-                }
-            }
-        }
-    }
-
-    /// Runs one actor step: saves durably first, then sends; returns the messages addressed
-    /// to this process's user.
-    fn step(
-        &mut self,
-        f: impl FnOnce(&Peer<Value>, Id, &mut Cow<State>, &mut Out<Peer<Value>>),
-    ) -> Result<Vec<Msg>, StageError> {
-        let mut cow = Cow::Borrowed(&self.state);
-        let mut out = Out::new();
-        f(&self.actor, self.me, &mut cow, &mut out);
-        let next = match cow {
-            Cow::Owned(s) => Some(s),
-            Cow::Borrowed(_) => None,
+    #[test]
+    fn a_peer_state_saves_the_journal_entry_a_step_adds_and_reloads_equal() {
+        let actor = Peer {
+            peers: 2,
+            edits: vec![],
+            ordering: Ordering::Aged,
+            stability: true,
+            resend: true,
+            save: true,
+            mutant: None,
         };
-        let mut saved = None;
-        let mut sends = Vec::new();
-        for c in out {
-            match c {
-                Command::Save(s) => saved = Some(s),
-                Command::Send(dst, m) => sends.push((dst, m)),
-                // The resend interval is fixed; the model's edit timer is not used here.
-                Command::SetTimer(..) | Command::CancelTimer(..) | Command::ChooseRandom(..) => {}
-            }
+        let dir = tempfile::tempdir().unwrap();
+        let disk = Disk::open(dir.path(), 4, 0).unwrap();
+        let me = Id::from(0);
+        let mut state = actor.on_start(me, &None, &mut Out::new());
+        let mut last = StageRows::default();
+        for at in 0..20 {
+            let edit = Edit::Insert {
+                at,
+                value: format!("v{at}"),
+            };
+            let mut cow = Cow::Owned(state);
+            let user = Id::from(LOCAL_USER);
+            actor.on_msg(me, &mut cow, user, StageMsg::Edit(edit), &mut Out::new());
+            state = cow.into_owned();
+            let before = disk.rows_written();
+            last = disk.save(&last, state.clone()).unwrap();
+            assert_eq!(
+                disk.rows_written() - before,
+                1,
+                "one new journal entry, one row"
+            );
         }
-        if let Some(s) = saved {
-            self.store.save(&s)?;
-        }
-        if let Some(s) = next {
-            self.state = s;
-        }
-        let mut local = Vec::new();
-        for (dst, m) in sends {
-            if usize::from(dst) == LOCAL_USER {
-                local.push(m);
-                continue;
-            }
-            match codec::encode(&Frame::Actor(m), self.max_frame_bytes) {
-                Ok(bytes) => {
-                    self.router.send(dst, bytes);
-                }
-                Err(e) => tracing::error!(%dst, error = %e, "message not sent"),
-            }
-        }
-        Ok(local)
+        // No peer acknowledged anything: the whole journal is above the stability line.
+        assert_eq!(state.journal.len(), 20);
+        drop(disk);
+        let disk = Disk::open(dir.path(), 4, 0).unwrap();
+        assert_eq!(disk.load::<State>().unwrap(), Some(state));
+        assert!(
+            Disk::open(dir.path(), 4, 1).is_err(),
+            "another peer's directory"
+        );
     }
 }
