@@ -26,6 +26,7 @@
 //! - [`knowledge`]: protocol 3, knowledge sync (seed 004).
 //! - [`stage_sync`]: protocol 4, stage-ordered peer sync (seed 003).
 //! - [`fingerprint`]: the stable hasher the protocols' canonical fingerprints use.
+//! - [`harness`]: one step and its exact commands, for every protocol's transition tests.
 //!
 //! The explorer that searches these models (one pass, canonical fingerprints, the liveness
 //! graph, several workers) is the crate `replicore-explore`; this crate does no IO and
@@ -34,6 +35,7 @@
 
 pub mod failover;
 pub mod fingerprint;
+pub mod harness;
 pub mod knowledge;
 pub mod master_slave;
 pub mod stage_sync;

@@ -9,14 +9,18 @@
 //! - [`vector`]: knowledge as version vectors with exceptions, change ids, filters.
 //! - [`msg`]: changes and the seed's messages.
 //! - [`replica`]: the [`Replica`] actor, source and destination in one.
+//! - [`app`]: [`AppReplica`], the replica with its application's inputs (what the runtime
+//!   drives).
 //! - [`model`]: the checked system: [`KnowledgeConfig::into_model`], the ghost, the
 //!   properties, the mutants.
 
+pub mod app;
 pub mod model;
 pub mod msg;
 pub mod replica;
 pub mod vector;
 
+pub use app::{AppMsg, AppReplica, ImportReport};
 pub use model::{KnowledgeConfig, Scenario};
 pub use msg::{Applied, Change, ConflictPolicy, SyncMsg, Timer};
 pub use replica::{Edit, Replica, ReplicaData, ReplicaState};

@@ -213,7 +213,7 @@ impl<K: Payload, V: Payload> Replica<K, V> {
 
     /// Saves the durable data. The mutant [`Mutant::ReuseCounterAfterCrash`] keeps the
     /// change counter in memory only.
-    fn save(&self, data: &ReplicaData<K, V>, o: &mut Out<Self>) {
+    pub(crate) fn save(&self, data: &ReplicaData<K, V>, o: &mut Out<Self>) {
         let mut saved = data.clone();
         if self.is(Mutant::ReuseCounterAfterCrash) {
             saved.counter = 0;
@@ -322,7 +322,7 @@ impl<K: Payload, V: Payload> Replica<K, V> {
     /// Opens a sync from `source` (claims 1, 9, 19): a fresh session number, saved before the
     /// request leaves so it is never reused. Replaces an open sync (after a refusal), whose
     /// learned knowledge is then never merged.
-    fn start_pull(
+    pub(crate) fn start_pull(
         &self,
         state: &mut Cow<ReplicaState<K, V>>,
         source: Id,
@@ -507,7 +507,7 @@ impl<K: Payload, V: Payload> Replica<K, V> {
     /// Forgets tombstones whose made-with knowledge this replica fully knows, and records its
     /// knowledge as forgotten (claim 21). A tombstone with unknown history is kept: forgetting
     /// it would let an older change of the item come back without a conflict.
-    fn purge(&self, state: &mut Cow<ReplicaState<K, V>>, o: &mut Out<Self>) {
+    pub(crate) fn purge(&self, state: &mut Cow<ReplicaState<K, V>>, o: &mut Out<Self>) {
         let d = &state.data;
         let purgeable = |c: &Change<K, V>| c.value.is_none() && d.knowledge.includes(&c.made_with);
         if !d.items.values().any(purgeable) {
