@@ -7,13 +7,15 @@ use replicore_runtime::knowledge::bundle::BundleError;
 use replicore_runtime::knowledge::{LocalReplica, ReplicaError};
 use std::path::{Path, PathBuf};
 
-fn open(dir: &Path, id: u64) -> LocalReplica {
-    LocalReplica::open(&dir.join(format!("r{id}")), id, ConflictPolicy::default()).unwrap()
+async fn open(dir: &Path, id: u64) -> LocalReplica {
+    LocalReplica::open(&dir.join(format!("r{id}")), id, ConflictPolicy::default())
+        .await
+        .unwrap()
 }
 
-fn export(r: &mut LocalReplica, dir: &Path, name: &str) -> PathBuf {
+async fn export(r: &mut LocalReplica, dir: &Path, name: &str) -> PathBuf {
     let path = dir.join(name);
-    r.export_bundle(&path, false).unwrap();
+    r.export_bundle(&path, false).await.unwrap();
     path
 }
 
@@ -33,23 +35,26 @@ fn permutations(n: usize) -> Vec<Vec<usize>> {
     out
 }
 
-#[test]
-fn three_replicas_edited_apart_converge_after_pairwise_bundles_in_any_order() {
+#[tokio::test]
+async fn three_replicas_edited_apart_converge_after_pairwise_bundles_in_any_order() {
     // Each pairwise exchange: a bundle from one replica applied on another.
     let exchanges = [(0u64, 1u64), (1, 2), (2, 0), (1, 0), (2, 1), (0, 2)];
     for order in permutations(3) {
         let dir = tempfile::tempdir().unwrap();
-        let mut rs: Vec<LocalReplica> = (0..3).map(|i| open(dir.path(), i)).collect();
-        rs[0].write("a", Some("from 0")).unwrap();
-        rs[1].write("b", Some("from 1")).unwrap();
-        rs[2].write("c", Some("from 2")).unwrap();
+        let mut rs: Vec<LocalReplica> = Vec::new();
+        for i in 0..3 {
+            rs.push(open(dir.path(), i).await);
+        }
+        rs[0].write("a", Some("from 0")).await.unwrap();
+        rs[1].write("b", Some("from 1")).await.unwrap();
+        rs[2].write("c", Some("from 2")).await.unwrap();
         // Two rounds of every exchange, the rounds in the order given.
         for round in 0..2 {
             for k in &order {
                 for (src, dst) in [exchanges[*k], exchanges[*k + 3]] {
                     let name = format!("{src}-{dst}-{round}.bundle");
-                    let path = export(&mut rs[src as usize], dir.path(), &name);
-                    rs[dst as usize].import_bundle(&path).unwrap();
+                    let path = export(&mut rs[src as usize], dir.path(), &name).await;
+                    rs[dst as usize].import_bundle(&path).await.unwrap();
                 }
             }
         }
@@ -62,41 +67,41 @@ fn three_replicas_edited_apart_converge_after_pairwise_bundles_in_any_order() {
     }
 }
 
-#[test]
-fn a_bundle_imported_twice_or_late_is_harmless() {
+#[tokio::test]
+async fn a_bundle_imported_twice_or_late_is_harmless() {
     let dir = tempfile::tempdir().unwrap();
-    let mut a = open(dir.path(), 0);
-    let mut b = open(dir.path(), 1);
-    a.write("k", Some("1")).unwrap();
-    let old = export(&mut a, dir.path(), "old.bundle");
-    a.write("k", Some("2")).unwrap();
-    let new = export(&mut a, dir.path(), "new.bundle");
-    let first = b.import_bundle(&new).unwrap();
+    let mut a = open(dir.path(), 0).await;
+    let mut b = open(dir.path(), 1).await;
+    a.write("k", Some("1")).await.unwrap();
+    let old = export(&mut a, dir.path(), "old.bundle").await;
+    a.write("k", Some("2")).await.unwrap();
+    let new = export(&mut a, dir.path(), "new.bundle").await;
+    let first = b.import_bundle(&new).await.unwrap();
     assert!(first.learned && first.applied == 1);
     let after = b.data().clone();
-    let again = b.import_bundle(&new).unwrap();
+    let again = b.import_bundle(&new).await.unwrap();
     assert_eq!(again.applied + again.conflicts + again.obsolete, 0);
-    let late = b.import_bundle(&old).unwrap();
+    let late = b.import_bundle(&old).await.unwrap();
     assert_eq!(late.applied + late.conflicts + late.obsolete, 0);
     assert_eq!(b.data().items, after.items);
     assert_eq!(b.data().knowledge, after.knowledge);
     assert_eq!(b.data().read(&"k".to_string()), Some(&"2".to_string()));
 }
 
-#[test]
-fn a_truncated_or_tampered_bundle_is_refused_and_changes_nothing() {
+#[tokio::test]
+async fn a_truncated_or_tampered_bundle_is_refused_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let mut a = open(dir.path(), 0);
-    let mut b = open(dir.path(), 1);
-    a.write("k", Some("value")).unwrap();
-    b.write("mine", Some("x")).unwrap();
-    let good = export(&mut a, dir.path(), "good.bundle");
+    let mut a = open(dir.path(), 0).await;
+    let mut b = open(dir.path(), 1).await;
+    a.write("k", Some("value")).await.unwrap();
+    b.write("mine", Some("x")).await.unwrap();
+    let good = export(&mut a, dir.path(), "good.bundle").await;
     let bytes = std::fs::read(&good).unwrap();
     let before = b.data().clone();
 
     let truncated = dir.path().join("truncated.bundle");
     std::fs::write(&truncated, &bytes[..bytes.len() - 10]).unwrap();
-    let err = b.import_bundle(&truncated).unwrap_err();
+    let err = b.import_bundle(&truncated).await.unwrap_err();
     assert!(
         matches!(err, ReplicaError::Bundle(BundleError::Length { .. })),
         "{err}"
@@ -108,7 +113,7 @@ fn a_truncated_or_tampered_bundle_is_refused_and_changes_nothing() {
     let i = t.len() / 2;
     t[i] ^= 0xff;
     std::fs::write(&tampered, &t).unwrap();
-    let err = b.import_bundle(&tampered).unwrap_err();
+    let err = b.import_bundle(&tampered).await.unwrap_err();
     assert!(
         matches!(err, ReplicaError::Bundle(BundleError::HashMismatch)),
         "{err}"
@@ -117,31 +122,31 @@ fn a_truncated_or_tampered_bundle_is_refused_and_changes_nothing() {
     assert_eq!(b.data(), &before);
     drop(b);
     // Nothing changed on disk either.
-    let reopened = open(dir.path(), 1);
+    let reopened = open(dir.path(), 1).await;
     assert_eq!(reopened.data(), &before);
 }
 
-#[test]
-fn a_replica_that_missed_a_forgotten_deletion_needs_a_full_bundle() {
+#[tokio::test]
+async fn a_replica_that_missed_a_forgotten_deletion_needs_a_full_bundle() {
     let dir = tempfile::tempdir().unwrap();
-    let mut a = open(dir.path(), 0);
-    let mut b = open(dir.path(), 1);
-    a.write("gone", Some("1")).unwrap();
-    let early = export(&mut a, dir.path(), "early.bundle");
-    b.import_bundle(&early).unwrap();
-    a.write("gone", None).unwrap();
-    a.forget_tombstones().unwrap();
-    let partial = export(&mut a, dir.path(), "partial.bundle");
+    let mut a = open(dir.path(), 0).await;
+    let mut b = open(dir.path(), 1).await;
+    a.write("gone", Some("1")).await.unwrap();
+    let early = export(&mut a, dir.path(), "early.bundle").await;
+    b.import_bundle(&early).await.unwrap();
+    a.write("gone", None).await.unwrap();
+    a.forget_tombstones().await.unwrap();
+    let partial = export(&mut a, dir.path(), "partial.bundle").await;
     let before = b.data().items.clone();
-    let err = b.import_bundle(&partial).unwrap_err();
+    let err = b.import_bundle(&partial).await.unwrap_err();
     assert!(
         matches!(err, ReplicaError::MinimumKnowledge { .. }),
         "{err}"
     );
     assert_eq!(b.data().items, before);
     let full = dir.path().join("full.bundle");
-    a.export_bundle(&full, true).unwrap();
-    b.import_bundle(&full).unwrap();
+    a.export_bundle(&full, true).await.unwrap();
+    b.import_bundle(&full).await.unwrap();
     assert_eq!(b.data().read(&"gone".to_string()), None);
     assert_eq!(b.data().values(), a.data().values());
     assert_eq!(b.data().knowledge, a.data().knowledge);

@@ -8,8 +8,10 @@ use std::path::Path;
 
 const KEY: &[u8] = b"test key";
 
-fn open(dir: &Path, id: u64) -> LocalReplica {
-    LocalReplica::open(&dir.join(format!("r{id}")), id, ConflictPolicy::default()).unwrap()
+async fn open(dir: &Path, id: u64) -> LocalReplica {
+    LocalReplica::open(&dir.join(format!("r{id}")), id, ConflictPolicy::default())
+        .await
+        .unwrap()
 }
 
 /// Serves replica `id` on a fresh port; returns its address and the server task.
@@ -18,9 +20,9 @@ async fn serving(
     id: u64,
     edits: &[(&str, &str)],
 ) -> (String, tokio::task::JoinHandle<()>) {
-    let mut r = open(dir, id);
+    let mut r = open(dir, id).await;
     for (k, v) in edits {
-        r.write(k, Some(v)).unwrap();
+        r.write(k, Some(v)).await.unwrap();
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
@@ -34,8 +36,8 @@ async fn serving(
 async fn a_two_way_sync_converges_both_replicas() {
     let dir = tempfile::tempdir().unwrap();
     let (addr, server) = serving(dir.path(), 1, &[("b", "from 1")]).await;
-    let mut a = open(dir.path(), 0);
-    a.write("a", Some("from 0")).unwrap();
+    let mut a = open(dir.path(), 0).await;
+    a.write("a", Some("from 0")).await.unwrap();
     let report = sync_with(&mut a, &addr, 7, KEY, true).await.unwrap();
     assert_eq!((report.received, report.sent), (1, 1), "{report:?}");
     assert_eq!(a.data().values().len(), 2);
@@ -44,7 +46,7 @@ async fn a_two_way_sync_converges_both_replicas() {
     assert_eq!((again.received, again.sent), (0, 0), "{again:?}");
     server.abort();
     let _ = server.await;
-    let b = open(dir.path(), 1);
+    let b = open(dir.path(), 1).await;
     assert_eq!(b.data().values(), a.data().values());
     assert_eq!(b.data().knowledge, a.data().knowledge);
 }
@@ -54,8 +56,8 @@ async fn three_replicas_converge_through_pairwise_online_syncs() {
     let dir = tempfile::tempdir().unwrap();
     let (addr1, s1) = serving(dir.path(), 1, &[("one", "1")]).await;
     let (addr2, s2) = serving(dir.path(), 2, &[("two", "2")]).await;
-    let mut r0 = open(dir.path(), 0);
-    r0.write("zero", Some("0")).unwrap();
+    let mut r0 = open(dir.path(), 0).await;
+    r0.write("zero", Some("0")).await.unwrap();
     // 0 ↔ 1, 0 ↔ 2, 0 ↔ 1: everyone has everything.
     for addr in [&addr1, &addr2, &addr1] {
         sync_with(&mut r0, addr, 7, KEY, true).await.unwrap();
@@ -64,7 +66,7 @@ async fn three_replicas_converge_through_pairwise_online_syncs() {
         s.abort();
         let _ = s.await;
     }
-    let (r1, r2) = (open(dir.path(), 1), open(dir.path(), 2));
+    let (r1, r2) = (open(dir.path(), 1).await, open(dir.path(), 2).await);
     assert_eq!(r0.data().values().len(), 3);
     for r in [&r1, &r2] {
         assert_eq!(r.data().values(), r0.data().values());
@@ -76,7 +78,7 @@ async fn three_replicas_converge_through_pairwise_online_syncs() {
 async fn a_peer_with_the_wrong_key_is_refused_and_nothing_changes() {
     let dir = tempfile::tempdir().unwrap();
     let (addr, server) = serving(dir.path(), 1, &[("b", "x")]).await;
-    let mut a = open(dir.path(), 0);
+    let mut a = open(dir.path(), 0).await;
     let before = a.data().clone();
     let err = sync_with(&mut a, &addr, 7, b"wrong", false)
         .await
@@ -92,10 +94,10 @@ async fn two_replicas_that_never_meet_converge_through_a_relay() {
     // syncs to it and forwards it to the next (seed 004, claims 26 and 31).
     let dir = tempfile::tempdir().unwrap();
     let (relay, server) = serving(dir.path(), 9, &[]).await;
-    let mut a = open(dir.path(), 0);
-    let mut b = open(dir.path(), 1);
-    a.write("from a", Some("1")).unwrap();
-    b.write("from b", Some("2")).unwrap();
+    let mut a = open(dir.path(), 0).await;
+    let mut b = open(dir.path(), 1).await;
+    a.write("from a", Some("1")).await.unwrap();
+    b.write("from b", Some("2")).await.unwrap();
     sync_with(&mut a, &relay, 7, KEY, true).await.unwrap();
     sync_with(&mut b, &relay, 7, KEY, true).await.unwrap();
     sync_with(&mut a, &relay, 7, KEY, true).await.unwrap();

@@ -3,16 +3,17 @@
 //! ([`bundle`]).
 //!
 //! ```text
-//!   export:  RequestChanges ─▶ actor (source) ─▶ Save ─▶ disk
-//!                                           └──▶ ConveyChanges…, CompleteBundle ─▶ bundle file
-//!   import:  bundle file (checked whole) ─▶ Pull timer ─▶ actor (destination) opens a session
-//!            each message, its session set to that one ─▶ actor ─▶ Save ─▶ disk
+//!   application: write / export / import / sync ─▶ AppMsg from APP ─┐
+//!   peer replicas (net, TCP):  AppMsg::Peer(SyncMsg) ────────────────┼─▶ Driver ─▶ AppReplica
+//!                                                                    │   (model)   Save first,
+//!   answers to APP: Written, Imported, the bundle's messages ◀───────┘             then Send
 //! ```
 //!
-//! Every save commits durably (redb, fsync) before the step's results are used. The whole
-//! replica data is one row: fine for the small replicas this is built for; an incremental
-//! layout like protocol 1's is future work.
-
+//! The replica runs on the runtime's [`Driver`](crate::runtime::driver::Driver) and
+//! storage, as every protocol does: every save is durable (one redb transaction, fsync)
+//! before a message of its step leaves, and each item is one row written only when a step
+//! changes it ([`ItemRows`]). The application's inputs are the model's (`AppMsg`): the
+//! runtime never writes the actor's state.
 //!
 //! [`net`] carries the same syncs online, over one authenticated TCP connection.
 
@@ -21,5 +22,7 @@ pub mod net;
 mod replica;
 
 pub use replica::{
-    EXPORT_PEER, FILE_NAME, FORMAT, ImportReport, LocalReplica, MAX_REPLICA_ID, ReplicaError,
+    APP, Actor, ItemRows, LocalReplica, MAX_REPLICA_ID, Msg, ReplicaError, STEP_FRAMES_MAX,
+    STORAGE_CLUSTER,
 };
+pub use replicore_model::knowledge::ImportReport;

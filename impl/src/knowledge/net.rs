@@ -1,10 +1,11 @@
 //! Online knowledge sync between two running replicas: the same actor steps as a bundle
 //! file, carried over one authenticated TCP connection (the handshake of
-//! [`crate::runtime::handshake`], then length-delimited postcard frames of [`SyncMsg`]).
+//! [`crate::runtime::handshake`], then length-delimited postcard frames of the actor's
+//! messages, `Frame::Actor(AppMsg::Peer(SyncMsg))`, as the driver encodes them).
 //!
 //! ```text
 //!   replicore sync (destination)                 replicore replica-serve (source)
-//!     Pull timer ─▶ RequestChanges ───────────────▶ actor answers
+//!     AppMsg::Pull ─▶ RequestChanges ───────────────▶ actor answers
 //!     actor applies ◀── ConveyChanges…, CompleteBundle
 //!     (two-way) the source's actor pulls back over the same connection
 //! ```
@@ -13,16 +14,18 @@
 //! it learned from us), or fails after [`SYNC_TIMEOUT`]. A frame that fails to decode closes
 //! the connection; nothing a peer sends can panic the replica.
 
-use crate::knowledge::bundle::BundleMsg;
+use crate::knowledge::replica::{Msg, STEP_FRAMES_MAX};
 use crate::knowledge::{LocalReplica, ReplicaError};
-use crate::runtime::codec::{self, MAX_FRAME_BYTES_DEFAULT};
+use crate::runtime::codec::{self, Frame, MAX_FRAME_BYTES_DEFAULT};
 use crate::runtime::handshake::{self, Identity};
 use crate::runtime::transport::{self, TransportError};
+use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
-use replicore_model::knowledge::{ReplicaId, SyncMsg, Timer};
+use replicore_model::knowledge::{AppMsg, ReplicaId, SyncMsg};
 use stateright::actor::Id;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 /// How long one sync may take before it is abandoned (its learned knowledge unmerged).
@@ -66,38 +69,58 @@ pub struct SyncReport {
 
 type Io = Framed<TcpStream, LengthDelimitedCodec>;
 
-async fn send_all(
-    io: &mut Io,
-    peer: u64,
-    msgs: Vec<(Id, BundleMsg)>,
-    report: &mut SyncReport,
-) -> Result<(), SyncError> {
-    for (_, m) in msgs {
-        if matches!(m, SyncMsg::ConveyChanges { .. }) {
-            report.sent += 1;
+/// One connection's end in the replica's router: the frames the actor addresses to `peer`.
+struct Conn {
+    peer: ReplicaId,
+    handle: u64,
+    frames: mpsc::Receiver<Bytes>,
+}
+
+impl Conn {
+    fn open(replica: &LocalReplica, peer: ReplicaId) -> Conn {
+        let (tx, frames) = mpsc::channel(STEP_FRAMES_MAX);
+        let handle = replica.router().register(Id::from(peer as usize), tx);
+        Conn {
+            peer,
+            handle,
+            frames,
         }
-        let body =
-            codec::encode(&m, MAX_FRAME_BYTES_DEFAULT).map_err(|e| SyncError::Connection {
-                peer,
+    }
+
+    fn close(self, replica: &LocalReplica) {
+        replica
+            .router()
+            .unregister(Id::from(self.peer as usize), self.handle);
+    }
+
+    /// Writes what the last step addressed to the peer, as the driver encoded it.
+    async fn flush(&mut self, io: &mut Io, report: &mut SyncReport) -> Result<(), SyncError> {
+        while let Ok(frame) = self.frames.try_recv() {
+            match codec::decode::<Frame<Msg>>(&frame) {
+                Ok(Frame::Actor(AppMsg::Peer(SyncMsg::ConveyChanges { .. }))) => report.sent += 1,
+                Ok(Frame::Actor(AppMsg::Peer(SyncMsg::ConveyKnowledge { .. }))) => {
+                    report.learned = true
+                }
+                _ => {}
+            }
+            io.send(frame).await.map_err(|e| SyncError::Connection {
+                peer: self.peer,
                 detail: e.to_string(),
             })?;
-        io.send(body).await.map_err(|e| SyncError::Connection {
-            peer,
-            detail: e.to_string(),
-        })?;
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Runs the message loop of one connection until `done` says so or the peer closes.
 async fn exchange(
     replica: &mut LocalReplica,
     io: &mut Io,
-    peer: u64,
+    conn: &mut Conn,
     mut report: SyncReport,
     done: impl Fn(&LocalReplica, &SyncReport, bool) -> bool,
 ) -> Result<SyncReport, SyncError> {
-    let src = Id::from(peer as usize);
+    let peer = conn.peer;
     let mut peer_learned = false;
     while !done(replica, &report, peer_learned) {
         let Some(frame) = io.next().await else {
@@ -107,23 +130,27 @@ async fn exchange(
             peer,
             detail: e.to_string(),
         })?;
-        let msg: BundleMsg = codec::decode(&frame).map_err(|e| SyncError::Connection {
-            peer,
-            detail: e.to_string(),
-        })?;
+        let msg = match codec::decode::<Frame<Msg>>(&frame) {
+            Ok(Frame::Actor(AppMsg::Peer(m)) | Frame::Traced(_, AppMsg::Peer(m))) => m,
+            // A peer speaks the seed's messages only: never its application's inputs.
+            Ok(_) => {
+                tracing::warn!(peer, "ignored a message that is not a sync message");
+                continue;
+            }
+            Err(e) => {
+                return Err(SyncError::Connection {
+                    peer,
+                    detail: e.to_string(),
+                });
+            }
+        };
         match &msg {
             SyncMsg::ConveyChanges { .. } => report.received += 1,
             SyncMsg::ConveyKnowledge { .. } => peer_learned = true,
             _ => {}
         }
-        let sends = replica.deliver(src, msg)?;
-        if sends
-            .iter()
-            .any(|(_, m)| matches!(m, SyncMsg::ConveyKnowledge { .. }))
-        {
-            report.learned = true;
-        }
-        send_all(io, peer, sends, &mut report).await?;
+        replica.deliver(peer, AppMsg::Peer(msg)).await?;
+        conn.flush(io, &mut report).await?;
     }
     Ok(report)
 }
@@ -147,18 +174,23 @@ pub async fn sync_with(
         return Err(SyncError::BadPeer(peer));
     }
     io.codec_mut().set_max_frame_length(MAX_FRAME_BYTES_DEFAULT);
+    let mut conn = Conn::open(replica, peer);
     let run = async {
         let mut report = SyncReport::default();
-        let sends = replica.open_sync(peer, two_way)?;
-        send_all(&mut io, peer, sends, &mut report).await?;
-        exchange(replica, &mut io, peer, report, |r, rep, peer_learned| {
-            !r.syncing() && rep.learned && (!two_way || peer_learned)
-        })
+        replica.open_sync(peer, two_way).await?;
+        conn.flush(&mut io, &mut report).await?;
+        exchange(
+            replica,
+            &mut io,
+            &mut conn,
+            report,
+            |r, rep, peer_learned| !r.syncing() && rep.learned && (!two_way || peer_learned),
+        )
         .await
     };
-    let report = tokio::time::timeout(SYNC_TIMEOUT, run)
-        .await
-        .map_err(|_| SyncError::TimedOut(peer))??;
+    let outcome = tokio::time::timeout(SYNC_TIMEOUT, run).await;
+    conn.close(replica);
+    let report = outcome.map_err(|_| SyncError::TimedOut(peer))??;
     if !report.learned {
         return Err(SyncError::Connection {
             peer,
@@ -198,10 +230,11 @@ pub async fn serve(
         };
         io.codec_mut().set_max_frame_length(MAX_FRAME_BYTES_DEFAULT);
         // The peer ends the connection when its sync is done.
+        let mut conn = Conn::open(&replica, peer);
         let run = exchange(
             &mut replica,
             &mut io,
-            peer,
+            &mut conn,
             SyncReport::default(),
             |_, _, _| false,
         );
@@ -210,21 +243,12 @@ pub async fn serve(
             Ok(Err(e)) => tracing::warn!(peer, error = %e, "sync failed"),
             Err(_) => tracing::warn!(peer, "sync timed out"),
         }
+        conn.close(&replica);
         // An unfinished pull of ours towards that peer is abandoned with the connection.
-        replica.close_sync();
-    }
-}
-
-impl LocalReplica {
-    /// Opens a sync from replica `peer` (the actor's pull) and returns the messages to send.
-    pub fn open_sync(
-        &mut self,
-        peer: ReplicaId,
-        two_way: bool,
-    ) -> Result<Vec<(Id, BundleMsg)>, ReplicaError> {
-        self.set_two_way(two_way);
-        let sends = self.timeout(Timer::Pull(peer as usize));
-        self.set_two_way(false);
-        sends
+        if let Err(e) = replica.close_sync().await {
+            // A save failed: the replica cannot go on.
+            tracing::error!(error = %e, "replica stopped");
+            return Err(std::io::Error::other(e.to_string()));
+        }
     }
 }

@@ -147,13 +147,17 @@ fn parse_policy(s: &str) -> Result<ConflictPolicy, String> {
     })
 }
 
+/// Opens a replica with the default conflict policy.
+async fn open(dir: &std::path::Path, id: ReplicaId) -> Result<LocalReplica, ReplicaError> {
+    LocalReplica::open(dir, id, ConflictPolicy::default()).await
+}
+
 /// Runs one command and returns what to print. `cluster` is the cluster's id and key, for
 /// the commands that talk to other replicas.
 pub async fn run(
     cmd: KnowledgeCommand,
     cluster: Option<(u64, Vec<u8>)>,
 ) -> Result<String, KnowledgeCliError> {
-    let open = |dir: &PathBuf, id| LocalReplica::open(dir, id, ConflictPolicy::default());
     match cmd {
         KnowledgeCommand::ReplicaServe {
             data_dir,
@@ -162,7 +166,7 @@ pub async fn run(
             policy,
         } => {
             let (cluster_id, key) = cluster.ok_or(KnowledgeCliError::NoCluster)?;
-            let r = LocalReplica::open(&data_dir, replica, policy)?;
+            let r = LocalReplica::open(&data_dir, replica, policy).await?;
             let listen_err = |source| KnowledgeCliError::Listen {
                 addr: listen.clone(),
                 source,
@@ -184,7 +188,7 @@ pub async fn run(
             policy,
         } => {
             let (cluster_id, key) = cluster.ok_or(KnowledgeCliError::NoCluster)?;
-            let mut r = LocalReplica::open(&data_dir, replica, policy)?;
+            let mut r = LocalReplica::open(&data_dir, replica, policy).await?;
             let rep = net::sync_with(&mut r, &peer, cluster_id, &key, two_way).await?;
             Ok(format!(
                 "synced with {peer}: {} change(s) received, {} sent\n",
@@ -197,7 +201,10 @@ pub async fn run(
             key,
             value,
         } => {
-            let id = open(&data_dir, replica)?.write(&key, Some(&value))?;
+            let id = open(&data_dir, replica)
+                .await?
+                .write(&key, Some(&value))
+                .await?;
             Ok(format!("{key} = {value} ({id})\n"))
         }
         KnowledgeCommand::ReplicaDelete {
@@ -205,11 +212,11 @@ pub async fn run(
             replica,
             key,
         } => {
-            let id = open(&data_dir, replica)?.write(&key, None)?;
+            let id = open(&data_dir, replica).await?.write(&key, None).await?;
             Ok(format!("{key} deleted ({id})\n"))
         }
         KnowledgeCommand::ReplicaShow { data_dir, replica } => {
-            let r = open(&data_dir, replica)?;
+            let r = open(&data_dir, replica).await?;
             let d = r.data();
             let mut out = String::new();
             for (k, c) in &d.items {
@@ -233,7 +240,10 @@ pub async fn run(
             out,
             full,
         } => {
-            let b = open(&data_dir, replica)?.export_bundle(&out, full)?;
+            let b = open(&data_dir, replica)
+                .await?
+                .export_bundle(&out, full)
+                .await?;
             Ok(format!(
                 "wrote {} change(s) of replica {replica} to {}\n",
                 b.messages.len().saturating_sub(1),
@@ -246,8 +256,8 @@ pub async fn run(
             policy,
             file,
         } => {
-            let mut r = LocalReplica::open(&data_dir, replica, policy)?;
-            let rep = r.import_bundle(&file)?;
+            let mut r = LocalReplica::open(&data_dir, replica, policy).await?;
+            let rep = r.import_bundle(&file).await?;
             Ok(format!(
                 "{} change(s): {} applied, {} obsolete, {} conflict(s); knowledge {}\n",
                 rep.changes,
