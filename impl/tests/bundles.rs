@@ -190,6 +190,16 @@ fn the_cli_exports_imports_and_refuses_a_truncated_bundle_in_one_line() {
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains("1 applied"), "{out}");
     let (_, shown, _) = run(&["replica-show", "--data-dir", b, "--replica", "2"]);
+    // The protocol's own command shape shows the same (`replica-show` is its alias).
+    let (_, nested, _) = run(&[
+        "knowledge-sync",
+        "replica-show",
+        "--data-dir",
+        b,
+        "--replica",
+        "2",
+    ]);
+    assert_eq!(nested, shown);
     assert!(shown.contains("k = v (r1#1)"), "{shown}");
 
     let bytes = std::fs::read(file).unwrap();

@@ -228,8 +228,10 @@ async fn one_and_two_phase_updates_reach_both_slaves() {
         }
         let mut last = 0;
         for i in 0..3 {
+            // The protocol's own command shape (`put` above is its top-level alias).
             last = committed_version(
                 &c.ok(&[
+                    "master-slave",
                     "put",
                     &format!("two{i}"),
                     &format!("w{i}"),
@@ -240,7 +242,7 @@ async fn one_and_two_phase_updates_reach_both_slaves() {
                 .await,
             );
         }
-        let deleted = committed_version(&c.ok(&["delete", "one0"]).await);
+        let deleted = committed_version(&c.ok(&["master-slave", "delete", "one0"]).await);
         assert!(deleted > last);
         let rows = c.converged(deleted).await;
         assert_eq!(rows[0].version, Some(9));

@@ -25,7 +25,7 @@ use std::time::Duration;
 #[command(
     name = "replicore",
     version,
-    about = "Master/slave data replication driven by model-checked actors"
+    about = "Four data-replication protocols driven by model-checked actors: replicore <protocol> <verb>"
 )]
 struct Cli {
     #[command(flatten)]
@@ -66,6 +66,44 @@ struct ClusterArgs {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Protocol 1, master/slave replication: `master`, `slave`, `put`, `delete`, `rollback`,
+    /// `get`, `status`, `check-trace` (also at the top level, as before).
+    MasterSlave {
+        #[command(subcommand)]
+        command: MasterSlaveCommand,
+    },
+    /// Protocol 2, failover approver: `serve --id N`, `put`, `delete`, `get`, `status`
+    /// (node 0 is the master, node 1 the backup: the cluster file's first slave).
+    Failover {
+        #[command(subcommand)]
+        command: failover::FailoverCommand,
+    },
+    /// Protocol 3, knowledge sync: replica-put/-delete/-show, export-bundle, import-bundle,
+    /// replica-serve, sync (also at the top level, as before).
+    KnowledgeSync {
+        #[command(subcommand)]
+        command: knowledge::KnowledgeCommand,
+    },
+    /// Protocol 4, stage-ordered peer sync: `peer`, `insert`, `remove`, `show`.
+    StageSync {
+        #[command(subcommand)]
+        command: stage_sync::StageCommand,
+    },
+    /// A master and two slaves in this process on 127.0.0.1, a short workload, convergence.
+    Demo {
+        /// How many one-phase updates to run.
+        #[arg(long, default_value_t = 10)]
+        updates: u32,
+    },
+    #[command(flatten)]
+    MasterSlaveAlias(MasterSlaveCommand),
+    #[command(flatten)]
+    KnowledgeAlias(knowledge::KnowledgeCommand),
+}
+
+/// `replicore master-slave <verb>`.
+#[derive(Debug, Subcommand)]
+enum MasterSlaveCommand {
     /// Run the master node.
     Master {
         /// The data directory.
@@ -126,25 +164,6 @@ enum Command {
     CheckTrace {
         /// The directory the nodes recorded their traces in (`--trace-dir`).
         dir: PathBuf,
-    },
-    #[command(flatten)]
-    Knowledge(knowledge::KnowledgeCommand),
-    /// Protocol 2, failover approver: `serve --id N`, `put`, `delete`, `get`, `status`
-    /// (node 0 is the master, node 1 the backup: the cluster file's first slave).
-    Failover {
-        #[command(subcommand)]
-        command: failover::FailoverCommand,
-    },
-    /// Stage-ordered peer sync (protocol 4): run a peer, edit or show the shared document.
-    StageSync {
-        #[command(subcommand)]
-        command: stage_sync::StageCommand,
-    },
-    /// A master and two slaves in this process on 127.0.0.1, a short workload, convergence.
-    Demo {
-        /// How many one-phase updates to run.
-        #[arg(long, default_value_t = 10)]
-        updates: u32,
     },
 }
 
@@ -310,7 +329,10 @@ fn main() -> ExitCode {
     };
     // Nodes log their life; clients and the demo (whose output is its story) only warnings.
     let node_command = match &cli.command {
-        Command::Master { .. } | Command::Slave { .. } => true,
+        Command::MasterSlave { command } | Command::MasterSlaveAlias(command) => matches!(
+            command,
+            MasterSlaveCommand::Master { .. } | MasterSlaveCommand::Slave { .. }
+        ),
         Command::Failover { command } => command.is_server(),
         _ => false,
     };
@@ -348,58 +370,66 @@ fn one_line(e: &anyhow::Error) -> String {
 }
 
 async fn run(cli: Cli) -> Result<()> {
-    if let Command::Demo { updates } = cli.command {
-        return demo(updates).await;
+    match cli.command {
+        Command::Demo { updates } => demo(updates).await,
+        Command::MasterSlave { command } | Command::MasterSlaveAlias(command) => {
+            master_slave(command, &cli.cluster).await
+        }
+        Command::KnowledgeSync { command } | Command::KnowledgeAlias(command) => {
+            let cluster = if command.needs_cluster() {
+                let c = Cluster::from_args(&cli.cluster)?;
+                Some((c.cluster_id, c.key.into_bytes()))
+            } else {
+                None
+            };
+            print!("{}", knowledge::run(command, cluster).await?);
+            Ok(())
+        }
+        Command::StageSync { command } => {
+            let c = Cluster::from_args(&cli.cluster)?;
+            print!(
+                "{}",
+                stage_sync::run(command, c.cluster_id, c.key.into_bytes()).await?
+            );
+            Ok(())
+        }
+        Command::Failover { command } => {
+            let cluster = Cluster::from_args(&cli.cluster)?;
+            let servers = std::iter::once(cluster.master()?.to_string())
+                .chain(cluster.slaves.iter().cloned())
+                .collect();
+            let failover = failover::FailoverCluster {
+                cluster_id: cluster.cluster_id,
+                key: cluster.key.clone().into_bytes(),
+                servers,
+                heartbeat_ms: cluster.heartbeat_ms,
+                max_frame_bytes: cluster
+                    .max_frame_bytes
+                    .unwrap_or(replicore_runtime::runtime::codec::MAX_FRAME_BYTES_DEFAULT),
+            };
+            print!("{}", failover::run(command, failover).await?);
+            Ok(())
+        }
     }
-    if let Command::CheckTrace { dir } = &cli.command {
+}
+
+/// Runs a protocol-1 command.
+async fn master_slave(command: MasterSlaveCommand, args: &ClusterArgs) -> Result<()> {
+    if let MasterSlaveCommand::CheckTrace { dir } = &command {
         let report = replicore_runtime::master_slave::conformance::check_dir(dir)?;
         println!("{report}");
         return Ok(());
     }
-    if let Command::Knowledge(k) = cli.command {
-        let cluster = if k.needs_cluster() {
-            let c = Cluster::from_args(&cli.cluster)?;
-            Some((c.cluster_id, c.key.into_bytes()))
-        } else {
-            None
-        };
-        print!("{}", knowledge::run(k, cluster).await?);
-        return Ok(());
-    }
-    if let Command::StageSync { command } = cli.command {
-        let c = Cluster::from_args(&cli.cluster)?;
-        print!(
-            "{}",
-            stage_sync::run(command, c.cluster_id, c.key.into_bytes()).await?
-        );
-        return Ok(());
-    }
-    let cluster = Cluster::from_args(&cli.cluster)?;
-    if let Command::Failover { command } = cli.command {
-        let servers = std::iter::once(cluster.master()?.to_string())
-            .chain(cluster.slaves.iter().cloned())
-            .collect();
-        let failover = failover::FailoverCluster {
-            cluster_id: cluster.cluster_id,
-            key: cluster.key.clone().into_bytes(),
-            servers,
-            heartbeat_ms: cluster.heartbeat_ms,
-            max_frame_bytes: cluster
-                .max_frame_bytes
-                .unwrap_or(replicore_runtime::runtime::codec::MAX_FRAME_BYTES_DEFAULT),
-        };
-        print!("{}", failover::run(command, failover).await?);
-        return Ok(());
-    }
-    match cli.command {
-        Command::Master { data_dir, listen } => {
+    let cluster = Cluster::from_args(args)?;
+    match command {
+        MasterSlaveCommand::Master { data_dir, listen } => {
             let listen = match listen {
                 Some(l) => l,
                 None => cluster.master()?.to_string(),
             };
             serve(cluster.node_config(MASTER_ID, data_dir, listen)).await
         }
-        Command::Slave {
+        MasterSlaveCommand::Slave {
             id,
             data_dir,
             listen,
@@ -430,19 +460,19 @@ async fn run(cli: Cli) -> Result<()> {
             };
             serve(cluster.node_config(id, data_dir, listen)).await
         }
-        Command::Put { key, value, update } => {
+        MasterSlaveCommand::Put { key, value, update } => {
             let mut c = cluster.client(MASTER_ID, update.client_id).await?;
             let r = c
                 .put(&key, value.as_bytes(), update.mode(), update.wait())
                 .await;
             report_update(&c, r)
         }
-        Command::Delete { key, update } => {
+        MasterSlaveCommand::Delete { key, update } => {
             let mut c = cluster.client(MASTER_ID, update.client_id).await?;
             let r = c.delete(&key, update.mode(), update.wait()).await;
             report_update(&c, r)
         }
-        Command::Rollback { client_id, req } => {
+        MasterSlaveCommand::Rollback { client_id, req } => {
             let mut c = cluster.client(MASTER_ID, Some(client_id)).await?;
             match c.rollback(req, Duration::from_secs(10)).await {
                 Err(replicore_runtime::master_slave::client::ClientError::Update(
@@ -457,7 +487,7 @@ async fn run(cli: Cli) -> Result<()> {
                 Err(e) => Err(e).context(format!("rollback of request {req} failed")),
             }
         }
-        Command::Get { key, node } => {
+        MasterSlaveCommand::Get { key, node } => {
             let mut c = cluster.client(node, None).await?;
             let (version, value) = c
                 .get(key.as_bytes())
@@ -471,14 +501,8 @@ async fn run(cli: Cli) -> Result<()> {
                 None => bail!("key {key:?} not found on node {node} (version {version})"),
             }
         }
-        Command::Status => status(&cluster).await,
-        Command::Demo { .. }
-        | Command::CheckTrace { .. }
-        | Command::Knowledge(_)
-        | Command::Failover { .. }
-        | Command::StageSync { .. } => {
-            unreachable!("handled above")
-        }
+        MasterSlaveCommand::Status => status(&cluster).await,
+        MasterSlaveCommand::CheckTrace { .. } => unreachable!("handled above"),
     }
 }
 
