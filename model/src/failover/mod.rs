@@ -27,7 +27,7 @@ pub mod model;
 pub mod msg;
 pub mod node;
 
-pub use client::{ClientState, FailoverClient};
+pub use client::{ClientState, FailoverClient, Rules, SubmitClient, SubmitMsg, SubmitState};
 pub use model::{FailoverConfig, Member, MemberState};
 pub use msg::{Answer, ClientOp, Entry, Epoch, Msg, OpNumber, Timer, UpdateId};
 pub use node::{FailoverNode, NodeState, NodeStorage, Pending, Role, Timing};
