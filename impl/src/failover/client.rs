@@ -10,11 +10,12 @@ use crate::runtime::transport::{self, TransportError};
 use futures::{SinkExt, StreamExt};
 use replicore_model::failover::msg::{BACKUP, MASTER};
 use replicore_model::failover::{
-    Answer, ClientOp, ClientState, FailoverClient, Msg, Timer, Timing, Variant,
+    Answer, ClientOp, Rules, SubmitClient, SubmitMsg, SubmitState, Timer, Timing, Variant,
 };
 use replicore_model::store::{Kv, KvOp, Version};
 use stateright::actor::{Actor, Command, Id, Out};
 use std::borrow::Cow;
+use std::marker::PhantomData;
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
@@ -54,19 +55,25 @@ pub enum FailoverClientError {
     Codec(#[from] codec::CodecError),
 }
 
+/// The id the client's application speaks as, to the client actor.
+const APP: usize = usize::MAX;
+
+/// The client actor on the runtime's key-value store.
+type ClientActor = SubmitClient<String, Vec<u8>>;
+
 /// A client of a protocol-2 cluster that fails over by itself: it runs the model's
-/// [`FailoverClient`] actor (ask the node that last answered; on no answer within the retry
-/// period, ask the other one and, asking the backup, say the master is unable).
+/// [`SubmitClient`] actor (ask the node that last answered; on no answer within the retry
+/// period, ask the other one and, asking the backup, say the master is unable), and hands
+/// it each operation as its next input.
 pub struct Client {
     identity: Identity,
     master: String,
     backup: String,
     max_frame_bytes: usize,
-    timing: Timing,
-    /// The server that answered last (where the next operation goes first).
-    preferred: Id,
-    /// Operations issued so far (the next one is numbered `issued + 1`).
-    issued: u64,
+    actor: ClientActor,
+    state: SubmitState<String, Vec<u8>>,
+    /// When the actor's retry timer fires.
+    retry_at: Option<tokio::time::Instant>,
     conns: [Option<Framed<TcpStream, LengthDelimitedCodec>>; 2],
 }
 
@@ -74,18 +81,31 @@ impl Client {
     /// A client of the cluster whose master and backup are at these addresses, with a fresh
     /// random client id.
     pub fn new(master: &str, backup: &str, cluster_id: u64, key: &[u8], timing: Timing) -> Self {
-        Client {
-            identity: Identity {
-                cluster_id,
-                node_id: random_client_id(),
-                key: key.to_vec(),
+        let identity = Identity {
+            cluster_id,
+            node_id: random_client_id(),
+            key: key.to_vec(),
+        };
+        let actor = SubmitClient {
+            rules: Rules {
+                variant: Variant::Fenced,
+                master: Id::from(MASTER),
+                backup: Id::from(BACKUP),
+                timing,
             },
+            first_op: 0,
+            store: PhantomData,
+        };
+        let mut out = Out::new();
+        let state = actor.on_start(Id::from(identity.node_id as usize), &None, &mut out);
+        Client {
+            identity,
             master: master.to_string(),
             backup: backup.to_string(),
             max_frame_bytes: codec::MAX_FRAME_BYTES_DEFAULT,
-            timing,
-            preferred: Id::from(MASTER),
-            issued: 0,
+            actor,
+            state,
+            retry_at: None,
             conns: [None, None],
         }
     }
@@ -147,7 +167,7 @@ impl Client {
         if self.conns[slot].is_none() {
             let addr = self.addr(to).to_string();
             let connect = transport::connect(&addr, &self.identity);
-            match tokio::time::timeout(self.timing.retry.start, connect).await {
+            match tokio::time::timeout(self.actor.rules.timing.retry.start, connect).await {
                 Ok(Ok((mut io, _))) => {
                     *io.codec_mut() = codec::frame_codec(self.max_frame_bytes);
                     self.conns[slot] = Some(io);
@@ -196,98 +216,79 @@ impl Client {
         }
     }
 
-    /// Carries out the client actor's commands: sends, and the retry deadline.
-    async fn execute(
+    /// Runs one step of the client actor and carries out its commands: sends to the
+    /// servers, the retry deadline; returns the answer it gave the application, if any.
+    async fn step(
         &mut self,
-        out: Out<FailoverClient<String, Vec<u8>>>,
-        deadline: &mut Option<tokio::time::Instant>,
-    ) {
+        f: impl FnOnce(&ClientActor, Id, &mut Cow<SubmitState<String, Vec<u8>>>, &mut Out<ClientActor>),
+    ) -> Option<Answer<Vec<u8>>> {
+        let me = Id::from(self.identity.node_id as usize);
+        let mut out = Out::new();
+        {
+            let mut cow = Cow::Borrowed(&self.state);
+            f(&self.actor, me, &mut cow, &mut out);
+            if let Cow::Owned(next) = cow {
+                self.state = next;
+            }
+        }
+        let mut answered = None;
         for c in out {
             match c {
-                Command::Send(to, msg) => self.send(to, msg).await,
+                Command::Send(to, SubmitMsg::Server(msg)) => self.send(to, msg).await,
+                Command::Send(_, SubmitMsg::Answered { answer, .. }) => answered = Some(answer),
                 Command::SetTimer(Timer::Retry, range) => {
-                    *deadline = Some(tokio::time::Instant::now() + range.start)
+                    self.retry_at = Some(tokio::time::Instant::now() + range.start)
                 }
-                Command::CancelTimer(_) => *deadline = None,
+                Command::CancelTimer(Timer::Retry) => self.retry_at = None,
                 _ => {}
             }
         }
+        answered
     }
 
     /// Runs one operation through the model's client actor until it is answered or
-    /// `within` has passed.
+    /// `within` has passed (then the actor gives it up: its outcome is unknown).
     async fn request(
         &mut self,
         op: ClientOp<String, Vec<u8>>,
         within: Duration,
     ) -> Result<Answer<Vec<u8>>, FailoverClientError> {
-        // The actor numbers operations by script index: a script whose earlier entries
-        // stand for the operations already issued continues the numbering, so servers tell
-        // a new operation from a retry.
-        let mut script = vec![ClientOp::Read(String::new()); self.issued as usize];
-        script.push(op);
-        let actor = FailoverClient {
-            variant: Variant::Fenced,
-            master: Id::from(MASTER),
-            backup: Id::from(BACKUP),
-            script,
-            timing: self.timing.clone(),
-        };
-        let me = Id::from(self.identity.node_id as usize);
-        let mut state: Cow<ClientState> = Cow::Owned(ClientState {
-            next: self.issued as usize,
-            target: self.preferred,
-        });
-        let mut deadline = None;
-        let mut out = Out::new();
-        // `on_start` would begin at operation 1: send this operation the way it does.
-        let mut first: Cow<ClientState> = Cow::Owned(ClientState {
-            next: state.next,
-            target: other(self.preferred),
-        });
-        actor.on_timeout(me, &mut first, &Timer::Retry, &mut out);
-        self.execute(out, &mut deadline).await;
+        let app = Id::from(APP);
+        let submit = SubmitMsg::Submit(op);
+        if let Some(answer) = self
+            .step(|a, me, st, o| a.on_msg(me, st, app, submit, o))
+            .await
+        {
+            return Ok(answer);
+        }
         let give_up = tokio::time::Instant::now() + within;
         loop {
-            let retry = deadline.unwrap_or(give_up).min(give_up);
+            let wake = self.retry_at.unwrap_or(give_up).min(give_up);
             tokio::select! {
-                _ = tokio::time::sleep_until(retry) => {
+                _ = tokio::time::sleep_until(wake) => {
                     if tokio::time::Instant::now() >= give_up {
-                        self.issued += 1;
+                        self.step(|a, me, st, o| a.on_msg(me, st, app, SubmitMsg::GiveUp, o))
+                            .await;
                         return Err(FailoverClientError::NoAnswer {
                             ms: within.as_millis(),
                             master: self.master.clone(),
                             backup: self.backup.clone(),
                         });
                     }
-                    let mut out = Out::new();
-                    actor.on_timeout(me, &mut state, &Timer::Retry, &mut out);
-                    self.execute(out, &mut deadline).await;
+                    self.retry_at = None;
+                    self.step(|a, me, st, o| a.on_timeout(me, st, &Timer::Retry, o)).await;
                 }
                 got = self.recv() => {
                     let Some((src, msg)) = got else { continue };
-                    let answer = match &msg {
-                        Msg::Reply { op, answer, .. } if *op == self.issued + 1 => answer.clone(),
-                        _ => continue,
-                    };
-                    let mut out = Out::new();
-                    actor.on_msg(me, &mut state, src, msg, &mut out);
-                    if state.next as u64 > self.issued {
-                        self.issued += 1;
-                        self.preferred = state.target;
+                    let msg = SubmitMsg::Server(msg);
+                    if let Some(answer) =
+                        self.step(|a, me, st, o| a.on_msg(me, st, src, msg, o)).await
+                    {
                         return Ok(answer);
                     }
                 }
             }
         }
-    }
-}
-
-fn other(id: Id) -> Id {
-    if usize::from(id) == MASTER {
-        Id::from(BACKUP)
-    } else {
-        Id::from(MASTER)
     }
 }
 
