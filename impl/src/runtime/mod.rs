@@ -7,11 +7,13 @@
 //! - [`storage`]: the redb database, [`storage::UserStore`] (plug your own user layer).
 //! - [`faults`]: the fault-injecting layer between the driver and the connections.
 //! - [`memnet`]: an in-memory network with injected faults, for tests.
-//! - [`trace`]: trace recording, for trace conformance.
+//! - [`trace`]: trace recording; [`conformance`]: reading traces and replaying each node's
+//!   steps through its actor.
 //! - [`config`]: the TOML cluster file.
 
 pub mod codec;
 pub mod config;
+pub mod conformance;
 pub mod driver;
 pub mod faults;
 pub mod handshake;
