@@ -100,10 +100,12 @@ pub struct PeerState<V: Payload> {
     pub journal: Vec<Entry<V>>,
     /// Messages held for a later stage or another previous operation, or that lost their
     /// stage (claims 10, 15): at most one per stage (claim 11).
+    #[serde(with = "pairs")]
     pub waiting: BTreeMap<OpId, Sync<V>>,
     /// Undone operations waiting to be executed again (claim 14), and messages that left the
     /// waiting list for a higher-priority one of the same stage pair (claim 11). Between
     /// steps it holds other peers' operations only.
+    #[serde(with = "pairs")]
     pub redo: BTreeMap<OpId, Sync<V>>,
     /// Operations this peer originated.
     pub issued: u32,
@@ -113,6 +115,30 @@ pub struct PeerState<V: Payload> {
     pub reports: BTreeMap<PeerId, Report>,
     /// The last report this peer sent.
     pub report: Option<Report>,
+}
+
+/// A map keyed by a struct, serialized as a sequence of pairs: the same bytes in postcard
+/// (a length, then the pairs), and encodable in formats whose map keys are strings (the
+/// runtime's JSON traces).
+mod pairs {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::collections::BTreeMap;
+
+    pub fn serialize<K: Serialize, V: Serialize, S: Serializer>(
+        map: &BTreeMap<K, V>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_seq(map.iter())
+    }
+
+    pub fn deserialize<'de, K, V, D>(d: D) -> Result<BTreeMap<K, V>, D::Error>
+    where
+        K: Deserialize<'de> + Ord,
+        V: Deserialize<'de>,
+        D: Deserializer<'de>,
+    {
+        Ok(Vec::<(K, V)>::deserialize(d)?.into_iter().collect())
+    }
 }
 
 impl<V: Payload> Default for PeerState<V> {
