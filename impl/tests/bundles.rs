@@ -211,3 +211,42 @@ fn the_cli_exports_imports_and_refuses_a_truncated_bundle_in_one_line() {
     let (_, after, _) = run(&["replica-show", "--data-dir", b, "--replica", "2"]);
     assert_eq!(after, shown);
 }
+
+#[tokio::test]
+async fn a_traced_bundle_exchange_replays_through_the_replica_actor() {
+    let dir = tempfile::tempdir().unwrap();
+    let traces = dir.path().join("trace");
+    let open = |id: u64| {
+        let dir = dir.path().join(format!("r{id}"));
+        let traces = traces.clone();
+        async move {
+            LocalReplica::open_traced(&dir, id, ConflictPolicy::default(), Some(&traces))
+                .await
+                .unwrap()
+        }
+    };
+    let (mut a, mut b) = (open(0).await, open(1).await);
+    a.write("k", Some("a")).await.unwrap();
+    b.write("k", Some("b")).await.unwrap();
+    let ab = export(&mut a, dir.path(), "ab.bundle").await;
+    let ba = export(&mut b, dir.path(), "ba.bundle").await;
+    assert_eq!(b.import_bundle(&ab).await.unwrap().conflicts, 1);
+    a.import_bundle(&ba).await.unwrap();
+    drop((a, b));
+    // A later command on a replica is its next incarnation, from its last save.
+    let mut a = open(0).await;
+    a.import_bundle(&ba).await.unwrap();
+    drop(a);
+    let report =
+        replicore_runtime::knowledge::check_trace(&traces).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((report.nodes, report.restarts), (2, 1), "{report}");
+    assert!(report.inputs >= 7, "{report}");
+    // A recorded import whose outcome differs from the actor's is caught.
+    let file = traces.join("node-1.0.jsonl");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let altered = text.replace("\"conflicts\":1", "\"conflicts\":0");
+    assert_ne!(altered, text);
+    std::fs::write(&file, altered).unwrap();
+    let err = replicore_runtime::knowledge::check_trace(&traces).unwrap_err();
+    assert!(err.to_string().contains("commands are not"), "{err}");
+}

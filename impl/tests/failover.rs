@@ -130,6 +130,8 @@ impl Cluster {
             .arg(&self.config)
             .args(["failover", "serve", "--id", &id.to_string(), "--data-dir"])
             .arg(self.dir.path().join(format!("data{id}")))
+            .arg("--trace-dir")
+            .arg(self.dir.path().join("trace"))
             .stdout(out)
             .stderr(err)
             .env("RUST_LOG", "info")
@@ -324,6 +326,20 @@ async fn a_master_killed_under_load_fails_over_without_losing_an_acknowledged_up
         let out = c.cli(&["failover", "status"]);
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         assert!(text.contains("role slave  epoch 1  version 42"), "{text}");
+        // Every step of both servers, the killed master's incarnation and its restart
+        // included, replays through the model's server actor with exactly its commands.
+        let trace = c.dir.path().join("trace");
+        let out = c.cli(&[
+            "failover",
+            "check-trace",
+            trace.to_str().expect("utf-8 path"),
+        ]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{out:?}");
+        assert!(
+            text.starts_with("conforms:") && text.contains("1 restarts"),
+            "{text}"
+        );
     })
     .await
     .expect("bounded");

@@ -43,6 +43,7 @@ async fn start(
         key: KEY.to_vec(),
         data_dir: dir.join(format!("p{id}")),
         faults: plan,
+        trace_dir: Some(dir.join("trace")),
     })
     .await
     .expect("the peer starts")
@@ -117,6 +118,18 @@ async fn three_peers_editing_concurrently_under_delay_and_reordering_converge() 
     for p in peers {
         p.shutdown().await.unwrap();
     }
+    // Every step each peer took is a step of the model's actor, with exactly the commands
+    // recorded, and every message a peer received was sent to it with that content.
+    let traces = dir.path().join("trace");
+    let report = stage_sync::check_trace(&traces).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(report.nodes, 3);
+    assert!(report.deliveries > 18 && report.inputs > 18, "{report}");
+    // A peer whose recorded operation differs from what the others received is caught.
+    let file = traces.join("node-0.0.jsonl");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, text.replace("\"p0-0\"", "\"p0-X\"")).unwrap();
+    let err = stage_sync::check_trace(&traces).unwrap_err();
+    assert!(err.to_string().contains("no send"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -156,6 +169,20 @@ async fn a_restarted_peer_keeps_its_document_and_catches_up() {
     assert_eq!(after[0].items, vec!["a", "b", "c"]);
     p0.shutdown().await.unwrap();
     p1.shutdown().await.unwrap();
+    // The restarted peer loaded exactly its last save.
+    let traces = dir.path().join("trace");
+    let report = stage_sync::check_trace(&traces).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(report.restarts, 1, "{report}");
+    // A restart that loads anything else is caught.
+    let file = traces.join("node-1.1.jsonl");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    let start = lines[1].replace("\"b\"", "\"z\"");
+    assert_ne!(start, lines[1], "the start line holds the saved document");
+    lines[1] = &start;
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    let err = stage_sync::check_trace(&traces).unwrap_err();
+    assert!(err.to_string().contains("not the last save"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

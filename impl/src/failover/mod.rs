@@ -18,5 +18,6 @@ mod server;
 
 pub use client::{Client, FailoverClientError, digest, role_of};
 pub use server::{
-    FailoverServer, Server, ServerConfig, ServerView, Storage, WireMsg, server_actor,
+    FailoverServer, Server, ServerConfig, ServerError, ServerView, Storage, TraceMeta, WireMsg,
+    check_trace, server_actor,
 };

@@ -1,14 +1,16 @@
 //! Protocol 2's servers: the model's `FailoverNode` on the generic driver, over TCP and redb.
 
 use crate::runtime::codec::{Query, Reply};
+use crate::runtime::conformance::{self, ConformanceError, Replayed};
 use crate::runtime::driver::{Driver, DriverError, DriverOptions, Router};
 use crate::runtime::handshake::Identity;
 use crate::runtime::node_loop::{self, Host, INBOX_INPUTS};
 use crate::runtime::storage::{Disk, Durable, KvStore};
 use crate::runtime::storage::{StorageError, digest_of};
+use crate::runtime::trace::{TraceError, Tracer};
 use crate::runtime::transport::{self, Link};
 use replicore_model::failover::msg::{BACKUP, MASTER};
-use replicore_model::failover::{FailoverNode, Msg, NodeStorage, Role, Timing, Variant};
+use replicore_model::failover::{FailoverNode, Msg, NodeStorage, Role, Timer, Timing, Variant};
 use replicore_model::store::Version;
 use stateright::actor::{Actor, Id};
 use std::net::SocketAddr;
@@ -62,6 +64,9 @@ pub enum ServerError {
     /// The config is inconsistent.
     #[error("invalid config: {0}")]
     Config(&'static str),
+    /// The trace could not be created.
+    #[error(transparent)]
+    Trace(#[from] TraceError),
     /// The server task panicked or was aborted.
     #[error("server task failed: {0}")]
     Task(String),
@@ -86,6 +91,32 @@ pub struct ServerConfig {
     pub max_frame_bytes: usize,
     /// Timer durations.
     pub timing: Timing,
+    /// Where to record this server's trace (`crate::runtime::trace`); `None` records nothing.
+    pub trace_dir: Option<PathBuf>,
+}
+
+/// What a failover server records in its trace header: enough to rebuild its actor.
+#[derive(Clone, Debug, serde::Deserialize, Eq, PartialEq, serde::Serialize)]
+pub struct TraceMeta {
+    /// How many servers the cluster has.
+    pub servers: usize,
+}
+
+/// Replays the traces in `dir` through each server's actor
+/// ([`crate::runtime::conformance::replay`]).
+pub fn check_trace(dir: &std::path::Path) -> Result<Replayed, ConformanceError> {
+    let nodes = conformance::read_dir::<WireMsg, Timer, Storage>(dir)?;
+    conformance::replay(&nodes, |node, header| {
+        let meta: TraceMeta = serde_json::from_value(header.meta.clone())
+            .map_err(|e| format!("node {node}: header meta: {e}"))?;
+        if node as usize >= meta.servers {
+            return Err(format!(
+                "node {node} is not one of {} servers",
+                meta.servers
+            ));
+        }
+        Ok(server_actor(node, meta.servers, Timing::default()))
+    })
 }
 
 /// What `status` shows of a server.
@@ -169,12 +200,23 @@ impl FailoverServer {
             max_frame_bytes: config.max_frame_bytes,
             ..DriverOptions::default()
         };
-        let driver = Driver::start(
+        let tracer = match &config.trace_dir {
+            Some(dir) => {
+                let meta = serde_json::to_value(TraceMeta {
+                    servers: config.servers.len(),
+                })
+                .unwrap_or_default();
+                Some(Tracer::create(dir, config.node_id, meta)?)
+            }
+            None => None,
+        };
+        let driver = Driver::start_traced(
             actor,
             Id::from(config.node_id as usize),
             disk,
             router.clone(),
             options,
+            tracer,
         )
         .await?;
         let (inbox_tx, inbox_rx) = mpsc::channel(INBOX_INPUTS);

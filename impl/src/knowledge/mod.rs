@@ -25,4 +25,5 @@ pub use replica::{
     APP, Actor, ItemRows, LocalReplica, MAX_REPLICA_ID, Msg, ReplicaError, STEP_FRAMES_MAX,
     STORAGE_CLUSTER,
 };
+pub use replica::{TraceMeta, check_trace};
 pub use replicore_model::knowledge::ImportReport;

@@ -96,12 +96,12 @@ impl Conn {
     /// Writes what the last step addressed to the peer, as the driver encoded it.
     async fn flush(&mut self, io: &mut Io, report: &mut SyncReport) -> Result<(), SyncError> {
         while let Ok(frame) = self.frames.try_recv() {
-            match codec::decode::<Frame<Msg>>(&frame) {
-                Ok(Frame::Actor(AppMsg::Peer(SyncMsg::ConveyChanges { .. }))) => report.sent += 1,
-                Ok(Frame::Actor(AppMsg::Peer(SyncMsg::ConveyKnowledge { .. }))) => {
-                    report.learned = true
+            if let Ok(Frame::Actor(m) | Frame::Traced(_, m)) = codec::decode::<Frame<Msg>>(&frame) {
+                match m {
+                    AppMsg::Peer(SyncMsg::ConveyChanges { .. }) => report.sent += 1,
+                    AppMsg::Peer(SyncMsg::ConveyKnowledge { .. }) => report.learned = true,
+                    _ => {}
                 }
-                _ => {}
             }
             io.send(frame).await.map_err(|e| SyncError::Connection {
                 peer: self.peer,
@@ -130,8 +130,9 @@ async fn exchange(
             peer,
             detail: e.to_string(),
         })?;
-        let msg = match codec::decode::<Frame<Msg>>(&frame) {
-            Ok(Frame::Actor(AppMsg::Peer(m)) | Frame::Traced(_, AppMsg::Peer(m))) => m,
+        let (send, msg) = match codec::decode::<Frame<Msg>>(&frame) {
+            Ok(Frame::Actor(AppMsg::Peer(m))) => (None, m),
+            Ok(Frame::Traced(send, AppMsg::Peer(m))) => (Some(send), m),
             // A peer speaks the seed's messages only: never its application's inputs.
             Ok(_) => {
                 tracing::warn!(peer, "ignored a message that is not a sync message");
@@ -149,7 +150,7 @@ async fn exchange(
             SyncMsg::ConveyKnowledge { .. } => peer_learned = true,
             _ => {}
         }
-        replica.deliver(peer, AppMsg::Peer(msg)).await?;
+        replica.deliver(peer, send, AppMsg::Peer(msg)).await?;
         conn.flush(io, &mut report).await?;
     }
     Ok(report)

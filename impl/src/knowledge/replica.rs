@@ -8,12 +8,14 @@
 
 use crate::knowledge::bundle::{BundleError, BundleFile, BundleMsg};
 use crate::runtime::codec::{self, Frame};
+use crate::runtime::conformance::{self, ConformanceError, Replayed};
 use crate::runtime::driver::{Driver, DriverError, DriverOptions, Router};
 use crate::runtime::storage::{Disk, Durable, Rows, StorageError, map_rows};
+use crate::runtime::trace::{SendId, TraceError, Tracer};
 use bytes::Bytes;
 use replicore_model::knowledge::{
     AppMsg, AppReplica, Change, ChangeId, ConflictPolicy, ImportReport, Replica, ReplicaData,
-    ReplicaId,
+    ReplicaId, Timer,
 };
 use stateright::actor::Id;
 use std::collections::BTreeMap;
@@ -48,6 +50,9 @@ pub enum ReplicaError {
     /// The data directory could not be opened (another replica's, or not ours).
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// The trace could not be created.
+    #[error(transparent)]
+    Trace(#[from] TraceError),
     /// A save could not be made durable.
     #[error(transparent)]
     Driver(#[from] DriverError),
@@ -115,6 +120,44 @@ impl Durable for ReplicaData<String, String> {
     }
 }
 
+/// The actor of a replica resolving conflicts by `policy`.
+fn replica_actor(policy: ConflictPolicy) -> Actor {
+    AppReplica {
+        replica: Replica {
+            peers: vec![],
+            advertise_to: vec![],
+            edits: vec![],
+            filter: None,
+            policy,
+            two_way: false,
+            cancel: false,
+            purge: false,
+            max_sessions: u64::MAX,
+            mutant: None,
+        },
+    }
+}
+
+/// What a replica records in its trace header: enough to rebuild its actor.
+#[derive(Clone, Debug, serde::Deserialize, Eq, PartialEq, serde::Serialize)]
+pub struct TraceMeta {
+    /// Its conflict policy (`ConflictPolicy::name`).
+    pub policy: String,
+}
+
+/// Replays the traces in `dir` through each replica's actor
+/// ([`crate::runtime::conformance::replay`]); every command run is an incarnation.
+pub fn check_trace(dir: &Path) -> Result<Replayed, ConformanceError> {
+    let nodes = conformance::read_dir::<Msg, Timer, ReplicaData<String, String>>(dir)?;
+    conformance::replay(&nodes, |node, header| {
+        let meta: TraceMeta = serde_json::from_value(header.meta.clone())
+            .map_err(|e| format!("replica {node}: header meta: {e}"))?;
+        let policy = ConflictPolicy::from_name(&meta.policy)
+            .ok_or_else(|| format!("replica {node}: unknown policy {}", meta.policy))?;
+        Ok(replica_actor(policy))
+    })
+}
+
 /// One replica of protocol 3 with its data on disk.
 pub struct LocalReplica {
     driver: Driver<Actor>,
@@ -136,6 +179,16 @@ impl LocalReplica {
         id: ReplicaId,
         policy: ConflictPolicy,
     ) -> Result<Self, ReplicaError> {
+        Self::open_traced(dir, id, policy, None).await
+    }
+
+    /// [`LocalReplica::open`], recording this incarnation's steps in `trace_dir` when given.
+    pub async fn open_traced(
+        dir: &Path,
+        id: ReplicaId,
+        policy: ConflictPolicy,
+        trace_dir: Option<&Path>,
+    ) -> Result<Self, ReplicaError> {
         if id > MAX_REPLICA_ID {
             return Err(ReplicaError::BadId(id));
         }
@@ -143,29 +196,27 @@ impl LocalReplica {
         let disk = tokio::task::spawn_blocking(move || Disk::open(&dir, STORAGE_CLUSTER, id))
             .await
             .map_err(|e| StorageError::Task(e.to_string()))??;
-        let actor = AppReplica {
-            replica: Replica {
-                peers: vec![],
-                advertise_to: vec![],
-                edits: vec![],
-                filter: None,
-                policy,
-                two_way: false,
-                cancel: false,
-                purge: false,
-                max_sessions: u64::MAX,
-                mutant: None,
-            },
+        let actor = replica_actor(policy);
+        let tracer = match trace_dir {
+            Some(dir) => {
+                let meta = serde_json::to_value(TraceMeta {
+                    policy: policy.name().to_string(),
+                })
+                .unwrap_or_default();
+                Some(Tracer::create(dir, id, meta)?)
+            }
+            None => None,
         };
         let router = Router::default();
         let (tx, answers) = mpsc::channel(STEP_FRAMES_MAX);
         router.register(actor_id(APP), tx);
-        let driver = Driver::start(
+        let driver = Driver::start_traced(
             actor,
             actor_id(id),
             disk,
             router.clone(),
             DriverOptions::default(),
+            tracer,
         )
         .await?;
         Ok(LocalReplica {
@@ -196,15 +247,21 @@ impl LocalReplica {
         &self.router
     }
 
-    /// Delivers `msg` from `src` to the actor: one step, saved before its messages leave.
-    pub(crate) async fn deliver(&mut self, src: ReplicaId, msg: Msg) -> Result<(), ReplicaError> {
-        self.driver.on_msg(actor_id(src), msg).await?;
+    /// Delivers `msg` from `src`, sent by the traced send `send` if known, to the actor: one
+    /// step, saved before its messages leave.
+    pub(crate) async fn deliver(
+        &mut self,
+        src: ReplicaId,
+        send: Option<SendId>,
+        msg: Msg,
+    ) -> Result<(), ReplicaError> {
+        self.driver.on_msg_traced(actor_id(src), send, msg).await?;
         Ok(())
     }
 
     /// Runs one application input and returns what the actor sent the application.
     async fn ask(&mut self, msg: Msg) -> Result<Vec<Msg>, ReplicaError> {
-        self.deliver(APP, msg).await?;
+        self.deliver(APP, None, msg).await?;
         let mut answers = Vec::new();
         while let Ok(frame) = self.answers.try_recv() {
             // Encoded by this very process, so it decodes; a failure is skipped all the same.

@@ -1,10 +1,25 @@
-//! Trace conformance, the generic part: reading a run's traces ([`read_dir`]) and the errors
-//! of a replay. Protocol 1 replays the merged run through its whole checked model
-//! (`crate::master_slave::conformance`).
+//! Trace conformance, the generic part: reading a run's traces ([`read_dir`]), and replaying
+//! each node's steps through its own actor ([`replay`]). Protocol 1 replays the merged run
+//! through its whole checked model instead (`crate::master_slave::conformance`), and so
+//! checks its properties on every state too; the other protocols use [`replay`].
+//!
+//! ```text
+//!  node-0.0.jsonl  node-0.1.jsonl  node-1.0.jsonl ...      (crate::runtime::trace)
+//!        │               │               │
+//!        └────────── per node, incarnations in order ───────────┐
+//!                                                               ▼
+//!   the node's actor (rebuilt from the header) ◀── each step, from the replayed state:
+//!     start:   the storage loaded is the last durable save of the earlier incarnations
+//!     message: a message from a traced node was sent, with this content, to this node
+//!     timer:   armed in the replayed state
+//!     always:  exactly the commands recorded (Sends, Saves, timers), in order
+//! ```
 
-use crate::runtime::trace::{FORMAT, Header, Input, Step, parse_file_name};
+use crate::runtime::trace::{FORMAT, Header, Input, SendId, Step, parse_file_name};
 use serde::de::DeserializeOwned;
-use std::collections::BTreeMap;
+use stateright::actor::{Actor, Command, Id, Out};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -197,4 +212,247 @@ where
         steps,
         torn_tail,
     })
+}
+
+/// What a conforming per-node replay covered.
+#[derive(Clone, Debug, Default, Eq, PartialEq)]
+pub struct Replayed {
+    /// Nodes replayed.
+    pub nodes: usize,
+    /// Recorded steps replayed (starts, messages, timers).
+    pub steps: usize,
+    /// Restarts (later incarnations).
+    pub restarts: usize,
+    /// Messages from traced nodes delivered, each matched with its send.
+    pub deliveries: usize,
+    /// Messages from untraced senders (clients, users, the application) delivered.
+    pub inputs: usize,
+    /// Timers fired.
+    pub timeouts: usize,
+    /// Restarts that loaded the save before the last one of the previous incarnation (the
+    /// last step's save was cut by a kill; none of its messages was received).
+    pub unsaved_steps: usize,
+}
+
+impl fmt::Display for Replayed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "conforms: {} steps of {} nodes ({} deliveries matched with their sends, {} inputs, \
+             {} timeouts, {} restarts, {} unsaved steps of killed nodes)",
+            self.steps,
+            self.nodes,
+            self.deliveries,
+            self.inputs,
+            self.timeouts,
+            self.restarts,
+            self.unsaved_steps
+        )
+    }
+}
+
+/// One command, comparable, as the trace records it (a timer's duration is not recorded).
+#[derive(Debug, PartialEq)]
+enum Cmp<'a, M, T, S> {
+    Send(u64, &'a M),
+    Save(&'a S),
+    SetTimer(&'a T),
+    CancelTimer(&'a T),
+}
+
+fn recorded<M, T, S>(cmds: &[crate::runtime::trace::Cmd<M, T, S>]) -> Vec<Cmp<'_, M, T, S>> {
+    use crate::runtime::trace::Cmd;
+    cmds.iter()
+        .map(|c| match c {
+            Cmd::Send { dst, msg, .. } => Cmp::Send(*dst, msg),
+            Cmd::Save { storage } => Cmp::Save(storage),
+            Cmd::SetTimer { timer } => Cmp::SetTimer(timer),
+            Cmd::CancelTimer { timer } => Cmp::CancelTimer(timer),
+        })
+        .collect()
+}
+
+fn replayed<A: Actor>(out: &Out<A>) -> Vec<Cmp<'_, A::Msg, A::Timer, A::Storage>> {
+    out.iter()
+        .filter_map(|c| match c {
+            Command::Send(dst, m) => Some(Cmp::Send(usize::from(*dst) as u64, m)),
+            Command::Save(s) => Some(Cmp::Save(s)),
+            Command::SetTimer(t, _) => Some(Cmp::SetTimer(t)),
+            Command::CancelTimer(t) => Some(Cmp::CancelTimer(t)),
+            Command::ChooseRandom(..) => None,
+        })
+        .collect()
+}
+
+/// Replays every node's recorded steps through its actor (`actor_of(node, header)`), from
+/// the replayed state, and requires exactly the recorded commands at every step; a message
+/// from a traced node must have been sent, with that content, to this node; a timer must be
+/// armed when it fires; a restart must load the last durable save. The first step that fails
+/// is reported with the actor's state before and after it.
+pub fn replay<A>(
+    nodes: &Nodes<A::Msg, A::Timer, A::Storage>,
+    actor_of: impl Fn(u64, &Header) -> Result<A, String>,
+) -> Result<Replayed, ConformanceError>
+where
+    A: Actor,
+    A::Msg: PartialEq,
+    A::Storage: PartialEq,
+{
+    // Every traced send, by id: where it went and what it carried.
+    let mut sent: HashMap<SendId, (u64, &A::Msg)> = HashMap::new();
+    for inc in nodes.values().flatten() {
+        for step in &inc.steps {
+            for c in &step.out {
+                if let crate::runtime::trace::Cmd::Send { dst, id, msg } = c {
+                    sent.insert(*id, (*dst, msg));
+                }
+            }
+        }
+    }
+    let mut report = Replayed {
+        nodes: nodes.len(),
+        ..Replayed::default()
+    };
+    for (node, incarnations) in nodes {
+        let id = Id::from(*node as usize);
+        // The saves of the earlier incarnations, latest last.
+        let mut saves: Vec<&A::Storage> = Vec::new();
+        for inc in incarnations {
+            let actor = actor_of(*node, &inc.header).map_err(ConformanceError::Unsupported)?;
+            let mut state: Option<A::State> = None;
+            let mut armed: HashSet<A::Timer> = HashSet::new();
+            for step in &inc.steps {
+                let at = format!(
+                    "node {node} incarnation {} step {}",
+                    inc.header.incarnation, step.n
+                );
+                let diverged = |reason: String, before: String, after: String| {
+                    ConformanceError::Diverged(Box::new(Divergence {
+                        step: at.clone(),
+                        input: clip(format!("{:?}", step.input)),
+                        reason,
+                        before,
+                        after,
+                        commands: None,
+                        steps_before: report.steps,
+                    }))
+                };
+                let before = state
+                    .as_ref()
+                    .map_or("-".to_string(), |s| clip(format!("{s:?}")));
+                let mut out = Out::new();
+                match &step.input {
+                    Input::Start { storage } => {
+                        let last = saves.last().copied();
+                        let earlier = saves.len().checked_sub(2).map(|i| saves[i]);
+                        match storage {
+                            s if s.as_ref() == last => {}
+                            Some(s) if Some(s) == earlier => report.unsaved_steps += 1,
+                            _ => {
+                                return Err(diverged(
+                                    "the storage loaded at start is not the last save".into(),
+                                    clip(format!("{last:?}")),
+                                    clip(format!("{storage:?}")),
+                                ));
+                            }
+                        }
+                        if inc.header.incarnation > 0 {
+                            report.restarts += 1;
+                        }
+                        state = Some(actor.on_start(id, storage, &mut out));
+                    }
+                    Input::Msg { src, send, msg } => {
+                        let Some(current) = state.take() else {
+                            return Err(diverged(
+                                "a message before the start".into(),
+                                before,
+                                "-".into(),
+                            ));
+                        };
+                        match send {
+                            Some(send) => {
+                                if sent.get(send) != Some(&(*node, msg)) {
+                                    return Err(diverged(
+                                        format!(
+                                            "no send {send:?} to node {node} carried this message"
+                                        ),
+                                        before,
+                                        "-".into(),
+                                    ));
+                                }
+                                report.deliveries += 1;
+                            }
+                            None => report.inputs += 1,
+                        }
+                        let mut cow = Cow::Owned(current);
+                        actor.on_msg(id, &mut cow, Id::from(*src as usize), msg.clone(), &mut out);
+                        state = Some(cow.into_owned());
+                    }
+                    Input::Timer { timer } => {
+                        let Some(current) = state.take() else {
+                            return Err(diverged(
+                                "a timer before the start".into(),
+                                before,
+                                "-".into(),
+                            ));
+                        };
+                        if !armed.remove(timer) {
+                            return Err(diverged(
+                                "a timer fired that the actor had not set".into(),
+                                before,
+                                "-".into(),
+                            ));
+                        }
+                        report.timeouts += 1;
+                        let mut cow = Cow::Owned(current);
+                        actor.on_timeout(id, &mut cow, timer, &mut out);
+                        state = Some(cow.into_owned());
+                    }
+                }
+                let (runtime, model) = (recorded(&step.out), replayed(&out));
+                if runtime != model {
+                    let mut d = diverged(
+                        "the runtime's commands are not the actor's".into(),
+                        before,
+                        state
+                            .as_ref()
+                            .map_or("-".to_string(), |s| clip(format!("{s:?}"))),
+                    );
+                    if let ConformanceError::Diverged(d) = &mut d {
+                        d.commands =
+                            Some((clip(format!("{runtime:?}")), clip(format!("{model:?}"))));
+                    }
+                    return Err(d);
+                }
+                for c in &step.out {
+                    match c {
+                        crate::runtime::trace::Cmd::SetTimer { timer } => {
+                            armed.insert(timer.clone());
+                        }
+                        crate::runtime::trace::Cmd::CancelTimer { timer } => {
+                            armed.remove(timer);
+                        }
+                        crate::runtime::trace::Cmd::Save { storage } => saves.push(storage),
+                        crate::runtime::trace::Cmd::Send { .. } => {}
+                    }
+                }
+                report.steps += 1;
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// Cuts a long rendering to something a report can show.
+fn clip(mut text: String) -> String {
+    const MAX: usize = 2000;
+    if text.len() > MAX {
+        let mut end = MAX;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push_str(" …");
+    }
+    text
 }

@@ -46,7 +46,9 @@ impl Client {
             while let Some(frame) = self.io.next().await {
                 let frame = frame.map_err(|e| StageError::Closed(format!("receiving: {e}")))?;
                 match codec::decode::<Frame<Msg>>(&frame) {
-                    Ok(Frame::Actor(m @ (StageMsg::Edited { .. } | StageMsg::Document { .. }))) => {
+                    Ok(Frame::Actor(m) | Frame::Traced(_, m))
+                        if matches!(m, StageMsg::Edited { .. } | StageMsg::Document { .. }) =>
+                    {
                         return Ok(m);
                     }
                     // Anything else (a peer's traffic) is not the answer.

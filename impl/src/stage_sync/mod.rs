@@ -26,3 +26,4 @@ pub use peer::{
     LocalUser, MAX_PEERS, Msg, PeerConfig, PeerHandle, StageError, StageRows, State, Value, View,
     spawn,
 };
+pub use peer::{TraceMeta, check_trace};

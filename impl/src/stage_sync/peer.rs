@@ -2,16 +2,18 @@
 //! TCP and the runtime's storage, and its local user.
 
 use crate::runtime::codec::{self, Frame, MAX_FRAME_BYTES_DEFAULT};
+use crate::runtime::conformance::{self, ConformanceError, Replayed};
 use crate::runtime::driver::{Driver, DriverError, DriverOptions, PEER_QUEUE_FRAMES, Router};
 use crate::runtime::faults::{FaultLayer, FaultPlan};
 use crate::runtime::handshake::Identity;
 use crate::runtime::node_loop::{self, Host, INBOX_INPUTS};
 use crate::runtime::storage::{Disk, Durable, Rows, StorageError, map_rows};
+use crate::runtime::trace::{TraceError, Tracer};
 use crate::runtime::transport::{self, Input, Link, TransportError};
 use bytes::Bytes;
 use replicore_model::stage_sync::msg::{OpId, PeerId};
 use replicore_model::stage_sync::peer::Entry;
-use replicore_model::stage_sync::{Edit, Ordering, Peer, PeerState, StageMsg, Sync};
+use replicore_model::stage_sync::{Edit, Ordering, Peer, PeerState, StageMsg, Sync, Timer};
 use stateright::actor::Id;
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
@@ -39,6 +41,9 @@ pub enum StageError {
     /// The data directory could not be opened (another peer's, or not ours).
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// The trace could not be created.
+    #[error(transparent)]
+    Trace(#[from] TraceError),
     /// The driver stopped on a fatal error (a save could not be made durable).
     #[error(transparent)]
     Driver(#[from] DriverError),
@@ -166,6 +171,42 @@ pub struct PeerConfig {
     pub data_dir: PathBuf,
     /// Faults injected on the links to other peers (tests).
     pub faults: Option<FaultPlan>,
+    /// Where to record this peer's trace (`crate::runtime::trace`); `None` records nothing.
+    pub trace_dir: Option<PathBuf>,
+}
+
+/// What a peer records in its trace header: enough to rebuild its actor.
+#[derive(Clone, Debug, serde::Deserialize, Eq, PartialEq, serde::Serialize)]
+pub struct TraceMeta {
+    /// How many peers the group has.
+    pub peers: usize,
+}
+
+/// The actor of a peer of a group of `peers`.
+fn peer_actor(peers: usize) -> Peer<Value> {
+    Peer {
+        peers,
+        edits: vec![],
+        ordering: Ordering::Aged,
+        stability: true,
+        resend: true,
+        save: true,
+        mutant: None,
+    }
+}
+
+/// Replays the traces in `dir` through each peer's actor
+/// ([`crate::runtime::conformance::replay`]).
+pub fn check_trace(dir: &std::path::Path) -> Result<Replayed, ConformanceError> {
+    let nodes = conformance::read_dir::<Msg, Timer, State>(dir)?;
+    conformance::replay(&nodes, |node, header| {
+        let meta: TraceMeta = serde_json::from_value(header.meta.clone())
+            .map_err(|e| format!("peer {node}: header meta: {e}"))?;
+        if !(2..=MAX_PEERS).contains(&meta.peers) || node as usize >= meta.peers {
+            return Err(format!("peer {node} is not one of {} peers", meta.peers));
+        }
+        Ok(peer_actor(meta.peers))
+    })
 }
 
 /// What a user sees of a peer.
@@ -361,25 +402,25 @@ pub async fn spawn(cfg: PeerConfig) -> Result<PeerHandle, StageError> {
         ))),
         None => Router::default(),
     };
-    let actor = Peer {
-        peers: n,
-        edits: vec![],
-        ordering: Ordering::Aged,
-        stability: true,
-        resend: true,
-        save: true,
-        mutant: None,
+    let actor = peer_actor(n);
+    let tracer = match &cfg.trace_dir {
+        Some(dir) => {
+            let meta = serde_json::to_value(TraceMeta { peers: n }).unwrap_or_default();
+            Some(Tracer::create(dir, cfg.id, meta)?)
+        }
+        None => None,
     };
     let options = DriverOptions {
         max_frame_bytes: MAX_FRAME_BYTES_DEFAULT,
         ..DriverOptions::default()
     };
-    let mut driver = Driver::start(
+    let mut driver = Driver::start_traced(
         actor,
         Id::from(cfg.id as usize),
         disk,
         router.clone(),
         options,
+        tracer,
     )
     .await?;
     let cancel = CancellationToken::new();
@@ -404,9 +445,14 @@ pub async fn spawn(cfg: PeerConfig) -> Result<PeerHandle, StageError> {
         tokio::spawn(transport::dial_loop(a.clone(), link.clone()));
     }
     let node_cancel = cancel.clone();
+    let stopped = waiting.clone();
     let task = tokio::spawn(async move {
-        node_loop::run(&mut driver, &mut inbox_rx, &node_cancel, &mut Quiet).await?;
-        Ok(())
+        let result = node_loop::run(&mut driver, &mut inbox_rx, &node_cancel, &mut Quiet).await;
+        // Stopped, by a shutdown or a fatal error: the connections close, and a waiting user
+        // is told the peer stopped.
+        node_cancel.cancel();
+        stopped.replies().clear();
+        result.map_err(StageError::from)
     });
     Ok(PeerHandle {
         user: LocalUser { inbox, waiting },

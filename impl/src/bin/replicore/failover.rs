@@ -52,6 +52,11 @@ pub enum FailoverCommand {
     },
     /// Every server's role, epoch, version and data digest.
     Status,
+    /// Replay the traces in a directory through each server's actor (trace conformance).
+    CheckTrace {
+        /// The directory the servers recorded their traces in (`--trace-dir`).
+        dir: PathBuf,
+    },
 }
 
 impl FailoverCommand {
@@ -75,6 +80,8 @@ pub struct FailoverCluster {
     pub heartbeat_ms: u64,
     /// The frame limit.
     pub max_frame_bytes: usize,
+    /// Where a server records its trace.
+    pub trace_dir: Option<PathBuf>,
 }
 
 impl FailoverCluster {
@@ -105,6 +112,10 @@ impl FailoverCluster {
 /// Runs a failover command; the text to print.
 pub async fn run(cmd: FailoverCommand, cluster: FailoverCluster) -> Result<String> {
     match cmd {
+        FailoverCommand::CheckTrace { dir } => Ok(format!(
+            "{}\n",
+            replicore_runtime::failover::check_trace(&dir)?
+        )),
         FailoverCommand::Serve {
             id,
             data_dir,
@@ -123,6 +134,7 @@ pub async fn run(cmd: FailoverCommand, cluster: FailoverCluster) -> Result<Strin
                 data_dir: data_dir.clone(),
                 max_frame_bytes: cluster.max_frame_bytes,
                 timing: cluster.timing(),
+                trace_dir: cluster.trace_dir.clone(),
             };
             let mut server = FailoverServer::start(config).await.with_context(|| {
                 format!(

@@ -107,6 +107,11 @@ pub enum KnowledgeCommand {
         /// The bundle file.
         file: PathBuf,
     },
+    /// Knowledge sync: replay the traces in a directory through each replica's actor.
+    CheckTrace {
+        /// The directory the replicas recorded their traces in (`--trace-dir`).
+        dir: PathBuf,
+    },
 }
 
 /// Why a knowledge-sync command failed.
@@ -121,6 +126,9 @@ pub enum KnowledgeCliError {
     /// A network command without the cluster's id and key.
     #[error("no cluster id or key: give --cluster-id and --key, or --config")]
     NoCluster,
+    /// The traces do not conform.
+    #[error(transparent)]
+    Conformance(#[from] replicore_runtime::runtime::conformance::ConformanceError),
     /// The listener could not be bound or failed.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -148,8 +156,12 @@ fn parse_policy(s: &str) -> Result<ConflictPolicy, String> {
 }
 
 /// Opens a replica with the default conflict policy.
-async fn open(dir: &std::path::Path, id: ReplicaId) -> Result<LocalReplica, ReplicaError> {
-    LocalReplica::open(dir, id, ConflictPolicy::default()).await
+async fn open(
+    dir: &std::path::Path,
+    id: ReplicaId,
+    trace_dir: Option<&std::path::Path>,
+) -> Result<LocalReplica, ReplicaError> {
+    LocalReplica::open_traced(dir, id, ConflictPolicy::default(), trace_dir).await
 }
 
 /// Runs one command and returns what to print. `cluster` is the cluster's id and key, for
@@ -157,8 +169,13 @@ async fn open(dir: &std::path::Path, id: ReplicaId) -> Result<LocalReplica, Repl
 pub async fn run(
     cmd: KnowledgeCommand,
     cluster: Option<(u64, Vec<u8>)>,
+    trace_dir: Option<PathBuf>,
 ) -> Result<String, KnowledgeCliError> {
     match cmd {
+        KnowledgeCommand::CheckTrace { dir } => Ok(format!(
+            "{}\n",
+            replicore_runtime::knowledge::check_trace(&dir)?
+        )),
         KnowledgeCommand::ReplicaServe {
             data_dir,
             replica,
@@ -166,7 +183,8 @@ pub async fn run(
             policy,
         } => {
             let (cluster_id, key) = cluster.ok_or(KnowledgeCliError::NoCluster)?;
-            let r = LocalReplica::open(&data_dir, replica, policy).await?;
+            let r =
+                LocalReplica::open_traced(&data_dir, replica, policy, trace_dir.as_deref()).await?;
             let listen_err = |source| KnowledgeCliError::Listen {
                 addr: listen.clone(),
                 source,
@@ -188,7 +206,8 @@ pub async fn run(
             policy,
         } => {
             let (cluster_id, key) = cluster.ok_or(KnowledgeCliError::NoCluster)?;
-            let mut r = LocalReplica::open(&data_dir, replica, policy).await?;
+            let mut r =
+                LocalReplica::open_traced(&data_dir, replica, policy, trace_dir.as_deref()).await?;
             let rep = net::sync_with(&mut r, &peer, cluster_id, &key, two_way).await?;
             Ok(format!(
                 "synced with {peer}: {} change(s) received, {} sent\n",
@@ -201,7 +220,7 @@ pub async fn run(
             key,
             value,
         } => {
-            let id = open(&data_dir, replica)
+            let id = open(&data_dir, replica, trace_dir.as_deref())
                 .await?
                 .write(&key, Some(&value))
                 .await?;
@@ -212,11 +231,14 @@ pub async fn run(
             replica,
             key,
         } => {
-            let id = open(&data_dir, replica).await?.write(&key, None).await?;
+            let id = open(&data_dir, replica, trace_dir.as_deref())
+                .await?
+                .write(&key, None)
+                .await?;
             Ok(format!("{key} deleted ({id})\n"))
         }
         KnowledgeCommand::ReplicaShow { data_dir, replica } => {
-            let r = open(&data_dir, replica).await?;
+            let r = open(&data_dir, replica, trace_dir.as_deref()).await?;
             let d = r.data();
             let mut out = String::new();
             for (k, c) in &d.items {
@@ -240,7 +262,7 @@ pub async fn run(
             out,
             full,
         } => {
-            let b = open(&data_dir, replica)
+            let b = open(&data_dir, replica, trace_dir.as_deref())
                 .await?
                 .export_bundle(&out, full)
                 .await?;
@@ -256,7 +278,8 @@ pub async fn run(
             policy,
             file,
         } => {
-            let mut r = LocalReplica::open(&data_dir, replica, policy).await?;
+            let mut r =
+                LocalReplica::open_traced(&data_dir, replica, policy, trace_dir.as_deref()).await?;
             let rep = r.import_bundle(&file).await?;
             Ok(format!(
                 "{} change(s): {} applied, {} obsolete, {} conflict(s); knowledge {}\n",

@@ -382,15 +382,29 @@ async fn run(cli: Cli) -> Result<()> {
             } else {
                 None
             };
-            print!("{}", knowledge::run(command, cluster).await?);
+            let trace_dir = cli.cluster.trace_dir.clone();
+            print!("{}", knowledge::run(command, cluster, trace_dir).await?);
+            Ok(())
+        }
+        Command::StageSync {
+            command: stage_sync::StageCommand::CheckTrace { dir },
+        } => {
+            println!("{}", replicore_runtime::stage_sync::check_trace(&dir)?);
             Ok(())
         }
         Command::StageSync { command } => {
             let c = Cluster::from_args(&cli.cluster)?;
+            let trace_dir = cli.cluster.trace_dir.clone();
             print!(
                 "{}",
-                stage_sync::run(command, c.cluster_id, c.key.into_bytes()).await?
+                stage_sync::run(command, c.cluster_id, c.key.into_bytes(), trace_dir).await?
             );
+            Ok(())
+        }
+        Command::Failover {
+            command: failover::FailoverCommand::CheckTrace { dir },
+        } => {
+            println!("{}", replicore_runtime::failover::check_trace(&dir)?);
             Ok(())
         }
         Command::Failover { command } => {
@@ -406,6 +420,7 @@ async fn run(cli: Cli) -> Result<()> {
                 max_frame_bytes: cluster
                     .max_frame_bytes
                     .unwrap_or(replicore_runtime::runtime::codec::MAX_FRAME_BYTES_DEFAULT),
+                trace_dir: cluster.trace_dir.clone(),
             };
             print!("{}", failover::run(command, failover).await?);
             Ok(())

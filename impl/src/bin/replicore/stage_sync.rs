@@ -48,6 +48,11 @@ pub enum StageCommand {
         #[arg(long)]
         connect: String,
     },
+    /// Replay the traces in a directory through each peer's actor (trace conformance).
+    CheckTrace {
+        /// The directory the peers recorded their traces in (`--trace-dir`).
+        dir: PathBuf,
+    },
 }
 
 /// The id a command-line user connects with: above every peer's, and apart per process.
@@ -73,7 +78,12 @@ pub fn view_text(v: &View) -> String {
 }
 
 /// Runs a stage-sync command with the group's cluster id and key; returns what to print.
-pub async fn run(cmd: StageCommand, cluster_id: u64, key: Vec<u8>) -> Result<String, StageError> {
+pub async fn run(
+    cmd: StageCommand,
+    cluster_id: u64,
+    key: Vec<u8>,
+    trace_dir: Option<PathBuf>,
+) -> Result<String, StageError> {
     let connect = |addr: String| {
         let key = key.clone();
         async move { Client::connect(&addr, cluster_id, &key, client_id()).await }
@@ -92,6 +102,7 @@ pub async fn run(cmd: StageCommand, cluster_id: u64, key: Vec<u8>) -> Result<Str
                 key,
                 data_dir,
                 faults: None,
+                trace_dir,
             })
             .await?;
             tracing::info!(peer = id, addr = %handle.addr, "stage-sync peer running");
@@ -118,5 +129,9 @@ pub async fn run(cmd: StageCommand, cluster_id: u64, key: Vec<u8>) -> Result<Str
             Ok(format!("operation {id} executed at stage {stage}\n"))
         }
         StageCommand::Show { connect: addr } => Ok(view_text(&connect(addr).await?.show().await?)),
+        StageCommand::CheckTrace { dir } => Ok(format!(
+            "{}\n",
+            stage_sync::check_trace(&dir).map_err(|e| StageError::Closed(e.to_string()))?
+        )),
     }
 }
