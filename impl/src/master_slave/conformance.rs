@@ -41,7 +41,7 @@
 //! model's actors and the properties hold on one exactly when they hold on the other. A run
 //! with more than 256 distinct keys or values cannot be renamed and is refused.
 
-use crate::runtime::conformance;
+use crate::runtime::conformance::{self, clip};
 pub use crate::runtime::conformance::{ConformanceError, Divergence};
 use crate::runtime::storage::KvStore;
 use crate::runtime::trace::{self, Cmd, Input, SendId};
@@ -881,19 +881,6 @@ impl<'t> Replay<'t> {
         self.report.values = self.renamer.values.len();
         Ok(self.report)
     }
-}
-
-fn clip(mut text: String) -> String {
-    const MAX: usize = 4000;
-    if text.len() > MAX {
-        let mut cut = MAX;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-        text.push_str(" …");
-    }
-    text
 }
 
 /// Replays `traces` through the model; the report, or the first divergence.

@@ -444,8 +444,8 @@ where
 }
 
 /// Cuts a long rendering to something a report can show.
-fn clip(mut text: String) -> String {
-    const MAX: usize = 2000;
+pub fn clip(mut text: String) -> String {
+    const MAX: usize = 4000;
     if text.len() > MAX {
         let mut end = MAX;
         while !text.is_char_boundary(end) {

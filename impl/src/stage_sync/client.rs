@@ -72,19 +72,7 @@ impl Client {
 
     /// The peer's document and stages.
     pub async fn show(&mut self) -> Result<View, StageError> {
-        match self.ask(StageMsg::Show).await? {
-            StageMsg::Document {
-                stage,
-                stable,
-                held,
-                items,
-            } => Ok(View {
-                stage,
-                stable,
-                held,
-                items,
-            }),
-            _ => Err(StageError::Closed("unexpected answer".into())),
-        }
+        View::of(self.ask(StageMsg::Show).await?)
+            .ok_or_else(|| StageError::Closed("unexpected answer".into()))
     }
 }

@@ -222,6 +222,26 @@ pub struct View {
     pub items: Vec<Value>,
 }
 
+impl View {
+    /// The view a `Document` answer carries; `None` for any other message.
+    pub fn of(answer: Msg) -> Option<View> {
+        match answer {
+            StageMsg::Document {
+                stage,
+                stable,
+                held,
+                items,
+            } => Some(View {
+                stage,
+                stable,
+                held,
+                items,
+            }),
+            _ => None,
+        }
+    }
+}
+
 /// The answers a local user waits for, in the order its requests entered the inbox: the
 /// actor answers each `Edit` with one `Edited` and each `Show` with one `Document`, to the
 /// sender, in input order.
@@ -282,20 +302,8 @@ impl LocalUser {
 
     /// The peer's document and stages.
     pub async fn view(&self) -> Result<View, StageError> {
-        match self.ask(StageMsg::Show).await? {
-            StageMsg::Document {
-                stage,
-                stable,
-                held,
-                items,
-            } => Ok(View {
-                stage,
-                stable,
-                held,
-                items,
-            }),
-            _ => Err(StageError::Closed("unexpected answer".into())),
-        }
+        View::of(self.ask(StageMsg::Show).await?)
+            .ok_or_else(|| StageError::Closed("unexpected answer".into()))
     }
 }
 
