@@ -732,20 +732,12 @@ impl<K: Payload, V: Payload> Actor for FailoverNode<K, V> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::harness::{self, Cmd, Cmds};
     use crate::store::KvOp;
-    use stateright::actor::Command;
 
     type Node = FailoverNode<u8, u8>;
-    type Cmd = Command<Msg<u8, u8>, Timer, (), NodeStorage<u8, u8>>;
 
     const CLIENT: usize = 2;
-
-    /// Commands have no `PartialEq`; their debug forms are compared.
-    macro_rules! same {
-        ($a:expr, $b:expr) => {
-            assert_eq!(format!("{:?}", $a), format!("{:?}", $b))
-        };
-    }
 
     fn server(variant: Variant, role: Role) -> Node {
         let (me, peer) = if role == Role::Master { (0, 1) } else { (1, 0) };
@@ -757,20 +749,12 @@ mod tests {
         node.on_start(Id::from(0), &None, &mut Out::new())
     }
 
-    fn msg(node: &Node, state: &mut NodeState<u8, u8>, src: usize, m: Msg<u8, u8>) -> Vec<Cmd> {
-        let mut cow = Cow::Borrowed(&*state);
-        let mut out = Out::new();
-        node.on_msg(Id::from(0), &mut cow, Id::from(src), m, &mut out);
-        *state = cow.into_owned();
-        out.into_iter().collect()
+    fn msg(node: &Node, state: &mut NodeState<u8, u8>, src: usize, m: Msg<u8, u8>) -> Cmds<Node> {
+        harness::msg(node, Id::from(0), state, Id::from(src), m)
     }
 
-    fn timeout(node: &Node, state: &mut NodeState<u8, u8>, t: Timer) -> Vec<Cmd> {
-        let mut cow = Cow::Borrowed(&*state);
-        let mut out = Out::new();
-        node.on_timeout(Id::from(0), &mut cow, &t, &mut out);
-        *state = cow.into_owned();
-        out.into_iter().collect()
+    fn timeout(node: &Node, state: &mut NodeState<u8, u8>, t: Timer) -> Cmds<Node> {
+        harness::timeout(node, Id::from(0), state, &t)
     }
 
     fn put(op: u64, v: u8) -> Msg<u8, u8> {
@@ -799,7 +783,7 @@ mod tests {
             update: update(1),
             delta: Kv::<u8, u8>::default().delta_of(&KvOp::Put(0, 7)),
         };
-        same!(
+        assert_eq!(
             out,
             vec![Cmd::Send(
                 Id::from(1),
@@ -844,17 +828,19 @@ mod tests {
             },
         );
         assert_eq!(s.version(), 1);
-        assert!(matches!(out[0], Command::Save(_)));
-        same!(
-            out[1],
-            Cmd::Send(
-                Id::from(CLIENT),
-                Msg::Reply {
-                    op: 1,
-                    epoch: 0,
-                    answer: Answer::Written { version: 1 }
-                }
-            )
+        assert_eq!(
+            out,
+            vec![
+                Cmd::Save(s.storage()),
+                Cmd::Send(
+                    Id::from(CLIENT),
+                    Msg::Reply {
+                        op: 1,
+                        epoch: 0,
+                        answer: Answer::Written { version: 1 }
+                    }
+                )
+            ]
         );
     }
 
@@ -885,20 +871,28 @@ mod tests {
         );
         assert!(s.renewed);
         let out = timeout(&node, &mut s, Timer::LeaseCheck);
-        assert_eq!(out.len(), 1, "only re-armed: {out:?}");
+        let lease = node.timing.lease_check.clone();
+        assert_eq!(
+            out,
+            vec![Cmd::SetTimer(Timer::LeaseCheck, lease)],
+            "only re-armed"
+        );
         assert_eq!((s.role, s.epoch, s.renewed), (Role::Backup, 0, false));
         let out = timeout(&node, &mut s, Timer::LeaseCheck);
         assert_eq!((s.role, s.epoch), (Role::Approver, 1));
-        assert!(matches!(&out[0], Command::Save(st) if st.epoch == 1 && st.role == Role::Approver));
-        same!(
-            out[1],
-            Cmd::Send(
-                Id::from(0),
-                Msg::Heartbeat {
-                    epoch: 1,
-                    version: 0
-                }
-            )
+        assert_eq!(
+            out,
+            vec![
+                Cmd::Save(s.storage()),
+                Cmd::Send(
+                    Id::from(0),
+                    Msg::Heartbeat {
+                        epoch: 1,
+                        version: 0
+                    }
+                ),
+                Cmd::SetTimer(Timer::Heartbeat, node.timing.heartbeat.clone()),
+            ]
         );
     }
 
@@ -918,11 +912,13 @@ mod tests {
             },
         );
         assert_eq!((s.role, s.epoch), (Role::Slave, 1));
-        assert!(matches!(&out[0], Command::Save(st) if st.epoch == 1 && st.role == Role::Slave));
-        same!(out[1], Cmd::CancelTimer(Timer::Heartbeat));
-        same!(
-            out[2],
-            Cmd::Send(Id::from(1), Msg::DeltaRequest { epoch: 1, from: 0 })
+        assert_eq!(
+            out,
+            vec![
+                Cmd::Save(s.storage()),
+                Cmd::CancelTimer(Timer::Heartbeat),
+                Cmd::Send(Id::from(1), Msg::DeltaRequest { epoch: 1, from: 0 }),
+            ]
         );
         let stale = Msg::Stored {
             epoch: 0,
@@ -948,7 +944,7 @@ mod tests {
         assert_eq!((s.role, s.version()), (Role::Approver, 1));
         assert!(out.iter().any(|c| matches!(
             c,
-            Command::Send(to, Msg::Reply { .. }) if usize::from(*to) == CLIENT
+            Cmd::Send(to, Msg::Reply { .. }) if usize::from(*to) == CLIENT
         )));
     }
 }
