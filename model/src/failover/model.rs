@@ -7,7 +7,7 @@ use super::client::{ClientState, FailoverClient};
 use super::msg::{Answer, BACKUP, ClientOp, Epoch, MASTER, Msg, OpNumber, Timer, UpdateId};
 use super::node::{FailoverNode, NodeState, NodeStorage, Role, Timing};
 use super::{Mutant, Variant};
-use crate::store::KvOp;
+use crate::store::{KvOp, Payload};
 use stateright::Expectation;
 use stateright::actor::{
     Actor, ActorModel, ActorModelAction, ActorModelState, Envelope, Id, LossyNetwork, Network, Out,
@@ -308,6 +308,88 @@ pub type FailoverAction = ActorModelAction<Msg<Key, Value>, Timer, ()>;
 /// The client's history as a register (key 0 of the store).
 pub type History = LinearizabilityTester<Id, Register<Option<Value>>>;
 
+/// A client operation on one key as an operation of a register: a put writes its value, a
+/// delete writes "absent", a read reads.
+pub fn register_op<K: Payload, V: Payload>(op: &ClientOp<K, V>) -> RegisterOp<Option<V>> {
+    match op {
+        ClientOp::Update(KvOp::Put(_, v)) => RegisterOp::Write(Some(v.clone())),
+        ClientOp::Update(KvOp::Delete(_)) => RegisterOp::Write(None),
+        ClientOp::Read(_) => RegisterOp::Read,
+    }
+}
+
+/// An approver's answer as a register's return.
+pub fn register_ret<V: Payload>(answer: &Answer<V>) -> RegisterRet<Option<V>> {
+    match answer {
+        Answer::Written { .. } => RegisterRet::WriteOk,
+        Answer::Value { value, .. } => RegisterRet::ReadOk(value.clone()),
+    }
+}
+
+/// The key an operation is on.
+fn key_of<K: Payload, V: Payload>(op: &ClientOp<K, V>) -> &K {
+    match op {
+        ClientOp::Update(KvOp::Put(k, _) | KvOp::Delete(k)) | ClientOp::Read(k) => k,
+    }
+}
+
+/// The history of clients of a whole store, judged as the model judges its client's: one
+/// register per key, each by the linearizability tester of [`History`] (linearizability is
+/// local: the store's history is linearizable exactly when every key's is). A thread is
+/// one client doing one operation at a time; an operation that is never answered (its
+/// outcome unknown) stays invoked, may or may not have taken effect, and ends its thread.
+#[derive(Clone, Debug)]
+pub struct StoreHistory<K: Payload, V: Payload> {
+    keys: std::collections::BTreeMap<K, LinearizabilityTester<u64, Register<Option<V>>>>,
+    in_flight: std::collections::BTreeMap<u64, K>,
+}
+
+impl<K: Payload, V: Payload> Default for StoreHistory<K, V> {
+    fn default() -> Self {
+        StoreHistory {
+            keys: Default::default(),
+            in_flight: Default::default(),
+        }
+    }
+}
+
+impl<K: Payload, V: Payload> StoreHistory<K, V> {
+    /// Thread `thread` invokes `op` (before its first send).
+    pub fn invoke(&mut self, thread: u64, op: &ClientOp<K, V>) -> Result<(), String> {
+        let key = key_of(op).clone();
+        if self.in_flight.insert(thread, key.clone()).is_some() {
+            return Err(format!("thread {thread} invoked while one is in flight"));
+        }
+        let tester = self
+            .keys
+            .entry(key)
+            .or_insert_with(|| LinearizabilityTester::new(Register(None)));
+        tester.on_invoke(thread, register_op(op)).map(|_| ())
+    }
+
+    /// Thread `thread`'s operation in flight returned `answer`.
+    pub fn answer(&mut self, thread: u64, answer: &Answer<V>) -> Result<(), String> {
+        let key = self
+            .in_flight
+            .remove(&thread)
+            .ok_or_else(|| format!("thread {thread} has nothing in flight"))?;
+        let tester = self
+            .keys
+            .get_mut(&key)
+            .ok_or_else(|| format!("no history of thread {thread}'s key"))?;
+        tester.on_return(thread, register_ret(answer)).map(|_| ())
+    }
+
+    /// The first key whose history is not linearizable, with its operations by thread; `None`
+    /// when every key's is.
+    pub fn violation(&self) -> Option<String> {
+        self.keys
+            .iter()
+            .find(|(_, t)| t.serialized_history().is_none())
+            .map(|(k, t)| format!("key {k:?}: {t:?}"))
+    }
+}
+
 /// Ghost state for the properties, reconstructed from the messages actors sent and
 /// received. It is never read by protocol logic.
 #[derive(Clone, Debug, Hash, PartialEq)]
@@ -350,14 +432,9 @@ impl Ghost {
                 if src == cfg.client() && ghost.in_flight != Some(*op) =>
             {
                 let mut g = ghost.clone();
-                let reg = match request {
-                    ClientOp::Update(KvOp::Put(_, v)) => RegisterOp::Write(Some(*v)),
-                    ClientOp::Update(KvOp::Delete(_)) => RegisterOp::Write(None),
-                    ClientOp::Read(_) => RegisterOp::Read,
-                };
                 // An invalid invocation (none can happen: one operation at a time) leaves
                 // the tester invalid, which the property reports.
-                let _ = g.linearizable.on_invoke(env.src, reg);
+                let _ = g.linearizable.on_invoke(env.src, register_op(request));
                 g.in_flight = Some(*op);
                 Some(g)
             }
@@ -394,11 +471,7 @@ impl Ghost {
         match env.msg {
             Msg::Reply { op, answer, .. } if ghost.in_flight == Some(*op) => {
                 let mut g = ghost.clone();
-                let ret = match answer {
-                    Answer::Written { .. } => RegisterRet::WriteOk,
-                    Answer::Value { value, .. } => RegisterRet::ReadOk(*value),
-                };
-                let _ = g.linearizable.on_return(env.dst, ret);
+                let _ = g.linearizable.on_return(env.dst, register_ret(answer));
                 g.in_flight = None;
                 Some(g)
             }

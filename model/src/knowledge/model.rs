@@ -8,6 +8,7 @@ use super::Mutant;
 use super::msg::{Applied, Change, ConflictPolicy, SyncMsg};
 use super::replica::{Edit, Replica, ReplicaData, ReplicaState};
 use super::vector::{ChangeId, Filter, Knowledge};
+use crate::store::Payload;
 use stateright::Expectation;
 use stateright::actor::{
     Actor, ActorModel, ActorModelState, Envelope, Id, LossyNetwork, Network, Out,
@@ -473,7 +474,7 @@ pub mod props {
     }
 
     /// Whether `d` holds a version of `c`'s item that is `c` or superseded it, or forgot it.
-    pub fn covers(d: &ReplicaData<Key, Value>, c: &ModelChange) -> bool {
+    pub fn covers<K: Payload, V: Payload>(d: &ReplicaData<K, V>, c: &Change<K, V>) -> bool {
         d.forgotten.contains(c.id)
             || d.versions(&c.key)
                 .any(|v| v.id == c.id || v.made_with.contains(c.id))
@@ -483,17 +484,46 @@ pub mod props {
     /// version that superseded it, or forgot it with a tombstone.
     pub fn knowledge_sound(s: &KnowledgeState) -> bool {
         let all = universe(s);
-        live(s).all(|(_, r)| {
-            all.values()
-                .all(|c| !r.data.knows(c.id, &c.key) || covers(&r.data, c))
-        })
+        live(s).all(|(_, r)| sound_against(&all, &r.data))
+    }
+
+    /// Whether every change of `all` that `d` claims to know is covered by `d`.
+    pub fn sound_against<K: Payload, V: Payload>(
+        all: &BTreeMap<ChangeId, &Change<K, V>>,
+        d: &ReplicaData<K, V>,
+    ) -> bool {
+        all.values().all(|c| !d.knows(c.id, &c.key) || covers(d, c))
+    }
+
+    /// [`knowledge_sound`] of these replicas' data (of any key and value types: the
+    /// runtime's too), against every change any of them holds.
+    pub fn knowledge_sound_of<K: Payload, V: Payload>(datas: &[&ReplicaData<K, V>]) -> bool {
+        let all = changes_in(datas.iter().copied());
+        datas.iter().all(|d| sound_against(&all, d))
+    }
+
+    /// Every change these replicas' data hold (items and kept conflicts), by id.
+    pub fn changes_in<'a, K: Payload, V: Payload>(
+        datas: impl IntoIterator<Item = &'a ReplicaData<K, V>>,
+    ) -> BTreeMap<ChangeId, &'a Change<K, V>> {
+        let mut all = BTreeMap::new();
+        for d in datas {
+            for c in d.items.values().chain(d.conflicts.iter()) {
+                all.entry(c.id).or_insert(c);
+            }
+        }
+        all
     }
 
     /// No two different changes share an id, and every live replica's counter is at least
     /// every counter of its own changes it knows (so its next id is new).
     pub fn unique_ids(s: &KnowledgeState) -> bool {
-        !s.history.id_reused
-            && live(s).all(|(i, r)| r.data.counter >= r.data.knowledge.max_counter(i as u64))
+        !s.history.id_reused && live(s).all(|(i, r)| counter_ahead(i as u64, &r.data))
+    }
+
+    /// Whether replica `id`'s counter is at least every counter of its own changes it knows.
+    pub fn counter_ahead<K: Payload, V: Payload>(id: u64, d: &ReplicaData<K, V>) -> bool {
+        d.counter >= d.knowledge.max_counter(id)
     }
 
     /// For every live replica, delivering again any sync message it has already taken (a
@@ -539,14 +569,17 @@ pub mod props {
     /// Live replicas that know the same changes (with the same filtered knowledge) and keep no
     /// conflict for the application hold the same values.
     pub fn equal_knowledge_equal_data(s: &KnowledgeState) -> bool {
-        let rs: Vec<_> = live(s)
-            .filter(|(_, r)| r.data.conflicts.is_empty())
-            .collect();
-        rs.iter().all(|(_, a)| {
-            rs.iter().all(|(_, b)| {
-                a.data.knowledge != b.data.knowledge
-                    || a.data.filtered != b.data.filtered
-                    || a.data.values() == b.data.values()
+        equal_knowledge_equal_data_of(&live(s).map(|(_, r)| &r.data).collect::<Vec<_>>())
+    }
+
+    /// [`equal_knowledge_equal_data`] of these replicas' data.
+    pub fn equal_knowledge_equal_data_of<K: Payload, V: Payload>(
+        datas: &[&ReplicaData<K, V>],
+    ) -> bool {
+        let rs: Vec<_> = datas.iter().filter(|d| d.conflicts.is_empty()).collect();
+        rs.iter().all(|a| {
+            rs.iter().all(|b| {
+                a.knowledge != b.knowledge || a.filtered != b.filtered || a.values() == b.values()
             })
         })
     }

@@ -8,6 +8,7 @@ use super::document::{Document, Edit};
 use super::msg::{OpId, StageMsg};
 use super::peer::{Peer, PeerState};
 use super::{Mutant, Ordering};
+use crate::store::Payload;
 use stateright::Expectation;
 use stateright::actor::{
     ActorModel, ActorModelAction, ActorModelState, Envelope, LossyNetwork, Network,
@@ -332,7 +333,7 @@ pub mod props {
         "every edit is made and every peer holds all operations in one journal";
 
     /// Every operation a peer holds: truncated, journaled, waiting, queued; with repeats.
-    pub fn held(p: &PeerState<Value>) -> Vec<OpId> {
+    pub fn held<V: Payload>(p: &PeerState<V>) -> Vec<OpId> {
         let mut out: Vec<OpId> = p
             .base
             .done
@@ -348,9 +349,15 @@ pub mod props {
     /// Live peers that hold the same operations and hold nothing back have the same stage, the
     /// same journal (chain value at that stage) and the same document.
     pub fn same_ops_same_journal(s: &StageState) -> bool {
-        let ps: Vec<(BTreeSet<OpId>, &PeerState<Value>)> = live(s)
-            .filter(|(_, p)| p.settled())
-            .map(|(_, p)| (held(p).into_iter().collect(), p))
+        same_ops_same_journal_of(&live(s).map(|(_, p)| p).collect::<Vec<_>>())
+    }
+
+    /// [`same_ops_same_journal`] of these peers (of any value type: the runtime's too).
+    pub fn same_ops_same_journal_of<V: Payload>(peers: &[&PeerState<V>]) -> bool {
+        let ps: Vec<(BTreeSet<OpId>, &PeerState<V>)> = peers
+            .iter()
+            .filter(|p| p.settled())
+            .map(|p| (held(p).into_iter().collect(), *p))
             .collect();
         ps.iter().all(|(a_ops, a)| {
             ps.iter().all(|(b_ops, b)| {
@@ -365,22 +372,28 @@ pub mod props {
     /// Every live peer's document is its base document with its journal's edits executed in
     /// stage order.
     pub fn data_is_replay(s: &StageState) -> bool {
-        live(s).all(|(_, p)| {
-            let mut d: Document<Value> = p.base.doc.clone();
-            for e in &p.journal {
-                d.apply(&e.sync.current.edit);
-            }
-            d == p.doc
-        })
+        live(s).all(|(_, p)| data_is_replay_of(p))
+    }
+
+    /// [`data_is_replay`] of one peer.
+    pub fn data_is_replay_of<V: Payload>(p: &PeerState<V>) -> bool {
+        let mut d: Document<V> = p.base.doc.clone();
+        for e in &p.journal {
+            d.apply(&e.sync.current.edit);
+        }
+        d == p.doc
     }
 
     /// No live peer holds an operation twice.
     pub fn at_most_once(s: &StageState) -> bool {
-        live(s).all(|(_, p)| {
-            let all = held(p);
-            let set: BTreeSet<&OpId> = all.iter().collect();
-            set.len() == all.len()
-        })
+        live(s).all(|(_, p)| at_most_once_of(p))
+    }
+
+    /// [`at_most_once`] of one peer.
+    pub fn at_most_once_of<V: Payload>(p: &PeerState<V>) -> bool {
+        let all = held(p);
+        let set: BTreeSet<&OpId> = all.iter().collect();
+        set.len() == all.len()
     }
 
     /// Every live peer holds every operation it originated or took in.
@@ -400,19 +413,26 @@ pub mod props {
     /// Every journal entry of every live peer sits at its message's stage, after its
     /// message's previous operation.
     pub fn journals_chained(s: &StageState) -> bool {
-        live(s).all(|(_, p)| {
-            p.journal.iter().enumerate().all(|(i, e)| {
-                let stage = p.base.stage + 1 + i as u32;
-                e.sync.current.stage == stage
-                    && p.op_at(stage - 1) == Some(e.sync.previous.map(|x| x.id))
-            })
+        live(s).all(|(_, p)| journal_chained_of(p))
+    }
+
+    /// [`journals_chained`] of one peer.
+    pub fn journal_chained_of<V: Payload>(p: &PeerState<V>) -> bool {
+        p.journal.iter().enumerate().all(|(i, e)| {
+            let stage = p.base.stage + 1 + i as u32;
+            e.sync.current.stage == stage
+                && p.op_at(stage - 1) == Some(e.sync.previous.map(|x| x.id))
         })
     }
 
     /// For every live peer's stability line, every live peer has reached it and holds the same
     /// journal up to it.
     pub fn stable_never_undone(s: &StageState) -> bool {
-        let ps: Vec<&PeerState<Value>> = live(s).map(|(_, p)| p).collect();
+        stable_never_undone_of(&live(s).map(|(_, p)| p).collect::<Vec<_>>())
+    }
+
+    /// [`stable_never_undone`] of these peers.
+    pub fn stable_never_undone_of<V: Payload>(ps: &[&PeerState<V>]) -> bool {
         ps.iter().all(|p| {
             let line = p.base.stage;
             line == 0
