@@ -3,6 +3,7 @@
 use crate::runtime::codec::{Query, Reply};
 use crate::runtime::conformance::{self, ConformanceError, Replayed};
 use crate::runtime::driver::{Driver, DriverError, DriverOptions, Router};
+use crate::runtime::faults::{FaultLayer, FaultPlan};
 use crate::runtime::handshake::Identity;
 use crate::runtime::node_loop::{self, Host, INBOX_INPUTS};
 use crate::runtime::storage::{Disk, Durable, KvStore};
@@ -15,6 +16,7 @@ use replicore_model::store::Version;
 use stateright::actor::{Actor, Id};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -64,6 +66,9 @@ pub enum ServerError {
     /// The config is inconsistent.
     #[error("invalid config: {0}")]
     Config(&'static str),
+    /// The fault plan is invalid.
+    #[error("invalid fault plan: {0}")]
+    Faults(String),
     /// The trace could not be created.
     #[error(transparent)]
     Trace(#[from] TraceError),
@@ -93,6 +98,9 @@ pub struct ServerConfig {
     pub timing: Timing,
     /// Where to record this server's trace (`crate::runtime::trace`); `None` records nothing.
     pub trace_dir: Option<PathBuf>,
+    /// Faults to inject into the frames this server sends to the other servers
+    /// (`crate::runtime::faults`; testing only); `None` injects none.
+    pub faults: Option<FaultPlan>,
 }
 
 /// What a failover server records in its trace header: enough to rebuild its actor.
@@ -194,7 +202,20 @@ impl FailoverServer {
         let disk = tokio::task::spawn_blocking(move || Disk::open(&dir, cluster, node))
             .await
             .map_err(|e| ServerError::Task(e.to_string()))??;
-        let router = Router::default();
+        if let Some(plan) = &config.faults {
+            plan.validate().map_err(ServerError::Faults)?;
+        }
+        let faults = config.faults.clone().map(|plan| {
+            Arc::new(FaultLayer::new(
+                plan,
+                config.node_id,
+                config.servers.len() as u64 - 1,
+            ))
+        });
+        let router = match &faults {
+            Some(f) => Router::with_faults(f.clone()),
+            None => Router::default(),
+        };
         let actor = server_actor(config.node_id, config.servers.len(), config.timing.clone());
         let options = DriverOptions {
             max_frame_bytes: config.max_frame_bytes,
@@ -233,6 +254,14 @@ impl FailoverServer {
             cancel: cancel.clone(),
         };
         let first = view_of(driver.state());
+        if let Some(f) = &faults {
+            // Successive incarnations resume from growing versions: fresh draws.
+            f.reseed(first.version);
+            tracing::warn!(
+                node = config.node_id,
+                "injecting faults into frames between servers"
+            );
+        }
         tracing::info!(
             node = config.node_id,
             %local_addr,

@@ -146,16 +146,55 @@ pub struct TraceMeta {
 }
 
 /// Replays the traces in `dir` through each replica's actor
-/// ([`crate::runtime::conformance::replay`]); every command run is an incarnation.
+/// ([`crate::runtime::conformance::replay_checked`]); every command run is an incarnation.
+/// It checks the model's properties on the run too: on every state of every replica, that
+/// its knowledge claims no change it does not cover, of every change any replica of the run
+/// saved, and that its counter is ahead of its own changes (`props::knowledge_sound`,
+/// `props::unique_ids`); on the replicas' last states, that replicas with equal knowledge
+/// and no kept conflict hold equal data.
 pub fn check_trace(dir: &Path) -> Result<Replayed, ConformanceError> {
+    use replicore_model::knowledge::model::props;
     let nodes = conformance::read_dir::<Msg, Timer, ReplicaData<String, String>>(dir)?;
-    conformance::replay(&nodes, |node, header| {
-        let meta: TraceMeta = serde_json::from_value(header.meta.clone())
-            .map_err(|e| format!("replica {node}: header meta: {e}"))?;
-        let policy = ConflictPolicy::from_name(&meta.policy)
-            .ok_or_else(|| format!("replica {node}: unknown policy {}", meta.policy))?;
-        Ok(replica_actor(policy))
-    })
+    // Every change that existed in the run: in some replica's saved data.
+    let saved = nodes
+        .values()
+        .flatten()
+        .flat_map(|inc| &inc.steps)
+        .flat_map(|step| {
+            step.out.iter().filter_map(|c| match c {
+                crate::runtime::trace::Cmd::Save { storage } => Some(storage),
+                _ => None,
+            })
+        });
+    let all = props::changes_in(saved);
+    let (mut report, last) = conformance::replay_checked(
+        &nodes,
+        |node, header| {
+            let meta: TraceMeta = serde_json::from_value(header.meta.clone())
+                .map_err(|e| format!("replica {node}: header meta: {e}"))?;
+            let policy = ConflictPolicy::from_name(&meta.policy)
+                .ok_or_else(|| format!("replica {node}: unknown policy {}", meta.policy))?;
+            Ok(replica_actor(policy))
+        },
+        |node, state| {
+            if !props::sound_against(&all, &state.data) {
+                Err(props::KNOWLEDGE_SOUND.to_string())
+            } else if !props::counter_ahead(node, &state.data) {
+                Err(props::UNIQUE_IDS.to_string())
+            } else {
+                Ok(())
+            }
+        },
+    )?;
+    let datas: Vec<_> = last.values().map(|s| &s.data).collect();
+    if !props::equal_knowledge_equal_data_of(&datas) {
+        return Err(ConformanceError::Property(format!(
+            "{} (the replicas' last states)",
+            props::EQUAL_KNOWLEDGE_EQUAL_DATA
+        )));
+    }
+    report.properties = 3;
+    Ok(report)
 }
 
 /// One replica of protocol 3 with its data on disk.

@@ -62,6 +62,9 @@ pub enum ConformanceError {
     /// A recorded step is not what the model does.
     #[error("{0}")]
     Diverged(Box<Divergence>),
+    /// The run's states break a property of the model that relates nodes.
+    #[error("the run breaks a property of the model: {0}")]
+    Property(String),
 }
 
 /// The first step where the run and the model part.
@@ -232,6 +235,9 @@ pub struct Replayed {
     /// Restarts that loaded the save before the last one of the previous incarnation (the
     /// last step's save was cut by a kill; none of its messages was received).
     pub unsaved_steps: usize,
+    /// How many of the model's properties the protocol's check evaluated on the run (0: the
+    /// replay alone).
+    pub properties: usize,
 }
 
 impl fmt::Display for Replayed {
@@ -247,7 +253,11 @@ impl fmt::Display for Replayed {
             self.timeouts,
             self.restarts,
             self.unsaved_steps
-        )
+        )?;
+        if self.properties > 0 {
+            write!(f, "; {} of the model's properties hold", self.properties)?;
+        }
+        Ok(())
     }
 }
 
@@ -298,6 +308,25 @@ where
     A::Msg: PartialEq,
     A::Storage: PartialEq,
 {
+    replay_checked(nodes, actor_of, |_, _| Ok(())).map(|(report, _)| report)
+}
+
+/// [`replay`], and `check(node, state)` on every state a node takes (after each of its
+/// steps, restarts included): the protocol's properties of one node, or of a node's history
+/// (the checker keeps what it needs between calls). The first state it refuses is reported
+/// as a divergence, with the reason it gives. Returns each node's last state too, for the
+/// properties that relate nodes.
+pub fn replay_checked<A>(
+    nodes: &Nodes<A::Msg, A::Timer, A::Storage>,
+    actor_of: impl Fn(u64, &Header) -> Result<A, String>,
+    mut check: impl FnMut(u64, &A::State) -> Result<(), String>,
+) -> Result<(Replayed, BTreeMap<u64, A::State>), ConformanceError>
+where
+    A: Actor,
+    A::Msg: PartialEq,
+    A::Storage: PartialEq,
+{
+    let mut last_states = BTreeMap::new();
     // Every traced send, by id: where it went and what it carried.
     let mut sent: HashMap<SendId, (u64, &A::Msg)> = HashMap::new();
     for inc in nodes.values().flatten() {
@@ -424,6 +453,15 @@ where
                     }
                     return Err(d);
                 }
+                if let Some(s) = &state
+                    && let Err(why) = check(*node, s)
+                {
+                    return Err(diverged(
+                        format!("a property fails: {why}"),
+                        before,
+                        clip(format!("{s:?}")),
+                    ));
+                }
                 for c in &step.out {
                     match c {
                         crate::runtime::trace::Cmd::SetTimer { timer } => {
@@ -438,9 +476,12 @@ where
                 }
                 report.steps += 1;
             }
+            if let Some(s) = state {
+                last_states.insert(*node, s);
+            }
         }
     }
-    Ok(report)
+    Ok((report, last_states))
 }
 
 /// Cuts a long rendering to something a report can show.

@@ -196,17 +196,61 @@ fn peer_actor(peers: usize) -> Peer<Value> {
 }
 
 /// Replays the traces in `dir` through each peer's actor
-/// ([`crate::runtime::conformance::replay`]).
+/// ([`crate::runtime::conformance::replay_checked`]) and checks the model's properties on the
+/// run: on every state of every peer, that its document is its journal replayed, that it
+/// holds no operation twice, that its journal is chained, and that it never loses an
+/// operation it held (`props::none_lost`, by the peer's own history); on the peers' last
+/// states, that peers holding the same operations have one journal and one document, and
+/// that no peer's stability line is undone at another.
 pub fn check_trace(dir: &std::path::Path) -> Result<Replayed, ConformanceError> {
+    use replicore_model::stage_sync::model::props;
     let nodes = conformance::read_dir::<Msg, Timer, State>(dir)?;
-    conformance::replay(&nodes, |node, header| {
-        let meta: TraceMeta = serde_json::from_value(header.meta.clone())
-            .map_err(|e| format!("peer {node}: header meta: {e}"))?;
-        if !(2..=MAX_PEERS).contains(&meta.peers) || node as usize >= meta.peers {
-            return Err(format!("peer {node} is not one of {} peers", meta.peers));
+    let mut ever_held: BTreeMap<u64, std::collections::BTreeSet<OpId>> = BTreeMap::new();
+    let per_peer = |node: u64, state: &State| -> Result<(), String> {
+        let held = props::held(state);
+        let failed = if !props::data_is_replay_of(state) {
+            Some(props::DATA_IS_REPLAY)
+        } else if !props::at_most_once_of(state) {
+            Some(props::AT_MOST_ONCE)
+        } else if !props::journal_chained_of(state) {
+            Some(props::CHAINED)
+        } else {
+            let ever = ever_held.entry(node).or_default();
+            let now: std::collections::BTreeSet<OpId> = held.into_iter().collect();
+            let lost = ever.iter().any(|id| !now.contains(id));
+            ever.extend(now);
+            lost.then_some(props::NONE_LOST)
+        };
+        failed.map_or(Ok(()), |p| Err(p.to_string()))
+    };
+    let (mut report, last) = conformance::replay_checked(
+        &nodes,
+        |node, header| {
+            let meta: TraceMeta = serde_json::from_value(header.meta.clone())
+                .map_err(|e| format!("peer {node}: header meta: {e}"))?;
+            if !(2..=MAX_PEERS).contains(&meta.peers) || node as usize >= meta.peers {
+                return Err(format!("peer {node} is not one of {} peers", meta.peers));
+            }
+            Ok(peer_actor(meta.peers))
+        },
+        per_peer,
+    )?;
+    let peers: Vec<&State> = last.values().collect();
+    for (holds, name) in [
+        (
+            props::same_ops_same_journal_of(&peers),
+            props::SAME_OPS_SAME_JOURNAL,
+        ),
+        (props::stable_never_undone_of(&peers), props::STABLE),
+    ] {
+        if !holds {
+            return Err(ConformanceError::Property(format!(
+                "{name} (the peers' last states)"
+            )));
         }
-        Ok(peer_actor(meta.peers))
-    })
+    }
+    report.properties = 6;
+    Ok(report)
 }
 
 /// What a user sees of a peer.

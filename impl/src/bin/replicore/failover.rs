@@ -82,6 +82,8 @@ pub struct FailoverCluster {
     pub max_frame_bytes: usize,
     /// Where a server records its trace.
     pub trace_dir: Option<PathBuf>,
+    /// The faults a server injects (the cluster file's `[faults]`, testing only).
+    pub faults: Option<replicore_runtime::runtime::faults::FaultPlan>,
 }
 
 impl FailoverCluster {
@@ -135,6 +137,7 @@ pub async fn run(cmd: FailoverCommand, cluster: FailoverCluster) -> Result<Strin
                 max_frame_bytes: cluster.max_frame_bytes,
                 timing: cluster.timing(),
                 trace_dir: cluster.trace_dir.clone(),
+                faults: cluster.faults.clone(),
             };
             let mut server = FailoverServer::start(config).await.with_context(|| {
                 format!(

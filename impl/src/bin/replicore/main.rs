@@ -421,6 +421,7 @@ async fn run(cli: Cli) -> Result<()> {
                     .max_frame_bytes
                     .unwrap_or(replicore_runtime::runtime::codec::MAX_FRAME_BYTES_DEFAULT),
                 trace_dir: cluster.trace_dir.clone(),
+                faults: cluster.faults.clone(),
             };
             print!("{}", failover::run(command, failover).await?);
             Ok(())
