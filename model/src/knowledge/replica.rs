@@ -730,8 +730,8 @@ impl<K: Payload, V: Payload> Actor for Replica<K, V> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::harness::{self, Cmd, Cmds};
     use proptest::prelude::*;
-    use stateright::actor::Command;
 
     type R = Replica<u8, u8>;
     type St = ReplicaState<u8, u8>;
@@ -763,30 +763,195 @@ mod tests {
         r.on_start(Id::from(id), &None, &mut Out::new())
     }
 
-    /// Runs one message step; returns the messages sent, with their recipients.
-    fn msg(r: &R, id: usize, state: &mut St, src: usize, m: M) -> Vec<(Id, M)> {
-        let mut cow = Cow::Borrowed(&*state);
-        let mut out = Out::new();
-        r.on_msg(Id::from(id), &mut cow, Id::from(src), m, &mut out);
-        *state = cow.into_owned();
-        sends(out)
+    /// One message step: its exact commands.
+    fn step(r: &R, id: usize, state: &mut St, src: usize, m: M) -> Cmds<R> {
+        harness::msg(r, Id::from(id), state, Id::from(src), m)
     }
 
-    fn timer(r: &R, id: usize, state: &mut St, t: Timer) -> Vec<(Id, M)> {
-        let mut cow = Cow::Borrowed(&*state);
-        let mut out = Out::new();
-        r.on_timeout(Id::from(id), &mut cow, &t, &mut out);
-        *state = cow.into_owned();
-        sends(out)
+    /// One timer step: its exact commands.
+    fn fire(r: &R, id: usize, state: &mut St, t: Timer) -> Cmds<R> {
+        harness::timeout(r, Id::from(id), state, &t)
     }
 
-    fn sends(out: Out<R>) -> Vec<(Id, M)> {
-        out.into_iter()
+    /// The messages of `cmds`, with their recipients (for scenario tests that run a whole
+    /// exchange; the transition tests below state every command).
+    fn sends(cmds: Cmds<R>) -> Vec<(Id, M)> {
+        cmds.into_iter()
             .filter_map(|c| match c {
-                Command::Send(dst, m) => Some((dst, m)),
+                Cmd::Send(dst, m) => Some((dst, m)),
                 _ => None,
             })
             .collect()
+    }
+
+    /// Runs one message step; returns the messages sent, with their recipients.
+    fn msg(r: &R, id: usize, state: &mut St, src: usize, m: M) -> Vec<(Id, M)> {
+        sends(step(r, id, state, src, m))
+    }
+
+    fn timer(r: &R, id: usize, state: &mut St, t: Timer) -> Vec<(Id, M)> {
+        sends(fire(r, id, state, t))
+    }
+
+    fn cid(replica: u64, counter: u64) -> ChangeId {
+        ChangeId { replica, counter }
+    }
+
+    /// An edit saves the new change (its id from the saved counter) before anything, and
+    /// arms the next edit while one is left.
+    #[test]
+    fn an_edit_saves_its_change_and_arms_the_next_edit() {
+        let r = replica(vec![put(0, 1), put(1, 2)]);
+        let (mut a, start) = harness::start(&r, Id::from(0), None);
+        assert_eq!(start, vec![Cmd::SetTimer(Timer::Edit, TICK)]);
+        let cmds = fire(&r, 0, &mut a, Timer::Edit);
+        assert_eq!(a.data.items[&0].id, cid(0, 1));
+        assert_eq!(
+            cmds,
+            vec![Cmd::Save(a.data.clone()), Cmd::SetTimer(Timer::Edit, TICK)]
+        );
+        let cmds = fire(&r, 0, &mut a, Timer::Edit);
+        assert_eq!(
+            cmds,
+            vec![Cmd::Save(a.data.clone())],
+            "the last edit arms none"
+        );
+        assert_eq!(fire(&r, 0, &mut a, Timer::Edit), vec![], "no edit is left");
+    }
+
+    /// A sync, step by step: the pull saves its session before the request leaves; the
+    /// source saves that it answered, then sends each change and the complete bundle; the
+    /// destination saves each change before acknowledging it, and merges the learned
+    /// knowledge (saved) only with the last, then tells the source. Duplicates do nothing.
+    #[test]
+    fn a_sync_saves_before_each_message_and_merges_knowledge_last() {
+        let (ra, rb) = (replica(vec![put(0, 1), put(1, 2)]), replica(vec![]));
+        let mut a = edited(&ra, 0);
+        let mut b = start(&rb, 1);
+        let cmds = fire(&rb, 1, &mut b, Timer::Pull(0));
+        let request = SyncMsg::RequestChanges {
+            session: 1,
+            knowledge: Knowledge::new(),
+            filtered: vec![],
+            filter: None,
+            recovery: false,
+            two_way: false,
+        };
+        assert_eq!(b.data.sessions, 1);
+        assert_eq!(
+            cmds,
+            vec![
+                Cmd::Save(b.data.clone()),
+                Cmd::Send(Id::from(0), request.clone()),
+                Cmd::SetTimer(Timer::Pull(0), TICK),
+            ]
+        );
+        // The source.
+        let cmds = step(&ra, 0, &mut a, 1, request.clone());
+        assert_eq!(a.data.answered.get(&1), Some(&1));
+        let items = a.data.items.clone();
+        let convey = |seq: u32, key: u8| SyncMsg::ConveyChanges {
+            session: 1,
+            seq,
+            change: items[&key].clone(),
+            minimum: None,
+        };
+        let complete = SyncMsg::CompleteBundle {
+            session: 1,
+            count: 2,
+            learned: a.data.knowledge.clone(),
+            filtered_learned: None,
+            forgotten: Knowledge::new(),
+        };
+        assert_eq!(
+            cmds,
+            vec![
+                Cmd::Save(a.data.clone()),
+                Cmd::Send(Id::from(1), convey(0, 0)),
+                Cmd::Send(Id::from(1), convey(1, 1)),
+                Cmd::Send(Id::from(1), complete.clone()),
+            ]
+        );
+        assert_eq!(step(&ra, 0, &mut a, 1, request), vec![], "answered once");
+        // The destination: the bundle's end first, then each change.
+        assert_eq!(step(&rb, 1, &mut b, 0, complete.clone()), vec![]);
+        let cmds = step(&rb, 1, &mut b, 0, convey(0, 0));
+        let ack = |id, replaced| SyncMsg::AcknowledgeChange {
+            session: 1,
+            id,
+            outcome: Applied::Applied { replaced },
+        };
+        assert_eq!(
+            cmds,
+            vec![
+                Cmd::Save(b.data.clone()),
+                Cmd::Send(Id::from(0), ack(cid(0, 1), None)),
+            ]
+        );
+        assert_eq!(step(&rb, 1, &mut b, 0, convey(0, 0)), vec![], "a duplicate");
+        let before_merge = {
+            let mut d = b.data.clone();
+            R::apply(
+                Id::from(1),
+                &mut d,
+                a.data.items[&1].clone(),
+                ConflictPolicy::DestinationWins,
+            );
+            d
+        };
+        let cmds = step(&rb, 1, &mut b, 0, convey(1, 1));
+        assert_eq!(b.data.knowledge, a.data.knowledge);
+        assert!(b.pull.is_none());
+        assert_eq!(
+            cmds,
+            vec![
+                Cmd::Save(before_merge),
+                Cmd::Send(Id::from(0), ack(cid(0, 2), None)),
+                Cmd::Save(b.data.clone()),
+                Cmd::Send(
+                    Id::from(0),
+                    SyncMsg::ConveyKnowledge {
+                        session: 1,
+                        knowledge: a.data.knowledge.clone(),
+                    }
+                ),
+            ]
+        );
+        // Late copies of the closed sync change nothing.
+        assert_eq!(step(&rb, 1, &mut b, 0, convey(1, 1)), vec![]);
+        assert_eq!(step(&rb, 1, &mut b, 0, complete), vec![]);
+    }
+
+    /// A conflict resolved by the destination is a new change of the destination, saved
+    /// before the acknowledgement that reports the conflict.
+    #[test]
+    fn a_resolved_conflict_is_saved_before_it_is_acknowledged() {
+        let ra = replica(vec![put(0, 1)]);
+        let rb = replica(vec![put(0, 2)]);
+        let (mut a, mut b) = (edited(&ra, 0), edited(&rb, 1));
+        let local = a.data.items[&0].clone();
+        let req = timer(&ra, 0, &mut a, Timer::Pull(1));
+        let answer = msg(&rb, 1, &mut b, 0, req[0].1.clone());
+        let cmds = step(&ra, 0, &mut a, 1, answer[0].1.clone());
+        assert_eq!(a.data.items[&0].id, cid(0, 2), "a new change of replica 0");
+        assert_eq!(a.data.read(&0), Some(&1), "the destination's value");
+        assert_eq!(
+            cmds,
+            vec![
+                Cmd::Save(a.data.clone()),
+                Cmd::Send(
+                    Id::from(1),
+                    SyncMsg::AcknowledgeChange {
+                        session: 1,
+                        id: cid(1, 1),
+                        outcome: Applied::Conflict {
+                            local,
+                            resolution: ConflictPolicy::DestinationWins,
+                        },
+                    }
+                ),
+            ]
+        );
     }
 
     /// Replica `id` makes all its edits.

@@ -706,18 +706,37 @@ impl<V: Payload> Actor for Peer<V> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use stateright::actor::Command;
+    use crate::harness::{self, Cmd, Cmds};
 
-    fn peer(peers: usize) -> Peer<u8> {
+    type P = Peer<u8>;
+    type M = StageMsg<u8>;
+
+    /// A local user's id (above the peers).
+    const USER: usize = 9;
+
+    /// A peer as the runtime runs it: saving, reporting, re-sending.
+    fn peer(peers: usize) -> P {
         Peer {
             peers,
             edits: vec![],
             ordering: Ordering::Aged,
-            stability: false,
-            resend: false,
-            save: false,
+            stability: true,
+            resend: true,
+            save: true,
             mutant: None,
         }
+    }
+
+    /// The same without reports, for the steps that are about ordering.
+    fn quiet(peers: usize) -> P {
+        Peer {
+            stability: false,
+            ..peer(peers)
+        }
+    }
+
+    fn step(p: &P, me: usize, st: &mut PeerState<u8>, src: usize, m: M) -> Cmds<P> {
+        harness::msg(p, Id::from(me), st, Id::from(src), m)
     }
 
     fn sync(
@@ -746,48 +765,76 @@ mod tests {
         }
     }
 
-    fn sent(out: Out<Peer<u8>>) -> Vec<(usize, StageMsg<u8>)> {
-        out.into_iter()
-            .filter_map(|c| match c {
-                Command::Send(dst, m) => Some((usize::from(dst), m)),
-                _ => None,
-            })
-            .collect()
+    #[test]
+    fn a_peer_starts_with_its_resend_timer_only() {
+        let (st, cmds) = harness::start(&peer(3), Id::from(1), None);
+        assert_eq!(cmds, vec![Cmd::SetTimer(Timer::Resend, RESEND_TICK)]);
+        assert_eq!(st, PeerState::default());
     }
 
+    /// Claim 1: a user's edit executes at once; its message goes to every other peer, the
+    /// peer reports its journal, saves, and answers the user.
     #[test]
-    fn a_user_edit_executes_at_once_and_goes_to_every_other_peer() {
+    fn a_user_edit_executes_at_once_goes_to_every_other_peer_and_is_saved() {
         let p = peer(3);
         let mut st = PeerState::default();
-        let mut o = Out::new();
-        let (id, stage) = p.issue(1, &mut st, Edit::Insert { at: 0, value: 7 }, &mut o);
-        assert_eq!((id, stage), (OpId { origin: 1, seq: 1 }, 1));
+        let cmds = step(
+            &p,
+            1,
+            &mut st,
+            USER,
+            StageMsg::Edit(Edit::Insert { at: 0, value: 7 }),
+        );
         assert_eq!(st.doc.items, vec![7]);
         let m = StageMsg::Sync(sync(1, 1, 1, 1, None, 7));
-        assert_eq!(sent(o), vec![(0, m.clone()), (2, m)]);
+        let report = StageMsg::Report(st.report.clone().expect("reported"));
+        assert_eq!(
+            cmds,
+            vec![
+                Cmd::Send(Id::from(0), m.clone()),
+                Cmd::Send(Id::from(2), m),
+                Cmd::Send(Id::from(0), report.clone()),
+                Cmd::Send(Id::from(2), report),
+                Cmd::Save(st.clone()),
+                Cmd::Send(
+                    Id::from(USER),
+                    StageMsg::Edited {
+                        id: OpId { origin: 1, seq: 1 },
+                        stage: 1
+                    }
+                ),
+            ]
+        );
+        // Showing the document changes nothing and saves nothing.
+        let before = st.clone();
+        assert_eq!(
+            step(&p, 1, &mut st, USER, StageMsg::Show),
+            vec![Cmd::Send(
+                Id::from(USER),
+                StageMsg::Document {
+                    stage: 1,
+                    stable: 0,
+                    held: 0,
+                    items: vec![7]
+                }
+            )]
+        );
+        assert_eq!(st, before);
     }
 
     #[test]
     fn a_higher_priority_operation_at_an_executed_stage_undoes_and_redoes() {
-        let p = peer(2);
+        let p = quiet(2);
         let mut st = PeerState::default();
-        p.issue(
+        step(
+            &p,
             0,
             &mut st,
-            Edit::Insert { at: 0, value: 1 },
-            &mut Out::new(),
+            USER,
+            StageMsg::Edit(Edit::Insert { at: 0, value: 1 }),
         );
-        let mut cow = Cow::Borrowed(&st);
-        let mut o = Out::new();
         let theirs = sync(1, 1, 1, 1, None, 2);
-        p.on_msg(
-            Id::from(0),
-            &mut cow,
-            Id::from(1),
-            StageMsg::Sync(theirs.clone()),
-            &mut o,
-        );
-        let st = cow.into_owned();
+        let cmds = step(&p, 0, &mut st, 1, StageMsg::Sync(theirs.clone()));
         let ids: Vec<OpId> = st.journal.iter().map(|e| e.sync.current.id).collect();
         assert_eq!(
             ids,
@@ -795,33 +842,65 @@ mod tests {
         );
         assert_eq!(st.doc.items, vec![1, 2]);
         assert!(st.settled());
-        // Its own operation again, at stage 2 after the winner, with its age kept.
+        // Its own operation again, at stage 2 after the winner, with its age kept; then the
+        // save.
         let mut again = sync(0, 1, 2, 2, Some(theirs.current.id), 1);
         again.priority.age = 1;
-        assert_eq!(sent(o), vec![(1, StageMsg::Sync(again))]);
+        assert_eq!(
+            cmds,
+            vec![
+                Cmd::Send(Id::from(1), StageMsg::Sync(again)),
+                Cmd::Save(st.clone())
+            ]
+        );
+        // The same message again changes nothing and saves nothing.
+        assert_eq!(step(&p, 0, &mut st, 1, StageMsg::Sync(theirs)), vec![]);
     }
 
     #[test]
     fn a_lower_priority_message_of_the_same_stage_pair_is_requeued_not_dropped() {
-        let p = peer(3);
+        let p = quiet(3);
         let mut st = PeerState::default();
         // Both wait for stage 2 after an operation this peer has not executed.
         let before = OpId { origin: 0, seq: 9 };
         let low = sync(0, 1, 1, 2, Some(before), 1);
         let high = sync(1, 1, 1, 2, Some(before), 2);
-        for (src, m) in [(0, low.clone()), (1, high.clone())] {
-            let mut cow = Cow::Borrowed(&st);
-            p.on_msg(
-                Id::from(2),
-                &mut cow,
-                Id::from(src),
-                StageMsg::Sync(m),
-                &mut Out::new(),
-            );
-            st = cow.into_owned();
-        }
+        let cmds = step(&p, 2, &mut st, 0, StageMsg::Sync(low.clone()));
+        assert_eq!(st.waiting.values().collect::<Vec<_>>(), vec![&low]);
+        assert_eq!(cmds, vec![Cmd::Save(st.clone())], "held, and saved");
+        let cmds = step(&p, 2, &mut st, 1, StageMsg::Sync(high.clone()));
         assert_eq!(st.waiting.values().collect::<Vec<_>>(), vec![&high]);
         assert_eq!(st.redo.values().collect::<Vec<_>>(), vec![&low]);
         assert!(st.journal.is_empty());
+        assert_eq!(cmds, vec![Cmd::Save(st.clone())]);
+    }
+
+    /// The resend timer sends again the last message of each own operation above the base
+    /// and the last report, and re-arms itself; it changes nothing, so it saves nothing.
+    #[test]
+    fn a_resend_sends_own_operations_and_the_report_again() {
+        let p = peer(2);
+        let mut st = PeerState::default();
+        step(
+            &p,
+            0,
+            &mut st,
+            USER,
+            StageMsg::Edit(Edit::Insert { at: 0, value: 5 }),
+        );
+        let before = st.clone();
+        let cmds = harness::timeout(&p, Id::from(0), &mut st, &Timer::Resend);
+        assert_eq!(st, before);
+        assert_eq!(
+            cmds,
+            vec![
+                Cmd::Send(Id::from(1), StageMsg::Sync(sync(0, 1, 1, 1, None, 5))),
+                Cmd::Send(
+                    Id::from(1),
+                    StageMsg::Report(st.report.clone().expect("reported"))
+                ),
+                Cmd::SetTimer(Timer::Resend, RESEND_TICK),
+            ]
+        );
     }
 }
