@@ -19,7 +19,7 @@ pub mod msg;
 pub mod slave;
 pub mod slave_user;
 
-pub use client::{ScriptClient, ScriptStep, UpdateKind};
+pub use client::{ScriptClient, ScriptStep, SubmitClient, SubmitMsg, SubmitState, UpdateKind};
 pub use master::{MasterServer, MasterState, MasterStorage};
 pub use model::{Ghost, MasterSlaveConfig, NetworkKind, Node, NodeState};
 pub use msg::{AbortReason, Beat, ClientMsg, Decision, Mode, Msg, Outcome, ServiceMsg, Timer};
