@@ -1,24 +1,26 @@
-//! A remote client of a node: updates and rollbacks through the master (as a protocol client
-//! with its own id and request numbers), reads and status from any node.
+//! A remote client of a node: updates and rollbacks through the master by the model's
+//! protocol-1 client actor ([`SubmitClient`]: its request numbers, its re-sends), each
+//! handed to it as its next input; reads and status from any node.
 
-use crate::master_slave::node::UpdateError;
+use crate::master_slave::node::{MASTER_ID, UpdateError};
 use crate::runtime::codec::{self, CodecError, Frame, NodeStatus, Query, Reply};
 use crate::runtime::handshake::Identity;
 use crate::runtime::storage::{KvStore, UserStore};
 use crate::runtime::transport::random_client_id;
-use crate::runtime::transport::{self, BACKOFF_MAX, BACKOFF_MIN, TransportError};
+use crate::runtime::transport::{self, TransportError};
 use futures::{SinkExt, StreamExt};
-use replicore_model::master_slave::{ClientMsg, Mode, Msg};
+use replicore_model::master_slave::client::{RETRY, Rules};
+use replicore_model::master_slave::{
+    ClientMsg, Mode, Msg, SubmitClient, SubmitMsg, SubmitState, Timer,
+};
 use replicore_model::store::{KvOp, Version};
+use stateright::actor::{Actor, Command, Id, Out};
+use std::borrow::Cow;
 use std::marker::PhantomData;
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
-
-/// How often an unanswered update is sent again (the master answers a repeat, never
-/// applies it twice).
-pub const RESEND_EVERY: Duration = Duration::from_secs(1);
 
 /// A client failure.
 #[derive(Debug, thiserror::Error)]
@@ -54,13 +56,27 @@ pub enum ClientError {
     },
 }
 
+/// The id the client's application speaks as, to the client actor.
+const APP: usize = usize::MAX;
+
+/// The model's client actor, and its state once its first request number is known.
+struct Submitter<S: UserStore> {
+    actor: SubmitClient<S>,
+    state: SubmitState<S>,
+}
+
 /// A connection to one node.
 pub struct Client<S: UserStore = KvStore> {
     addr: String,
     identity: Identity,
     max_frame_bytes: usize,
     io: Option<Framed<TcpStream, LengthDelimitedCodec>>,
-    next_req: Option<u64>,
+    /// The node's id, as it proved it in the handshake.
+    peer: u64,
+    /// Started at the first update, numbered from the master's ledger entry for this id.
+    submitter: Option<Submitter<S>>,
+    /// When the actor's retry timer fires.
+    retry_at: Option<Instant>,
     store: PhantomData<S>,
 }
 
@@ -82,7 +98,9 @@ impl<S: UserStore> Client<S> {
             },
             max_frame_bytes: codec::MAX_FRAME_BYTES_DEFAULT,
             io: None,
-            next_req: None,
+            peer: MASTER_ID,
+            submitter: None,
+            retry_at: None,
             store: PhantomData,
         };
         client.reconnect().await?;
@@ -96,9 +114,10 @@ impl<S: UserStore> Client<S> {
 
     async fn reconnect(&mut self) -> Result<(), ClientError> {
         self.io = None;
-        let (mut io, _peer) = transport::connect(&self.addr, &self.identity).await?;
+        let (mut io, peer) = transport::connect(&self.addr, &self.identity).await?;
         io.codec_mut().set_max_frame_length(self.max_frame_bytes);
         self.io = Some(io);
+        self.peer = peer;
         Ok(())
     }
 
@@ -172,74 +191,139 @@ impl<S: UserStore> Client<S> {
         }
     }
 
-    /// The request number the next [`Client::update`] will use: asked of the master once
-    /// (its ledger entry for this client id), then counted locally.
+    /// The request number the next [`Client::update`] will use. The first call asks the
+    /// master where this client id's numbering stands (its ledger entry) and starts the
+    /// model's client actor there; from then on the actor numbers its requests.
     pub async fn next_req(&mut self) -> Result<u64, ClientError> {
-        if let Some(r) = self.next_req {
-            return Ok(r);
+        if let Some(s) = &self.submitter {
+            return Ok(s.state.next_req);
         }
-        match self.query(Query::NextReq).await? {
-            Reply::NextReq(r) => {
-                self.next_req = Some(r);
-                Ok(r)
+        let first_req = match self.query(Query::NextReq).await? {
+            Reply::NextReq(r) => r,
+            _ => {
+                return Err(ClientError::Unsupported {
+                    addr: self.addr.clone(),
+                });
             }
-            _ => Err(ClientError::Unsupported {
-                addr: self.addr.clone(),
-            }),
+        };
+        let actor = SubmitClient {
+            rules: Rules {
+                master: Id::from(MASTER_ID as usize),
+                retry: RETRY,
+            },
+            first_req,
+            store: PhantomData,
+        };
+        let state = actor.on_start(self.me(), &None, &mut Out::new());
+        self.submitter = Some(Submitter { actor, state });
+        Ok(first_req)
+    }
+
+    fn me(&self) -> Id {
+        Id::from(self.identity.node_id as usize)
+    }
+
+    /// Runs one step of the client actor and carries out its commands: frames to the node,
+    /// the retry deadline; returns the answer it gave the application, if any.
+    async fn step(
+        &mut self,
+        f: impl FnOnce(&SubmitClient<S>, Id, &mut Cow<SubmitState<S>>, &mut Out<SubmitClient<S>>),
+    ) -> Option<ClientMsg<S>> {
+        let me = self.me();
+        let mut out = Out::new();
+        if let Some(s) = self.submitter.as_mut() {
+            let mut cow = Cow::Borrowed(&s.state);
+            f(&s.actor, me, &mut cow, &mut out);
+            if let Cow::Owned(next) = cow {
+                s.state = next;
+            }
+        }
+        let mut answered = None;
+        for c in out {
+            match c {
+                Command::Send(_, SubmitMsg::Server(msg)) => {
+                    // A failed send drops the connection; the retry sends again.
+                    if let Err(e) = self.send(&Frame::Actor(&msg)).await {
+                        tracing::debug!(error = %e, "send failed; the retry reconnects");
+                        self.io = None;
+                    }
+                }
+                Command::Send(_, SubmitMsg::Answered(answer)) => answered = Some(answer),
+                Command::SetTimer(Timer::Retry, range) => {
+                    self.retry_at = Some(Instant::now() + range.start)
+                }
+                Command::CancelTimer(Timer::Retry) => self.retry_at = None,
+                _ => {}
+            }
+        }
+        answered
+    }
+
+    /// Hands `input` to the client actor and runs it until it answers or `wait` has passed
+    /// (then the actor gives the request up: its outcome is unknown).
+    async fn request(
+        &mut self,
+        input: SubmitMsg<S>,
+        wait: Duration,
+    ) -> Result<ClientMsg<S>, ClientError> {
+        let app = Id::from(APP);
+        if let Some(answer) = self
+            .step(|a, me, st, o| a.on_msg(me, st, app, input, o))
+            .await
+        {
+            return Ok(answer);
+        }
+        let give_up = Instant::now() + wait;
+        loop {
+            let wake = self.retry_at.unwrap_or(give_up).min(give_up);
+            let frame = tokio::select! {
+                _ = tokio::time::sleep_until(wake) => None,
+                f = async {
+                    if self.io.is_none() {
+                        std::future::pending::<()>().await;
+                    }
+                    self.recv().await
+                } => Some(f),
+            };
+            match frame {
+                None if Instant::now() >= give_up => {
+                    self.step(|a, me, st, o| a.on_msg(me, st, app, SubmitMsg::GiveUp, o))
+                        .await;
+                    return Err(UpdateError::NoAnswer(wait).into());
+                }
+                None => {
+                    self.retry_at = None;
+                    self.step(|a, me, st, o| a.on_timeout(me, st, &Timer::Retry, o))
+                        .await;
+                }
+                Some(Ok(Frame::Actor(msg))) => {
+                    let src = Id::from(self.peer as usize);
+                    let msg = SubmitMsg::Server(msg);
+                    if let Some(answer) = self
+                        .step(|a, me, st, o| a.on_msg(me, st, src, msg, o))
+                        .await
+                    {
+                        return Ok(answer);
+                    }
+                }
+                // Stray frames; a lost connection waits for the retry, which reconnects.
+                Some(Ok(_)) => {}
+                Some(Err(e)) => tracing::debug!(error = %e, "connection lost"),
+            }
         }
     }
 
-    /// Sends `msg` and waits up to `wait` for the master's answer about request `req`,
-    /// re-sending it every [`RESEND_EVERY`] and reconnecting (capped backoff) if the
-    /// connection drops.
-    async fn exchange(
-        &mut self,
-        req: u64,
-        msg: Msg<S>,
-        wait: Duration,
-    ) -> Result<Version, ClientError> {
-        let deadline = Instant::now() + wait;
-        let mut backoff = BACKOFF_MIN;
-        'attempt: loop {
-            if Instant::now() >= deadline {
-                return Err(UpdateError::NoAnswer(wait).into());
-            }
-            if let Err(e) = self.send(&Frame::Actor(&msg)).await {
-                tracing::debug!(error = %e, "send failed; reconnecting");
-                self.io = None;
-                tokio::time::sleep(backoff.min(deadline.saturating_duration_since(Instant::now())))
-                    .await;
-                backoff = (backoff * 2).min(BACKOFF_MAX);
-                continue 'attempt;
-            }
-            let resend_at = (Instant::now() + RESEND_EVERY).min(deadline);
-            loop {
-                let frame = match tokio::time::timeout_at(resend_at, self.recv()).await {
-                    Err(_) => continue 'attempt,
-                    Ok(Err(e)) => {
-                        tracing::debug!(error = %e, "connection lost; reconnecting");
-                        self.io = None;
-                        continue 'attempt;
-                    }
-                    Ok(Ok(f)) => f,
-                };
-                match frame {
-                    Frame::Actor(Msg::Client(ClientMsg::Committed { req: r, version }))
-                        if r == req =>
-                    {
-                        return Ok(version);
-                    }
-                    Frame::Actor(Msg::Client(ClientMsg::Aborted {
-                        req: r,
-                        version,
-                        reason,
-                    })) if r == req => {
-                        return Err(UpdateError::aborted(reason, version).into());
-                    }
-                    // Answers to other requests or stray frames.
-                    _ => {}
-                }
-            }
+    /// The outcome `answer` reports.
+    fn outcome(answer: ClientMsg<S>) -> Result<(u64, Version), ClientError> {
+        match answer {
+            ClientMsg::Committed { req, version } => Ok((req, version)),
+            ClientMsg::Aborted {
+                version, reason, ..
+            } => Err(UpdateError::aborted(reason, version).into()),
+            // The actor answers only with the master's outcome of a request.
+            ClientMsg::Update { .. } | ClientMsg::Rollback { .. } => Err(ClientError::Closed {
+                addr: String::new(),
+            }),
         }
     }
 
@@ -251,20 +335,34 @@ impl<S: UserStore> Client<S> {
         mode: Mode,
         wait: Duration,
     ) -> Result<(u64, Version), ClientError> {
-        let req = self.next_req().await?;
-        self.next_req = Some(req + 1);
-        let version = self
-            .exchange(req, Msg::Client(ClientMsg::Update { req, op, mode }), wait)
-            .await?;
-        Ok((req, version))
+        self.next_req().await?;
+        let answer = self.request(SubmitMsg::Update { op, mode }, wait).await?;
+        Self::outcome(answer)
     }
 
     /// Asks the master to roll back this client's request `req` and waits for that request's
     /// outcome: `Err(UpdateError::RolledBack)` when it was undecided and is now aborted, or its
     /// earlier outcome when already decided.
     pub async fn rollback(&mut self, req: u64, wait: Duration) -> Result<Version, ClientError> {
-        self.exchange(req, Msg::Client(ClientMsg::Rollback { req }), wait)
-            .await
+        if self.submitter.is_none() {
+            // A rollback takes no number: the actor's numbering is not needed yet, and asking
+            // the master for it would only delay the rollback.
+            let actor = SubmitClient {
+                rules: Rules {
+                    master: Id::from(MASTER_ID as usize),
+                    retry: RETRY,
+                },
+                first_req: 0,
+                store: PhantomData,
+            };
+            let state = actor.on_start(self.me(), &None, &mut Out::new());
+            self.submitter = Some(Submitter { actor, state });
+            let answer = self.request(SubmitMsg::Rollback { req }, wait).await;
+            self.submitter = None;
+            return Self::outcome(answer?).map(|(_, v)| v);
+        }
+        let answer = self.request(SubmitMsg::Rollback { req }, wait).await?;
+        Self::outcome(answer).map(|(_, v)| v)
     }
 }
 
