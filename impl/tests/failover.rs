@@ -5,6 +5,8 @@
 //!
 //! Every test runs under a `tokio::time::timeout`; waits poll a real outcome with a deadline.
 
+mod common;
+
 use replicore_model::failover::Timing;
 use replicore_runtime::failover::{Client, role_of};
 use replicore_runtime::runtime::codec::Reply;
@@ -397,23 +399,6 @@ async fn a_master_cut_off_from_the_client_only_is_not_deposed() {
     .expect("bounded");
 }
 
-/// The seeds the chaos test runs: `REPLICORE_CHAOS_SEEDS` (comma-separated), or the CI set:
-/// an odd seed deposes the master by SIGKILL, an even one by a partition that lets its lease
-/// lapse while it still runs.
-fn chaos_seeds() -> Vec<u64> {
-    match std::env::var("REPLICORE_CHAOS_SEEDS") {
-        Ok(s) => s
-            .split(',')
-            .map(|x| {
-                x.trim()
-                    .parse()
-                    .expect("REPLICORE_CHAOS_SEEDS: comma-separated u64s")
-            })
-            .collect(),
-        Err(_) => vec![1, 2],
-    }
-}
-
 fn now_unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -663,23 +648,5 @@ async fn failover_chaos(seed: u64) -> Result<String, String> {
 /// every incarnation conforming to the server actor.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_kills_partitions_and_lease_lapses_keep_the_clients_history_linearizable() {
-    let mut failed = Vec::new();
-    for seed in chaos_seeds() {
-        let started = std::time::Instant::now();
-        let outcome = tokio::time::timeout(TEST_TIMEOUT, failover_chaos(seed))
-            .await
-            .unwrap_or_else(|_| Err(format!("seed {seed}: not done within {TEST_TIMEOUT:?}")));
-        match outcome {
-            Ok(line) => eprintln!("{line} ({:.1} s)", started.elapsed().as_secs_f64()),
-            Err(e) => {
-                eprintln!("failover chaos seed={seed}: FAILED: {e}");
-                failed.push(seed);
-            }
-        }
-    }
-    assert!(
-        failed.is_empty(),
-        "seeds {failed:?} failed; reproduce one with REPLICORE_CHAOS_SEEDS=<seed> \
-         cargo test --release -p replicore-runtime --test failover chaos"
-    );
+    common::run_seeds("failover chaos", "failover", TEST_TIMEOUT, failover_chaos).await;
 }

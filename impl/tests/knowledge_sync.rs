@@ -1,6 +1,8 @@
 //! Online knowledge sync (`replicore sync`) between replicas over 127.0.0.1: two-way syncs
 //! converge, a wrong key is refused.
 
+mod common;
+
 use replicore_model::knowledge::ConflictPolicy;
 use replicore_runtime::knowledge::LocalReplica;
 use replicore_runtime::knowledge::net::{SyncError, serve, sync_with};
@@ -106,21 +108,6 @@ async fn two_replicas_that_never_meet_converge_through_a_relay() {
     assert_eq!(a.data().values().len(), 2);
     assert_eq!(a.data().values(), b.data().values());
     assert_eq!(a.data().knowledge, b.data().knowledge);
-}
-
-/// The seeds the chaos test runs: `REPLICORE_CHAOS_SEEDS` (comma-separated), or the CI set.
-fn chaos_seeds() -> Vec<u64> {
-    match std::env::var("REPLICORE_CHAOS_SEEDS") {
-        Ok(s) => s
-            .split(',')
-            .map(|x| {
-                x.trim()
-                    .parse()
-                    .expect("REPLICORE_CHAOS_SEEDS: comma-separated u64s")
-            })
-            .collect(),
-        Err(_) => vec![1, 2],
-    }
 }
 
 /// A TCP proxy in front of a replica that cuts some connections after a seeded number of
@@ -341,23 +328,11 @@ async fn knowledge_chaos(seed: u64) -> Result<String, String> {
 /// (`knowledge::check_trace`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_cut_syncs_and_restarts_converge_with_the_models_properties() {
-    let mut failed = Vec::new();
-    for seed in chaos_seeds() {
-        let started = std::time::Instant::now();
-        let outcome = tokio::time::timeout(Duration::from_secs(60), knowledge_chaos(seed))
-            .await
-            .unwrap_or_else(|_| Err("not done within 60 s".into()));
-        match outcome {
-            Ok(line) => eprintln!("{line} ({:.1} s)", started.elapsed().as_secs_f64()),
-            Err(e) => {
-                eprintln!("knowledge chaos seed={seed}: FAILED: {e}");
-                failed.push(seed);
-            }
-        }
-    }
-    assert!(
-        failed.is_empty(),
-        "seeds {failed:?} failed; reproduce one with REPLICORE_CHAOS_SEEDS=<seed> \
-         cargo test --release -p replicore-runtime --test knowledge_sync chaos"
-    );
+    common::run_seeds(
+        "knowledge chaos",
+        "knowledge_sync",
+        Duration::from_secs(60),
+        knowledge_chaos,
+    )
+    .await;
 }

@@ -2,6 +2,8 @@
 //! under message delay, reordering and duplication converge to one document, truncate their
 //! journals, survive a restart; a user with the wrong key is refused.
 
+mod common;
+
 use replicore_model::stage_sync::Edit;
 use replicore_runtime::runtime::faults::FaultPlan;
 use replicore_runtime::stage_sync::{self, Client, PeerConfig, PeerHandle, StageError, View};
@@ -216,21 +218,6 @@ async fn users_edit_and_show_over_tcp_and_a_wrong_key_is_refused() {
     p1.shutdown().await.unwrap();
 }
 
-/// The seeds the chaos test runs: `REPLICORE_CHAOS_SEEDS` (comma-separated), or the CI set.
-fn chaos_seeds() -> Vec<u64> {
-    match std::env::var("REPLICORE_CHAOS_SEEDS") {
-        Ok(s) => s
-            .split(',')
-            .map(|x| {
-                x.trim()
-                    .parse()
-                    .expect("REPLICORE_CHAOS_SEEDS: comma-separated u64s")
-            })
-            .collect(),
-        Err(_) => vec![1, 2],
-    }
-}
-
 /// Starts peer `id` of the group at `addrs`, listening on its own address.
 async fn start_at(dir: &Path, id: u64, addrs: &[String], plan: Option<FaultPlan>) -> PeerHandle {
     stage_sync::spawn(PeerConfig {
@@ -413,23 +400,11 @@ async fn stage_chaos(seed: u64) -> Result<String, String> {
 /// model's properties on every state (`stage_sync::check_trace`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_loss_partitions_and_a_restart_converge_with_the_models_properties() {
-    let mut failed = Vec::new();
-    for seed in chaos_seeds() {
-        let started = std::time::Instant::now();
-        let outcome = tokio::time::timeout(Duration::from_secs(60), stage_chaos(seed))
-            .await
-            .unwrap_or_else(|_| Err("not done within 60 s".into()));
-        match outcome {
-            Ok(line) => eprintln!("{line} ({:.1} s)", started.elapsed().as_secs_f64()),
-            Err(e) => {
-                eprintln!("stage-sync chaos seed={seed}: FAILED: {e}");
-                failed.push(seed);
-            }
-        }
-    }
-    assert!(
-        failed.is_empty(),
-        "seeds {failed:?} failed; reproduce one with REPLICORE_CHAOS_SEEDS=<seed> \
-         cargo test --release -p replicore-runtime --test stage_sync chaos"
-    );
+    common::run_seeds(
+        "stage-sync chaos",
+        "stage_sync",
+        Duration::from_secs(60),
+        stage_chaos,
+    )
+    .await;
 }
