@@ -96,6 +96,9 @@ async fn start(id: u64, dir: &Path, master_addr: Option<String>) -> Node {
     let mut cfg = NodeConfig::new(CLUSTER, KEY, id, 2, dir.join(format!("node{id}")));
     cfg.heartbeat = Duration::from_millis(20)..Duration::from_millis(30);
     cfg.history = 8;
+    // The proxy drops and duplicates whole frames, so it must read them: plain TCP. Over TLS
+    // a dropped or repeated record closes the connection instead (`impl/tests/tls.rs`).
+    cfg.security = replicore_runtime::runtime::tls::Security::Plain;
     if let Some(a) = master_addr {
         cfg.master_addr = a;
     }

@@ -93,11 +93,7 @@ pub async fn start(
     let cancel = CancellationToken::new();
     let (inbox, mut inbox_rx) = mpsc::channel(INBOX_INPUTS);
     let link = Link {
-        identity: Identity {
-            cluster_id: CLUSTER,
-            node_id: id,
-            key: KEY.to_vec(),
-        },
+        identity: Identity::new(CLUSTER, id, KEY),
         router,
         inbox,
         max_frame_bytes: MAX_FRAME_BYTES_DEFAULT,
@@ -125,11 +121,7 @@ pub async fn start(
 
 /// Writes `value` through the primary at `addr` as request `req`; returns its version.
 pub async fn write(addr: &str, req: u64, value: &[u8]) -> Result<u64, String> {
-    let me = Identity {
-        cluster_id: CLUSTER,
-        node_id: 1 << 32,
-        key: KEY.to_vec(),
-    };
+    let me = Identity::new(CLUSTER, 1 << 32, KEY);
     let (mut io, _) = transport::connect(addr, &me)
         .await
         .map_err(|e| e.to_string())?;

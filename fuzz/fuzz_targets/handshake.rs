@@ -20,11 +20,7 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 }
 
 fn me() -> Identity {
-    Identity {
-        cluster_id: 1,
-        node_id: 0,
-        key: b"the cluster key, unknown to the fuzzer".to_vec(),
-    }
+    Identity::new(1, 0, &b"the cluster key, unknown to the fuzzer"[..])
 }
 
 fuzz_target!(|data: &[u8]| {

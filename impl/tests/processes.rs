@@ -551,11 +551,7 @@ async fn garbage_bytes_close_the_connection_and_the_node_keeps_serving() {
         }
 
         // After a valid handshake: a frame that does not decode.
-        let me = replicore_runtime::runtime::handshake::Identity {
-            cluster_id: CLUSTER,
-            node_id: 1 << 40,
-            key: KEY.as_bytes().to_vec(),
-        };
+        let me = replicore_runtime::runtime::handshake::Identity::new(CLUSTER, 1 << 40, KEY);
         let (mut io, _) = replicore_runtime::runtime::transport::connect(&master, &me)
             .await
             .expect("handshake");

@@ -5,6 +5,7 @@ use super::WireMsg;
 use crate::runtime::codec::{self, Frame, Query, Reply};
 use crate::runtime::handshake::Identity;
 use crate::runtime::storage::digest_of;
+use crate::runtime::tls::Security;
 use crate::runtime::transport::random_client_id;
 use crate::runtime::transport::{self, TransportError};
 use futures::{SinkExt, StreamExt};
@@ -17,8 +18,6 @@ use stateright::actor::{Actor, Command, Id, Out};
 use std::borrow::Cow;
 use std::marker::PhantomData;
 use std::time::Duration;
-use tokio::net::TcpStream;
-use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 /// A client failure.
 #[derive(Debug, thiserror::Error)]
@@ -74,18 +73,14 @@ pub struct Client {
     state: SubmitState<String, Vec<u8>>,
     /// When the actor's retry timer fires.
     retry_at: Option<tokio::time::Instant>,
-    conns: [Option<Framed<TcpStream, LengthDelimitedCodec>>; 2],
+    conns: [Option<transport::Connection>; 2],
 }
 
 impl Client {
     /// A client of the cluster whose master and backup are at these addresses, with a fresh
     /// random client id.
     pub fn new(master: &str, backup: &str, cluster_id: u64, key: &[u8], timing: Timing) -> Self {
-        let identity = Identity {
-            cluster_id,
-            node_id: random_client_id(),
-            key: key.to_vec(),
-        };
+        let identity = Identity::new(cluster_id, random_client_id(), key);
         let actor = SubmitClient {
             rules: Rules {
                 variant: Variant::Fenced,
@@ -108,6 +103,12 @@ impl Client {
             retry_at: None,
             conns: [None, None],
         }
+    }
+
+    /// The same client, its connections secured by `security`.
+    pub fn with_security(mut self, security: Security) -> Self {
+        self.identity.security = security;
+        self
     }
 
     /// Sets `key` to `value`; returns the version the update made.
@@ -192,7 +193,7 @@ impl Client {
     /// The next protocol message from either connection (a closed connection is dropped).
     async fn recv(&mut self) -> Option<(Id, WireMsg)> {
         async fn next(
-            c: &mut Option<Framed<TcpStream, LengthDelimitedCodec>>,
+            c: &mut Option<transport::Connection>,
         ) -> Option<Result<bytes::BytesMut, std::io::Error>> {
             match c {
                 Some(io) => io.next().await,
@@ -298,11 +299,17 @@ pub async fn role_of(
     cluster_id: u64,
     key: &[u8],
 ) -> Result<Reply, FailoverClientError> {
-    let identity = Identity {
-        cluster_id,
-        node_id: random_client_id(),
-        key: key.to_vec(),
-    };
+    role_of_secured(addr, cluster_id, key, Security::default()).await
+}
+
+/// [`role_of`], its connection secured by `security`.
+pub async fn role_of_secured(
+    addr: &str,
+    cluster_id: u64,
+    key: &[u8],
+    security: Security,
+) -> Result<Reply, FailoverClientError> {
+    let identity = Identity::new(cluster_id, random_client_id(), key).with_security(security);
     let (mut io, _) = transport::connect(addr, &identity).await?;
     *io.codec_mut() = codec::frame_codec(codec::MAX_FRAME_BYTES_DEFAULT);
     let bytes = codec::encode(

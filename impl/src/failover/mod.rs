@@ -16,7 +16,7 @@
 mod client;
 mod server;
 
-pub use client::{Client, FailoverClientError, digest, role_of};
+pub use client::{Client, FailoverClientError, digest, role_of, role_of_secured};
 pub use server::{
     FailoverServer, Server, ServerConfig, ServerError, ServerView, Storage, TraceMeta, WireMsg,
     check_trace, server_actor,

@@ -90,6 +90,8 @@ pub struct ServerConfig {
     pub cluster_id: u64,
     /// The cluster's pre-shared key.
     pub key: Vec<u8>,
+    /// How its connections are secured.
+    pub security: crate::runtime::tls::Security,
     /// The data directory.
     pub data_dir: PathBuf,
     /// The frame limit.
@@ -243,11 +245,8 @@ impl FailoverServer {
         let (inbox_tx, inbox_rx) = mpsc::channel(INBOX_INPUTS);
         let cancel = CancellationToken::new();
         let link = Link {
-            identity: Identity {
-                cluster_id: config.cluster_id,
-                node_id: config.node_id,
-                key: config.key.clone(),
-            },
+            identity: Identity::new(config.cluster_id, config.node_id, config.key.clone())
+                .with_security(config.security.clone()),
             router,
             inbox: inbox_tx,
             max_frame_bytes: config.max_frame_bytes,

@@ -17,16 +17,16 @@
 use crate::knowledge::replica::{Msg, STEP_FRAMES_MAX};
 use crate::knowledge::{LocalReplica, ReplicaError};
 use crate::runtime::codec::{self, Frame, MAX_FRAME_BYTES_DEFAULT};
-use crate::runtime::handshake::{self, Identity};
+use crate::runtime::handshake::Identity;
+use crate::runtime::tls::Security;
 use crate::runtime::transport::{self, TransportError};
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use replicore_model::knowledge::{AppMsg, ReplicaId, SyncMsg};
 use stateright::actor::Id;
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 /// How long one sync may take before it is abandoned (its learned knowledge unmerged).
 pub const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
@@ -67,7 +67,7 @@ pub struct SyncReport {
     pub learned: bool,
 }
 
-type Io = Framed<TcpStream, LengthDelimitedCodec>;
+type Io = transport::Connection;
 
 /// One connection's end in the replica's router: the frames the actor addresses to `peer`.
 struct Conn {
@@ -165,11 +165,19 @@ pub async fn sync_with(
     key: &[u8],
     two_way: bool,
 ) -> Result<SyncReport, SyncError> {
-    let me = Identity {
-        cluster_id,
-        node_id: replica.id(),
-        key: key.to_vec(),
-    };
+    sync_with_secured(replica, addr, cluster_id, key, Security::default(), two_way).await
+}
+
+/// [`sync_with`], its connection secured by `security`.
+pub async fn sync_with_secured(
+    replica: &mut LocalReplica,
+    addr: &str,
+    cluster_id: u64,
+    key: &[u8],
+    security: Security,
+    two_way: bool,
+) -> Result<SyncReport, SyncError> {
+    let me = Identity::new(cluster_id, replica.id(), key).with_security(security);
     let (mut io, peer) = transport::connect(addr, &me).await?;
     if peer > crate::knowledge::MAX_REPLICA_ID {
         return Err(SyncError::BadPeer(peer));
@@ -205,22 +213,27 @@ pub async fn sync_with(
 /// task is dropped. A peer that fails the handshake or misbehaves is logged and dropped.
 pub async fn serve(
     listener: TcpListener,
-    mut replica: LocalReplica,
+    replica: LocalReplica,
     cluster_id: u64,
     key: Vec<u8>,
 ) -> std::io::Result<()> {
-    let me = Identity {
-        cluster_id,
-        node_id: replica.id(),
-        key,
-    };
+    serve_secured(listener, replica, cluster_id, key, Security::default()).await
+}
+
+/// [`serve`], its connections secured by `security`.
+pub async fn serve_secured(
+    listener: TcpListener,
+    mut replica: LocalReplica,
+    cluster_id: u64,
+    key: Vec<u8>,
+    security: Security,
+) -> std::io::Result<()> {
+    let me = Identity::new(cluster_id, replica.id(), key).with_security(security);
     loop {
         let (stream, addr) = listener.accept().await?;
-        let _ = stream.set_nodelay(true);
-        let mut io = Framed::new(stream, handshake::handshake_codec());
-        let peer = match handshake::accept(&mut io, &me).await {
-            Ok(p) if p <= crate::knowledge::MAX_REPLICA_ID => p,
-            Ok(p) => {
+        let (mut io, peer) = match transport::accept(stream, &me).await {
+            Ok((io, p)) if p <= crate::knowledge::MAX_REPLICA_ID => (io, p),
+            Ok((_, p)) => {
                 tracing::warn!(%addr, peer = p, "refused: replica id out of range");
                 continue;
             }

@@ -6,6 +6,7 @@ use crate::master_slave::node::{MASTER_ID, UpdateError};
 use crate::runtime::codec::{self, CodecError, Frame, NodeStatus, Query, Reply};
 use crate::runtime::handshake::Identity;
 use crate::runtime::storage::{KvStore, UserStore};
+use crate::runtime::tls::Security;
 use crate::runtime::transport::random_client_id;
 use crate::runtime::transport::{self, TransportError};
 use futures::{SinkExt, StreamExt};
@@ -18,9 +19,7 @@ use stateright::actor::{Actor, Command, Id, Out};
 use std::borrow::Cow;
 use std::marker::PhantomData;
 use std::time::Duration;
-use tokio::net::TcpStream;
 use tokio::time::Instant;
-use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 /// A client failure.
 #[derive(Debug, thiserror::Error)]
@@ -70,7 +69,7 @@ pub struct Client<S: UserStore = KvStore> {
     addr: String,
     identity: Identity,
     max_frame_bytes: usize,
-    io: Option<Framed<TcpStream, LengthDelimitedCodec>>,
+    io: Option<crate::runtime::transport::Connection>,
     /// The node's id, as it proved it in the handshake.
     peer: u64,
     /// Started at the first update, numbered from the master's ledger entry for this id.
@@ -89,13 +88,21 @@ impl<S: UserStore> Client<S> {
         key: &[u8],
         client_id: Option<u64>,
     ) -> Result<Self, ClientError> {
+        Self::connect_secured(addr, cluster_id, key, client_id, Security::default()).await
+    }
+
+    /// [`Client::connect`], its connection secured by `security`.
+    pub async fn connect_secured(
+        addr: &str,
+        cluster_id: u64,
+        key: &[u8],
+        client_id: Option<u64>,
+        security: Security,
+    ) -> Result<Self, ClientError> {
+        let node_id = client_id.unwrap_or_else(random_client_id);
         let mut client = Client {
             addr: addr.to_string(),
-            identity: Identity {
-                cluster_id,
-                node_id: client_id.unwrap_or_else(random_client_id),
-                key: key.to_vec(),
-            },
+            identity: Identity::new(cluster_id, node_id, key).with_security(security),
             max_frame_bytes: codec::MAX_FRAME_BYTES_DEFAULT,
             io: None,
             peer: MASTER_ID,

@@ -9,6 +9,7 @@ use crate::runtime::handshake::Identity;
 use crate::runtime::memnet::MemNet;
 use crate::runtime::node_loop::{self, Host, INBOX_INPUTS};
 use crate::runtime::storage::{Disk, Durable, KvStore, StorageError, UserStore, digest_of};
+use crate::runtime::tls::Security;
 use crate::runtime::trace::Tracer;
 use crate::runtime::transport::{self, CLIENT_ID_MIN, Input, Link, random_client_id};
 use bytes::Bytes;
@@ -56,6 +57,8 @@ pub struct NodeConfig {
     pub cluster_id: u64,
     /// The cluster's pre-shared key.
     pub key: Vec<u8>,
+    /// How its connections are secured (TLS with keys derived from `key` by default).
+    pub security: Security,
     /// This node: [`MASTER_ID`] for the master, `1..=slaves` for a slave.
     pub node_id: u64,
     /// How many slaves the cluster has (the master's participants).
@@ -100,6 +103,7 @@ impl NodeConfig {
         NodeConfig {
             cluster_id,
             key: key.into(),
+            security: Security::default(),
             node_id,
             slaves,
             master_addr: String::new(),
@@ -467,11 +471,8 @@ impl<S: UserStore> Node<S> {
         let (inbox_tx, inbox_rx) = mpsc::channel(INBOX_INPUTS);
         let cancel = CancellationToken::new();
         let link = Link {
-            identity: Identity {
-                cluster_id: config.cluster_id,
-                node_id: config.node_id,
-                key: config.key.clone(),
-            },
+            identity: Identity::new(config.cluster_id, config.node_id, config.key.clone())
+                .with_security(config.security.clone()),
             router: router.clone(),
             inbox: inbox_tx.clone(),
             max_frame_bytes: config.max_frame_bytes,

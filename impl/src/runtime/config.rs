@@ -8,14 +8,21 @@
 //! heartbeat_ms = 100                               # optional
 //! history = 256                                    # optional
 //! max_frame_bytes = 67108864                       # optional
+//! transport = "tls"                                # optional: "tls" (default) or "plain"
+//!
+//! [tls]                  # optional: certificates from files instead of keys derived from `key`
+//! ca = "certs/ca.pem"    # the CA bundle (old and new CA during a rollover)
+//! cert = "certs/{name}.pem"   # {name} is node-<id> for a node, client for a client
+//! key = "certs/{name}.key"    # relative paths are relative to the cluster file
 //!
 //! [faults]                                         # optional, for testing: see
 //! seed = 7                                         # `crate::runtime::faults::FaultPlan`
 //! loss = 0.05
 //! ```
 
+use crate::runtime::tls::{CertFiles, CertPaths, Role, Security, TlsError};
 use serde::Deserialize;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// A cluster's configuration. Every field can also be given (or overridden) by a CLI flag.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -38,6 +45,82 @@ pub struct ClusterFile {
     pub max_frame_bytes: Option<usize>,
     /// Faults every node injects into the frames it sends (testing only; off when absent).
     pub faults: Option<crate::runtime::faults::FaultPlan>,
+    /// TLS (the default) or plain TCP.
+    pub transport: Option<TransportMode>,
+    /// Certificate files; without them TLS uses keys derived from the cluster key.
+    pub tls: Option<TlsFiles>,
+    /// The directory of the file it was loaded from (relative certificate paths start here).
+    #[serde(skip)]
+    pub dir: Option<PathBuf>,
+}
+
+/// How connections are carried.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Eq, PartialEq)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportMode {
+    /// TLS 1.3.
+    #[default]
+    Tls,
+    /// Plain TCP (benchmarks and loopback tests only).
+    Plain,
+}
+
+/// The `[tls]` table: certificate files, `{name}` standing for `node-<id>` or `client`.
+#[derive(Clone, Debug, Default, Deserialize, Eq, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// The CA bundle.
+    pub ca: String,
+    /// The certificate chain.
+    pub cert: String,
+    /// The private key.
+    pub key: String,
+}
+
+impl TlsFiles {
+    /// The files of `role`, relative paths taken from `dir`.
+    pub fn paths(&self, role: Role, dir: Option<&Path>) -> CertPaths {
+        let stem = role.stem();
+        let path = |template: &str| {
+            let p = PathBuf::from(template.replace("{name}", &stem));
+            match dir {
+                Some(d) if p.is_relative() => d.join(p),
+                _ => p,
+            }
+        };
+        CertPaths {
+            ca: path(&self.ca),
+            cert: path(&self.cert),
+            key: path(&self.key),
+        }
+    }
+}
+
+/// The transport a process uses, from a cluster file and flags: plain, or TLS with
+/// certificate files or derived keys.
+#[derive(Clone, Debug, Default, Eq, PartialEq)]
+pub struct TransportSettings {
+    /// Plain TCP.
+    pub plain: bool,
+    /// The certificate files, if any.
+    pub files: Option<TlsFiles>,
+    /// Where relative certificate paths start.
+    pub dir: Option<PathBuf>,
+}
+
+impl TransportSettings {
+    /// The security of a process acting as `role`: certificates are read (and checked) here.
+    pub fn security(&self, role: Role) -> Result<Security, TlsError> {
+        if self.plain {
+            return Ok(Security::Plain);
+        }
+        match &self.files {
+            Some(files) => Ok(Security::Certificates(CertFiles::load(
+                files.paths(role, self.dir.as_deref()),
+            )?)),
+            None => Ok(Security::DerivedKey),
+        }
+    }
 }
 
 /// A cluster file that could not be read.
@@ -68,10 +151,15 @@ impl ClusterFile {
             path: path.display().to_string(),
             source,
         })?;
-        Self::parse(&text).map_err(|source| ConfigError::Parse {
+        let mut file = Self::parse(&text).map_err(|source| ConfigError::Parse {
             path: path.display().to_string(),
             source: Box::new(source),
-        })
+        })?;
+        file.dir = Some(match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        });
+        Ok(file)
     }
 
     /// Parses a cluster file's text.
@@ -97,5 +185,24 @@ mod tests {
         let f = ClusterFile::parse("cluster_id = 1\n[faults]\nseed = 3\nloss = 0.5\n").unwrap();
         assert_eq!(f.faults.map(|p| (p.seed, p.loss)), Some((3, 0.5)));
         assert!(ClusterFile::parse("[faults]\nseed = 3\nlos = 0.5\n").is_err());
+    }
+
+    #[test]
+    fn transport_and_certificate_files() {
+        let f = ClusterFile::parse("transport = \"plain\"\n").unwrap();
+        assert_eq!(f.transport, Some(TransportMode::Plain));
+        assert!(ClusterFile::parse("transport = \"udp\"\n").is_err());
+        let f = ClusterFile::parse(
+            "[tls]\nca = \"c/ca.pem\"\ncert = \"c/{name}.pem\"\nkey = \"/k/{name}.key\"\n",
+        )
+        .unwrap();
+        let paths = f
+            .tls
+            .unwrap()
+            .paths(Role::Node(2), Some(Path::new("/etc/rc")));
+        assert_eq!(paths.ca, PathBuf::from("/etc/rc/c/ca.pem"));
+        assert_eq!(paths.cert, PathBuf::from("/etc/rc/c/node-2.pem"));
+        assert_eq!(paths.key, PathBuf::from("/k/node-2.key"));
+        assert!(ClusterFile::parse("[tls]\nca = \"a\"\ncert = \"b\"\n").is_err());
     }
 }

@@ -8,12 +8,14 @@
 //!    Proof{mac_i} ─────────────────────────────────────▶  checks mac_i = HMAC(key, "initiator" ‖ transcript)
 //! ```
 //!
-//! The transcript is both hellos, so a proof cannot be replayed on another connection (fresh
-//! nonces) or for another node id. Both sides prove the cluster's pre-shared key without
-//! sending it. A peer failing any check is refused: the connection closes and the refusing
-//! side logs why.
+//! The transcript is both hellos and, over TLS, the session's exporter value
+//! ([`crate::runtime::tls::EXPORTER_LABEL`]), so a proof cannot be replayed on another
+//! connection (fresh nonces), for another node id, or relayed between two TLS sessions by a
+//! man in the middle. Both sides prove the cluster's pre-shared key without sending it. A
+//! peer failing any check is refused: the connection closes and the refusing side logs why.
 
 use crate::runtime::codec::{self, CodecError, MAGIC, WIRE_VERSION};
+use crate::runtime::tls::{Security, TlsError};
 use futures::{SinkExt, StreamExt};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
@@ -37,6 +39,27 @@ pub struct Identity {
     pub node_id: u64,
     /// The cluster's pre-shared key.
     pub key: Vec<u8>,
+    /// How connections are secured (TLS with derived keys unless set).
+    pub security: Security,
+}
+
+impl Identity {
+    /// Node (or client) `node_id` of cluster `cluster_id` with its key, over TLS with keys
+    /// derived from it ([`Security::DerivedKey`]).
+    pub fn new(cluster_id: u64, node_id: u64, key: impl Into<Vec<u8>>) -> Self {
+        Identity {
+            cluster_id,
+            node_id,
+            key: key.into(),
+            security: Security::default(),
+        }
+    }
+
+    /// The same identity, its connections secured by `security`.
+    pub fn with_security(mut self, security: Security) -> Self {
+        self.security = security;
+        self
+    }
 }
 
 /// The first message of each side.
@@ -71,6 +94,10 @@ pub enum HandshakeMsg {
         /// HMAC-SHA256 proving the initiator knows the key.
         mac: [u8; 32],
     },
+    /// Acceptor → initiator: the proof holds and the initiator's credential may claim its
+    /// id; frames may flow. Without it a refusal after the proof would look like a success
+    /// to the initiator.
+    Accepted,
 }
 
 /// Why a handshake failed.
@@ -107,6 +134,12 @@ pub enum HandshakeError {
         /// Ours.
         ours: u64,
     },
+    /// The acceptor closed after the key proof instead of accepting: it refused this side's
+    /// credential for the id it claims.
+    #[error(
+        "the peer refused this side after the key proof (is its certificate a credential for this id?)"
+    )]
+    Refused,
     /// The peer's proof of the key is wrong.
     #[error("peer node {node_id} failed to prove the cluster key (wrong key)")]
     WrongKey {
@@ -116,6 +149,30 @@ pub enum HandshakeError {
     /// The peer sent a handshake message out of order.
     #[error("unexpected handshake message")]
     Unexpected,
+    /// The TLS handshake failed (e.g. the peer's certificate is unknown, expired or of
+    /// another CA, or the peer refused ours).
+    #[error("TLS: {0}")]
+    Tls(std::io::Error),
+    /// This side's TLS setup could not be used.
+    #[error("local TLS setup: {0}")]
+    LocalTls(Box<TlsError>),
+    /// The peer does not open a TLS handshake (a plain-text peer, or not a replicore peer).
+    #[error("peer does not speak TLS (a plain-text peer? this node requires TLS)")]
+    NotTls,
+    /// The peer opens a TLS handshake, but this node runs plain TCP.
+    #[error("peer speaks TLS but this node runs plain TCP (--insecure-plaintext)")]
+    PeerWantsTls,
+    /// The peer proved the key, but its certificate may not claim the id it claims (a
+    /// client's certificate claiming a node's id, one node's claiming another's).
+    #[error(
+        "peer claims id {node_id} but its certificate (names: {names}) is not a credential for it"
+    )]
+    Credential {
+        /// The id the peer claimed.
+        node_id: u64,
+        /// The DNS names its certificate carries, comma-separated.
+        names: String,
+    },
 }
 
 fn hello(me: &Identity) -> Hello {
@@ -147,7 +204,13 @@ fn check(me: &Identity, peer: &Hello) -> Result<(), HandshakeError> {
     Ok(())
 }
 
-fn mac(key: &[u8], role: &[u8], initiator: &Hello, acceptor: &Hello) -> Hmac<Sha256> {
+fn mac(
+    key: &[u8],
+    role: &[u8],
+    initiator: &Hello,
+    acceptor: &Hello,
+    binding: &[u8],
+) -> Hmac<Sha256> {
     // `new_from_slice` accepts keys of any length for HMAC; the error arm cannot happen.
     let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key)
         .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
@@ -157,19 +220,22 @@ fn mac(key: &[u8], role: &[u8], initiator: &Hello, acceptor: &Hello) -> Hmac<Sha
         m.update(&h.node_id.to_be_bytes());
         m.update(&h.nonce);
     }
+    // Empty on plain TCP, so that transcript is the one of wire version 1 before TLS.
+    m.update(binding);
     m
 }
 
-fn sign(key: &[u8], role: &[u8], initiator: &Hello, acceptor: &Hello) -> [u8; 32] {
-    mac(key, role, initiator, acceptor)
+fn sign(key: &[u8], role: &[u8], initiator: &Hello, acceptor: &Hello, binding: &[u8]) -> [u8; 32] {
+    mac(key, role, initiator, acceptor, binding)
         .finalize()
         .into_bytes()
         .into()
 }
 
-fn verify(key: &[u8], role: &[u8], initiator: &Hello, acceptor: &Hello, tag: &[u8; 32]) -> bool {
+fn verify(key: &[u8], role: &[u8], transcript: (&Hello, &Hello, &[u8]), tag: &[u8; 32]) -> bool {
+    let (initiator, acceptor, binding) = transcript;
     // Constant-time comparison.
-    mac(key, role, initiator, acceptor)
+    mac(key, role, initiator, acceptor, binding)
         .verify_slice(tag)
         .is_ok()
 }
@@ -194,15 +260,38 @@ async fn recv<T: AsyncRead + AsyncWrite + Unpin>(
         Some(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {
             Err(HandshakeError::Closed)
         }
+        // In TLS 1.3 a client's certificate is judged after the client's side of the TLS
+        // handshake is done: a refusal arrives as an alert on the first read.
+        Some(Err(e)) if crate::runtime::tls::is_tls_error(&e) => Err(HandshakeError::Tls(e)),
         Some(Err(e)) => Err(e.into()),
         Some(Ok(body)) => Ok(codec::decode(&body)?),
     }
 }
 
-/// Runs the dialing side; returns the acceptor's node id.
+/// Runs the dialing side without a channel binding; returns the acceptor's node id.
 pub async fn initiate<T: AsyncRead + AsyncWrite + Unpin>(
     io: &mut Framed<T, LengthDelimitedCodec>,
     me: &Identity,
+) -> Result<u64, HandshakeError> {
+    initiate_bound(io, me, &[], |_| Ok(())).await
+}
+
+/// Runs the listening side without a channel binding; returns the initiator's node id.
+pub async fn accept<T: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut Framed<T, LengthDelimitedCodec>,
+    me: &Identity,
+) -> Result<u64, HandshakeError> {
+    accept_bound(io, me, &[], |_| Ok(())).await
+}
+
+/// Runs the dialing side, its proofs bound to `binding` (the TLS exporter value both sides
+/// computed), the acceptor's claimed id judged by `judge` once it proved the key; waits for
+/// the acceptor's own verdict ([`HandshakeMsg::Accepted`]) and returns the acceptor's id.
+pub async fn initiate_bound<T: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut Framed<T, LengthDelimitedCodec>,
+    me: &Identity,
+    binding: &[u8],
+    judge: impl FnOnce(u64) -> Result<(), HandshakeError>,
 ) -> Result<u64, HandshakeError> {
     tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
         let mine = hello(me);
@@ -213,23 +302,32 @@ pub async fn initiate<T: AsyncRead + AsyncWrite + Unpin>(
         check(me, &theirs)?;
         // Prove first, then check: so that with mismatched keys both sides see the mismatch
         // and log it, instead of the acceptor seeing a bare close.
-        let proof = sign(&me.key, b"initiator", &mine, &theirs);
+        let proof = sign(&me.key, b"initiator", &mine, &theirs, binding);
         send(io, &HandshakeMsg::Proof { mac: proof }).await?;
-        if !verify(&me.key, b"acceptor", &mine, &theirs, &mac) {
+        if !verify(&me.key, b"acceptor", (&mine, &theirs, binding), &mac) {
             return Err(HandshakeError::WrongKey {
                 node_id: theirs.node_id,
             });
         }
-        Ok(theirs.node_id)
+        judge(theirs.node_id)?;
+        match recv(io).await {
+            Ok(HandshakeMsg::Accepted) => Ok(theirs.node_id),
+            Ok(_) => Err(HandshakeError::Unexpected),
+            Err(HandshakeError::Closed) => Err(HandshakeError::Refused),
+            Err(e) => Err(e),
+        }
     })
     .await
     .map_err(|_| HandshakeError::TimedOut)?
 }
 
-/// Runs the listening side; returns the initiator's node id.
-pub async fn accept<T: AsyncRead + AsyncWrite + Unpin>(
+/// Runs the listening side, its proofs bound to `binding`, the initiator's claimed id judged
+/// by `judge` once it proved the key; tells the initiator it is accepted and returns its id.
+pub async fn accept_bound<T: AsyncRead + AsyncWrite + Unpin>(
     io: &mut Framed<T, LengthDelimitedCodec>,
     me: &Identity,
+    binding: &[u8],
+    judge: impl FnOnce(u64) -> Result<(), HandshakeError>,
 ) -> Result<u64, HandshakeError> {
     tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
         let HandshakeMsg::Hello(theirs) = recv(io).await? else {
@@ -237,7 +335,7 @@ pub async fn accept<T: AsyncRead + AsyncWrite + Unpin>(
         };
         check(me, &theirs)?;
         let mine = hello(me);
-        let mac = sign(&me.key, b"acceptor", &theirs, &mine);
+        let mac = sign(&me.key, b"acceptor", &theirs, &mine, binding);
         send(
             io,
             &HandshakeMsg::Challenge {
@@ -249,11 +347,13 @@ pub async fn accept<T: AsyncRead + AsyncWrite + Unpin>(
         let HandshakeMsg::Proof { mac } = recv(io).await? else {
             return Err(HandshakeError::Unexpected);
         };
-        if !verify(&me.key, b"initiator", &theirs, &mine, &mac) {
+        if !verify(&me.key, b"initiator", (&theirs, &mine, binding), &mac) {
             return Err(HandshakeError::WrongKey {
                 node_id: theirs.node_id,
             });
         }
+        judge(theirs.node_id)?;
+        send(io, &HandshakeMsg::Accepted).await?;
         Ok(theirs.node_id)
     })
     .await
@@ -270,11 +370,7 @@ mod tests {
     use super::*;
 
     fn id(node_id: u64, key: &[u8]) -> Identity {
-        Identity {
-            cluster_id: 7,
-            node_id,
-            key: key.to_vec(),
-        }
+        Identity::new(7, node_id, key)
     }
 
     async fn run(

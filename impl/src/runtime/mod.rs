@@ -3,7 +3,8 @@
 //!
 //! - [`driver`]: the actor driver (save before send, group commit, timers) and the [`driver::Router`].
 //! - [`node_loop`]: the one loop every node task runs (timers first, group commit, queries).
-//! - [`transport`], [`handshake`], [`codec`]: TCP, the authenticated handshake, the frame format.
+//! - [`transport`], [`tls`], [`handshake`], [`codec`]: TCP, TLS 1.3 under every connection,
+//!   the authenticated handshake, the frame format.
 //! - [`storage`]: the redb database, [`storage::UserStore`] (plug your own user layer).
 //! - [`faults`]: the fault-injecting layer between the driver and the connections.
 //! - [`memnet`]: an in-memory network with injected faults, for tests.
@@ -20,5 +21,6 @@ pub mod handshake;
 pub mod memnet;
 pub mod node_loop;
 pub mod storage;
+pub mod tls;
 pub mod trace;
 pub mod transport;

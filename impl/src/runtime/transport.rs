@@ -2,6 +2,11 @@
 //! the master with capped backoff, and the per-connection tasks that move frames between a
 //! socket, the [`Router`] and the node's inbox.
 //!
+//! Every connection opens the same way, whoever dials ([`connect`], [`accept`]): TCP, then
+//! TLS 1.3 ([`crate::runtime::tls`], unless the identity's security is plain), then the key
+//! proof of [`crate::runtime::handshake`] bound to the TLS session, then the check that the
+//! peer's certificate may claim the id it proved the key for.
+//!
 //! Every channel is bounded: a connection's outbound queue holds [`PEER_QUEUE_FRAMES`]
 //! frames (overflow is dropped, i.e. message loss, which the protocol repairs), and the
 //! inbox applies backpressure to readers.
@@ -9,6 +14,7 @@
 use crate::runtime::codec::{self, Frame, Query, Reply};
 use crate::runtime::driver::{PEER_QUEUE_FRAMES, Router};
 use crate::runtime::handshake::{self, HandshakeError, Identity};
+use crate::runtime::tls::{self, Stream};
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use serde::Serialize;
@@ -18,7 +24,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
-use tokio_util::codec::Framed;
+use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 
 /// The first reconnection delay.
@@ -37,6 +43,9 @@ pub const CLIENT_ID_MIN: u64 = 1 << 32;
 pub fn random_client_id() -> u64 {
     CLIENT_ID_MIN + (rand::random::<u64>() >> 4)
 }
+
+/// An open connection: length-delimited frames over TLS (or plain TCP).
+pub type Connection = Framed<Stream, LengthDelimitedCodec>;
 
 /// What a connection hands the node.
 #[derive(Debug)]
@@ -123,12 +132,10 @@ where
         let link = link.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let _ = stream.set_nodelay(true);
-            let mut io = Framed::new(stream, handshake::handshake_codec());
-            let peer = tokio::select! {
+            let (io, peer) = tokio::select! {
                 _ = link.cancel.cancelled() => return,
-                r = handshake::accept(&mut io, &link.identity) => match r {
-                    Ok(peer) => peer,
+                r = accept(stream, &link.identity) => match r {
+                    Ok(x) => x,
                     Err(e) => {
                         tracing::warn!(peer_addr = %addr, error = %e, "refused peer: handshake failed");
                         return;
@@ -139,6 +146,23 @@ where
             serve(io, Id::from(peer as usize), link, addr).await;
         });
     }
+}
+
+/// Opens an accepted connection: TLS, the key proof, the peer's credential for its id, all
+/// within [`handshake::HANDSHAKE_TIMEOUT`]. Returns the connection (with the handshake's
+/// small frame limit; raise it with `codec_mut().set_max_frame_length`) and the peer's id.
+pub async fn accept(stream: TcpStream, me: &Identity) -> Result<(Connection, u64), HandshakeError> {
+    let _ = stream.set_nodelay(true);
+    tokio::time::timeout(handshake::HANDSHAKE_TIMEOUT, async {
+        let (stream, binding) = tls::accept(stream, me).await?;
+        let cert = stream.peer_certificate().cloned();
+        let mut io = Framed::new(stream, handshake::handshake_codec());
+        let judge = |peer| tls::check_peer(cert.as_ref(), me, peer);
+        let peer = handshake::accept_bound(&mut io, me, &binding, judge).await?;
+        Ok((io, peer))
+    })
+    .await
+    .map_err(|_| HandshakeError::TimedOut)?
 }
 
 /// Keeps a connection to the node at `addr` open until cancelled, redialing with capped
@@ -179,19 +203,10 @@ where
     }
 }
 
-/// Connects to `addr` and runs the initiator's handshake; returns the framed stream (with the
-/// handshake's small frame limit; raise it with `codec_mut().set_max_frame_length`) and the
-/// peer's node id.
-pub async fn connect(
-    addr: &str,
-    me: &Identity,
-) -> Result<
-    (
-        Framed<TcpStream, tokio_util::codec::LengthDelimitedCodec>,
-        u64,
-    ),
-    TransportError,
-> {
+/// Connects to `addr` and opens the connection as [`accept`] does on the other side; returns
+/// the connection (with the handshake's small frame limit; raise it with
+/// `codec_mut().set_max_frame_length`) and the peer's node id.
+pub async fn connect(addr: &str, me: &Identity) -> Result<(Connection, u64), TransportError> {
     let stream = tokio::time::timeout(handshake::HANDSHAKE_TIMEOUT, TcpStream::connect(addr))
         .await
         .map_err(|_| TransportError::Connect {
@@ -203,25 +218,27 @@ pub async fn connect(
             source,
         })?;
     let _ = stream.set_nodelay(true);
-    let mut io = Framed::new(stream, handshake::handshake_codec());
-    let peer =
-        handshake::initiate(&mut io, me)
-            .await
-            .map_err(|source| TransportError::Handshake {
-                addr: addr.to_string(),
-                source,
-            })?;
-    Ok((io, peer))
+    tokio::time::timeout(handshake::HANDSHAKE_TIMEOUT, async {
+        let (stream, binding) = tls::dial(stream, me).await?;
+        let cert = stream.peer_certificate().cloned();
+        let mut io = Framed::new(stream, handshake::handshake_codec());
+        let judge = |peer| tls::check_peer(cert.as_ref(), me, peer);
+        let peer = handshake::initiate_bound(&mut io, me, &binding, judge).await?;
+        Ok((io, peer))
+    })
+    .await
+    .map_err(|_| HandshakeError::TimedOut)
+    .and_then(|r| r)
+    .map_err(|source| TransportError::Handshake {
+        addr: addr.to_string(),
+        source,
+    })
 }
 
 /// Runs an authenticated connection until it closes, a frame fails to decode, or the node
 /// stops.
-async fn serve<M>(
-    mut io: Framed<TcpStream, tokio_util::codec::LengthDelimitedCodec>,
-    peer: Id,
-    link: Link<M>,
-    addr: SocketAddr,
-) where
+async fn serve<M>(mut io: Connection, peer: Id, link: Link<M>, addr: SocketAddr)
+where
     M: Serialize + DeserializeOwned + Send + 'static,
 {
     io.codec_mut().set_max_frame_length(link.max_frame_bytes);
@@ -240,6 +257,9 @@ async fn serve<M>(
         while let Some(frame) = stream.next().await {
             let body = match frame {
                 Ok(b) => b,
+                // A peer that closes without TLS's close_notify (a client process that
+                // exits) closes like a TCP peer: no warning.
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return,
                 Err(e) => {
                     tracing::warn!(%peer, peer_addr = %addr, error = %e, "closing connection: bad frame");
                     return;

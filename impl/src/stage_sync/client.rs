@@ -3,6 +3,7 @@
 use super::peer::{Msg, StageError, Value, View};
 use crate::runtime::codec::{self, Frame, MAX_FRAME_BYTES_DEFAULT};
 use crate::runtime::handshake::Identity;
+use crate::runtime::tls::Security;
 use crate::runtime::transport;
 use futures::{SinkExt, StreamExt};
 use replicore_model::stage_sync::msg::OpId;
@@ -11,7 +12,7 @@ use std::time::Duration;
 
 /// A user's connection to a running peer (what `replicore stage-sync edit/show` use).
 pub struct Client {
-    io: tokio_util::codec::Framed<tokio::net::TcpStream, tokio_util::codec::LengthDelimitedCodec>,
+    io: transport::Connection,
 }
 
 /// How long a user waits for a peer's answer.
@@ -25,11 +26,18 @@ impl Client {
         key: &[u8],
         client_id: u64,
     ) -> Result<Client, StageError> {
-        let me = Identity {
-            cluster_id,
-            node_id: client_id,
-            key: key.to_vec(),
-        };
+        Self::connect_secured(addr, cluster_id, key, client_id, Security::default()).await
+    }
+
+    /// [`Client::connect`], its connection secured by `security`.
+    pub async fn connect_secured(
+        addr: &str,
+        cluster_id: u64,
+        key: &[u8],
+        client_id: u64,
+        security: Security,
+    ) -> Result<Client, StageError> {
+        let me = Identity::new(cluster_id, client_id, key).with_security(security);
         let (mut io, _) = transport::connect(addr, &me).await?;
         io.codec_mut().set_max_frame_length(MAX_FRAME_BYTES_DEFAULT);
         Ok(Client { io })

@@ -167,6 +167,8 @@ pub struct PeerConfig {
     pub cluster_id: u64,
     /// The group's pre-shared key.
     pub key: Vec<u8>,
+    /// How its connections are secured.
+    pub security: crate::runtime::tls::Security,
     /// The data directory.
     pub data_dir: PathBuf,
     /// Faults injected on the links to other peers (tests).
@@ -482,11 +484,8 @@ pub async fn spawn(cfg: PeerConfig) -> Result<PeerHandle, StageError> {
     router.register(Id::from(LOCAL_USER), user_tx);
     tokio::spawn(dispatch(user_rx, waiting.clone()));
     let link = Link {
-        identity: Identity {
-            cluster_id: cfg.cluster_id,
-            node_id: cfg.id,
-            key: cfg.key.clone(),
-        },
+        identity: Identity::new(cfg.cluster_id, cfg.id, cfg.key.clone())
+            .with_security(cfg.security.clone()),
         router,
         inbox: inbox.clone(),
         max_frame_bytes: MAX_FRAME_BYTES_DEFAULT,

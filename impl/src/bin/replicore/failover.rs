@@ -4,8 +4,10 @@
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Subcommand;
 use replicore_model::failover::Timing;
-use replicore_runtime::failover::{Client, FailoverServer, ServerConfig, role_of};
+use replicore_runtime::failover::{Client, FailoverServer, ServerConfig, role_of_secured};
 use replicore_runtime::runtime::codec::Reply;
+use replicore_runtime::runtime::config::TransportSettings;
+use replicore_runtime::runtime::tls::{Role, Security};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -84,6 +86,8 @@ pub struct FailoverCluster {
     pub trace_dir: Option<PathBuf>,
     /// The faults a server injects (the cluster file's `[faults]`, testing only).
     pub faults: Option<replicore_runtime::runtime::faults::FaultPlan>,
+    /// Plain TCP, or TLS with certificates or derived keys.
+    pub transport: TransportSettings,
 }
 
 impl FailoverCluster {
@@ -107,7 +111,14 @@ impl FailoverCluster {
             self.cluster_id,
             &self.key,
             self.timing(),
-        ))
+        )
+        .with_security(self.client_security()?))
+    }
+
+    fn client_security(&self) -> Result<Security> {
+        self.transport
+            .security(Role::Client)
+            .context("cannot set up TLS for a client")
     }
 }
 
@@ -127,7 +138,13 @@ pub async fn run(cmd: FailoverCommand, cluster: FailoverCluster) -> Result<Strin
                 anyhow!("no server {id} in the cluster (0 is the master, 1 the backup)")
             })?;
             let listen = listen.unwrap_or_else(|| addr.clone());
+            let security = cluster
+                .transport
+                .security(Role::Node(id))
+                .with_context(|| format!("cannot set up TLS for server {id}"))?;
+            crate::reload_on_sighup(&security)?;
             let config = ServerConfig {
+                security,
                 node_id: id,
                 servers: cluster.servers.clone(),
                 listen: listen.clone(),
@@ -201,8 +218,16 @@ pub async fn run(cmd: FailoverCommand, cluster: FailoverCluster) -> Result<Strin
         FailoverCommand::Status => {
             let mut out = String::new();
             let mut reachable = 0;
+            let security = cluster.client_security()?;
             for (i, addr) in cluster.servers.iter().enumerate() {
-                let line = match role_of(addr, cluster.cluster_id, &cluster.key).await {
+                let line = match role_of_secured(
+                    addr,
+                    cluster.cluster_id,
+                    &cluster.key,
+                    security.clone(),
+                )
+                .await
+                {
                     Ok(Reply::Role {
                         role,
                         epoch,

@@ -6,6 +6,8 @@ use clap::Subcommand;
 use replicore_model::knowledge::{ConflictPolicy, ReplicaId};
 use replicore_runtime::knowledge::net::{self, SyncError};
 use replicore_runtime::knowledge::{LocalReplica, ReplicaError};
+use replicore_runtime::runtime::config::TransportSettings;
+use replicore_runtime::runtime::tls::Role;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
@@ -129,6 +131,9 @@ pub enum KnowledgeCliError {
     /// The traces do not conform.
     #[error(transparent)]
     Conformance(#[from] replicore_runtime::runtime::conformance::ConformanceError),
+    /// The TLS setup could not be used (a certificate file).
+    #[error("cannot set up TLS: {0}")]
+    Tls(#[from] replicore_runtime::runtime::tls::TlsError),
     /// The listener could not be bound or failed.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -168,7 +173,7 @@ async fn open(
 /// the commands that talk to other replicas.
 pub async fn run(
     cmd: KnowledgeCommand,
-    cluster: Option<(u64, Vec<u8>)>,
+    cluster: Option<(u64, Vec<u8>, TransportSettings)>,
     trace_dir: Option<PathBuf>,
 ) -> Result<String, KnowledgeCliError> {
     match cmd {
@@ -182,7 +187,8 @@ pub async fn run(
             listen,
             policy,
         } => {
-            let (cluster_id, key) = cluster.ok_or(KnowledgeCliError::NoCluster)?;
+            let (cluster_id, key, transport) = cluster.ok_or(KnowledgeCliError::NoCluster)?;
+            let security = transport.security(Role::Node(replica))?;
             let r =
                 LocalReplica::open_traced(&data_dir, replica, policy, trace_dir.as_deref()).await?;
             let listen_err = |source| KnowledgeCliError::Listen {
@@ -193,7 +199,7 @@ pub async fn run(
                 .await
                 .map_err(listen_err)?;
             eprintln!("replica {replica} serving syncs on {listen}");
-            net::serve(listener, r, cluster_id, key)
+            net::serve_secured(listener, r, cluster_id, key, security)
                 .await
                 .map_err(listen_err)?;
             Ok(String::new())
@@ -205,10 +211,12 @@ pub async fn run(
             two_way,
             policy,
         } => {
-            let (cluster_id, key) = cluster.ok_or(KnowledgeCliError::NoCluster)?;
+            let (cluster_id, key, transport) = cluster.ok_or(KnowledgeCliError::NoCluster)?;
+            let security = transport.security(Role::Node(replica))?;
             let mut r =
                 LocalReplica::open_traced(&data_dir, replica, policy, trace_dir.as_deref()).await?;
-            let rep = net::sync_with(&mut r, &peer, cluster_id, &key, two_way).await?;
+            let rep =
+                net::sync_with_secured(&mut r, &peer, cluster_id, &key, security, two_way).await?;
             Ok(format!(
                 "synced with {peer}: {} change(s) received, {} sent\n",
                 rep.received, rep.sent

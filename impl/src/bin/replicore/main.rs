@@ -13,8 +13,9 @@ use replicore_runtime::master_slave::client::{Client, ClientError};
 use replicore_runtime::master_slave::node::{
     MASTER_ID, Node, NodeConfig, UpdateError, answer_wait,
 };
-use replicore_runtime::runtime::config::ClusterFile;
+use replicore_runtime::runtime::config::{ClusterFile, TlsFiles, TransportMode, TransportSettings};
 use replicore_runtime::runtime::handshake::HandshakeError;
+use replicore_runtime::runtime::tls::{Authority, Role, Security};
 use replicore_runtime::runtime::transport::TransportError;
 use replicore_runtime::{KvStore, Mode};
 use std::path::PathBuf;
@@ -58,6 +59,20 @@ struct ClusterArgs {
     /// Record this node's trace (JSON lines) in this directory, for trace conformance.
     #[arg(long, global = true)]
     trace_dir: Option<PathBuf>,
+    /// Carry frames over plain TCP, unencrypted and unauthenticated after the handshake
+    /// (benchmarks and loopback tests only; the cluster file's `transport = "plain"`).
+    #[arg(long, global = true)]
+    insecure_plaintext: bool,
+    /// The CA bundle (PEM) that peers' certificates must chain to; with --tls-cert and
+    /// --tls-key, TLS uses these files instead of keys derived from the cluster key.
+    #[arg(long, global = true)]
+    tls_ca: Option<PathBuf>,
+    /// This process's certificate chain (PEM).
+    #[arg(long, global = true)]
+    tls_cert: Option<PathBuf>,
+    /// This process's private key (PEM).
+    #[arg(long, global = true)]
+    tls_key: Option<PathBuf>,
     /// Testing only: write each step's save behind its messages (a deliberately broken
     /// runtime that the chaos test and trace conformance must catch).
     #[arg(long, global = true, hide = true)]
@@ -88,6 +103,25 @@ enum Command {
     StageSync {
         #[command(subcommand)]
         command: stage_sync::StageCommand,
+    },
+    /// Issue a CA and certificates for nodes 0..N and for clients (PEM files in --out):
+    /// ca.pem, ca.key, node-<id>.pem/.key, client.pem/.key.
+    GenCerts {
+        /// The directory to write into.
+        #[arg(long)]
+        out: PathBuf,
+        /// How many node ids to issue for (0..N).
+        #[arg(long)]
+        nodes: u64,
+        /// Issue under the CA saved in this directory (ca.pem, ca.key) instead of a new one.
+        #[arg(long)]
+        ca_dir: Option<PathBuf>,
+        /// How long the certificates are valid, in days from now.
+        #[arg(long, default_value_t = 365)]
+        valid_days: u32,
+        /// Testing only: issue certificates that expired yesterday.
+        #[arg(long, hide = true)]
+        expired: bool,
     },
     /// A master and two slaves in this process on 127.0.0.1, a short workload, convergence.
     Demo {
@@ -208,6 +242,86 @@ struct Cluster {
     faults: Option<replicore_runtime::runtime::faults::FaultPlan>,
     trace_dir: Option<PathBuf>,
     unsafe_send_before_save: bool,
+    transport: TransportSettings,
+}
+
+/// The transport from the cluster file and the flags; warns when it is plain.
+fn transport_settings(a: &ClusterArgs, file: &ClusterFile) -> Result<TransportSettings> {
+    let plain = a.insecure_plaintext || file.transport == Some(TransportMode::Plain);
+    // Flags name paths from the working directory, the file from its own directory.
+    let from_file = |pick: fn(&TlsFiles) -> &String| {
+        file.tls.as_ref().map(|t| {
+            let p = PathBuf::from(pick(t));
+            match &file.dir {
+                Some(d) if p.is_relative() => d.join(p).display().to_string(),
+                _ => p.display().to_string(),
+            }
+        })
+    };
+    let flag = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+    let ca = flag(&a.tls_ca).or_else(|| from_file(|t| &t.ca));
+    let cert = flag(&a.tls_cert).or_else(|| from_file(|t| &t.cert));
+    let key = flag(&a.tls_key).or_else(|| from_file(|t| &t.key));
+    let files = match (ca, cert, key) {
+        (Some(ca), Some(cert), Some(key)) => Some(TlsFiles { ca, cert, key }),
+        (None, None, None) => None,
+        _ => {
+            bail!("certificates need all of --tls-ca, --tls-cert and --tls-key (or a [tls] table)")
+        }
+    };
+    if plain && files.is_some() {
+        bail!(
+            "--insecure-plaintext (transport = \"plain\") and certificate files exclude each other"
+        );
+    }
+    Ok(TransportSettings {
+        plain,
+        files,
+        dir: None,
+    })
+}
+
+/// Warns that frames travel in clear, louder when an address is off this host.
+fn warn_if_plain(transport: &TransportSettings, addrs: &[&str]) {
+    if !transport.plain {
+        return;
+    }
+    let remote = addrs.iter().any(|a| {
+        a.parse::<std::net::SocketAddr>()
+            .map_or(true, |s| !s.ip().is_loopback())
+    });
+    if remote {
+        tracing::warn!(
+            "INSECURE: plain TCP to addresses off this host: anyone on the path can read and alter every frame"
+        );
+    } else {
+        tracing::warn!(
+            "insecure: plain TCP (--insecure-plaintext): frames are neither encrypted nor authenticated after the handshake"
+        );
+    }
+}
+
+/// Reloads the certificate files on each SIGHUP, for connections opened afterwards.
+fn reload_on_sighup(security: &Security) -> Result<()> {
+    let Security::Certificates(files) = security else {
+        return Ok(());
+    };
+    let files = files.clone();
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot watch SIGHUP")?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match files.reload() {
+                Ok(()) => {
+                    tracing::info!(cert = %files.paths().cert.display(), "certificates reloaded")
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "certificate reload failed; keeping the certificates in use")
+                }
+            }
+        }
+    });
+    Ok(())
 }
 
 impl Cluster {
@@ -216,6 +330,16 @@ impl Cluster {
             Some(p) => ClusterFile::load(p)?,
             None => ClusterFile::default(),
         };
+        let transport = transport_settings(a, &file)?;
+        let addrs: Vec<&str> = file
+            .master
+            .iter()
+            .chain(&file.slaves)
+            .chain(&a.master)
+            .chain(&a.slaves)
+            .map(String::as_str)
+            .collect();
+        warn_if_plain(&transport, &addrs);
         Ok(Cluster {
             cluster_id: a
                 .cluster_id
@@ -238,7 +362,18 @@ impl Cluster {
             faults: file.faults,
             trace_dir: a.trace_dir.clone(),
             unsafe_send_before_save: a.unsafe_send_before_save,
+            transport,
         })
+    }
+
+    fn security(&self, role: Role) -> Result<Security> {
+        let what = match role {
+            Role::Node(id) => format!("node {id}"),
+            Role::Client => "a client".to_string(),
+        };
+        self.transport
+            .security(role)
+            .with_context(|| format!("cannot set up TLS for {what}"))
     }
 
     fn master(&self) -> Result<&str> {
@@ -260,7 +395,7 @@ impl Cluster {
         })
     }
 
-    fn node_config(&self, node_id: u64, data_dir: PathBuf, listen: String) -> NodeConfig {
+    fn node_config(&self, node_id: u64, data_dir: PathBuf, listen: String) -> Result<NodeConfig> {
         let mut cfg = NodeConfig::new(
             self.cluster_id,
             self.key.as_bytes(),
@@ -281,7 +416,8 @@ impl Cluster {
         cfg.faults = self.faults.clone();
         cfg.trace_dir = self.trace_dir.clone();
         cfg.unsafe_send_before_save = self.unsafe_send_before_save;
-        cfg
+        cfg.security = self.security(Role::Node(node_id))?;
+        Ok(cfg)
     }
 
     async fn client(&self, node: u64, client_id: Option<u64>) -> Result<Client> {
@@ -295,10 +431,27 @@ impl Cluster {
                 self.slaves.len()
             );
         }
+        if let Some(c) = client_id
+            && self.transport.files.is_some()
+            && c < replicore_runtime::runtime::transport::CLIENT_ID_MIN
+        {
+            // A client certificate speaks only for client ids (docs/runtime.md).
+            bail!(
+                "client id {c} is below {}: with certificates, client ids start there",
+                replicore_runtime::runtime::transport::CLIENT_ID_MIN
+            );
+        }
         let addr = self.addr_of(node)?;
-        Client::connect(addr, self.cluster_id, self.key.as_bytes(), client_id)
-            .await
-            .with_context(|| format!("cannot reach node {node} at {addr}"))
+        let security = self.security(Role::Client)?;
+        Client::connect_secured(
+            addr,
+            self.cluster_id,
+            self.key.as_bytes(),
+            client_id,
+            security,
+        )
+        .await
+        .with_context(|| format!("cannot reach node {node} at {addr}"))
     }
 }
 
@@ -372,13 +525,38 @@ fn one_line(e: &anyhow::Error) -> String {
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Demo { updates } => demo(updates).await,
+        Command::GenCerts {
+            out,
+            nodes,
+            ca_dir,
+            valid_days,
+            expired,
+        } => {
+            let file = match &cli.cluster.config {
+                Some(p) => ClusterFile::load(p)?,
+                None => ClusterFile::default(),
+            };
+            let cluster_id = cli
+                .cluster
+                .cluster_id
+                .or(file.cluster_id)
+                .ok_or_else(|| anyhow!("no cluster id: give --cluster-id or --config"))?;
+            gen_certs(
+                &out,
+                cluster_id,
+                nodes,
+                ca_dir.as_deref(),
+                valid_days,
+                expired,
+            )
+        }
         Command::MasterSlave { command } | Command::MasterSlaveAlias(command) => {
             master_slave(command, &cli.cluster).await
         }
         Command::KnowledgeSync { command } | Command::KnowledgeAlias(command) => {
             let cluster = if command.needs_cluster() {
                 let c = Cluster::from_args(&cli.cluster)?;
-                Some((c.cluster_id, c.key.into_bytes()))
+                Some((c.cluster_id, c.key.into_bytes(), c.transport))
             } else {
                 None
             };
@@ -397,7 +575,14 @@ async fn run(cli: Cli) -> Result<()> {
             let trace_dir = cli.cluster.trace_dir.clone();
             print!(
                 "{}",
-                stage_sync::run(command, c.cluster_id, c.key.into_bytes(), trace_dir).await?
+                stage_sync::run(
+                    command,
+                    c.cluster_id,
+                    c.key.into_bytes(),
+                    c.transport,
+                    trace_dir
+                )
+                .await?
             );
             Ok(())
         }
@@ -422,6 +607,7 @@ async fn run(cli: Cli) -> Result<()> {
                     .unwrap_or(replicore_runtime::runtime::codec::MAX_FRAME_BYTES_DEFAULT),
                 trace_dir: cluster.trace_dir.clone(),
                 faults: cluster.faults.clone(),
+                transport: cluster.transport.clone(),
             };
             print!("{}", failover::run(command, failover).await?);
             Ok(())
@@ -443,7 +629,7 @@ async fn master_slave(command: MasterSlaveCommand, args: &ClusterArgs) -> Result
                 Some(l) => l,
                 None => cluster.master()?.to_string(),
             };
-            serve(cluster.node_config(MASTER_ID, data_dir, listen)).await
+            serve(cluster.node_config(MASTER_ID, data_dir, listen)?).await
         }
         MasterSlaveCommand::Slave {
             id,
@@ -457,11 +643,12 @@ async fn master_slave(command: MasterSlaveCommand, args: &ClusterArgs) -> Result
             // A master that refuses this node (wrong cluster id or key) is a configuration
             // error: say so once and exit rather than redial forever. An unreachable master
             // is not: it may start later, and the node keeps dialing.
-            let probe = Client::<KvStore>::connect(
+            let probe = Client::<KvStore>::connect_secured(
                 &master_addr,
                 cluster.cluster_id,
                 cluster.key.as_bytes(),
                 Some(id),
+                cluster.security(Role::Node(id))?,
             )
             .await;
             if let Err(ClientError::Transport(TransportError::Handshake { source, .. })) = &probe
@@ -474,7 +661,7 @@ async fn master_slave(command: MasterSlaveCommand, args: &ClusterArgs) -> Result
                 Some(l) => l,
                 None => cluster.addr_of(id)?.to_string(),
             };
-            serve(cluster.node_config(id, data_dir, listen)).await
+            serve(cluster.node_config(id, data_dir, listen)?).await
         }
         MasterSlaveCommand::Put { key, value, update } => {
             let mut c = cluster.client(MASTER_ID, update.client_id).await?;
@@ -542,6 +729,7 @@ async fn serve(cfg: NodeConfig) -> Result<()> {
         format!("slave {}", cfg.node_id)
     };
     let (listen, dir) = (cfg.listen.clone(), cfg.data_dir.clone());
+    reload_on_sighup(&cfg.security)?;
     let mut node = Node::<KvStore>::start(cfg).await.with_context(|| {
         format!(
             "cannot start {role} (listen {listen}, data dir {})",
@@ -565,6 +753,52 @@ async fn serve(cfg: NodeConfig) -> Result<()> {
     node.shutdown()
         .await
         .with_context(|| format!("{role} stopped with an error"))
+}
+
+/// Writes a CA (or uses the one in `ca_dir`) and certificates for nodes `0..nodes` and for
+/// clients into `out`.
+fn gen_certs(
+    out: &std::path::Path,
+    cluster_id: u64,
+    nodes: u64,
+    ca_dir: Option<&std::path::Path>,
+    valid_days: u32,
+    expired: bool,
+) -> Result<()> {
+    let ca = match ca_dir {
+        Some(d) => Authority::open(d, cluster_id)
+            .with_context(|| format!("cannot open the CA in {}", d.display()))?,
+        None => Authority::new(cluster_id)?,
+    };
+    match ca_dir {
+        // The CA stays where it is; its certificate is copied beside the new ones.
+        Some(d) => {
+            std::fs::create_dir_all(out)
+                .with_context(|| format!("cannot create {}", out.display()))?;
+            std::fs::copy(d.join("ca.pem"), out.join("ca.pem"))
+                .with_context(|| format!("cannot copy {}", d.join("ca.pem").display()))?;
+        }
+        None => ca.save(out)?,
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let day = 86_400;
+    let (from, to) = if expired {
+        (now - 30 * day, now - day)
+    } else {
+        // An hour of slack for clocks a little behind.
+        (now - 3_600, now + i64::from(valid_days) * day)
+    };
+    for role in (0..nodes).map(Role::Node).chain([Role::Client]) {
+        ca.issue(out, cluster_id, role, from, to)?;
+    }
+    println!(
+        "wrote ca.pem, node-0..node-{} and client certificates for cluster {cluster_id} in {}",
+        nodes.saturating_sub(1),
+        out.display()
+    );
+    Ok(())
 }
 
 async fn status(cluster: &Cluster) -> Result<()> {

@@ -1,8 +1,11 @@
 //! The `replicore stage-sync` subcommands of protocol 4: run a peer, and, as its local user,
 //! edit the shared document or show it. The binary only wires them in.
 
+use anyhow::Context as _;
 use clap::Subcommand;
 use replicore_model::stage_sync::Edit;
+use replicore_runtime::runtime::config::TransportSettings;
+use replicore_runtime::runtime::tls::Role;
 use replicore_runtime::stage_sync::{self, Client, PeerConfig, StageError, View};
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -57,7 +60,8 @@ pub enum StageCommand {
 
 /// The id a command-line user connects with: above every peer's, and apart per process.
 fn client_id() -> u64 {
-    1_000_000 + u64::from(std::process::id())
+    // In the client id range, so that a client certificate may claim it.
+    replicore_runtime::runtime::transport::CLIENT_ID_MIN + u64::from(std::process::id())
 }
 
 /// Prints a view.
@@ -82,11 +86,18 @@ pub async fn run(
     cmd: StageCommand,
     cluster_id: u64,
     key: Vec<u8>,
+    transport: TransportSettings,
     trace_dir: Option<PathBuf>,
-) -> Result<String, StageError> {
+) -> anyhow::Result<String> {
     let connect = |addr: String| {
         let key = key.clone();
-        async move { Client::connect(&addr, cluster_id, &key, client_id()).await }
+        let security = transport.security(Role::Client);
+        async move {
+            let security = security.context("cannot set up TLS for a client")?;
+            anyhow::Ok(
+                Client::connect_secured(&addr, cluster_id, &key, client_id(), security).await?,
+            )
+        }
     };
     match cmd {
         StageCommand::Peer {
@@ -94,12 +105,17 @@ pub async fn run(
             peers,
             data_dir,
         } => {
+            let security = transport
+                .security(Role::Node(id))
+                .with_context(|| format!("cannot set up TLS for peer {id}"))?;
+            crate::reload_on_sighup(&security)?;
             let handle = stage_sync::spawn(PeerConfig {
                 id,
                 addrs: peers,
                 listen: None,
                 cluster_id,
                 key,
+                security,
                 data_dir,
                 faults: None,
                 trace_dir,
