@@ -26,6 +26,7 @@ fn saved(version: u64, data: KvStore) -> Saved<KvStore> {
             data,
             ..SlaveUser::default()
         },
+        lost: false,
     })
 }
 
@@ -56,7 +57,11 @@ fn bench(c: &mut Criterion) {
             &keys,
             |b, &keys| {
                 let dir = tempfile::tempdir().expect("tempdir");
-                let disk = Disk::open(dir.path(), 1, 1).expect("open");
+                let disk = Disk::open_or_init(
+                    dir.path(),
+                    &replicore_runtime::runtime::storage::Owner::new(1, 1, "bench"),
+                )
+                .expect("open");
                 let mut last = disk
                     .save(&KvStore::default(), saved(1, base.clone()))
                     .expect("initial save");

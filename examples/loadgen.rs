@@ -213,9 +213,13 @@ fn redb_save(dir: &std::path::Path, samples: usize, keys: u64) -> Result<Vec<Dur
                 data,
                 ..SlaveUser::default()
             },
+            lost: false,
         })
     };
-    let disk = Disk::open(dir, 1, 1)?;
+    let disk = Disk::open_or_init(
+        dir,
+        &replicore_runtime::runtime::storage::Owner::new(1, 1, "loadgen"),
+    )?;
     let mut data = KvStore::default();
     for i in 0..1000 {
         data.entries.insert(format!("key{i:08}"), vec![7; 100]);

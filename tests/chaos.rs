@@ -129,6 +129,7 @@ fn node_main(spec: &str) {
         .expect("tokio runtime");
     runtime.block_on(async move {
         let mut cfg = NodeConfig::new(CLUSTER, KEY, spec.node_id, SLAVES, &spec.data_dir);
+        cfg.init = true;
         cfg.master_addr = spec.master.clone();
         cfg.listen = spec.listen.clone();
         cfg.heartbeat = Duration::from_millis(50)..Duration::from_millis(75);

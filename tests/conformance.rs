@@ -32,6 +32,7 @@ fn plan() -> FaultPlan {
 
 async fn start(id: u64, dir: &Path, net: &Arc<MemNet<Msg<KvStore>>>) -> Node {
     let mut cfg = NodeConfig::new(7, "conformance", id, SLAVES, dir.join(format!("node{id}")));
+    cfg.init = true;
     cfg.heartbeat = Duration::from_millis(40)..Duration::from_millis(60);
     cfg.history = 4;
     cfg.seed = Some(SEED ^ id);

@@ -16,6 +16,7 @@ const KEY: &str = "embedded";
 
 async fn start(id: u64, slaves: u64, dir: &Path, master_addr: Option<String>) -> Node {
     let mut cfg = NodeConfig::new(CLUSTER, KEY, id, slaves, dir.join(format!("node{id}")));
+    cfg.init = true;
     cfg.heartbeat = Duration::from_millis(30)..Duration::from_millis(40);
     cfg.history = 4; // small, so a lagging slave also catches up by snapshot
     if let Some(a) = master_addr {

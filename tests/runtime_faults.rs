@@ -94,6 +94,7 @@ async fn proxy(target: String, faults: Arc<Faults>) -> String {
 
 async fn start(id: u64, dir: &Path, master_addr: Option<String>) -> Node {
     let mut cfg = NodeConfig::new(CLUSTER, KEY, id, 2, dir.join(format!("node{id}")));
+    cfg.init = true;
     cfg.heartbeat = Duration::from_millis(20)..Duration::from_millis(30);
     cfg.history = 8;
     // The proxy drops and duplicates whole frames, so it must read them: plain TCP. Over TLS

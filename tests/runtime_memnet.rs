@@ -18,6 +18,7 @@ const SEED: u64 = 0x2e91_cafe;
 
 async fn start(id: u64, dir: &Path, net: &Arc<MemNet<Msg<KvStore>>>) -> Node {
     let mut cfg = NodeConfig::new(6, "memnet", id, 2, dir.join(format!("node{id}")));
+    cfg.init = true;
     cfg.heartbeat = Duration::from_millis(50)..Duration::from_millis(80);
     cfg.history = 4;
     cfg.seed = Some(SEED ^ id);

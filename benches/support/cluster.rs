@@ -116,18 +116,13 @@ impl<S: BenchStore> Cluster<S> {
     /// waits until every slave is connected (a one-phase, then a two-phase update reach
     /// all of them).
     pub async fn start(slaves: u64, dir: &Path) -> Cluster<S> {
-        let master = Node::start(NodeConfig::new(
-            CLUSTER_ID,
-            KEY,
-            0,
-            slaves,
-            dir.join("master"),
-        ))
-        .await
-        .expect("master starts");
+        let mut cfg = NodeConfig::new(CLUSTER_ID, KEY, 0, slaves, dir.join("master"));
+        cfg.init = true;
+        let master = Node::start(cfg).await.expect("master starts");
         let mut nodes = Vec::new();
         for i in 1..=slaves {
             let mut cfg = NodeConfig::new(CLUSTER_ID, KEY, i, slaves, dir.join(format!("s{i}")));
+            cfg.init = true;
             cfg.master_addr = master.local_addr().to_string();
             nodes.push(Node::start(cfg).await.expect("slave starts"));
         }

@@ -75,8 +75,11 @@ pub async fn start(
         .local_addr()
         .map_err(|e| e.to_string())?
         .to_string();
-    let disk =
-        Disk::open(&dir.join(format!("node{id}")), CLUSTER, id).map_err(|e| e.to_string())?;
+    let disk = Disk::open_or_init(
+        &dir.join(format!("node{id}")),
+        &replicore_runtime::runtime::storage::Owner::new(CLUSTER, id, "register/node"),
+    )
+    .map_err(|e| e.to_string())?;
     let tracer = Tracer::create(trace, id, serde_json::json!({ "nodes": nodes }))
         .map_err(|e| e.to_string())?;
     let router = Router::default();

@@ -8,9 +8,14 @@ use replicore_runtime::knowledge::{LocalReplica, ReplicaError};
 use std::path::{Path, PathBuf};
 
 async fn open(dir: &Path, id: u64) -> LocalReplica {
-    LocalReplica::open(&dir.join(format!("r{id}")), id, ConflictPolicy::default())
-        .await
-        .unwrap()
+    LocalReplica::open(
+        &dir.join(format!("r{id}")),
+        id,
+        ConflictPolicy::default(),
+        true,
+    )
+    .await
+    .unwrap()
 }
 
 async fn export(r: &mut LocalReplica, dir: &Path, name: &str) -> PathBuf {
@@ -174,7 +179,16 @@ fn the_cli_exports_imports_and_refuses_a_truncated_bundle_in_one_line() {
         b.to_str().unwrap(),
         file.to_str().unwrap(),
     );
-    let (code, _, err) = run(&["replica-put", "--data-dir", a, "--replica", "1", "k", "v"]);
+    let (code, _, err) = run(&[
+        "replica-put",
+        "--init",
+        "--data-dir",
+        a,
+        "--replica",
+        "1",
+        "k",
+        "v",
+    ]);
     assert_eq!(code, Some(0), "{err}");
     let (code, _, err) = run(&[
         "export-bundle",
@@ -186,7 +200,15 @@ fn the_cli_exports_imports_and_refuses_a_truncated_bundle_in_one_line() {
         file,
     ]);
     assert_eq!(code, Some(0), "{err}");
-    let (code, out, err) = run(&["import-bundle", "--data-dir", b, "--replica", "2", file]);
+    let (code, out, err) = run(&[
+        "import-bundle",
+        "--init",
+        "--data-dir",
+        b,
+        "--replica",
+        "2",
+        file,
+    ]);
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains("1 applied"), "{out}");
     let (_, shown, _) = run(&["replica-show", "--data-dir", b, "--replica", "2"]);
@@ -220,7 +242,7 @@ async fn a_traced_bundle_exchange_replays_through_the_replica_actor() {
         let dir = dir.path().join(format!("r{id}"));
         let traces = traces.clone();
         async move {
-            LocalReplica::open_traced(&dir, id, ConflictPolicy::default(), Some(&traces))
+            LocalReplica::open_traced(&dir, id, ConflictPolicy::default(), true, Some(&traces))
                 .await
                 .unwrap()
         }

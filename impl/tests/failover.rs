@@ -135,6 +135,7 @@ impl Cluster {
         let child = Command::new(BIN)
             .arg("--config")
             .arg(&self.config)
+            .arg("--init")
             .args(["failover", "serve", "--id", &id.to_string(), "--data-dir"])
             .arg(self.dir.path().join(format!("data{id}")))
             .arg("--trace-dir")

@@ -12,9 +12,14 @@ use std::time::Duration;
 const KEY: &[u8] = b"test key";
 
 async fn open(dir: &Path, id: u64) -> LocalReplica {
-    LocalReplica::open(&dir.join(format!("r{id}")), id, ConflictPolicy::default())
-        .await
-        .unwrap()
+    LocalReplica::open(
+        &dir.join(format!("r{id}")),
+        id,
+        ConflictPolicy::default(),
+        true,
+    )
+    .await
+    .unwrap()
 }
 
 /// Serves replica `id` on a fresh port; returns its address and the server task.
@@ -211,7 +216,7 @@ async fn knowledge_chaos(seed: u64) -> Result<String, String> {
     let open = |id: u64| {
         let (dir, traces) = (dir.path().join(format!("r{id}")), traces.clone());
         async move {
-            LocalReplica::open_traced(&dir, id, ConflictPolicy::default(), Some(&traces))
+            LocalReplica::open_traced(&dir, id, ConflictPolicy::default(), true, Some(&traces))
                 .await
                 .map_err(|e| e.to_string())
         }

@@ -85,7 +85,11 @@ impl Cluster {
         let err = out.try_clone().expect("log file");
         let data = self.dir.path().join(format!("data{id}"));
         let mut cmd = Command::new(BIN);
-        cmd.arg("--config").arg(&self.config).args(flags);
+        // --init: created on the first start, opened and checked on every restart.
+        cmd.arg("--config")
+            .arg(&self.config)
+            .arg("--init")
+            .args(flags);
         if id == 0 {
             cmd.args(["master", "--data-dir"]).arg(&data);
         } else {

@@ -45,6 +45,7 @@ async fn start(
         key: KEY.to_vec(),
         security: Default::default(),
         data_dir: dir.join(format!("p{id}")),
+        init: true,
         faults: plan,
         trace_dir: Some(dir.join("trace")),
     })
@@ -229,6 +230,7 @@ async fn start_at(dir: &Path, id: u64, addrs: &[String], plan: Option<FaultPlan>
         key: KEY.to_vec(),
         security: Default::default(),
         data_dir: dir.join(format!("p{id}")),
+        init: true,
         faults: plan,
         trace_dir: Some(dir.join("trace")),
     })

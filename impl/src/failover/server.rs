@@ -6,7 +6,7 @@ use crate::runtime::driver::{Driver, DriverError, DriverOptions, Router};
 use crate::runtime::faults::{FaultLayer, FaultPlan};
 use crate::runtime::handshake::Identity;
 use crate::runtime::node_loop::{self, Host, INBOX_INPUTS};
-use crate::runtime::storage::{Disk, Durable, KvStore};
+use crate::runtime::storage::{Disk, Durable, KvStore, Owner};
 use crate::runtime::storage::{StorageError, digest_of};
 use crate::runtime::trace::{TraceError, Tracer};
 use crate::runtime::transport::{self, Link};
@@ -77,6 +77,9 @@ pub enum ServerError {
     Task(String),
 }
 
+/// The role a failover server's data directory records.
+pub const ROLE: &str = "failover/server";
+
 /// How one server runs.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -94,6 +97,9 @@ pub struct ServerConfig {
     pub security: crate::runtime::tls::Security,
     /// The data directory.
     pub data_dir: PathBuf,
+    /// Create the store when the directory has none (the explicit bootstrap, `--init`);
+    /// otherwise a directory without one is refused (issue 18).
+    pub init: bool,
     /// The frame limit.
     pub max_frame_bytes: usize,
     /// Timer durations.
@@ -200,8 +206,9 @@ impl FailoverServer {
             addr: config.listen.clone(),
             source,
         })?;
-        let (dir, cluster, node) = (config.data_dir.clone(), config.cluster_id, config.node_id);
-        let disk = tokio::task::spawn_blocking(move || Disk::open(&dir, cluster, node))
+        let (dir, init) = (config.data_dir.clone(), config.init);
+        let identity = Owner::new(config.cluster_id, config.node_id, ROLE);
+        let disk = tokio::task::spawn_blocking(move || Disk::open_with(&dir, &identity, init))
             .await
             .map_err(|e| ServerError::Task(e.to_string()))??;
         if let Some(plan) = &config.faults {

@@ -10,7 +10,7 @@ use crate::knowledge::bundle::{BundleError, BundleFile, BundleMsg};
 use crate::runtime::codec::{self, Frame};
 use crate::runtime::conformance::{self, ConformanceError, Replayed};
 use crate::runtime::driver::{Driver, DriverError, DriverOptions, Router};
-use crate::runtime::storage::{Disk, Durable, Rows, StorageError, map_rows};
+use crate::runtime::storage::{Disk, Durable, Owner, Rows, StorageError, map_rows};
 use crate::runtime::trace::{SendId, TraceError, Tracer};
 use bytes::Bytes;
 use replicore_model::knowledge::{
@@ -34,6 +34,9 @@ pub const APP: ReplicaId = u32::MAX as ReplicaId;
 /// The cluster id every replica's database is opened with: a replica belongs to no cluster
 /// (it syncs with any peer that proves the key), only its replica id is checked.
 pub const STORAGE_CLUSTER: u64 = 0;
+
+/// The role a replica's data directory records.
+pub const ROLE: &str = "knowledge-sync/replica";
 
 /// The most frames one step may address to one destination (a bundle of that many changes);
 /// the queue's memory grows with what is queued, not with this bound.
@@ -212,13 +215,16 @@ fn actor_id(id: ReplicaId) -> Id {
 }
 
 impl LocalReplica {
-    /// Opens (or creates) replica `id` in `dir`, resolving conflicts by `policy`.
+    /// Opens replica `id` in `dir`, resolving conflicts by `policy`; with `init`, creates it
+    /// when the directory has no store (the explicit bootstrap, `--init`), otherwise a
+    /// directory without one is refused (issue 18).
     pub async fn open(
         dir: &Path,
         id: ReplicaId,
         policy: ConflictPolicy,
+        init: bool,
     ) -> Result<Self, ReplicaError> {
-        Self::open_traced(dir, id, policy, None).await
+        Self::open_traced(dir, id, policy, init, None).await
     }
 
     /// [`LocalReplica::open`], recording this incarnation's steps in `trace_dir` when given.
@@ -226,13 +232,15 @@ impl LocalReplica {
         dir: &Path,
         id: ReplicaId,
         policy: ConflictPolicy,
+        init: bool,
         trace_dir: Option<&Path>,
     ) -> Result<Self, ReplicaError> {
         if id > MAX_REPLICA_ID {
             return Err(ReplicaError::BadId(id));
         }
         let dir = dir.to_path_buf();
-        let disk = tokio::task::spawn_blocking(move || Disk::open(&dir, STORAGE_CLUSTER, id))
+        let identity = Owner::new(STORAGE_CLUSTER, id, ROLE);
+        let disk = tokio::task::spawn_blocking(move || Disk::open_with(&dir, &identity, init))
             .await
             .map_err(|e| StorageError::Task(e.to_string()))??;
         let actor = replica_actor(policy);
@@ -423,18 +431,18 @@ mod tests {
     async fn a_replica_reopens_with_its_data_and_refuses_another_id() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let mut r = LocalReplica::open(dir.path(), 3, ConflictPolicy::default())
+            let mut r = LocalReplica::open(dir.path(), 3, ConflictPolicy::default(), true)
                 .await
                 .unwrap();
             r.write("a", Some("1")).await.unwrap();
         }
-        let r = LocalReplica::open(dir.path(), 3, ConflictPolicy::default())
+        let r = LocalReplica::open(dir.path(), 3, ConflictPolicy::default(), true)
             .await
             .unwrap();
         assert_eq!(r.data().read(&"a".to_string()), Some(&"1".to_string()));
         assert_eq!(r.data().counter, 1);
         drop(r);
-        let err = LocalReplica::open(dir.path(), 4, ConflictPolicy::default())
+        let err = LocalReplica::open(dir.path(), 4, ConflictPolicy::default(), true)
             .await
             .err()
             .unwrap();
@@ -447,13 +455,17 @@ mod tests {
     #[tokio::test]
     async fn a_write_of_one_item_among_many_saves_one_row() {
         let dir = tempfile::tempdir().unwrap();
-        let mut r = LocalReplica::open(dir.path(), 1, ConflictPolicy::default())
+        let mut r = LocalReplica::open(dir.path(), 1, ConflictPolicy::default(), true)
             .await
             .unwrap();
         for i in 0..50 {
             r.write(&format!("k{i}"), Some("v")).await.unwrap();
         }
-        let disk = Disk::open(&dir.path().join("other"), STORAGE_CLUSTER, 1).unwrap();
+        let disk = Disk::open_or_init(
+            &dir.path().join("other"),
+            &Owner::new(STORAGE_CLUSTER, 1, ROLE),
+        )
+        .unwrap();
         // The same step saved on a fresh database from the replica's current data.
         let last = disk.save(&ItemRows::default(), r.data().clone()).unwrap();
         assert_eq!(disk.rows_written(), 50);

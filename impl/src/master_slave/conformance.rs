@@ -361,6 +361,7 @@ impl Renamer {
                     },
                     decided: s.user.decided,
                 },
+                lost: s.lost,
             }),
         })
     }

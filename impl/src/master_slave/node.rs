@@ -8,7 +8,7 @@ use crate::runtime::faults::{FaultLayer, FaultPlan, counts_file_name as faults_c
 use crate::runtime::handshake::Identity;
 use crate::runtime::memnet::MemNet;
 use crate::runtime::node_loop::{self, Host, INBOX_INPUTS};
-use crate::runtime::storage::{Disk, Durable, KvStore, StorageError, UserStore, digest_of};
+use crate::runtime::storage::{Disk, Durable, KvStore, Owner, StorageError, UserStore, digest_of};
 use crate::runtime::tls::Security;
 use crate::runtime::trace::Tracer;
 use crate::runtime::transport::{self, CLIENT_ID_MIN, Input, Link, random_client_id};
@@ -33,6 +33,12 @@ use tokio_util::sync::CancellationToken;
 
 /// The master's node id; slaves are `1..=slaves`.
 pub const MASTER_ID: u64 = 0;
+
+/// The role a master's data directory records.
+pub const ROLE_MASTER: &str = "master-slave/master";
+
+/// The role a slave's data directory records.
+pub const ROLE_SLAVE: &str = "master-slave/slave";
 
 /// How much longer than an update's own timeout a caller waits for its answer.
 pub const ANSWER_SLACK: Duration = Duration::from_secs(10);
@@ -69,6 +75,11 @@ pub struct NodeConfig {
     pub listen: String,
     /// This node's data directory.
     pub data_dir: PathBuf,
+    /// Create this node's store when the directory has none (the explicit bootstrap,
+    /// `--init`); `false` (the default) refuses a directory without one, so a missing or
+    /// mistyped directory never starts a fresh node (issue 18). An existing store is opened
+    /// and checked either way.
+    pub init: bool,
     /// The master's heartbeat period range.
     pub heartbeat: Range<Duration>,
     /// How many committed steps the master remembers for deltas.
@@ -109,6 +120,7 @@ impl NodeConfig {
             master_addr: String::new(),
             listen: "127.0.0.1:0".into(),
             data_dir: data_dir.into(),
+            init: false,
             heartbeat: Duration::from_millis(100)..Duration::from_millis(150),
             history: 256,
             max_frame_bytes: crate::runtime::codec::MAX_FRAME_BYTES_DEFAULT,
@@ -237,6 +249,10 @@ impl<S: UserStore> Durable for Saved<S> {
     fn version(&self) -> u64 {
         Saved::version(self)
     }
+
+    fn after_damage(node: u64) -> Option<Self> {
+        Saved::after_damage(node == MASTER_ID)
+    }
 }
 
 /// How a node reaches its peers.
@@ -307,9 +323,12 @@ struct LocalClient {
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let dir = tempfile::tempdir()?;
-/// // A master with one slave.
-/// let master = Node::start(NodeConfig::new(1, "secret", 0, 1, dir.path().join("m"))).await?;
+/// // A master with one slave, each created here (`init`).
+/// let mut cfg = NodeConfig::new(1, "secret", 0, 1, dir.path().join("m"));
+/// cfg.init = true;
+/// let master = Node::start(cfg).await?;
 /// let mut cfg = NodeConfig::new(1, "secret", 1, 1, dir.path().join("s1"));
+/// cfg.init = true;
 /// cfg.master_addr = master.local_addr().to_string();
 /// let slave = Node::start(cfg).await?;
 ///
@@ -419,11 +438,20 @@ impl<S: UserStore> Node<S> {
         }
         // On the in-memory network storage runs inline (see `DriverOptions::inline_saves`).
         let inline = matches!(wiring, Wiring::Memory(_));
+        let identity = Owner::new(
+            config.cluster_id,
+            config.node_id,
+            if config.node_id == MASTER_ID {
+                ROLE_MASTER
+            } else {
+                ROLE_SLAVE
+            },
+        );
         let disk = if inline {
-            Disk::open(&config.data_dir, config.cluster_id, config.node_id)?
+            Disk::open_for::<Saved<S>>(&config.data_dir, &identity, config.init)?
         } else {
-            let (dir, cluster, node) = (config.data_dir.clone(), config.cluster_id, config.node_id);
-            tokio::task::spawn_blocking(move || Disk::open(&dir, cluster, node))
+            let (dir, init) = (config.data_dir.clone(), config.init);
+            tokio::task::spawn_blocking(move || Disk::open_for::<Saved<S>>(&dir, &identity, init))
                 .await
                 .map_err(|e| NodeError::Task(e.to_string()))??
         };

@@ -283,7 +283,19 @@ where
         options: DriverOptions,
         tracer: Option<Tracer>,
     ) -> Result<Self, DriverError> {
-        let saved: Option<A::Storage> = if options.inline_saves {
+        let saved: Option<A::Storage> = if let Some(damage) = disk.discarded() {
+            // The saved state was found damaged and discarded at open (`Disk::open_for`):
+            // the node starts as its protocol says a damaged node does. A damaged row is
+            // never served.
+            Some(
+                A::Storage::after_damage(usize::from(id) as u64).ok_or_else(|| {
+                    StorageError::Corrupt {
+                        what: "saved state",
+                        detail: damage.to_string(),
+                    }
+                })?,
+            )
+        } else if options.inline_saves {
             disk.load()?
         } else {
             let disk = disk.clone();
@@ -629,7 +641,11 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_group_saves_once_before_its_messages_leave_and_a_cut_group_leaves_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let disk = Disk::open(dir.path(), 1, 1).unwrap();
+        let disk = Disk::open_or_init(
+            dir.path(),
+            &crate::runtime::storage::Owner::new(1, 1, "test"),
+        )
+        .unwrap();
         let router = Router::default();
         let (tx7, mut rx7) = mpsc::channel(1024);
         let (tx8, _rx8) = mpsc::channel(1024);
@@ -677,7 +693,11 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_save_is_durable_before_the_steps_messages_leave() {
         let dir = tempfile::tempdir().unwrap();
-        let disk = Disk::open(dir.path(), 1, 1).unwrap();
+        let disk = Disk::open_or_init(
+            dir.path(),
+            &crate::runtime::storage::Owner::new(1, 1, "test"),
+        )
+        .unwrap();
         let router = Router::default();
         let (tx7, mut rx7) = mpsc::channel(1024);
         let (tx8, mut rx8) = mpsc::channel(1024);

@@ -2,11 +2,15 @@
 //!
 //! ```text
 //!  table "meta"  (&str → bytes)            table "data"  (bytes → bytes)
-//!    format   "replicore-storage-1"          the rows of the actor storage's row part
+//!    format   "replicore-storage-2"          the rows of the actor storage's row part
 //!    cluster  u64 big-endian                 (Durable::Data, a Rows type), written
 //!    node     u64 big-endian                 incrementally: only the rows a step
-//!    version  u64 big-endian                 changed (Rows::diff_rows)
+//!    role     the protocol and role          changed (Rows::diff_rows)
+//!    version  u64 big-endian
 //!    saved    postcard(actor storage without its row part)
+//!
+//!  every value, in both tables: the bytes ++ check (8 bytes), the first 8 bytes of
+//!  SHA-256(table, key length, key, bytes): verified on every row read from the file
 //! ```
 //!
 //! Every protocol saves through this one layer: protocol 1 and 2 keep their user layer's
@@ -16,6 +20,19 @@
 //! A save writes the changed data rows and the `saved`/`version` rows in ONE write transaction;
 //! redb commits it durably (fsync) before [`Disk::save`] returns. So a commit costs what the
 //! step changed, not the data set, and a crash leaves either the old or the new saved state.
+//!
+//! # Storage faults (`docs/reliability.md`, "Storage faults")
+//!
+//! - **A node is created once, explicitly.** [`Disk::open`] refuses a directory without a
+//!   store; only [`Disk::open_or_init`] (the `--init` flag) creates one, and it writes the
+//!   node's [`Owner`]. A directory of another cluster, node or role is refused.
+//! - **No panic on any file.** Before the file is opened for writing it is checked (length,
+//!   redb's magic number) and then opened and read in full through a copy-on-write overlay
+//!   that never writes the file, with redb's panics contained: a zero-length, truncated,
+//!   header-damaged or random file is a one-line [`StorageError`] and is left as it was.
+//! - **Integrity.** Every row carries a check of our own (redb 2 does not checksum durable
+//!   pages); a mismatch is [`StorageError::Damaged`], never served. What a node does about it is
+//!   its protocol's rule ([`Durable::after_damage`]).
 
 use replicore_model::store::{Kv, Store};
 use serde::Serialize;
@@ -29,13 +46,47 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const DATA: TableDefinition<&[u8], &[u8]> = TableDefinition::new("data");
 
 /// The format marker written in a fresh database; anything else is refused at start.
-pub const FORMAT: &[u8] = b"replicore-storage-1";
+pub const FORMAT: &[u8] = b"replicore-storage-2";
 
 /// The database file inside a node's data directory.
 pub const FILE_NAME: &str = "replicore.redb";
 
+/// Where a node whose saved state was found damaged keeps the damaged file, before it
+/// discards that state and repairs from its peers ([`Disk::open_for`]).
+pub const DAMAGED_FILE_NAME: &str = "replicore.redb.damaged";
+
+/// The length of the check appended to every stored value.
+const CHECK_BYTES: usize = 8;
+
+/// redb's magic number, the first bytes of every redb file.
+const REDB_MAGIC: [u8; 9] = [b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0A];
+
+/// Who a data directory belongs to: written once, when its store is created, and checked at
+/// every open (a directory of another cluster, node or role is refused, like etcd's member
+/// directories).
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub struct Owner {
+    /// The cluster id.
+    pub cluster: u64,
+    /// The node (or replica, or peer) id.
+    pub node: u64,
+    /// The protocol and role, e.g. `master-slave/master`.
+    pub role: &'static str,
+}
+
+impl Owner {
+    /// An owner.
+    pub fn new(cluster: u64, node: u64, role: &'static str) -> Owner {
+        Owner {
+            cluster,
+            node,
+            role,
+        }
+    }
+}
+
 /// A storage failure. Every one is fatal for the node: it stops rather than run on a state
-/// it cannot make durable.
+/// it cannot make durable. Each message is one line and names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     /// The data directory could not be created or read.
@@ -45,6 +96,36 @@ pub enum StorageError {
         path: PathBuf,
         /// The cause.
         source: std::io::Error,
+    },
+    /// The directory holds no store and the node was not asked to create one.
+    #[error(
+        "{path}: no replicore store here (the node is created once, with --init; an empty or missing directory never means a fresh node)"
+    )]
+    NotInitialised {
+        /// The database file that is missing.
+        path: PathBuf,
+    },
+    /// The database file is empty: a store that was lost or truncated, not a fresh one.
+    #[error(
+        "{path} is empty (0 bytes): the store was lost or truncated; left as it is (restore it, or move it away to rejoin with --init)"
+    )]
+    Empty {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file is not a redb database, or its header is damaged.
+    #[error("{path} is not a readable redb database ({detail}); left as it is")]
+    NotRedb {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// Another process holds the database.
+    #[error("{path} is in use by another process")]
+    Locked {
+        /// The file.
+        path: PathBuf,
     },
     /// The database file could not be opened (corrupt, locked by another process, or not a
     /// redb file).
@@ -78,6 +159,32 @@ pub enum StorageError {
         /// The configured id.
         expected: u64,
     },
+    /// The directory belongs to another protocol or role.
+    #[error("{path} belongs to a {found} node, but this node is a {expected}")]
+    RoleMismatch {
+        /// The file.
+        path: PathBuf,
+        /// The stored role.
+        found: String,
+        /// The configured role.
+        expected: &'static str,
+    },
+    /// `--init` on a directory that already holds a store.
+    #[error("{path} already holds a store; a node is created only once (drop --init)")]
+    Exists {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A stored row fails its check or does not decode: it is never served.
+    #[error("{path}: damaged {row}: {detail}")]
+    Damaged {
+        /// The file.
+        path: PathBuf,
+        /// Which row, e.g. `data row "greeting"` or `meta row saved`.
+        row: String,
+        /// Why.
+        detail: String,
+    },
     /// A stored row does not decode.
     #[error("corrupt {what} in the database: {detail}")]
     Corrupt {
@@ -93,6 +200,376 @@ pub enum StorageError {
 
 fn db<E: Into<redb::Error>>(e: E) -> StorageError {
     StorageError::Db(Box::new(e.into()))
+}
+
+/// The check of a stored value: the first [`CHECK_BYTES`] of SHA-256 over the table, the
+/// key and the value, so a value moved under another key fails too.
+fn check_of(table: u8, key: &[u8], value: &[u8]) -> [u8; CHECK_BYTES] {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update([table]);
+    h.update((key.len() as u64).to_be_bytes());
+    h.update(key);
+    h.update(value);
+    let full: [u8; 32] = h.finalize().into();
+    let mut check = [0; CHECK_BYTES];
+    check.copy_from_slice(&full[..CHECK_BYTES]);
+    check
+}
+
+const META_TAG: u8 = b'm';
+const DATA_TAG: u8 = b'd';
+
+/// A value as stored: the bytes and their check.
+fn seal(table: u8, key: &[u8], value: &[u8]) -> Vec<u8> {
+    let mut stored = Vec::with_capacity(value.len() + CHECK_BYTES);
+    stored.extend_from_slice(value);
+    stored.extend_from_slice(&check_of(table, key, value));
+    stored
+}
+
+/// The bytes of a stored value whose check holds, or `None`.
+fn unseal<'a>(table: u8, key: &[u8], stored: &'a [u8]) -> Option<&'a [u8]> {
+    let split = stored.len().checked_sub(CHECK_BYTES)?;
+    let (value, check) = stored.split_at(split);
+    (check == check_of(table, key, value)).then_some(value)
+}
+
+/// A row's name in an error message: its key, shortened.
+fn row_name(table: u8, key: &[u8]) -> String {
+    let mut key = String::from_utf8_lossy(key).into_owned();
+    if key.chars().count() > 40 {
+        key = key.chars().take(40).collect::<String>() + "...";
+    }
+    if table == META_TAG {
+        format!("meta row {key}")
+    } else {
+        format!("data row {key:?}")
+    }
+}
+
+/// Runs `f`, turning a panic into its message, with the panic hook silenced for this thread
+/// (redb asserts on some damaged files; a file must never crash the process).
+fn contained<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    use std::cell::Cell;
+    thread_local! {
+        static QUIET: Cell<bool> = const { Cell::new(false) };
+    }
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET.with(Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+    let was = QUIET.with(|q| q.replace(true));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    QUIET.with(|q| q.set(was));
+    result.map_err(|payload| {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".into());
+        message.lines().next().unwrap_or_default().to_string()
+    })
+}
+
+/// A read-only view of a database file for redb, with writes kept in memory: redb may
+/// repair a file at open (after a crash), and a file that turns out damaged must be left
+/// exactly as it was. Holds a shared lock, so a file in use by a node is not read.
+#[derive(Debug)]
+struct Overlay {
+    file: std::fs::File,
+    state: std::sync::Mutex<OverlayState>,
+}
+
+#[derive(Debug)]
+struct OverlayState {
+    /// The length redb sees.
+    len: u64,
+    /// How much of the file still shows through (shrinking hides the rest for good).
+    base_len: u64,
+    /// Written blocks.
+    blocks: std::collections::HashMap<u64, Vec<u8>>,
+}
+
+const BLOCK: u64 = 4096;
+
+impl Overlay {
+    fn read_base(&self, st: &OverlayState, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        out.fill(0);
+        if offset < st.base_len {
+            let n = (st.base_len - offset).min(out.len() as u64) as usize;
+            self.file.read_exact_at(&mut out[..n], offset)?;
+        }
+        Ok(())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, OverlayState> {
+        // A poisoned lock only means a contained panic elsewhere; the blocks are still whole.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl redb::StorageBackend for Overlay {
+    fn len(&self) -> std::io::Result<u64> {
+        Ok(self.lock().len)
+    }
+
+    fn read(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+        let st = self.lock();
+        let end = offset
+            .checked_add(len as u64)
+            .filter(|end| *end <= st.len)
+            .ok_or_else(|| {
+                std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "past the end")
+            })?;
+        let mut out = vec![0; len];
+        let mut pos = offset;
+        while pos < end {
+            let block = pos / BLOCK;
+            let within = (pos % BLOCK) as usize;
+            let take = (BLOCK - within as u64).min(end - pos) as usize;
+            let dst = &mut out[(pos - offset) as usize..][..take];
+            match st.blocks.get(&block) {
+                Some(b) => dst.copy_from_slice(&b[within..within + take]),
+                None => self.read_base(&st, pos, dst)?,
+            }
+            pos += take as u64;
+        }
+        Ok(out)
+    }
+
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        let mut st = self.lock();
+        st.base_len = st.base_len.min(len);
+        st.blocks.retain(|b, _| b * BLOCK < len);
+        if let Some(b) = st.blocks.get_mut(&(len / BLOCK)) {
+            b[(len % BLOCK) as usize..].fill(0);
+        }
+        st.len = len;
+        Ok(())
+    }
+
+    fn sync_data(&self, _eventual: bool) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        let mut st = self.lock();
+        let end = offset + data.len() as u64;
+        let mut pos = offset;
+        while pos < end {
+            let block = pos / BLOCK;
+            let within = (pos % BLOCK) as usize;
+            let take = (BLOCK - within as u64).min(end - pos) as usize;
+            if !st.blocks.contains_key(&block) {
+                let mut b = vec![0; BLOCK as usize];
+                self.read_base(&st, block * BLOCK, &mut b)?;
+                st.blocks.insert(block, b);
+            }
+            let src = &data[(pos - offset) as usize..][..take];
+            if let Some(b) = st.blocks.get_mut(&block) {
+                b[within..within + take].copy_from_slice(src);
+            }
+            pos += take as u64;
+        }
+        st.len = st.len.max(end);
+        Ok(())
+    }
+}
+
+/// Checks an existing database file without writing it: its length and magic number, then
+/// redb's open (and repair, in memory) and a read of every row of our tables, with panics
+/// contained. Row checks are [`Disk::load`]'s.
+fn precheck(path: &Path, owner: &Owner) -> Result<(), StorageError> {
+    use std::io::Read;
+    let not_redb = |detail: String| StorageError::NotRedb {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let mut file = std::fs::File::open(path).map_err(|source| StorageError::Dir {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let len = file
+        .metadata()
+        .map_err(|source| StorageError::Dir {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .len();
+    if len == 0 {
+        return Err(StorageError::Empty {
+            path: path.to_path_buf(),
+        });
+    }
+    let mut magic = [0; REDB_MAGIC.len()];
+    if len < REDB_MAGIC.len() as u64 || file.read_exact(&mut magic).is_err() || magic != REDB_MAGIC
+    {
+        return Err(not_redb(format!("{len} bytes, no redb header")));
+    }
+    if file.try_lock_shared().is_err() {
+        return Err(StorageError::Locked {
+            path: path.to_path_buf(),
+        });
+    }
+    let overlay = Overlay {
+        file,
+        state: std::sync::Mutex::new(OverlayState {
+            len,
+            base_len: len,
+            blocks: Default::default(),
+        }),
+    };
+    // Every row of our tables is read and its check verified, and the owner checked: a
+    // damaged row or another node's file is found here, before the file is opened for
+    // writing (and possibly repaired by redb).
+    let path_buf = path.to_path_buf();
+    let scan = move || -> Result<(), StorageError> {
+        let not_redb = |detail: String| StorageError::NotRedb {
+            path: path_buf.clone(),
+            detail,
+        };
+        let damaged = |row: String| StorageError::Damaged {
+            path: path_buf.clone(),
+            row,
+            detail: "check mismatch; left as it is".into(),
+        };
+        let database = Database::builder()
+            .create_with_backend(overlay)
+            .map_err(|e| not_redb(e.to_string()))?;
+        let txn = database.begin_read().map_err(|e| not_redb(e.to_string()))?;
+        let tables = txn
+            .list_tables()
+            .map_err(|e| not_redb(e.to_string()))?
+            .count();
+        match txn.open_table(META) {
+            Ok(t) => {
+                check_owner(&path_buf, &t, owner)?;
+                for row in t.iter().map_err(|e| not_redb(e.to_string()))? {
+                    let (k, v) = row.map_err(|e| not_redb(e.to_string()))?;
+                    let key = k.value();
+                    if unseal(META_TAG, key.as_bytes(), v.value()).is_none() {
+                        return Err(damaged(row_name(META_TAG, key.as_bytes())));
+                    }
+                }
+            }
+            // No table at all: created by an --init run that crashed before its first
+            // commit; Disk::open_with decides.
+            Err(redb::TableError::TableDoesNotExist(_)) if tables == 0 => return Ok(()),
+            Err(redb::TableError::TableDoesNotExist(_))
+            | Err(redb::TableError::TableTypeMismatch { .. }) => {
+                return Err(StorageError::Foreign {
+                    path: path_buf.clone(),
+                    found: None,
+                });
+            }
+            Err(e) => return Err(not_redb(e.to_string())),
+        }
+        match txn.open_table(DATA) {
+            Ok(t) => {
+                for row in t.iter().map_err(|e| not_redb(e.to_string()))? {
+                    let (k, v) = row.map_err(|e| not_redb(e.to_string()))?;
+                    if unseal(DATA_TAG, k.value(), v.value()).is_none() {
+                        return Err(damaged(row_name(DATA_TAG, k.value())));
+                    }
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(not_redb(e.to_string())),
+        }
+        Ok(())
+    };
+    match contained(scan) {
+        Ok(result) => result,
+        Err(panic) => Err(not_redb(format!("redb: {panic}"))),
+    }
+}
+
+/// One checked metadata row of `meta`.
+fn meta_row(
+    path: &Path,
+    meta: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &str,
+) -> Result<Option<Vec<u8>>, StorageError> {
+    let Some(stored) = meta.get(key).map_err(db)? else {
+        return Ok(None);
+    };
+    match unseal(META_TAG, key.as_bytes(), stored.value()) {
+        Some(v) => Ok(Some(v.to_vec())),
+        None => Err(StorageError::Damaged {
+            path: path.to_path_buf(),
+            row: row_name(META_TAG, key.as_bytes()),
+            detail: "check mismatch; left as it is".into(),
+        }),
+    }
+}
+
+/// Checks the format marker and the owner rows of `meta` against `owner`.
+fn check_owner(
+    path: &Path,
+    meta: &impl ReadableTable<&'static str, &'static [u8]>,
+    owner: &Owner,
+) -> Result<(), StorageError> {
+    let raw = meta.get("format").map_err(db)?.map(|v| v.value().to_vec());
+    if raw.as_deref() == Some(b"replicore-storage-1") {
+        return Err(StorageError::Foreign {
+            path: path.to_path_buf(),
+            found: Some("replicore-storage-1, an older format without row checks".into()),
+        });
+    }
+    let format = raw.as_deref().and_then(|r| unseal(META_TAG, b"format", r));
+    if format != Some(FORMAT) {
+        if raw
+            .as_deref()
+            .is_some_and(|r| r.starts_with(b"replicore-storage-"))
+        {
+            return Err(StorageError::Damaged {
+                path: path.to_path_buf(),
+                row: "meta row format".into(),
+                detail: "check mismatch; left as it is".into(),
+            });
+        }
+        return Err(StorageError::Foreign {
+            path: path.to_path_buf(),
+            found: raw.map(|f| String::from_utf8_lossy(&f).into_owned()),
+        });
+    }
+    let missing = |row: &str| StorageError::Damaged {
+        path: path.to_path_buf(),
+        row: format!("meta row {row}"),
+        detail: "missing".into(),
+    };
+    for (what, expected) in [("cluster", owner.cluster), ("node", owner.node)] {
+        let bytes = meta_row(path, meta, what)?.ok_or_else(|| missing(what))?;
+        let found = read_u64(&bytes, "meta id row").map_err(|_| StorageError::Damaged {
+            path: path.to_path_buf(),
+            row: format!("meta row {what}"),
+            detail: format!("{} bytes, expected 8", bytes.len()),
+        })?;
+        if found != expected {
+            return Err(StorageError::Mismatch {
+                path: path.to_path_buf(),
+                what,
+                found,
+                expected,
+            });
+        }
+    }
+    let role = meta_row(path, meta, "role")?.ok_or_else(|| missing("role"))?;
+    if role != owner.role.as_bytes() {
+        return Err(StorageError::RoleMismatch {
+            path: path.to_path_buf(),
+            found: String::from_utf8_lossy(&role).into_owned(),
+            expected: owner.role,
+        });
+    }
+    Ok(())
 }
 
 /// A user layer store that can live in the `data` table, one row per key.
@@ -209,6 +686,14 @@ pub trait Durable: Clone + Serialize + DeserializeOwned + Send + 'static {
     fn join(self, data: Self::Data) -> Self;
     /// The committed version this storage restores.
     fn version(&self) -> u64;
+
+    /// What node `node` starts from when its saved state is found damaged: `Some` when its
+    /// protocol repairs such a node from its peers (the saved state is then discarded,
+    /// [`Disk::open_for`]), `None` when the node must refuse to start. A protocol
+    /// rule, so each protocol's model answers it; the default refuses.
+    fn after_damage(_node: u64) -> Option<Self> {
+        None
+    }
 }
 
 /// SHA-256 of a value's encoding: equal digests mean identical data (status reports).
@@ -225,6 +710,9 @@ pub struct Disk {
     path: PathBuf,
     /// Data rows written or removed by saves since open: observes that a save costs its delta.
     rows_written: Arc<std::sync::atomic::AtomicU64>,
+    /// The damage found at open, when the saved state was discarded for it
+    /// ([`Disk::open_for`]): the node starts from [`Durable::after_damage`].
+    discarded: Option<Arc<StorageError>>,
 }
 
 impl std::fmt::Debug for Disk {
@@ -242,25 +730,63 @@ fn read_u64(bytes: &[u8], what: &'static str) -> Result<u64, StorageError> {
 }
 
 impl Disk {
-    /// Opens (or creates) the database in `dir` for `node_id` of `cluster_id`. A directory of
-    /// another cluster or node, or a file that is not ours, is an error.
-    pub fn open(dir: &Path, cluster_id: u64, node_id: u64) -> Result<Disk, StorageError> {
-        std::fs::create_dir_all(dir).map_err(|source| StorageError::Dir {
+    /// Opens the existing store in `dir` of `owner`. A missing directory or store, a
+    /// damaged file, or a directory of another cluster, node or role is an error, and the
+    /// file is left as it was.
+    pub fn open(dir: &Path, owner: &Owner) -> Result<Disk, StorageError> {
+        Self::open_with(dir, owner, false)
+    }
+
+    /// Opens the store in `dir`, creating it for `owner` when the directory has none (the
+    /// explicit bootstrap, `--init`). An existing store is opened and checked as by
+    /// [`Disk::open`]; an empty (0-byte) file is damage, not absence, and is refused.
+    pub fn open_or_init(dir: &Path, owner: &Owner) -> Result<Disk, StorageError> {
+        Self::open_with(dir, owner, true)
+    }
+
+    /// [`Disk::open_or_init`] when `init`, else [`Disk::open`].
+    pub fn open_with(dir: &Path, owner: &Owner, init: bool) -> Result<Disk, StorageError> {
+        let path = dir.join(FILE_NAME);
+        let exists = path.try_exists().map_err(|source| StorageError::Dir {
             path: dir.to_path_buf(),
             source,
         })?;
-        let path = dir.join(FILE_NAME);
-        let database = Database::create(&path).map_err(|source| StorageError::Open {
-            path: path.clone(),
-            source: Box::new(source),
-        })?;
+        if exists {
+            precheck(&path, owner)?;
+        } else if !init {
+            return Err(StorageError::NotInitialised { path });
+        } else {
+            std::fs::create_dir_all(dir).map_err(|source| StorageError::Dir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let database = match contained(|| Database::create(&path)) {
+            Ok(Ok(d)) => d,
+            Ok(Err(redb::DatabaseError::DatabaseAlreadyOpen)) => {
+                return Err(StorageError::Locked { path });
+            }
+            Ok(Err(source)) => {
+                return Err(StorageError::Open {
+                    path,
+                    source: Box::new(source),
+                });
+            }
+            Err(panic) => {
+                return Err(StorageError::NotRedb {
+                    path,
+                    detail: format!("redb: {panic}"),
+                });
+            }
+        };
         let disk = Disk {
             db: Arc::new(database),
             path,
             rows_written: Arc::default(),
+            discarded: None,
         };
-        // A database without any table is fresh: just created, or created by a run that
-        // crashed before its first commit. Anything else must carry our marker.
+        // A database without any table was just created here (or by an --init run that
+        // crashed before its first commit, which was asked to create it).
         let fresh = disk
             .db
             .begin_read()
@@ -270,64 +796,124 @@ impl Disk {
             .next()
             .is_none();
         if fresh {
+            if !init {
+                // Only reachable for a file whose creating run crashed before its commit.
+                return Err(StorageError::NotInitialised { path: disk.path });
+            }
             let txn = disk.db.begin_write().map_err(db)?;
             {
                 let mut meta = txn.open_table(META).map_err(db)?;
-                meta.insert("format", FORMAT).map_err(db)?;
-                meta.insert("cluster", &cluster_id.to_be_bytes()[..])
-                    .map_err(db)?;
-                meta.insert("node", &node_id.to_be_bytes()[..])
-                    .map_err(db)?;
+                for (key, value) in [
+                    ("format", FORMAT.to_vec()),
+                    ("cluster", owner.cluster.to_be_bytes().to_vec()),
+                    ("node", owner.node.to_be_bytes().to_vec()),
+                    ("role", owner.role.as_bytes().to_vec()),
+                ] {
+                    meta.insert(key, &seal(META_TAG, key.as_bytes(), &value)[..])
+                        .map_err(db)?;
+                }
                 txn.open_table(DATA).map_err(db)?;
             }
             txn.commit().map_err(db)?;
         }
-        disk.check(cluster_id, node_id)?;
+        disk.check(owner)?;
         Ok(disk)
     }
 
-    fn check(&self, cluster_id: u64, node_id: u64) -> Result<(), StorageError> {
+    fn meta_row(
+        &self,
+        meta: &impl ReadableTable<&'static str, &'static [u8]>,
+        key: &str,
+    ) -> Result<Option<Vec<u8>>, StorageError> {
+        meta_row(&self.path, meta, key)
+    }
+
+    fn check(&self, owner: &Owner) -> Result<(), StorageError> {
         let txn = self.db.begin_read().map_err(db)?;
-        let meta = match txn.open_table(META) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => {
-                return Err(StorageError::Foreign {
-                    path: self.path.clone(),
-                    found: None,
-                });
-            }
-            Err(e) => return Err(db(e)),
-        };
-        let format = meta.get("format").map_err(db)?.map(|v| v.value().to_vec());
-        if format.as_deref() != Some(FORMAT) {
-            return Err(StorageError::Foreign {
+        match txn.open_table(META) {
+            Ok(meta) => check_owner(&self.path, &meta, owner),
+            Err(redb::TableError::TableDoesNotExist(_))
+            | Err(redb::TableError::TableTypeMismatch { .. }) => Err(StorageError::Foreign {
                 path: self.path.clone(),
-                found: format.map(|f| String::from_utf8_lossy(&f).into_owned()),
-            });
+                found: None,
+            }),
+            Err(e) => Err(db(e)),
         }
-        for (what, row, expected) in [
-            ("cluster", "cluster", cluster_id),
-            ("node", "node", node_id),
-        ] {
-            let found = match meta.get(row).map_err(db)? {
-                Some(v) => read_u64(v.value(), "meta id row")?,
-                None => {
-                    return Err(StorageError::Corrupt {
-                        what: "meta id row",
-                        detail: format!("{row} missing"),
-                    });
-                }
-            };
-            if found != expected {
-                return Err(StorageError::Mismatch {
-                    path: self.path.clone(),
-                    what,
-                    found,
-                    expected,
+    }
+
+    /// Opens the store of a node whose saved state has type `D`, as [`Disk::open_with`]
+    /// does; but when its saved state is damaged and `D`'s protocol repairs such a node from
+    /// its peers ([`Durable::after_damage`]), the file is first copied, as it was, to
+    /// [`DAMAGED_FILE_NAME`] beside it (an earlier copy is kept), then the data rows and
+    /// the saved state are discarded in one transaction, keeping the identity, and the
+    /// node starts from what `after_damage` gives ([`Disk::discarded`]).
+    pub fn open_for<D: Durable>(
+        dir: &Path,
+        owner: &Owner,
+        init: bool,
+    ) -> Result<Disk, StorageError> {
+        let damage = match Self::open_with(dir, owner, init) {
+            Err(damage @ StorageError::Damaged { .. }) => damage,
+            other => return other,
+        };
+        if D::after_damage(owner.node).is_none() {
+            return Err(damage);
+        }
+        let path = dir.join(FILE_NAME);
+        let mut copy = dir.join(DAMAGED_FILE_NAME);
+        let mut n = 1;
+        while copy.exists() {
+            copy = dir.join(format!("{DAMAGED_FILE_NAME}.{n}"));
+            n += 1;
+        }
+        std::fs::copy(&path, &copy).map_err(|source| StorageError::Dir {
+            path: copy.clone(),
+            source,
+        })?;
+        let database = match contained(|| Database::create(&path)) {
+            Ok(Ok(d)) => d,
+            Ok(Err(source)) => {
+                return Err(StorageError::Open {
+                    path,
+                    source: Box::new(source),
                 });
             }
+            Err(panic) => {
+                return Err(StorageError::NotRedb {
+                    path,
+                    detail: format!("redb: {panic}"),
+                });
+            }
+        };
+        let mut disk = Disk {
+            db: Arc::new(database),
+            path,
+            rows_written: Arc::default(),
+            discarded: None,
+        };
+        // The identity rows are checked; a damaged identity is refused like any open.
+        disk.check(owner)?;
+        let mut txn = disk.db.begin_write().map_err(db)?;
+        txn.set_durability(redb::Durability::Immediate);
+        {
+            txn.delete_table(DATA).map_err(db)?;
+            txn.open_table(DATA).map_err(db)?;
+            let mut meta = txn.open_table(META).map_err(db)?;
+            meta.remove("saved").map_err(db)?;
+            meta.remove("version").map_err(db)?;
         }
-        Ok(())
+        txn.commit().map_err(db)?;
+        tracing::warn!(
+            "{damage}; the saved state is discarded (the damaged file is kept as {}) and the node repairs from its peers",
+            copy.display()
+        );
+        disk.discarded = Some(Arc::new(damage));
+        Ok(disk)
+    }
+
+    /// The damage for which this node's saved state was discarded at open, if any.
+    pub fn discarded(&self) -> Option<&StorageError> {
+        self.discarded.as_deref()
     }
 
     /// How many data rows saves wrote or removed since this database was opened.
@@ -340,29 +926,56 @@ impl Disk {
         &self.path
     }
 
-    /// Loads the last saved storage, or `None` when nothing was ever saved.
+    /// Loads the last saved storage, or `None` when nothing was ever saved. Every row is
+    /// checked; a row that fails its check or does not decode is [`StorageError::Damaged`],
+    /// naming the file and the row.
     pub fn load<D: Durable>(&self) -> Result<Option<D>, StorageError> {
+        match contained(|| self.load_checked::<D>()) {
+            Ok(r) => r,
+            Err(panic) => Err(StorageError::NotRedb {
+                path: self.path.clone(),
+                detail: format!("redb: {panic}"),
+            }),
+        }
+    }
+
+    fn load_checked<D: Durable>(&self) -> Result<Option<D>, StorageError> {
+        let damaged = |row: String, detail: String| StorageError::Damaged {
+            path: self.path.clone(),
+            row,
+            detail,
+        };
         let txn = self.db.begin_read().map_err(db)?;
         let meta = txn.open_table(META).map_err(db)?;
-        let Some(saved) = meta.get("saved").map_err(db)? else {
+        let Some(saved) = self.meta_row(&meta, "saved")? else {
             return Ok(None);
         };
-        let rest: D = postcard::from_bytes(saved.value()).map_err(|e| StorageError::Corrupt {
-            what: "saved state",
-            detail: e.to_string(),
-        })?;
+        let rest: D = postcard::from_bytes(&saved)
+            .map_err(|e| damaged("meta row saved".into(), e.to_string()))?;
         let table = txn.open_table(DATA).map_err(db)?;
         let mut rows = Vec::new();
         for row in table.iter().map_err(db)? {
             let (k, v) = row.map_err(db)?;
-            rows.push((k.value().to_vec(), v.value().to_vec()));
+            let key = k.value();
+            let Some(value) = unseal(DATA_TAG, key, v.value()) else {
+                return Err(damaged(row_name(DATA_TAG, key), "check mismatch".into()));
+            };
+            rows.push((key.to_vec(), value.to_vec()));
         }
-        let data =
-            D::Data::from_table(rows.into_iter()).map_err(|detail| StorageError::Corrupt {
-                what: "data",
-                detail,
-            })?;
-        Ok(Some(rest.join(data)))
+        let data = D::Data::from_table(rows.into_iter())
+            .map_err(|detail| damaged("data rows".into(), detail))?;
+        let loaded = rest.join(data);
+        if let Some(version) = self.meta_row(&meta, "version")? {
+            let version = read_u64(&version, "version")
+                .map_err(|e| damaged("meta row version".into(), e.to_string()))?;
+            if version != loaded.version() {
+                return Err(damaged(
+                    "meta row version".into(),
+                    format!("{version}, but the saved state is at {}", loaded.version()),
+                ));
+            }
+        }
+        Ok(Some(loaded))
     }
 
     /// Saves `saved` durably, writing only the data rows that differ from `last` (the data of
@@ -386,14 +999,20 @@ impl Disk {
                 .fetch_add(rows.len() as u64, std::sync::atomic::Ordering::Relaxed);
             for (k, v) in rows {
                 match v {
-                    Some(v) => table.insert(&k[..], &v[..]).map_err(db)?,
+                    Some(v) => table
+                        .insert(&k[..], &seal(DATA_TAG, &k, &v)[..])
+                        .map_err(db)?,
                     None => table.remove(&k[..]).map_err(db)?,
                 };
             }
             let mut meta = txn.open_table(META).map_err(db)?;
-            meta.insert("saved", &rest[..]).map_err(db)?;
-            meta.insert("version", &version.to_be_bytes()[..])
+            meta.insert("saved", &seal(META_TAG, b"saved", &rest)[..])
                 .map_err(db)?;
+            meta.insert(
+                "version",
+                &seal(META_TAG, b"version", &version.to_be_bytes())[..],
+            )
+            .map_err(db)?;
         }
         txn.commit().map_err(db)?;
         Ok(data)
@@ -447,6 +1066,12 @@ pub(crate) mod test_support {
 mod tests {
     use super::*;
 
+    const ID: Owner = Owner {
+        cluster: 1,
+        node: 2,
+        role: "test",
+    };
+
     /// The incremental save trusts `Store::diff_from`, which walks the two structurally
     /// shared maps and skips shared nodes. imbl 6.1 skipped one entry too many after a shared
     /// run (jneem/imbl#160, fixed in imbl 7): a one-key update was missed for about one key
@@ -482,7 +1107,7 @@ mod tests {
     #[test]
     fn saves_incrementally_and_reloads() {
         let dir = tempfile::tempdir().unwrap();
-        let disk = Disk::open(dir.path(), 1, 2).unwrap();
+        let disk = Disk::open_or_init(dir.path(), &ID).unwrap();
         assert!(disk.load::<Versioned>().unwrap().is_none());
         let mut data = KvStore::default();
         let mut last = KvStore::default();
@@ -497,14 +1122,14 @@ mod tests {
         data.apply(&d);
         disk.save(&last, slave(51, data.clone())).unwrap();
         drop(disk);
-        let disk = Disk::open(dir.path(), 1, 2).unwrap();
+        let disk = Disk::open(dir.path(), &ID).unwrap();
         assert_eq!(disk.load::<Versioned>().unwrap(), Some(slave(51, data)));
     }
 
     #[test]
     fn a_one_key_update_of_a_large_data_set_writes_one_row() {
         let dir = tempfile::tempdir().unwrap();
-        let disk = Disk::open(dir.path(), 1, 2).unwrap();
+        let disk = Disk::open_or_init(dir.path(), &ID).unwrap();
         let mut data = KvStore::default();
         for i in 0..10_000u32 {
             data.entries.insert(format!("k{i:05}"), vec![0; 16]);
@@ -519,23 +1144,23 @@ mod tests {
         disk.save(&last, slave(2, data.clone())).unwrap();
         assert_eq!(disk.rows_written(), 10_001, "one changed key, one row");
         drop(disk);
-        let disk = Disk::open(dir.path(), 1, 2).unwrap();
+        let disk = Disk::open(dir.path(), &ID).unwrap();
         assert_eq!(disk.load::<Versioned>().unwrap(), Some(slave(2, data)));
     }
 
     #[test]
     fn foreign_directories_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        Disk::open(dir.path(), 1, 2).unwrap();
+        Disk::open_or_init(dir.path(), &ID).unwrap();
         assert!(matches!(
-            Disk::open(dir.path(), 9, 2),
+            Disk::open(dir.path(), &Owner::new(9, 2, "test")),
             Err(StorageError::Mismatch {
                 what: "cluster",
                 ..
             })
         ));
         assert!(matches!(
-            Disk::open(dir.path(), 1, 3),
+            Disk::open(dir.path(), &Owner::new(1, 3, "test")),
             Err(StorageError::Mismatch { what: "node", .. })
         ));
         // Another program's redb database.
@@ -548,11 +1173,172 @@ mod tests {
             txn.commit().unwrap();
         }
         assert!(matches!(
-            Disk::open(other.path(), 1, 2),
+            Disk::open(other.path(), &ID),
             Err(StorageError::Foreign { .. })
         ));
         let junk = tempfile::tempdir().unwrap();
         std::fs::write(junk.path().join(FILE_NAME), b"definitely not a database").unwrap();
-        assert!(Disk::open(junk.path(), 1, 2).is_err());
+        assert!(Disk::open(junk.path(), &ID).is_err());
+    }
+
+    /// A store with a few saved rows, closed; returns its file.
+    fn saved_store(dir: &Path) -> PathBuf {
+        let disk = Disk::open_or_init(dir, &ID).unwrap();
+        let mut data = KvStore::default();
+        for i in 0..200u32 {
+            data.entries
+                .insert(format!("key{i:03}"), format!("value{i:03}").into_bytes());
+        }
+        disk.save(&KvStore::default(), slave(7, data)).unwrap();
+        dir.join(FILE_NAME)
+    }
+
+    /// `file` with one bit flipped in every copy of `needle`.
+    fn flip_all(file: &[u8], needle: &[u8]) -> Vec<u8> {
+        let mut out = file.to_vec();
+        let mut found = 0;
+        for at in 0..file.len().saturating_sub(needle.len()) {
+            if &file[at..at + needle.len()] == needle {
+                out[at + 2] ^= 0x01;
+                found += 1;
+            }
+        }
+        assert!(found > 0, "the row is stored in clear");
+        out
+    }
+
+    fn bytes(path: &Path) -> Vec<u8> {
+        std::fs::read(path).unwrap()
+    }
+
+    #[test]
+    fn a_missing_or_empty_directory_is_not_a_fresh_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("typo");
+        assert!(matches!(
+            Disk::open(&missing, &ID),
+            Err(StorageError::NotInitialised { .. })
+        ));
+        assert!(!missing.exists(), "nothing is created");
+        assert!(matches!(
+            Disk::open(dir.path(), &ID),
+            Err(StorageError::NotInitialised { .. })
+        ));
+        Disk::open_or_init(&missing, &ID).unwrap();
+        Disk::open(&missing, &ID).unwrap();
+        assert!(matches!(
+            Disk::open(&missing, &Owner::new(1, 2, "other-role")),
+            Err(StorageError::RoleMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn a_damaged_file_is_refused_in_one_line_and_left_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = saved_store(dir.path());
+        let good = bytes(&file);
+        let len = good.len();
+        let mut rng_state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut random = vec![0u8; len];
+        for b in random.iter_mut() {
+            rng_state ^= rng_state << 13;
+            rng_state ^= rng_state >> 7;
+            rng_state ^= rng_state << 17;
+            *b = rng_state as u8;
+        }
+        let mut header = good.clone();
+        header[20..200].fill(0xA5);
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("zero-length", Vec::new()),
+            ("truncated to 4 KiB", good[..4096.min(len)].to_vec()),
+            ("truncated to half", good[..len / 2].to_vec()),
+            ("truncated by one byte", good[..len - 1].to_vec()),
+            ("header damaged", header),
+            ("random", random),
+        ];
+        for (name, content) in cases {
+            std::fs::write(&file, &content).unwrap();
+            let result = Disk::open(dir.path(), &ID).and_then(|d| d.load::<Versioned>());
+            match result {
+                Err(e) => {
+                    let msg = e.to_string();
+                    assert!(!msg.contains('\n'), "{name}: one line: {msg}");
+                }
+                Ok(loaded) => {
+                    // redb may find a shortened file still whole (its end unused); it must
+                    // then load exactly what was saved.
+                    assert_eq!(loaded.map(|l| l.version), Some(7), "{name}");
+                }
+            }
+            assert_eq!(bytes(&file), content, "{name}: the file is left as it was");
+        }
+        assert!(!dir.path().join(DAMAGED_FILE_NAME).exists());
+    }
+
+    #[test]
+    fn a_flipped_byte_in_a_row_is_never_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = saved_store(dir.path());
+        let good = bytes(&file);
+        for (needle, row) in [
+            (&b"value123"[..], "data row \"key123\""),
+            (&b"replicore-storage-2"[..], "format"),
+        ] {
+            // redb copies pages on write: flip every copy, stale ones included.
+            let flipped = flip_all(&good, needle);
+            std::fs::write(&file, &flipped).unwrap();
+            let err = Disk::open(dir.path(), &ID)
+                .and_then(|d| d.load::<Versioned>())
+                .expect_err(row);
+            assert!(err.to_string().contains(row), "{row}: {err}");
+            assert_eq!(bytes(&file), flipped, "left as it was");
+        }
+        // A node whose protocol repairs damage (here: any) keeps the file aside and starts
+        // over from its peers; the identity stays.
+        let flipped = flip_all(&good, b"value042");
+        std::fs::write(&file, &flipped).unwrap();
+        let disk = Disk::open_for::<Repairs>(dir.path(), &ID, false).unwrap();
+        assert!(disk.discarded().is_some());
+        assert_eq!(
+            bytes(&dir.path().join(DAMAGED_FILE_NAME)),
+            flipped,
+            "kept as it was"
+        );
+        assert_eq!(disk.load::<Repairs>().unwrap(), None);
+        drop(disk);
+        Disk::open(dir.path(), &ID).expect("the identity survives a discard");
+    }
+
+    /// A storage whose protocol repairs a damaged node from its peers.
+    #[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+    struct Repairs(Versioned);
+
+    impl Durable for Repairs {
+        type Data = KvStore;
+        fn split(self) -> (KvStore, Self) {
+            let (data, rest) = self.0.split();
+            (data, Repairs(rest))
+        }
+        fn join(self, data: KvStore) -> Self {
+            Repairs(self.0.join(data))
+        }
+        fn version(&self) -> u64 {
+            self.0.version
+        }
+        fn after_damage(_node: u64) -> Option<Self> {
+            Some(Repairs(Versioned::default()))
+        }
+    }
+
+    #[test]
+    fn a_file_in_use_is_refused_without_harm() {
+        let dir = tempfile::tempdir().unwrap();
+        saved_store(dir.path());
+        let running = Disk::open(dir.path(), &ID).unwrap();
+        assert!(matches!(
+            Disk::open(dir.path(), &ID),
+            Err(StorageError::Locked { .. })
+        ));
+        assert_eq!(running.load::<Versioned>().unwrap().unwrap().version, 7);
     }
 }

@@ -7,7 +7,7 @@ use crate::runtime::driver::{Driver, DriverError, DriverOptions, PEER_QUEUE_FRAM
 use crate::runtime::faults::{FaultLayer, FaultPlan};
 use crate::runtime::handshake::Identity;
 use crate::runtime::node_loop::{self, Host, INBOX_INPUTS};
-use crate::runtime::storage::{Disk, Durable, Rows, StorageError, map_rows};
+use crate::runtime::storage::{Disk, Durable, Owner, Rows, StorageError, map_rows};
 use crate::runtime::trace::{TraceError, Tracer};
 use crate::runtime::transport::{self, Input, Link, TransportError};
 use bytes::Bytes;
@@ -31,6 +31,9 @@ pub type Msg = StageMsg<Value>;
 
 /// The most peers of one group: peer ids are actor ids, and client ids sit above them.
 pub const MAX_PEERS: usize = 64;
+
+/// The role a peer's data directory records.
+pub const ROLE: &str = "stage-sync/peer";
 
 /// The actor id the runtime gives a user of this process ([`LocalUser`]).
 const LOCAL_USER: usize = usize::MAX;
@@ -171,6 +174,9 @@ pub struct PeerConfig {
     pub security: crate::runtime::tls::Security,
     /// The data directory.
     pub data_dir: PathBuf,
+    /// Create the store when the directory has none (the explicit bootstrap, `--init`);
+    /// otherwise a directory without one is refused (issue 18).
+    pub init: bool,
     /// Faults injected on the links to other peers (tests).
     pub faults: Option<FaultPlan>,
     /// Where to record this peer's trace (`crate::runtime::trace`); `None` records nothing.
@@ -444,8 +450,9 @@ pub async fn spawn(cfg: PeerConfig) -> Result<PeerHandle, StageError> {
         addr: listen,
         source,
     })?;
-    let (dir, cluster, peer) = (cfg.data_dir.clone(), cfg.cluster_id, cfg.id);
-    let disk = tokio::task::spawn_blocking(move || Disk::open(&dir, cluster, peer))
+    let (dir, init) = (cfg.data_dir.clone(), cfg.init);
+    let identity = Owner::new(cfg.cluster_id, cfg.id, ROLE);
+    let disk = tokio::task::spawn_blocking(move || Disk::open_with(&dir, &identity, init))
         .await
         .map_err(|e| StageError::Closed(format!("storage task: {e}")))??;
     let router = match &cfg.faults {
@@ -531,7 +538,7 @@ mod tests {
             mutant: None,
         };
         let dir = tempfile::tempdir().unwrap();
-        let disk = Disk::open(dir.path(), 4, 0).unwrap();
+        let disk = Disk::open_or_init(dir.path(), &Owner::new(4, 0, ROLE)).unwrap();
         let me = Id::from(0);
         let mut state = actor.on_start(me, &None, &mut Out::new());
         let mut last = StageRows::default();
@@ -555,10 +562,10 @@ mod tests {
         // No peer acknowledged anything: the whole journal is above the stability line.
         assert_eq!(state.journal.len(), 20);
         drop(disk);
-        let disk = Disk::open(dir.path(), 4, 0).unwrap();
+        let disk = Disk::open_or_init(dir.path(), &Owner::new(4, 0, ROLE)).unwrap();
         assert_eq!(disk.load::<State>().unwrap(), Some(state));
         assert!(
-            Disk::open(dir.path(), 4, 1).is_err(),
+            Disk::open(dir.path(), &Owner::new(4, 1, ROLE)).is_err(),
             "another peer's directory"
         );
     }

@@ -48,6 +48,22 @@ impl<S: Store> Saved<S> {
             Saved::Slave(s) => s.user.version,
         }
     }
+
+    /// What a server restarts from when its saved state is found damaged (issue 18).
+    ///
+    /// A slave rejoins empty and catches up from the master ([`SlaveStorage::lost`]): its
+    /// copy is a cache of the master's (claims 30, 42), so nothing committed is lost while
+    /// the master holds it. A master refuses to start (`None`): its committed versions, its
+    /// version counter and its decisions may exist nowhere else, and starting over would
+    /// hand out a version again (claims 9, 37, 43).
+    pub fn after_damage(master: bool) -> Option<Saved<S>> {
+        (!master).then(|| {
+            Saved::Slave(SlaveStorage {
+                user: slave_user::SlaveUser::default(),
+                lost: true,
+            })
+        })
+    }
 }
 
 // Saved states name no other actor.

@@ -26,6 +26,11 @@ use std::marker::PhantomData;
 pub struct SlaveStorage<S: Store> {
     /// The slave user layer.
     pub user: SlaveUser<S>,
+    /// This storage stands for a saved state that was lost or found damaged (issue 18,
+    /// [`Saved::after_damage`]): nothing of it is trusted, and the slave restarted from it
+    /// rejoins empty and asks the master for everything. A slave's own saves never set it.
+    #[serde(default)]
+    pub lost: bool,
 }
 
 /// The slave server's state.
@@ -76,6 +81,7 @@ impl<S: Store> SlaveServer<S> {
     fn save(&self, state: &SlaveState<S>, o: &mut Out<Self>) {
         o.save(Saved::Slave(SlaveStorage {
             user: state.user.clone(),
+            lost: false,
         }));
     }
 
@@ -259,15 +265,20 @@ impl<S: Store> Actor for SlaveServer<S> {
     type Storage = Saved<S>;
     type Random = ();
 
-    fn on_start(
-        &self,
-        _id: Id,
-        storage: &Option<Self::Storage>,
-        _o: &mut Out<Self>,
-    ) -> Self::State {
+    fn on_start(&self, _id: Id, storage: &Option<Self::Storage>, o: &mut Out<Self>) -> Self::State {
         // Claims 30, 42: resume from the copy cached on local disk; heartbeats do the rest.
         let (user, recovered) = match storage {
-            Some(Saved::Slave(saved)) => (saved.user.clone(), true),
+            Some(Saved::Slave(saved)) if !saved.lost => (saved.user.clone(), true),
+            Some(Saved::Slave(_)) => {
+                // The copy on disk was lost or damaged: it is discarded, never served. The
+                // slave rejoins empty, at version 0, saves that, and asks the master for
+                // everything at once (claims 32, 41: a delta from 0, or a snapshot) rather
+                // than wait for the next heartbeat, which may have stopped.
+                let state = SlaveState::default();
+                self.save(&state, o);
+                self.send(o, ServiceMsg::DeltaRequest { from: 0 });
+                return state;
+            }
             _ => (SlaveUser::default(), false),
         };
         SlaveState {

@@ -88,6 +88,8 @@ pub struct FailoverCluster {
     pub faults: Option<replicore_runtime::runtime::faults::FaultPlan>,
     /// Plain TCP, or TLS with certificates or derived keys.
     pub transport: TransportSettings,
+    /// Create the server's store if its data directory has none (`--init`).
+    pub init: bool,
 }
 
 impl FailoverCluster {
@@ -151,6 +153,7 @@ pub async fn run(cmd: FailoverCommand, cluster: FailoverCluster) -> Result<Strin
                 cluster_id: cluster.cluster_id,
                 key: cluster.key.clone(),
                 data_dir: data_dir.clone(),
+                init: cluster.init,
                 max_frame_bytes: cluster.max_frame_bytes,
                 timing: cluster.timing(),
                 trace_dir: cluster.trace_dir.clone(),

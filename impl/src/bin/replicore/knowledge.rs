@@ -164,9 +164,10 @@ fn parse_policy(s: &str) -> Result<ConflictPolicy, String> {
 async fn open(
     dir: &std::path::Path,
     id: ReplicaId,
+    init: bool,
     trace_dir: Option<&std::path::Path>,
 ) -> Result<LocalReplica, ReplicaError> {
-    LocalReplica::open_traced(dir, id, ConflictPolicy::default(), trace_dir).await
+    LocalReplica::open_traced(dir, id, ConflictPolicy::default(), init, trace_dir).await
 }
 
 /// Runs one command and returns what to print. `cluster` is the cluster's id and key, for
@@ -174,6 +175,7 @@ async fn open(
 pub async fn run(
     cmd: KnowledgeCommand,
     cluster: Option<(u64, Vec<u8>, TransportSettings)>,
+    init: bool,
     trace_dir: Option<PathBuf>,
 ) -> Result<String, KnowledgeCliError> {
     match cmd {
@@ -190,7 +192,8 @@ pub async fn run(
             let (cluster_id, key, transport) = cluster.ok_or(KnowledgeCliError::NoCluster)?;
             let security = transport.security(Role::Node(replica))?;
             let r =
-                LocalReplica::open_traced(&data_dir, replica, policy, trace_dir.as_deref()).await?;
+                LocalReplica::open_traced(&data_dir, replica, policy, init, trace_dir.as_deref())
+                    .await?;
             let listen_err = |source| KnowledgeCliError::Listen {
                 addr: listen.clone(),
                 source,
@@ -214,7 +217,8 @@ pub async fn run(
             let (cluster_id, key, transport) = cluster.ok_or(KnowledgeCliError::NoCluster)?;
             let security = transport.security(Role::Node(replica))?;
             let mut r =
-                LocalReplica::open_traced(&data_dir, replica, policy, trace_dir.as_deref()).await?;
+                LocalReplica::open_traced(&data_dir, replica, policy, init, trace_dir.as_deref())
+                    .await?;
             let rep =
                 net::sync_with_secured(&mut r, &peer, cluster_id, &key, security, two_way).await?;
             Ok(format!(
@@ -228,7 +232,7 @@ pub async fn run(
             key,
             value,
         } => {
-            let id = open(&data_dir, replica, trace_dir.as_deref())
+            let id = open(&data_dir, replica, init, trace_dir.as_deref())
                 .await?
                 .write(&key, Some(&value))
                 .await?;
@@ -239,14 +243,14 @@ pub async fn run(
             replica,
             key,
         } => {
-            let id = open(&data_dir, replica, trace_dir.as_deref())
+            let id = open(&data_dir, replica, init, trace_dir.as_deref())
                 .await?
                 .write(&key, None)
                 .await?;
             Ok(format!("{key} deleted ({id})\n"))
         }
         KnowledgeCommand::ReplicaShow { data_dir, replica } => {
-            let r = open(&data_dir, replica, trace_dir.as_deref()).await?;
+            let r = open(&data_dir, replica, init, trace_dir.as_deref()).await?;
             let d = r.data();
             let mut out = String::new();
             for (k, c) in &d.items {
@@ -270,7 +274,7 @@ pub async fn run(
             out,
             full,
         } => {
-            let b = open(&data_dir, replica, trace_dir.as_deref())
+            let b = open(&data_dir, replica, init, trace_dir.as_deref())
                 .await?
                 .export_bundle(&out, full)
                 .await?;
@@ -287,7 +291,8 @@ pub async fn run(
             file,
         } => {
             let mut r =
-                LocalReplica::open_traced(&data_dir, replica, policy, trace_dir.as_deref()).await?;
+                LocalReplica::open_traced(&data_dir, replica, policy, init, trace_dir.as_deref())
+                    .await?;
             let rep = r.import_bundle(&file).await?;
             Ok(format!(
                 "{} change(s): {} applied, {} obsolete, {} conflict(s); knowledge {}\n",

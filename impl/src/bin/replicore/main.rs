@@ -73,6 +73,11 @@ struct ClusterArgs {
     /// This process's private key (PEM).
     #[arg(long, global = true)]
     tls_key: Option<PathBuf>,
+    /// Create this node's store if its data directory has none (every protocol's node and
+    /// replica commands). Without it a missing or empty data directory is refused: a node
+    /// is created once, explicitly, and an empty directory never means a fresh node.
+    #[arg(long, global = true)]
+    init: bool,
     /// Testing only: write each step's save behind its messages (a deliberately broken
     /// runtime that the chaos test and trace conformance must catch).
     #[arg(long, global = true, hide = true)]
@@ -243,6 +248,7 @@ struct Cluster {
     trace_dir: Option<PathBuf>,
     unsafe_send_before_save: bool,
     transport: TransportSettings,
+    init: bool,
 }
 
 /// The transport from the cluster file and the flags; warns when it is plain.
@@ -363,6 +369,7 @@ impl Cluster {
             trace_dir: a.trace_dir.clone(),
             unsafe_send_before_save: a.unsafe_send_before_save,
             transport,
+            init: a.init,
         })
     }
 
@@ -417,6 +424,7 @@ impl Cluster {
         cfg.trace_dir = self.trace_dir.clone();
         cfg.unsafe_send_before_save = self.unsafe_send_before_save;
         cfg.security = self.security(Role::Node(node_id))?;
+        cfg.init = self.init;
         Ok(cfg)
     }
 
@@ -561,7 +569,10 @@ async fn run(cli: Cli) -> Result<()> {
                 None
             };
             let trace_dir = cli.cluster.trace_dir.clone();
-            print!("{}", knowledge::run(command, cluster, trace_dir).await?);
+            print!(
+                "{}",
+                knowledge::run(command, cluster, cli.cluster.init, trace_dir).await?
+            );
             Ok(())
         }
         Command::StageSync {
@@ -580,6 +591,7 @@ async fn run(cli: Cli) -> Result<()> {
                     c.cluster_id,
                     c.key.into_bytes(),
                     c.transport,
+                    c.init,
                     trace_dir
                 )
                 .await?
@@ -608,6 +620,7 @@ async fn run(cli: Cli) -> Result<()> {
                 trace_dir: cluster.trace_dir.clone(),
                 faults: cluster.faults.clone(),
                 transport: cluster.transport.clone(),
+                init: cluster.init,
             };
             print!("{}", failover::run(command, failover).await?);
             Ok(())
@@ -803,6 +816,8 @@ fn gen_certs(
 
 async fn status(cluster: &Cluster) -> Result<()> {
     let mut master_version = None;
+    let mut master_digest = None;
+    let mut suspect = Vec::new();
     let nodes = std::iter::once(MASTER_ID).chain(1..=cluster.slaves.len() as u64);
     let mut reachable = 0;
     for node in nodes {
@@ -821,13 +836,40 @@ async fn status(cluster: &Cluster) -> Result<()> {
                 reachable += 1;
                 if node == MASTER_ID {
                     master_version = Some(s.version);
+                    master_digest = Some(s.digest);
                 }
-                let lag = master_version
-                    .map_or("?".to_string(), |m| m.saturating_sub(s.version).to_string());
+                let lag = master_version.map_or("?".to_string(), |m| {
+                    (i128::from(m) - i128::from(s.version)).to_string()
+                });
                 let prepared = s.prepared.map_or("-".to_string(), |p| p.to_string());
                 let digest: String = s.digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+                // Equal versions name one state (claims 9, 43): different data at an equal
+                // version is silent divergence, and a slave ahead of the master means the
+                // master lost versions. Neither is a lag that replication repairs.
+                let note = match master_version {
+                    Some(m)
+                        if node != MASTER_ID
+                            && m == s.version
+                            && master_digest != Some(s.digest) =>
+                    {
+                        suspect.push(format!(
+                            "{} differs from the master at version {m}",
+                            name.trim_end()
+                        ));
+                        "  DIVERGED: digest differs from the master's at an equal version"
+                    }
+                    Some(m) if node != MASTER_ID && s.version > m => {
+                        suspect.push(format!(
+                            "{} is ahead of the master ({} > {m})",
+                            name.trim_end(),
+                            s.version
+                        ));
+                        "  AHEAD of the master: the master has lost versions"
+                    }
+                    _ => "",
+                };
                 println!(
-                    "{name} {addr:<21} version {:>6}  lag {lag:>4}  prepared {prepared:>4}  keys {:>6}  digest {digest}",
+                    "{name} {addr:<21} version {:>6}  lag {lag:>4}  prepared {prepared:>4}  keys {:>6}  digest {digest}{note}",
                     s.version, s.keys
                 );
             }
@@ -836,6 +878,9 @@ async fn status(cluster: &Cluster) -> Result<()> {
     }
     if reachable == 0 {
         bail!("no node of the cluster is reachable");
+    }
+    if !suspect.is_empty() {
+        bail!("the cluster is inconsistent: {}", suspect.join("; "));
     }
     Ok(())
 }
@@ -849,19 +894,17 @@ async fn demo(updates: u32) -> Result<()> {
 
 async fn demo_in(dir: &std::path::Path, updates: u32) -> Result<()> {
     let (cluster_id, key, slaves) = (42, "demo-key", 2u64);
-    let master = Node::<KvStore>::start(NodeConfig::new(
-        cluster_id,
-        key,
-        MASTER_ID,
-        slaves,
-        dir.join("master"),
-    ))
-    .await
-    .context("cannot start the demo master")?;
+    // Every node of the demo is created here, in a directory of its own.
+    let mut cfg = NodeConfig::new(cluster_id, key, MASTER_ID, slaves, dir.join("master"));
+    cfg.init = true;
+    let master = Node::<KvStore>::start(cfg)
+        .await
+        .context("cannot start the demo master")?;
     println!("master  listening on {}", master.local_addr());
     let mut nodes = Vec::new();
     for id in 1..=slaves {
         let mut cfg = NodeConfig::new(cluster_id, key, id, slaves, dir.join(format!("slave{id}")));
+        cfg.init = true;
         cfg.master_addr = master.local_addr().to_string();
         let node = Node::<KvStore>::start(cfg)
             .await

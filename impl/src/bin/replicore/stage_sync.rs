@@ -87,6 +87,7 @@ pub async fn run(
     cluster_id: u64,
     key: Vec<u8>,
     transport: TransportSettings,
+    init: bool,
     trace_dir: Option<PathBuf>,
 ) -> anyhow::Result<String> {
     let connect = |addr: String| {
@@ -117,6 +118,7 @@ pub async fn run(
                 key,
                 security,
                 data_dir,
+                init,
                 faults: None,
                 trace_dir,
             })
@@ -124,7 +126,19 @@ pub async fn run(
             tracing::info!(peer = id, addr = %handle.addr, "stage-sync peer running");
             handle
                 .run_until(async {
-                    let _ = tokio::signal::ctrl_c().await;
+                    // Ctrl-C or SIGTERM: a graceful stop closes the database cleanly.
+                    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    {
+                        Ok(mut term) => {
+                            tokio::select! {
+                                _ = tokio::signal::ctrl_c() => {}
+                                _ = term.recv() => {}
+                            }
+                        }
+                        Err(_) => {
+                            let _ = tokio::signal::ctrl_c().await;
+                        }
+                    }
                 })
                 .await?;
             Ok(String::new())
