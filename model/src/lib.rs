@@ -26,6 +26,7 @@
 //! - [`knowledge`]: protocol 3, knowledge sync (seed 004).
 //! - [`stage_sync`]: protocol 4, stage-ordered peer sync (seed 003).
 //! - [`fingerprint`]: the stable hasher the protocols' canonical fingerprints use.
+//! - [`suite`]: the suite's tiers and cases; each protocol lists its own.
 //! - [`harness`]: one step and its exact commands, for every protocol's transition tests.
 //!
 //! The explorer that searches these models (one pass, canonical fingerprints, the liveness
@@ -40,3 +41,4 @@ pub mod knowledge;
 pub mod master_slave;
 pub mod stage_sync;
 pub mod store;
+pub mod suite;

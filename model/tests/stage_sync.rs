@@ -81,7 +81,8 @@ fn every_scenario_holds_every_property_and_converges() {
             ("race", 113),
             ("chain", 1522),
             ("three", 2435),
-            ("starve", 1568)
+            ("starve", 1568),
+            ("remove", 1522)
         ]
     );
 }

@@ -26,6 +26,7 @@ pub mod client;
 pub mod model;
 pub mod msg;
 pub mod node;
+pub mod suite;
 
 pub use client::{ClientState, FailoverClient, Rules, SubmitClient, SubmitMsg, SubmitState};
 pub use model::{FailoverConfig, Member, MemberState};

@@ -603,4 +603,17 @@ pub mod props {
             _ => false,
         }
     }
+
+    /// Every property's stable id (for `--json` and scripts), beside its prose name: an id
+    /// never changes once published, the prose may.
+    pub const IDS: &[(&str, &str)] = &[
+        ("one-approver", ONE_APPROVER),
+        ("no-divergence", NO_DIVERGENCE),
+        ("acked-survive", ACKED_SURVIVE),
+        ("linearizable", LINEARIZABLE),
+        ("reach-takeover", REACH_TAKEOVER),
+        ("reach-rejoin", REACH_REJOIN),
+        ("reach-done", REACH_DONE),
+        ("pending-complete", PENDING_COMPLETE),
+    ];
 }

@@ -18,6 +18,7 @@ pub mod app;
 pub mod model;
 pub mod msg;
 pub mod replica;
+pub mod suite;
 pub mod vector;
 
 pub use app::{AppMsg, AppReplica, ImportReport};

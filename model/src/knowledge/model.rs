@@ -596,6 +596,22 @@ pub mod props {
                 && a.data.values() == first.values()
         })
     }
+
+    /// Every property's stable id (for `--json` and scripts), beside its prose name: an id
+    /// never changes once published, the prose may.
+    pub const IDS: &[(&str, &str)] = &[
+        ("knowledge-sound", KNOWLEDGE_SOUND),
+        ("unique-ids", UNIQUE_IDS),
+        ("received-again", RECEIVED_AGAIN),
+        ("conflicts-exact", CONFLICTS_EXACT),
+        ("equal-knowledge-equal-data", EQUAL_KNOWLEDGE_EQUAL_DATA),
+        ("cancelled-not-merged", CANCELLED_NOT_MERGED),
+        ("reach-conflict", REACH_CONFLICT),
+        ("reach-filtered", REACH_FILTERED),
+        ("reach-recovery", REACH_RECOVERY),
+        ("reach-cancel", REACH_CANCEL),
+        ("reach-converged", REACH_CONVERGED),
+    ];
 }
 
 /// Whether delivering `env` is a no-op in this state and in every state reachable from it:

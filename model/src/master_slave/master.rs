@@ -179,7 +179,10 @@ impl<S: Store> MasterServer<S> {
         entry.last_reply = None;
         match q.mode {
             Mode::OnePhase => {
-                let step = state.user.begin(&q.op);
+                let mut step = state.user.begin(&q.op);
+                if self.is(Mutant::AckWithoutApplying) {
+                    step.delta = S::empty_delta();
+                }
                 // One-phase (claims 1, 36, 45, 46): MU applies the change and MS announces it
                 // to every slave concurrently. Saved before anything reveals it.
                 let (prior, new) = (step.prior, step.new);
@@ -221,7 +224,12 @@ impl<S: Store> MasterServer<S> {
                     entry.last_reply = None;
                     members.push(n);
                 }
-                let step = state.user.begin_all(members.iter().map(|m| &m.op));
+                let joined = if self.is(Mutant::GroupLosesMember) {
+                    1
+                } else {
+                    members.len()
+                };
+                let step = state.user.begin_all(members.iter().take(joined).map(|m| &m.op));
                 // Two-phase (claims 6, 28, 47a): reserve the version, save it, then ask every
                 // participant to prepare, and wait at most `timeout_ms` (the oldest member's)
                 // for the votes.

@@ -96,11 +96,17 @@ pub enum Mutant {
     NoDeltaRetry,
     /// The master heartbeats only once instead of until acknowledged (a liveness bug).
     HeartbeatOnce,
+    /// The master acknowledges a one-phase update and announces it, but applies an empty
+    /// change: consistently wrong, so every slave agrees with it.
+    AckWithoutApplying,
+    /// Group commit applies only the first member's change, yet tells every member it
+    /// committed.
+    GroupLosesMember,
 }
 
 impl Mutant {
     /// Every mutant.
-    pub const ALL: [Mutant; 9] = [
+    pub const ALL: [Mutant; 11] = [
         Mutant::ApplyWithoutPriorCheck,
         Mutant::CommitOnMajority,
         Mutant::VoteWithoutSaving,
@@ -110,6 +116,8 @@ impl Mutant {
         Mutant::AnnounceBeforeSave,
         Mutant::NoDeltaRetry,
         Mutant::HeartbeatOnce,
+        Mutant::AckWithoutApplying,
+        Mutant::GroupLosesMember,
     ];
 
     /// The command-line name.
@@ -124,6 +132,8 @@ impl Mutant {
             Mutant::AnnounceBeforeSave => "announce-before-save",
             Mutant::NoDeltaRetry => "no-delta-retry",
             Mutant::HeartbeatOnce => "heartbeat-once",
+            Mutant::AckWithoutApplying => "ack-without-applying",
+            Mutant::GroupLosesMember => "group-loses-member",
         }
     }
 
@@ -143,6 +153,10 @@ impl Mutant {
             }
             Mutant::NoDeltaRetry => "a slave never re-requests a lost delta",
             Mutant::HeartbeatOnce => "the master stops heartbeating after one round",
+            Mutant::AckWithoutApplying => {
+                "the master acknowledges and announces a one-phase update it never applied"
+            }
+            Mutant::GroupLosesMember => "group commit drops every member's change but the first",
         }
     }
 
@@ -215,6 +229,29 @@ impl Mutant {
                 MasterSlaveConfig {
                     slaves: 1,
                     script: model::script("1p"),
+                    max_crashes: 0,
+                    ..base
+                },
+            ),
+            // Every node agrees with the master: only the end-to-end property sees it.
+            Mutant::AckWithoutApplying => (
+                props::ACKNOWLEDGED_REPLAY,
+                MasterSlaveConfig {
+                    slaves: 1,
+                    script: model::script("1p,1p"),
+                    max_crashes: 0,
+                    ..base
+                },
+            ),
+            // Three clients so that requests queue behind a round; own keys so that the
+            // lost member's change cannot coincide with another's.
+            Mutant::GroupLosesMember => (
+                props::ACKNOWLEDGED_REPLAY,
+                MasterSlaveConfig {
+                    slaves: 1,
+                    script: model::script("2p"),
+                    clients: 3,
+                    own_keys: true,
                     max_crashes: 0,
                     ..base
                 },

@@ -17,6 +17,7 @@ pub mod document;
 pub mod model;
 pub mod msg;
 pub mod peer;
+pub mod suite;
 
 pub use document::{Document, Edit, Undo};
 pub use model::{Scenario, StageConfig};

@@ -31,15 +31,19 @@ pub enum Scenario {
     /// Two peers: peer 0 (the lowest priority) makes one edit, peer 1 two. Under fixed
     /// priorities peer 0's operation can lose both races: starvation, bounded.
     Starve,
+    /// Two peers: peer 0 inserts then removes, peer 1 inserts: a removal that races an
+    /// insert, so its position depends on the order agreed.
+    Remove,
 }
 
 impl Scenario {
     /// Every scenario.
-    pub const ALL: [Scenario; 4] = [
+    pub const ALL: [Scenario; 5] = [
         Scenario::Race,
         Scenario::Chain,
         Scenario::Three,
         Scenario::Starve,
+        Scenario::Remove,
     ];
 
     /// The command-line name.
@@ -49,6 +53,7 @@ impl Scenario {
             Scenario::Chain => "chain",
             Scenario::Three => "three",
             Scenario::Starve => "starve",
+            Scenario::Remove => "remove",
         }
     }
 
@@ -97,6 +102,10 @@ impl StageConfig {
             Scenario::Chain => vec![vec![insert(0, 1), insert(0, 2)], vec![insert(9, 3)]],
             Scenario::Three => vec![vec![insert(0, 1)], vec![insert(0, 2)], vec![insert(0, 3)]],
             Scenario::Starve => vec![vec![insert(0, 1)], vec![insert(0, 2), insert(0, 3)]],
+            Scenario::Remove => vec![
+                vec![insert(0, 1), Edit::Remove { at: 0 }],
+                vec![insert(0, 2)],
+            ],
         };
         StageConfig {
             scenario,
@@ -464,6 +473,25 @@ pub mod props {
                 && p.doc == first.doc
         })
     }
+
+    /// Every property's stable id (for `--json` and scripts), beside its prose name: an id
+    /// never changes once published, the prose may.
+    pub const IDS: &[(&str, &str)] = &[
+        ("same-ops-same-journal", SAME_OPS_SAME_JOURNAL),
+        ("data-is-replay", DATA_IS_REPLAY),
+        ("at-most-once", AT_MOST_ONCE),
+        ("none-lost", NONE_LOST),
+        ("chained", CHAINED),
+        ("stable", STABLE),
+        ("attempts-bounded", ATTEMPTS_BOUNDED),
+        ("starvation", STARVATION),
+        ("reach-undo-redo", REACH_UNDO_REDO),
+        ("reach-waiting", REACH_WAITING),
+        ("reach-requeued", REACH_REQUEUED),
+        ("reach-truncated", REACH_TRUNCATED),
+        ("convergence-reachable", CONVERGENCE_REACHABLE),
+        ("reach-converged", REACH_CONVERGED),
+    ];
 }
 
 /// Whether an action is one the system takes once faults stop (for the liveness graph check):

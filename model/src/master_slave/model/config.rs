@@ -49,15 +49,26 @@ impl FromStr for NetworkKind {
     }
 }
 
-/// Parses a compact script: comma-separated `1p` (one-phase), `2p` (two-phase) and `rb`
-/// (a two-phase update rolled back at once). Update `i` puts value `i + 1` at key `i % 2`,
-/// so every committed state differs from the one before it. Panics on a bad script; use
-/// [`try_script`] on user input.
+/// The operation a script item without an explicit one issues: update `i` puts value
+/// `i + 1` at key `i % 2`, so every committed state differs from the one before it.
+pub fn default_op(i: usize) -> KvOp<u8, u8> {
+    KvOp::Put((i % 2) as u8, i as u8 + 1)
+}
+
+/// Parses a compact script (panics on a bad script; use [`try_script`] on user input).
 pub fn script(s: &str) -> Vec<ScriptStep<ModelKv>> {
     try_script(s).expect("a valid built-in script")
 }
 
-/// Parses a compact script (see [`script`]).
+/// Parses a compact script: comma-separated items `KIND[:OP]`.
+///
+/// - `KIND` is `1p` (one-phase), `2p` (two-phase) or `rb` (a two-phase update the client
+///   rolls back at once). Any kind may follow any other.
+/// - `OP` is `K=V` (put value `V` at key `K`, an overwrite when `K` is already set) or `-K`
+///   (delete key `K`); keys and values are numbers below 16 (a key) and 256 (a value).
+///   Without `OP`, item `i` issues [`default_op`]`(i)`.
+///
+/// For example `1p:0=1,1p:0=2,2p:-0` puts, overwrites and deletes one key.
 pub fn try_script(s: &str) -> Result<Vec<ScriptStep<ModelKv>>, String> {
     let items: Vec<&str> = s
         .split(',')
@@ -74,32 +85,68 @@ pub fn try_script(s: &str) -> Result<Vec<ScriptStep<ModelKv>>, String> {
         .iter()
         .enumerate()
         .map(|(i, item)| {
-            let kind = match *item {
+            let (kind, op) = match item.split_once(':') {
+                Some((kind, op)) => (kind, Some(op)),
+                None => (*item, None),
+            };
+            let kind = match kind {
                 "1p" => UpdateKind::OnePhase,
                 "2p" => UpdateKind::TwoPhase,
                 "rb" => UpdateKind::RolledBack,
                 other => {
                     return Err(format!(
-                        "unknown script item '{other}' (expected 1p, 2p or rb)"
+                        "unknown script item '{other}' (expected 1p, 2p or rb, optionally \
+                         followed by :K=V or :-K)"
                     ));
                 }
             };
-            Ok(ScriptStep {
-                op: KvOp::Put((i % 2) as u8, i as u8 + 1),
-                kind,
-            })
+            let op = match op {
+                None => default_op(i),
+                Some(op) => parse_op(op).map_err(|e| format!("script item '{item}': {e}"))?,
+            };
+            Ok(ScriptStep { op, kind })
         })
         .collect()
 }
 
-/// Formats a script back into its compact form.
+fn parse_op(op: &str) -> Result<KvOp<u8, u8>, String> {
+    let key = |k: &str| match k.trim().parse::<u8>() {
+        Ok(k) if k < 16 => Ok(k),
+        _ => Err(format!("key '{k}' is not a number below 16")),
+    };
+    if let Some(k) = op.strip_prefix('-') {
+        return Ok(KvOp::Delete(key(k)?));
+    }
+    let Some((k, v)) = op.split_once('=') else {
+        return Err(format!("operation '{op}' is neither K=V nor -K"));
+    };
+    let v = v
+        .trim()
+        .parse::<u8>()
+        .map_err(|_| format!("value '{v}' is not a number below 256"))?;
+    Ok(KvOp::Put(key(k)?, v))
+}
+
+/// Formats a script back into its compact form: [`try_script`] of the text gives the same
+/// script back.
 pub fn script_text(script: &[ScriptStep<ModelKv>]) -> String {
     script
         .iter()
-        .map(|s| match s.kind {
-            UpdateKind::OnePhase => "1p",
-            UpdateKind::TwoPhase => "2p",
-            UpdateKind::RolledBack => "rb",
+        .enumerate()
+        .map(|(i, s)| {
+            let kind = match s.kind {
+                UpdateKind::OnePhase => "1p",
+                UpdateKind::TwoPhase => "2p",
+                UpdateKind::RolledBack => "rb",
+            };
+            if s.op == default_op(i) {
+                kind.to_string()
+            } else {
+                match s.op {
+                    KvOp::Put(k, v) => format!("{kind}:{k}={v}"),
+                    KvOp::Delete(k) => format!("{kind}:-{k}"),
+                }
+            }
         })
         .collect::<Vec<_>>()
         .join(",")
@@ -111,7 +158,7 @@ pub struct MasterSlaveConfig {
     /// How many slave servers.
     pub slaves: usize,
     /// Each client's updates (client `c` puts values shifted by `16 c`, so clients' changes
-    /// differ).
+    /// differ; with [`MasterSlaveConfig::own_keys`] its keys are shifted by `16 c` too).
     pub script: Vec<ScriptStep<ModelKv>>,
     /// How many scripted clients run the script concurrently. Three or more let two-phase
     /// requests queue behind a round and share the next one (group commit).
@@ -120,6 +167,10 @@ pub struct MasterSlaveConfig {
     pub network: NetworkKind,
     /// Whether messages can be lost.
     pub lossy: bool,
+    /// Whether each client writes keys of its own (client `c`'s keys shifted by `16 c`)
+    /// instead of the same keys as every other client. Shared keys make group-commit members
+    /// touch the same data; own keys make a lost member visible in the data.
+    pub own_keys: bool,
     /// How many servers may be down at the same time.
     pub max_crashes: usize,
     /// How many committed steps the master remembers for deltas.
@@ -140,6 +191,7 @@ impl Default for MasterSlaveConfig {
             clients: 1,
             network: NetworkKind::UnorderedDuplicating,
             lossy: true,
+            own_keys: false,
             max_crashes: 1,
             history_bound: 1,
             mutant: None,
@@ -151,7 +203,7 @@ impl fmt::Display for MasterSlaveConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "master-slave: slaves={} script={}{} network={}{} crashes={} history={} mutant={}",
+            "master-slave: slaves={} script={}{}{} network={}{} crashes={} history={} mutant={}",
             self.slaves,
             script_text(&self.script),
             if self.clients == 1 {
@@ -159,6 +211,7 @@ impl fmt::Display for MasterSlaveConfig {
             } else {
                 format!(" clients={}", self.clients)
             },
+            if self.own_keys { " keys=own" } else { "" },
             if self.lossy { "lossy," } else { "" },
             self.network.name(),
             self.max_crashes,
@@ -197,15 +250,23 @@ impl MasterSlaveConfig {
             .collect()
     }
 
-    /// Client `c`'s script: the script with values shifted by `16 c`.
+    /// Client `c`'s operation for `op`: values shifted by `16 c`, and keys too with
+    /// [`MasterSlaveConfig::own_keys`].
+    pub fn client_op(&self, c: usize, op: &KvOp<u8, u8>) -> KvOp<u8, u8> {
+        let shift = |x: u8| x.wrapping_add((16 * c) as u8);
+        let key = |k: u8| if self.own_keys { shift(k) } else { k };
+        match *op {
+            KvOp::Put(k, v) => KvOp::Put(key(k), shift(v)),
+            KvOp::Delete(k) => KvOp::Delete(key(k)),
+        }
+    }
+
+    /// Client `c`'s script (see [`MasterSlaveConfig::client_op`]).
     pub fn client_script(&self, c: usize) -> Vec<ScriptStep<ModelKv>> {
         self.script
             .iter()
             .map(|step| ScriptStep {
-                op: match step.op {
-                    KvOp::Put(k, v) => KvOp::Put(k, v.wrapping_add((16 * c) as u8)),
-                    ref other => other.clone(),
-                },
+                op: self.client_op(c, &step.op),
                 kind: step.kind,
             })
             .collect()
@@ -301,7 +362,10 @@ impl MasterSlaveConfig {
                 unique_versions(s)
             })
             .property(Expectation::Always, MONOTONIC, |_, s| monotonic(s))
-            .property(Expectation::Always, DURABLE_VOTES, |_, s| durable_votes(s));
+            .property(Expectation::Always, DURABLE_VOTES, |_, s| durable_votes(s))
+            .property(Expectation::Always, ACKNOWLEDGED_REPLAY, |m, s| {
+                acknowledged_replay(&m.cfg, s)
+            });
         if self.max_crashes == 0 {
             // With crashes allowed no state is terminal (a crash is always possible), so
             // Stateright's `Eventually` would pass vacuously: it is only added where it can

@@ -49,8 +49,10 @@ pub struct GhostHistory<S: Store> {
     pub commit_without_votes: bool,
     /// A client was told its update was rolled back.
     pub rolled_back: bool,
-    /// With several clients: the client first told each version was committed.
-    pub replied: BTreeMap<Version, Id>,
+    /// Every acknowledgement the master sent: by version, each (client, request) told it
+    /// committed as that version, in the order first sent. A version with two or more is a
+    /// group commit. [`super::props::ACKNOWLEDGED_REPLAY`] replays them.
+    pub acked: BTreeMap<Version, Vec<(Id, u64)>>,
     /// Two clients were told their updates committed as one version (group commit).
     pub group_committed: bool,
     /// A slave applied a Delta reply.
@@ -67,10 +69,13 @@ impl<S: Store> Rewrite<Id> for Ghost<S> {
             .iter()
             .map(|(id, v)| (plan.rewrite(id), *v))
             .collect();
-        g.replied = self
-            .replied
+        g.acked = self
+            .acked
             .iter()
-            .map(|(v, id)| (*v, plan.rewrite(id)))
+            .map(|(v, acks)| {
+                let acks = acks.iter().map(|(id, req)| (plan.rewrite(id), *req));
+                (*v, acks.collect())
+            })
             .collect();
         g
     }
@@ -172,16 +177,16 @@ impl<S: Store> Ghost<S> {
                     g.voted.insert((env.src, *version));
                 }
             }
-            Msg::Client(ClientMsg::Committed { version, .. }) if from_master && cfg.clients > 1 => {
-                match g.replied.get(version) {
-                    Some(first) if *first != env.dst && !g.group_committed => {
-                        g.group_committed = true
-                    }
-                    Some(_) => {}
-                    None => {
-                        g.replied.insert(*version, env.dst);
-                    }
+            Msg::Client(ClientMsg::Committed { req, version }) if from_master => {
+                let ack = (env.dst, *req);
+                let known = ghost.acked.get(version);
+                if known.is_some_and(|acks| acks.contains(&ack)) {
+                    return None;
                 }
+                if known.is_some_and(|acks| acks.iter().any(|(c, _)| *c != env.dst)) {
+                    g.group_committed = true;
+                }
+                g.acked.entry(*version).or_default().push(ack);
             }
             Msg::Client(ClientMsg::Aborted {
                 version, reason, ..

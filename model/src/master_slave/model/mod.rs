@@ -10,11 +10,13 @@
 //! - [`props`]: the properties.
 //! - [`reduce`]: the search reductions: dead messages, symmetry, canonical fingerprints,
 //!   the loss jump.
+//! - [`suite`]: the configs that together reach every behaviour.
 
 pub mod config;
 pub mod ghost;
 pub mod props;
 pub mod reduce;
+pub mod suite;
 pub mod system;
 
 pub use config::*;

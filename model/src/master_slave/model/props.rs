@@ -6,7 +6,8 @@ use crate::master_slave::Saved;
 use crate::master_slave::master::MasterState;
 use crate::master_slave::master_user::Step;
 use crate::master_slave::slave::SlaveState;
-use crate::store::ModelKv;
+use crate::store::{KvOp, ModelKv, Store};
+use stateright::actor::Id;
 
 /// Safety 1: every live slave's (version, data) is the master's committed data at that
 /// version; reads on a slave see nothing else.
@@ -23,6 +24,10 @@ pub const UNIQUE_VERSIONS: &str = "no two committed states share a version";
 pub const MONOTONIC: &str = "no node's committed version goes back across a restart";
 /// Safety 7: a Prepared vote is a promise that survives a crash.
 pub const DURABLE_VOTES: &str = "every undecided prepared vote is backed by a saved delta";
+/// Safety 8, end to end: what clients were told against the data, with no node as the
+/// reference. Catches a master that is consistently wrong (every slave agreeing with it).
+pub const ACKNOWLEDGED_REPLAY: &str =
+    "every committed state is the replay of the updates acknowledged up to its version";
 /// Liveness, checked by Stateright's `Eventually` at terminal states.
 pub const CONVERGES: &str = "every slave converges once faults stop";
 /// Liveness, checked by the liveness graph check (`replicore_explore::liveness`) over the whole explored graph.
@@ -41,6 +46,28 @@ pub const REACH_DELTA: &str = "a slave catches up by delta request";
 pub const REACH_SNAPSHOT: &str = "a slave catches up by snapshot";
 /// Reachability.
 pub const REACH_RECOVERY: &str = "a crashed slave recovers and converges";
+
+/// Every property's stable id (for `--json` and scripts), beside its prose name: an id
+/// never changes once published, the prose may.
+pub const IDS: &[(&str, &str)] = &[
+    ("slave-data", SLAVE_DATA),
+    ("no-aborted-visible", NO_ABORTED_VISIBLE),
+    ("agreement", AGREEMENT),
+    ("commit-validity", COMMIT_VALIDITY),
+    ("unique-versions", UNIQUE_VERSIONS),
+    ("monotonic", MONOTONIC),
+    ("durable-votes", DURABLE_VOTES),
+    ("acknowledged-replay", ACKNOWLEDGED_REPLAY),
+    ("converges", CONVERGES),
+    ("convergence-reachable", CONVERGENCE_REACHABLE),
+    ("reach-two-phase-commit", REACH_TWO_PHASE_COMMIT),
+    ("reach-abort", REACH_ABORT),
+    ("reach-rollback", REACH_ROLLBACK),
+    ("reach-group-commit", REACH_GROUP_COMMIT),
+    ("reach-delta", REACH_DELTA),
+    ("reach-snapshot", REACH_SNAPSHOT),
+    ("reach-recovery", REACH_RECOVERY),
+];
 
 /// The live master's state.
 pub fn master(s: &MasterSlaveState) -> Option<&MasterState<ModelKv>> {
@@ -71,6 +98,88 @@ pub fn slave_data(s: &MasterSlaveState) -> bool {
             s.history.committed.get(&v) == Some(&sl.user.data)
         }
     })
+}
+
+/// Safety 8 (claims 1, 2 and 9 of seed 000: the master user's updates are what is
+/// replicated): replaying, from the empty store, the operations the clients were told
+/// committed, version by version, gives every committed state the master revealed, and the
+/// live master's own data. The members of one group commit may be applied in any order.
+///
+/// The replay stops at the first version whose fate no client has learned yet (neither an
+/// acknowledgement nor an abort was sent): the operation that made it is not known.
+pub fn acknowledged_replay(cfg: &MasterSlaveConfig, s: &MasterSlaveState) -> bool {
+    let g = &s.history;
+    let master = master(s).map(|m| (m.user.version, &m.user.data));
+    let last = g
+        .committed
+        .keys()
+        .next_back()
+        .copied()
+        .max(master.map(|(v, _)| v))
+        .unwrap_or(0);
+    // Every store the acknowledged updates up to `v` can give.
+    let mut candidates = vec![ModelKv::default()];
+    for v in 1..=last {
+        if g.aborted.contains(&v) {
+            continue;
+        }
+        let Some(acks) = g.acked.get(&v) else { break };
+        let ops: Option<Vec<KvOp<u8, u8>>> = acks
+            .iter()
+            .map(|(client, req)| client_update(cfg, *client, *req))
+            .collect();
+        let Some(ops) = ops else { return false };
+        candidates = replays(&candidates, &ops);
+        let known = g
+            .committed
+            .get(&v)
+            .or(master.and_then(|(mv, data)| (mv == v).then_some(data)));
+        if let Some(data) = known {
+            if !candidates.contains(data) {
+                return false;
+            }
+            candidates = vec![data.clone()];
+        }
+    }
+    true
+}
+
+/// The operation `client`'s request `req` carries, if it has one.
+fn client_update(cfg: &MasterSlaveConfig, client: Id, req: u64) -> Option<KvOp<u8, u8>> {
+    let c = cfg.client_ids().iter().position(|id| *id == client)?;
+    let step = cfg.script.get(usize::try_from(req).ok()?)?;
+    Some(cfg.client_op(c, &step.op))
+}
+
+/// Every store `ops`, applied in some order, make of one of `from`.
+fn replays(from: &[ModelKv], ops: &[KvOp<u8, u8>]) -> Vec<ModelKv> {
+    let mut out: Vec<ModelKv> = Vec::new();
+    let mut order: Vec<usize> = (0..ops.len()).collect();
+    permutations(&mut order, 0, &mut |order| {
+        for start in from {
+            let mut data = start.clone();
+            for &i in order.iter() {
+                let delta = data.delta_of(&ops[i]);
+                data.apply(&delta);
+            }
+            if !out.contains(&data) {
+                out.push(data);
+            }
+        }
+    });
+    out
+}
+
+fn permutations(v: &mut [usize], k: usize, f: &mut impl FnMut(&[usize])) {
+    if k == v.len() {
+        f(v);
+        return;
+    }
+    for i in k..v.len() {
+        v.swap(k, i);
+        permutations(v, k + 1, f);
+        v.swap(k, i);
+    }
 }
 
 /// Safety 2.

@@ -430,7 +430,7 @@ fn fingerprint(s: &MasterSlaveState, with_recovered: bool, look_for_dead: bool) 
         &g.aborted,
         g.version_reused,
         g.commit_without_votes,
-        &g.replied,
+        &g.acked,
         g.group_committed,
     )
         .hash(&mut h);
@@ -557,4 +557,285 @@ pub fn is_fair(
 ) -> bool {
     use stateright::actor::ActorModelAction as A;
     matches!(action, A::Deliver { .. } | A::Timeout(..) | A::Recover(_))
+}
+
+/// The audit of the reductions above: on each state a search generates, it checks the
+/// assumptions they rest on, instead of trusting the argument written beside each one.
+///
+/// - **Dead messages** ([`is_dead`], dropped by [`forget_dead`] and left out of the
+///   fingerprints): delivering a dead message changes no actor, storage, timer, crash flag or
+///   ghost, and sends nothing live; and every step of the model keeps it dead. Checked on
+///   every generated state, this is the induction the reduction needs: a dead message is a
+///   no-op in every state reachable from where it was dropped.
+/// - **Symmetry over slaves** ([`canonical_fingerprint`] merges renamings): the state with
+///   two slaves swapped has the same fingerprint, the same verdict for every property, and
+///   the same successors (as fingerprints).
+/// - **Blind bits** ([`recovery_blind_fingerprint`] and the ghost's `rolled_back`,
+///   `delta_applied`, `snapshot_applied`): flipping them changes no successor and no
+///   verdict of a property that does not read them.
+/// - **Merges**: two states the fingerprint merges have the same exact canonical form (the
+///   least plain hash over every order of the slaves, dead messages and blind bits
+///   forgotten). A merge of states that are not renamings is reported.
+///
+/// It costs a few successor computations per state: for the suite's small configs and
+/// `replicore-check --audit`.
+pub struct Audit<'a> {
+    model: &'a MasterSlaveModel,
+    merges: std::sync::Mutex<std::collections::HashMap<u64, u64>>,
+    failure: std::sync::Mutex<Option<String>>,
+    audited: std::sync::atomic::AtomicUsize,
+}
+
+impl<'a> Audit<'a> {
+    /// An audit of searches of `model`.
+    pub fn new(model: &'a MasterSlaveModel) -> Self {
+        Audit {
+            model,
+            merges: Default::default(),
+            failure: Default::default(),
+            audited: Default::default(),
+        }
+    }
+
+    /// Audits one generated state (before [`forget_dead`]); the first failure is kept.
+    pub fn state(&self, s: &MasterSlaveState) {
+        use std::sync::atomic::Ordering;
+        self.audited.fetch_add(1, Ordering::Relaxed);
+        if self.failure().is_some() {
+            return;
+        }
+        if let Err(e) = audit(self.model, s).and_then(|()| self.merge(s)) {
+            let mut failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+            failure.get_or_insert(e);
+        }
+    }
+
+    /// How many states were audited.
+    pub fn audited(&self) -> usize {
+        self.audited.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The first assumption found broken, if any.
+    pub fn failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn merge(&self, s: &MasterSlaveState) -> Result<(), String> {
+        let fp = recovery_blind_fingerprint(s);
+        let exact = exact_canonical_hash(s);
+        let mut merges = self.merges.lock().unwrap_or_else(|p| p.into_inner());
+        match merges.insert(fp, exact) {
+            Some(earlier) if earlier != exact => Err(format!(
+                "the fingerprint {fp:#x} merges two states that are not renamings of each other"
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Checks the reductions' assumptions on `s` (see [`Audit`]), without the merge table.
+pub fn audit(model: &MasterSlaveModel, s: &MasterSlaveState) -> Result<(), String> {
+    audit_dead(model, s)?;
+    audit_symmetry(model, s)?;
+    audit_blind(model, s)
+}
+
+type Action = stateright::actor::ActorModelAction<Msg<ModelKv>, crate::master_slave::Timer, ()>;
+
+fn successors(model: &MasterSlaveModel, s: &MasterSlaveState) -> Vec<(Action, MasterSlaveState)> {
+    use stateright::Model;
+    let mut actions = Vec::new();
+    model.actions(s, &mut actions);
+    actions
+        .into_iter()
+        .filter_map(|a| model.next_state(s, a.clone()).map(|t| (a, t)))
+        .collect()
+}
+
+/// Everything but the network is equal.
+fn same_but_network(a: &MasterSlaveState, b: &MasterSlaveState) -> bool {
+    a.actor_states == b.actor_states
+        && a.actor_storages == b.actor_storages
+        && a.timers_set == b.timers_set
+        && a.crashed == b.crashed
+        && a.random_choices == b.random_choices
+        && a.history == b.history
+}
+
+fn audit_dead(model: &MasterSlaveModel, s: &MasterSlaveState) -> Result<(), String> {
+    use stateright::Model;
+    let dead: Vec<Envelope<Msg<ModelKv>>> = s
+        .network
+        .iter_all()
+        .map(|e| e.to_cloned_msg())
+        .filter(|e| is_dead(s, e))
+        .collect();
+    if dead.is_empty() {
+        return Ok(());
+    }
+    let before: BTreeSet<_> = s.network.iter_all().map(|e| e.to_cloned_msg()).collect();
+    for env in &dead {
+        let deliver = stateright::actor::ActorModelAction::Deliver {
+            src: env.src,
+            dst: env.dst,
+            msg: env.msg.clone(),
+        };
+        if let Some(t) = model.next_state(s, deliver) {
+            if !same_but_network(s, &t) {
+                return Err(format!(
+                    "delivering a message judged dead changed the state: {env:?}"
+                ));
+            }
+            if let Some(sent) = t
+                .network
+                .iter_all()
+                .map(|e| e.to_cloned_msg())
+                .find(|e| !before.contains(e) && !is_dead(&t, e))
+            {
+                return Err(format!(
+                    "delivering a message judged dead sent a live one: {env:?} sent {sent:?}"
+                ));
+            }
+        }
+    }
+    for (action, t) in successors(model, s) {
+        if let Some(env) = dead.iter().find(|env| !is_dead(&t, env)) {
+            return Err(format!(
+                "a message judged dead came back to life after {action:?}: {env:?}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `s` with slaves `a` and `b` swapped.
+fn swapped(s: &MasterSlaveState, a: usize, b: usize) -> MasterSlaveState {
+    let mut order: Vec<usize> = (0..s.actor_states.len()).collect();
+    order.swap(a, b);
+    let plan = RewritePlan::<Id, _>::from_values_to_sort(&order);
+    permuted(s, &plan, s.network.rewrite(&plan))
+}
+
+fn successor_fingerprints(model: &MasterSlaveModel, s: &MasterSlaveState) -> Vec<u64> {
+    let mut fps: Vec<u64> = successors(model, s)
+        .into_iter()
+        .map(|(_, t)| recovery_blind_fingerprint(&t))
+        .collect();
+    fps.sort_unstable();
+    fps.dedup();
+    fps
+}
+
+fn verdicts(model: &MasterSlaveModel, s: &MasterSlaveState, skip: &[&str]) -> Vec<bool> {
+    use stateright::Model;
+    model
+        .properties()
+        .iter()
+        .filter(|p| !skip.contains(&p.name))
+        .map(|p| (p.condition)(model, s))
+        .collect()
+}
+
+fn audit_symmetry(model: &MasterSlaveModel, s: &MasterSlaveState) -> Result<(), String> {
+    if model.cfg.slaves < 2 {
+        return Ok(());
+    }
+    let t = swapped(s, 1, 2);
+    if canonical_fingerprint(&t) != canonical_fingerprint(s) {
+        return Err("swapping two slaves changed the canonical fingerprint".into());
+    }
+    if verdicts(model, &t, &[]) != verdicts(model, s, &[]) {
+        return Err("swapping two slaves changed a property's verdict".into());
+    }
+    if successor_fingerprints(model, &t) != successor_fingerprints(model, s) {
+        return Err("swapping two slaves changed the successors: slaves are not symmetric".into());
+    }
+    Ok(())
+}
+
+/// The properties that read the bits the blind fingerprints leave out.
+const READS_BLIND_BITS: &[&str] = &[
+    props::REACH_RECOVERY,
+    props::REACH_ROLLBACK,
+    props::REACH_DELTA,
+    props::REACH_SNAPSHOT,
+];
+
+fn flip_blind_bits(s: &MasterSlaveState) -> MasterSlaveState {
+    let mut t = s.clone();
+    for a in t.actor_states.iter_mut() {
+        if let NodeState::Slave(sl) = &**a {
+            let mut sl = sl.clone();
+            sl.recovered = !sl.recovered;
+            *a = std::sync::Arc::new(NodeState::Slave(sl));
+        }
+    }
+    let g = &mut t.history;
+    g.rolled_back = !g.rolled_back;
+    g.delta_applied = !g.delta_applied;
+    g.snapshot_applied = !g.snapshot_applied;
+    t
+}
+
+fn audit_blind(model: &MasterSlaveModel, s: &MasterSlaveState) -> Result<(), String> {
+    let t = flip_blind_bits(s);
+    if verdicts(model, &t, READS_BLIND_BITS) != verdicts(model, s, READS_BLIND_BITS) {
+        return Err("a property outside the blind list reads a bit the fingerprint leaves out".into());
+    }
+    if successor_fingerprints(model, &t) != successor_fingerprints(model, s) {
+        return Err("a step reads a bit the fingerprint leaves out".into());
+    }
+    Ok(())
+}
+
+/// The least plain hash of `s` over every order of its slaves, with dead messages and the
+/// blind bits forgotten: equal exactly for renamings (up to 64-bit collisions).
+fn exact_canonical_hash(s: &MasterSlaveState) -> u64 {
+    let mut base = s.clone();
+    forget_dead(&mut base);
+    for a in base.actor_states.iter_mut() {
+        if let NodeState::Slave(sl) = &**a
+            && sl.recovered
+        {
+            let mut sl = sl.clone();
+            sl.recovered = false;
+            *a = std::sync::Arc::new(NodeState::Slave(sl));
+        }
+    }
+    if base.history.rolled_back || base.history.delta_applied || base.history.snapshot_applied {
+        let g = &mut base.history;
+        g.rolled_back = false;
+        g.delta_applied = false;
+        g.snapshot_applied = false;
+    }
+    let slaves: Vec<usize> = (1..base.actor_states.len())
+        .filter(|&i| matches!(&*base.actor_states[i], NodeState::Slave(_)))
+        .collect();
+    let mut best = u64::MAX;
+    let mut perm = slaves.clone();
+    permute(&mut perm, 0, &mut |perm| {
+        let mut order: Vec<usize> = (0..base.actor_states.len()).collect();
+        for (k, &i) in slaves.iter().enumerate() {
+            order[i] = perm[k];
+        }
+        let plan = RewritePlan::<Id, _>::from_values_to_sort(&order);
+        let t = permuted(&base, &plan, base.network.rewrite(&plan));
+        best = best.min(crate::fingerprint::hash_of(&t));
+    });
+    best
+}
+
+fn permute(v: &mut [usize], k: usize, f: &mut impl FnMut(&[usize])) {
+    if k == v.len() {
+        f(v);
+        return;
+    }
+    for i in k..v.len() {
+        v.swap(k, i);
+        permute(v, k + 1, f);
+        v.swap(k, i);
+    }
 }
