@@ -69,6 +69,24 @@ pub enum Command {
     },
     /// Print every protocol, property and mutant, one line each with a description.
     List,
+    /// The full proof: every config of the protocols' suites, which together reach every
+    /// behaviour, and every mutant's refuting config; one line each, exit 0 only if all pass.
+    Suite {
+        /// Only this protocol's suite (master-slave, failover, knowledge-sync, stage-sync).
+        protocol: Option<String>,
+        /// The quick tier: smaller bounds that still reach every behaviour (what CI runs).
+        #[arg(long)]
+        quick: bool,
+        /// Print one JSON document instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Checker threads per run [default: the number of cores].
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=256))]
+        threads: Option<u64>,
+        /// Stop at the first line that fails (for mutation testing).
+        #[arg(long)]
+        fail_fast: bool,
+    },
 }
 
 /// The master/slave model's options; an absent option keeps the default config's value.
@@ -78,7 +96,8 @@ pub struct MasterSlaveArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=8))]
     pub slaves: Option<u8>,
     /// The client's updates, comma-separated: 1p (one-phase), 2p (two-phase), rb (two-phase,
-    /// rolled back at once) [default: 1p,2p,rb].
+    /// rolled back at once), each optionally with its operation: `:K=V` puts V at key K,
+    /// `:-K` deletes key K (default: update i puts i+1 at key i%2) [default: 1p,2p,rb].
     #[arg(long, value_name = "LIST", value_parser = parse_script)]
     pub script: Option<Script>,
     /// How many clients run the script concurrently; 3 or more let two-phase requests share
@@ -89,6 +108,10 @@ pub struct MasterSlaveArgs {
     /// ordered [default: lossy,duplicating].
     #[arg(long, value_name = "LIST", value_parser = parse_network)]
     pub network: Option<NetworkSpec>,
+    /// Each client writes keys of its own (shifted by 16 per client) instead of the same
+    /// keys as the others.
+    #[arg(long)]
+    pub own_keys: bool,
     /// How many servers may be down at the same time [default: 1].
     #[arg(long, value_name = "K", value_parser = clap::value_parser!(u8).range(0..=9))]
     pub crashes: Option<u8>,
@@ -186,7 +209,7 @@ fn parse_failover_mutant(s: &str) -> Result<FailoverMutant, String> {
 /// The stage-sync model's options; an absent option keeps the scenario's value.
 #[derive(Debug, Args)]
 pub struct StageArgs {
-    /// Who edits what: race, chain, three or starve [default: race].
+    /// Who edits what: race, chain, three, starve or remove [default: race].
     #[arg(long, value_name = "NAME", value_parser = parse_stage_scenario)]
     pub scenario: Option<StageScenario>,
     /// The priority operations carry: fixed (the seed: the peer's) or aged (older first,
@@ -345,9 +368,26 @@ pub struct SearchArgs {
     /// Skip the liveness graph check.
     #[arg(long)]
     pub no_graph: bool,
+    /// Check the assumptions of the search reductions on every generated state (master-slave;
+    /// slow, for small configs): dead messages are no-ops and stay dead, slaves are symmetric,
+    /// the bits the fingerprint leaves out are read by nothing else, and every merge of two
+    /// states is a renaming.
+    #[arg(long)]
+    pub audit: bool,
     /// Stop the liveness graph check after this many unique states (then partial, exit 3).
     #[arg(long, value_name = "N", default_value_t = 20_000_000)]
     pub graph_max_states: usize,
+}
+
+/// The search options a command line of `flags` gives (for runs the checker makes itself,
+/// like the suite's).
+pub fn search_args(flags: &[&str]) -> SearchArgs {
+    use clap::{Args as _, FromArgMatches as _};
+    let cmd = SearchArgs::augment_args(clap::Command::new("search"));
+    let matches = cmd
+        .try_get_matches_from(std::iter::once("search").chain(flags.iter().copied()))
+        .expect("built-in search flags parse");
+    SearchArgs::from_arg_matches(&matches).expect("built-in search flags parse")
 }
 
 impl SearchArgs {

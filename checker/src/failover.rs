@@ -4,7 +4,10 @@
 //! model owns both.
 
 use crate::cli::{FailoverArgs, SearchArgs};
-use crate::emit;
+
+use crate::suite::SuiteRun;
+use replicore_model::failover::suite;
+use replicore_model::suite::Tier;
 use crate::protocol::{MutantInfo, PropertyInfo, Protocol};
 use crate::report::{
     Counterexample, Counts, EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, Explored, GraphCheck, Kind,
@@ -74,8 +77,17 @@ impl Protocol for Failover {
                 name: m.name(),
                 description: m.description(),
                 breaks: m.breaks().0,
+                refuted_by: format!("replicore-check {NAME} {}", config_args(&m.breaks().1)),
             })
             .collect()
+    }
+
+    fn suite(&self, tier: Tier) -> Vec<SuiteRun> {
+        let mutants = Mutant::ALL.into_iter().map(|m| {
+            let (breaks, cfg) = m.breaks();
+            (m.name(), m.description(), breaks, cfg)
+        });
+        crate::suite::runs(NAME, suite::cases(), tier, mutants, config_args, run)
     }
 }
 
@@ -145,13 +157,26 @@ pub fn main(args: &FailoverArgs, search: &SearchArgs) -> anyhow::Result<i32> {
         return crate::runner::serve_explorer(cfg.clone().into_model(), &cfg, addr);
     }
     if let Some(path) = &search.replay {
-        return replay(cfg, path);
+        return replay(cfg, path, search.json);
     }
-    let mut settings = crate::master_slave::settings(search)?;
+    crate::report::finish(&run(&cfg, search)?, search.json)
+}
+
+/// The report of `cfg` under `search`: the check, the ids, and the mutant's verdict.
+pub fn run(cfg: &FailoverConfig, search: &SearchArgs) -> anyhow::Result<Report> {
+    let mut settings = crate::runner::settings(search)?;
     // No symmetry to reduce by (its servers have distinct roles): the report says so.
     settings.symmetry = false;
-    let report = check(&cfg, &settings, search);
-    crate::report::finish(&report, search.json)
+    let report = check(cfg, &settings, search).with_ids(props::IDS);
+    let report = match cfg.mutant {
+        Some(m) => {
+            let (breaks, refuting) = m.breaks();
+            let by = format!("replicore-check {NAME} {}", config_args(&refuting));
+            report.expect_mutant(m.name(), breaks, by)
+        }
+        None => report,
+    };
+    Ok(report)
 }
 
 /// Why the graph check does not run on `cfg`, if it does not.
@@ -230,6 +255,7 @@ pub fn check(cfg: &FailoverConfig, settings: &Settings, search: &SearchArgs) -> 
             counterexample = Some(number);
         }
         properties.push(PropertyRow {
+            id: String::new(),
             name: f.name.to_string(),
             kind,
             result,
@@ -241,6 +267,7 @@ pub fn check(cfg: &FailoverConfig, settings: &Settings, search: &SearchArgs) -> 
         (Some(_), _) | (None, None) => {
             let why = skip.clone().unwrap_or_else(|| "not run".into());
             properties.push(PropertyRow {
+            id: String::new(),
                 name: props::PENDING_COMPLETE.to_string(),
                 kind: Kind::Graph,
                 result: Verdict::Skipped,
@@ -277,6 +304,7 @@ pub fn check(cfg: &FailoverConfig, settings: &Settings, search: &SearchArgs) -> 
                 Verdict::Holds
             };
             properties.push(PropertyRow {
+            id: String::new(),
                 name: props::PENDING_COMPLETE.to_string(),
                 kind: Kind::Graph,
                 result,
@@ -330,6 +358,7 @@ pub fn check(cfg: &FailoverConfig, settings: &Settings, search: &SearchArgs) -> 
         properties,
         liveness_graph: Some(liveness_graph),
         counterexamples,
+        mutant: None,
         exit_code,
     }
 }
@@ -514,28 +543,10 @@ fn nodes(cfg: &FailoverConfig, s: &FailoverState) -> Vec<NodeRow> {
 
 /// `--replay PATH`: prints the trace of a path of action indices on `cfg` exactly as given,
 /// and every property at its last state.
-fn replay(cfg: FailoverConfig, encoded: &str) -> anyhow::Result<i32> {
+fn replay(cfg: FailoverConfig, encoded: &str, json: bool) -> anyhow::Result<i32> {
     let model: FailoverModel = cfg.clone().into_model();
     let path = runner::replay_path(&model, encoded, &cfg)?;
     let state = path.last_state().clone();
     let cx = counterexample_of(1, "replay", &cfg, path, encoded.trim());
-    let mut out = format!("config: {cfg}\n");
-    for (i, s) in cx.steps.iter().enumerate() {
-        out.push_str(&format!("  {:>3}. {s}\n", i + 1));
-    }
-    out.push_str("  after the last step:\n");
-    for n in &cx.final_state {
-        out.push_str(&format!("    {}\n", crate::report::node_line(n)));
-    }
-    out.push_str("  at the last state:\n");
-    for p in model.properties() {
-        let value = (p.condition)(&model, &state);
-        out.push_str(&format!(
-            "    {:<6} {}\n",
-            if value { "true" } else { "false" },
-            p.name
-        ));
-    }
-    emit(&out);
-    Ok(EXIT_OK)
+    crate::report::replay(NAME, &model, cfg.to_string(), &cx, &state, json)
 }

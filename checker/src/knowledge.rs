@@ -3,7 +3,10 @@
 //! model owns both.
 
 use crate::cli::{KnowledgeArgs, SearchArgs};
-use crate::emit;
+
+use crate::suite::SuiteRun;
+use replicore_model::knowledge::suite;
+use replicore_model::suite::Tier;
 use crate::protocol::{MutantInfo, PropertyInfo, Protocol};
 use crate::report::{
     Counterexample, Counts, EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, Explored, Kind, NodeRow,
@@ -12,7 +15,7 @@ use crate::report::{
 use crate::runner::{self, Settings, shortest_prefix};
 use anyhow::bail;
 use replicore_model::knowledge::model::{
-    KnowledgeModel, KnowledgeState, ModelChange, representative,
+    KnowledgeModel, KnowledgeState, ModelChange, props, representative,
 };
 use replicore_model::knowledge::{
     Applied, KnowledgeConfig, Mutant, ReplicaData, Scenario, SyncMsg, Timer,
@@ -72,13 +75,21 @@ impl Protocol for KnowledgeSync {
                 name: m.name(),
                 description: m.description(),
                 breaks: m.breaks().0,
+                refuted_by: format!("replicore-check {NAME} {}", config_args(&m.breaks().1)),
             })
             .collect()
+    }
+
+    fn suite(&self, tier: Tier) -> Vec<SuiteRun> {
+        let mutants = Mutant::ALL.into_iter().map(|m| {
+            let (breaks, cfg) = m.breaks();
+            (m.name(), m.description(), breaks, cfg)
+        });
+        crate::suite::runs(NAME, suite::cases(), tier, mutants, config_args, run)
     }
 }
 
 fn sometimes_when(name: &str) -> &'static str {
-    use replicore_model::knowledge::model::props;
     match name {
         props::REACH_CONFLICT => "reachability, scenario conflict",
         props::REACH_FILTERED => "reachability, scenario filtered",
@@ -166,11 +177,24 @@ pub fn main(args: &KnowledgeArgs, search: &SearchArgs) -> anyhow::Result<i32> {
         return crate::runner::serve_explorer(cfg.clone().into_model(), &cfg, addr);
     }
     if let Some(path) = &search.replay {
-        return replay(cfg, path);
+        return replay(cfg, path, search.json);
     }
-    let settings = crate::master_slave::settings(search)?;
-    let report = check(&cfg, &settings, search.no_reduction);
-    crate::report::finish(&report, search.json)
+    crate::report::finish(&run(&cfg, search)?, search.json)
+}
+
+/// The report of `cfg` under `search`: the check, the ids, and the mutant's verdict.
+pub fn run(cfg: &KnowledgeConfig, search: &SearchArgs) -> anyhow::Result<Report> {
+    let settings = crate::runner::settings(search)?;
+    let report = check(cfg, &settings, search.no_reduction).with_ids(props::IDS);
+    let report = match cfg.mutant {
+        Some(m) => {
+            let (breaks, refuting) = m.breaks();
+            let by = format!("replicore-check {NAME} {}", config_args(&refuting));
+            report.expect_mutant(m.name(), breaks, by)
+        }
+        None => report,
+    };
+    Ok(report)
 }
 
 /// The full check of `cfg`.
@@ -215,6 +239,7 @@ pub fn check(cfg: &KnowledgeConfig, settings: &Settings, no_reduction: bool) -> 
             counterexample = Some(number);
         }
         properties.push(PropertyRow {
+            id: String::new(),
             name: f.name.to_string(),
             kind,
             result,
@@ -256,6 +281,7 @@ pub fn check(cfg: &KnowledgeConfig, settings: &Settings, no_reduction: bool) -> 
         properties,
         liveness_graph: None,
         counterexamples,
+        mutant: None,
         exit_code,
     }
 }
@@ -476,28 +502,10 @@ fn nodes(s: &KnowledgeState) -> Vec<NodeRow> {
 
 /// `--replay PATH`: prints the trace of a path of action indices on `cfg` exactly as given,
 /// and every property at its last state.
-fn replay(cfg: KnowledgeConfig, encoded: &str) -> anyhow::Result<i32> {
+fn replay(cfg: KnowledgeConfig, encoded: &str, json: bool) -> anyhow::Result<i32> {
     let model: KnowledgeModel = cfg.clone().into_model();
     let path = runner::replay_path(&model, encoded, &cfg)?;
     let state = path.last_state().clone();
     let cx = counterexample_of(1, "replay", &cfg, path, encoded.trim());
-    let mut out = format!("config: {cfg}\n");
-    for (i, s) in cx.steps.iter().enumerate() {
-        out.push_str(&format!("  {:>3}. {s}\n", i + 1));
-    }
-    out.push_str("  after the last step:\n");
-    for n in &cx.final_state {
-        out.push_str(&format!("    {}\n", crate::report::node_line(n)));
-    }
-    out.push_str("  at the last state:\n");
-    for p in model.properties() {
-        let value = (p.condition)(&model, &state);
-        out.push_str(&format!(
-            "    {:<6} {}\n",
-            if value { "true" } else { "false" },
-            p.name
-        ));
-    }
-    emit(&out);
-    Ok(EXIT_OK)
+    crate::report::replay(NAME, &model, cfg.to_string(), &cx, &state, json)
 }

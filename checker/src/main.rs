@@ -10,7 +10,8 @@
 //! The checker holds no protocol logic and no property: it asks `replicore-model` for both,
 //! picks the search, tells counterexamples in words and maps the verdict to an exit code:
 //! 0 every property as expected, 1 a violation or an unreached reachability property,
-//! 2 bad usage, 3 stopped before the space was exhausted. `docs/checking.md` documents it.
+//! 2 bad usage, 3 stopped before the space was exhausted, 4 a `--mutant` that no property
+//! refuted. `docs/checking.md` documents it.
 
 mod cli;
 mod failover;
@@ -20,6 +21,7 @@ mod protocol;
 mod report;
 mod runner;
 mod stage_sync;
+mod suite;
 
 use clap::Parser;
 use cli::{Cli, Command};
@@ -53,6 +55,13 @@ fn run(cli: &Cli) -> anyhow::Result<i32> {
         Command::KnowledgeSync { model, search } => knowledge::main(model, search),
         Command::Failover { model, search } => failover::main(model, search),
         Command::StageSync { model, search } => stage_sync::main(model, search),
+        Command::Suite {
+            protocol,
+            quick,
+            json,
+            threads,
+            fail_fast,
+        } => suite::main(protocol.as_deref(), *quick, *json, *threads, *fail_fast),
     }
 }
 

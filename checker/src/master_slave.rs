@@ -3,18 +3,21 @@
 //! property lives here; the model owns both.
 
 use crate::cli::{MasterSlaveArgs, SearchArgs};
-use crate::emit;
+
 use crate::protocol::{MutantInfo, PropertyInfo, Protocol};
+use crate::suite::SuiteRun;
+use replicore_model::master_slave::model::suite;
+use replicore_model::suite::Tier;
 use crate::report::{
     Counterexample, Counts, EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, Explored, GraphCheck, Kind,
-    NodeRow, PropertyRow, Report, SCHEMA, Verdict, node_line, verdict,
+    NodeRow, PropertyRow, Report, SCHEMA, Verdict, verdict,
 };
 use crate::runner::{self, Settings, Strategy, shortest_prefix};
-use anyhow::{Context, bail};
+use anyhow::bail;
 use replicore_explore::liveness::GraphReport;
 use replicore_explore::{Jump, Liveness, Options, plain_fingerprint};
 use replicore_model::master_slave::model::{
-    BLIND_TO, MasterSlaveModel, MasterSlaveState, canonical_fingerprint, forget_dead, is_fair,
+    Audit, BLIND_TO, MasterSlaveModel, MasterSlaveState, canonical_fingerprint, forget_dead, is_fair,
     lose_all, lose_all_actions, props, recovery_blind_fingerprint_of_normalized, representative,
     script_text,
 };
@@ -29,6 +32,17 @@ use std::time::Duration;
 
 /// The protocol's command-line name.
 pub const NAME: &str = "master-slave";
+
+/// The row `--audit` adds: the reductions' assumptions, checked on every generated state
+/// ([`replicore_model::master_slave::model::Audit`]).
+pub const AUDIT: &str = "the reductions' assumptions hold on every generated state (audit)";
+
+/// Every property's stable id, the audit's row included.
+fn ids() -> Vec<(&'static str, &'static str)> {
+    let mut ids = props::IDS.to_vec();
+    ids.push(("audit", AUDIT));
+    ids
+}
 
 /// Protocol 1 for `list`.
 pub struct MasterSlave;
@@ -88,8 +102,17 @@ impl Protocol for MasterSlave {
                 name: m.name(),
                 description: m.description(),
                 breaks: m.breaks().0,
+                refuted_by: format!("replicore-check {NAME} {}", config_args(&m.breaks().1)),
             })
             .collect()
+    }
+
+    fn suite(&self, tier: Tier) -> Vec<SuiteRun> {
+        let mutants = Mutant::ALL.into_iter().map(|m| {
+            let (breaks, cfg) = m.breaks();
+            (m.name(), m.description(), breaks, cfg)
+        });
+        crate::suite::runs(NAME, suite::cases(), tier, mutants, config_args, run)
     }
 }
 
@@ -127,6 +150,7 @@ pub fn config(args: &MasterSlaveArgs) -> anyhow::Result<MasterSlaveConfig> {
     if let Some(h) = args.history {
         cfg.history_bound = usize::from(h);
     }
+    cfg.own_keys = args.own_keys;
     cfg.mutant = args.mutant;
     if cfg.max_crashes > cfg.slaves + 1 {
         bail!(
@@ -153,6 +177,9 @@ pub fn config_args(cfg: &MasterSlaveConfig) -> String {
     if cfg.clients != 1 {
         s.push_str(&format!(" --clients {}", cfg.clients));
     }
+    if cfg.own_keys {
+        s.push_str(" --own-keys");
+    }
     if let Some(m) = cfg.mutant {
         s.push_str(&format!(" --mutant {}", m.name()));
     }
@@ -164,37 +191,12 @@ fn config_fields(cfg: &MasterSlaveConfig) -> serde_json::Value {
         "slaves": cfg.slaves,
         "script": script_text(&cfg.script),
         "clients": cfg.clients,
+        "own_keys": cfg.own_keys,
         "network": cfg.network.name(),
         "lossy": cfg.lossy,
         "crashes": cfg.max_crashes,
         "history": cfg.history_bound,
         "mutant": cfg.mutant.map(Mutant::name),
-    })
-}
-
-/// Settings from the options; errors on combinations that cannot mean what they say.
-pub fn settings(search: &SearchArgs) -> anyhow::Result<Settings> {
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    let mut timeout = search.timeout.map(Duration::from_secs);
-    if search.strategy == Strategy::Simulation && timeout.is_none() {
-        timeout = Some(Duration::from_secs(30));
-    }
-    Ok(Settings {
-        strategy: search.strategy,
-        symmetry: search.symmetry_on(),
-        // The simulation walker is one thread, so that a seed replays exactly.
-        threads: if search.strategy == Strategy::Simulation {
-            1
-        } else {
-            search
-                .threads
-                .map_or(cores, |t| usize::try_from(t).unwrap_or(cores))
-        },
-        seed: search.seed,
-        depth: search
-            .depth
-            .map(|d| usize::try_from(d).unwrap_or(usize::MAX)),
-        timeout,
     })
 }
 
@@ -207,9 +209,22 @@ pub fn main(args: &MasterSlaveArgs, search: &SearchArgs) -> anyhow::Result<i32> 
     if let Some(path) = &search.replay {
         return replay(cfg, path, search.json);
     }
-    let settings = settings(search)?;
-    let report = check(&cfg, &settings, search)?;
-    crate::report::finish(&report, search.json)
+    crate::report::finish(&run(&cfg, search)?, search.json)
+}
+
+/// The report of `cfg` under `search`: the check, the ids, and the mutant's verdict.
+pub fn run(cfg: &MasterSlaveConfig, search: &SearchArgs) -> anyhow::Result<Report> {
+    let settings = runner::settings(search)?;
+    let report = check(cfg, &settings, search)?.with_ids(&ids());
+    let report = match cfg.mutant {
+        Some(m) => {
+            let (breaks, refuting) = m.breaks();
+            let by = format!("replicore-check {NAME} {}", config_args(&refuting));
+            report.expect_mutant(m.name(), breaks, by)
+        }
+        None => report,
+    };
+    Ok(report)
 }
 
 /// Whether the search of `cfg` explores losses all at once ([`lose_all`]): on a lossy
@@ -323,6 +338,7 @@ pub fn check(
     }
     let settings = &settings;
     let with_graph = one_pass && graph_skip(cfg, settings, search, true).is_none();
+    let mut audit_result: Option<(Option<String>, usize)> = None;
     let (outcome, pass, exact) = if one_pass {
         let goal = |s: &MasterSlaveState| props::converged(cfg, s);
         let liveness = with_graph.then_some(Liveness {
@@ -341,17 +357,29 @@ pub fn check(
         } else {
             usize::MAX
         };
-        // The dead messages the canonical fingerprint ignores are dropped from the states too.
-        let normalize: Option<&(dyn Fn(&mut MasterSlaveState) + Sync)> =
-            settings.symmetry.then_some(&forget_dead);
-        let mut options = Options::new(fingerprint);
-        options.normalize = normalize;
-        options.liveness = liveness;
-        options.max_states = max_states;
         // On a lossy duplicating network the loss-free twin is searched, with every loss at
         // once as a jump where the liveness graph needs it; paths are reported on the model
         // itself.
         let lossless = lose_all_at_once(cfg, search.no_reduction).then(|| lossless_model(&model));
+        let searched = lossless.as_ref().unwrap_or(&model);
+        // The dead messages the canonical fingerprint ignores are dropped from the states too;
+        // with --audit, each generated state is audited first.
+        let audit = search.audit.then(|| Audit::new(searched));
+        let symmetry = settings.symmetry;
+        let audited = |s: &mut MasterSlaveState| {
+            if let Some(a) = &audit {
+                a.state(s);
+            }
+            if symmetry {
+                forget_dead(s);
+            }
+        };
+        let normalize: Option<&(dyn Fn(&mut MasterSlaveState) + Sync)> =
+            (settings.symmetry || search.audit).then_some(&audited);
+        let mut options = Options::new(fingerprint);
+        options.normalize = normalize;
+        options.liveness = liveness;
+        options.max_states = max_states;
         if lossless.is_some() {
             options.path_model = Some(&model);
             // The jump is for liveness: the graph, and `Eventually` after losses.
@@ -363,8 +391,8 @@ pub fn check(
                 });
             }
         }
-        let searched = lossless.as_ref().unwrap_or(&model);
         let (mut outcome, graph) = runner::explore(searched, settings, options);
+        audit_result = audit.as_ref().map(|a| (a.failure(), a.audited()));
         let pass = graph.map(|g| OnePassGraph {
             unique_states: outcome.unique,
             stopped: outcome.stopped,
@@ -453,11 +481,36 @@ pub fn check(
             counterexample = Some(number);
         }
         properties.push(PropertyRow {
+            id: String::new(),
             name: f.name.to_string(),
             kind,
             result,
             note,
             counterexample,
+        });
+    }
+
+    if let Some((failure, audited)) = audit_result {
+        properties.push(PropertyRow {
+            id: String::new(),
+            name: AUDIT.to_string(),
+            kind: Kind::Always,
+            result: match (&failure, complete) {
+                (Some(_), _) => Verdict::Violated,
+                (None, true) => Verdict::Holds,
+                (None, false) => Verdict::Undecided,
+            },
+            note: Some(failure.unwrap_or_else(|| format!("{audited} states audited"))),
+            counterexample: None,
+        });
+    } else if search.audit {
+        properties.push(PropertyRow {
+            id: String::new(),
+            name: AUDIT.to_string(),
+            kind: Kind::Always,
+            result: Verdict::Skipped,
+            note: Some("a simulation is not audited".into()),
+            counterexample: None,
         });
     }
 
@@ -507,6 +560,7 @@ pub fn check(
         properties,
         liveness_graph: graph,
         counterexamples,
+        mutant: None,
         exit_code,
     })
 }
@@ -561,6 +615,7 @@ fn graph_check(
         let why = graph_skip(cfg, settings, search, main_complete)
             .unwrap_or_else(|| "not kept by the search".to_string());
         properties.push(PropertyRow {
+            id: String::new(),
             name: props::CONVERGENCE_REACHABLE.to_string(),
             kind: Kind::Graph,
             result: Verdict::Skipped,
@@ -626,6 +681,7 @@ fn graph_check(
         note
     };
     properties.push(PropertyRow {
+            id: String::new(),
         name: props::CONVERGENCE_REACHABLE.to_string(),
         kind: Kind::Graph,
         result,
@@ -972,43 +1028,7 @@ fn replay(cfg: MasterSlaveConfig, encoded: &str, json: bool) -> anyhow::Result<i
     let path = runner::replay_path(&model, encoded, &cfg)?;
     let state = path.last_state().clone();
     let cx = counterexample_of(1, "replay", &cfg, path, encoded.trim());
-    let last = &state;
-    let props: Vec<(String, bool)> = model
-        .properties()
-        .iter()
-        .map(|p| (p.name.to_string(), (p.condition)(&model, last)))
-        .collect();
-    if json {
-        let doc = serde_json::json!({
-            "schema": crate::report::SCHEMA,
-            "protocol": NAME,
-            "config": cfg.to_string(),
-            "trace": cx,
-            "at_last_state": props.iter().map(|(n, v)| serde_json::json!({"name": n, "value": v})).collect::<Vec<_>>(),
-        });
-        emit(&format!(
-            "{}\n",
-            serde_json::to_string_pretty(&doc).context("encoding the trace")?
-        ));
-        return Ok(EXIT_OK);
-    }
-    let mut out = format!("config: {cfg}\n");
-    for (i, s) in cx.steps.iter().enumerate() {
-        out.push_str(&format!("  {:>3}. {s}\n", i + 1));
-    }
-    out.push_str("  after the last step:\n");
-    for n in &cx.final_state {
-        out.push_str(&format!("    {}\n", node_line(n)));
-    }
-    out.push_str("  at the last state:\n");
-    for (name, value) in props {
-        out.push_str(&format!(
-            "    {:<6} {name}\n",
-            if value { "true" } else { "false" }
-        ));
-    }
-    emit(&out);
-    Ok(EXIT_OK)
+    crate::report::replay(NAME, &model, cfg.to_string(), &cx, &state, json)
 }
 
 #[cfg(test)]

@@ -21,6 +21,8 @@ pub struct MutantInfo {
     pub description: &'static str,
     /// The property the checker refutes.
     pub breaks: &'static str,
+    /// The command line of the config that refutes it.
+    pub refuted_by: String,
 }
 
 /// A checkable protocol.
@@ -33,6 +35,8 @@ pub trait Protocol: Sync {
     fn properties(&self) -> Vec<PropertyInfo>;
     /// Every mutant.
     fn mutants(&self) -> Vec<MutantInfo>;
+    /// The runs of `replicore-check suite` for this protocol at `tier`.
+    fn suite(&self, tier: replicore_model::suite::Tier) -> Vec<crate::suite::SuiteRun>;
 }
 
 /// Every protocol the checker knows.
@@ -63,11 +67,12 @@ pub fn list() -> String {
     for p in PROTOCOLS {
         for m in p.mutants() {
             out.push_str(&format!(
-                "mutant    {:<26} {}: {} (breaks: {})\n",
+                "mutant    {:<26} {}: {} (breaks: {}; refuted by: {})\n",
                 p.name(),
                 m.name,
                 m.description,
-                m.breaks
+                m.breaks,
+                m.refuted_by
             ));
         }
     }

@@ -16,6 +16,11 @@ pub const EXIT_FAILED: i32 = 1;
 pub const EXIT_USAGE: i32 = 2;
 /// Exit code: stopped by `--timeout`/`--depth` (or a simulation) before the space was exhausted.
 pub const EXIT_PARTIAL: i32 = 3;
+/// Exit code: a `--mutant` run that no property refuted; the config cannot see the bug.
+pub const EXIT_SURVIVED: i32 = 4;
+
+/// A depth-first counterexample longer than this gets a hint to rerun breadth first.
+const LONG_TRACE: usize = 12;
 
 /// The whole report.
 #[derive(Debug, Serialize)]
@@ -44,8 +49,23 @@ pub struct Report {
     pub liveness_graph: Option<GraphCheck>,
     /// One per violation, numbered from 1.
     pub counterexamples: Vec<Counterexample>,
+    /// With `--mutant`: whether this config refuted it.
+    pub mutant: Option<MutantCheck>,
     /// The process exit code.
     pub exit_code: i32,
+}
+
+/// The outcome of a `--mutant` run.
+#[derive(Debug, Serialize)]
+pub struct MutantCheck {
+    /// The mutant's `--mutant` name.
+    pub name: &'static str,
+    /// The property the model says it breaks.
+    pub breaks: &'static str,
+    /// Whether some property was violated on this config.
+    pub refuted: bool,
+    /// The command line of the config the model knows refutes it.
+    pub refuted_by: String,
 }
 
 /// The explored config.
@@ -157,7 +177,9 @@ pub fn verdict(
 /// One property's row.
 #[derive(Debug, Serialize)]
 pub struct PropertyRow {
-    /// The property's name (a short sentence).
+    /// The property's stable id (kebab-case; it never changes once published).
+    pub id: String,
+    /// The property's name (a short sentence; it may be reworded).
     pub name: String,
     /// Its kind.
     pub kind: Kind,
@@ -231,6 +253,37 @@ pub struct Counterexample {
 }
 
 impl Report {
+    /// Fills each property row's stable id from `ids` (id, name) pairs; a name not listed
+    /// gets its words in kebab-case.
+    pub fn with_ids(mut self, ids: &[(&str, &str)]) -> Self {
+        for p in &mut self.properties {
+            p.id = ids
+                .iter()
+                .find(|(_, name)| *name == p.name)
+                .map_or_else(|| kebab(&p.name), |(id, _)| id.to_string());
+        }
+        self
+    }
+
+    /// For a `--mutant` run: records whether it was refuted, and exits
+    /// [`EXIT_SURVIVED`] when a complete check refuted nothing.
+    pub fn expect_mutant(mut self, name: &'static str, breaks: &'static str, refuted_by: String) -> Self {
+        let refuted = self
+            .properties
+            .iter()
+            .any(|p| p.result == Verdict::Violated);
+        if !refuted && self.exit_code == EXIT_OK {
+            self.exit_code = EXIT_SURVIVED;
+        }
+        self.mutant = Some(MutantCheck {
+            name,
+            breaks,
+            refuted,
+            refuted_by,
+        });
+        self
+    }
+
     /// Renders the report for a person.
     pub fn text(&self) -> String {
         let mut out = String::new();
@@ -316,6 +369,12 @@ impl Report {
             }
             let _ = writeln!(w, "  replay:  {}", cx.replay);
             let _ = writeln!(w, "  explore: {}", cx.explore);
+            if self.run.strategy == crate::runner::Strategy::Dfs && cx.steps.len() > LONG_TRACE {
+                let _ = writeln!(
+                    w,
+                    "  hint:    a depth-first trace is rarely the shortest; rerun with --strategy bfs for the shortest one"
+                );
+            }
         }
         let _ = writeln!(w);
         let _ = writeln!(w, "{}", self.summary());
@@ -334,6 +393,20 @@ impl Report {
             .iter()
             .filter(|p| p.result == Verdict::NotReached)
             .count();
+        if let Some(m) = &self.mutant {
+            if self.exit_code == EXIT_SURVIVED {
+                return format!(
+                    "MUTANT SURVIVED: no property refuted '{}' on this config; it breaks \"{}\", refuted by: {}",
+                    m.name, m.breaks, m.refuted_by
+                );
+            }
+            if m.refuted {
+                return format!(
+                    "REFUTED (as expected for mutant '{}'): {violated} violated, {unreached} not reached",
+                    m.name
+                );
+            }
+        }
         match self.exit_code {
             EXIT_OK => "OK: every property as expected".into(),
             EXIT_PARTIAL => {
@@ -398,8 +471,81 @@ pub fn finish(report: &Report, json: bool) -> anyhow::Result<i32> {
     } else {
         crate::emit(&report.text());
     }
-    if report.exit_code == EXIT_PARTIAL {
+    if report.exit_code == EXIT_PARTIAL || report.exit_code == EXIT_SURVIVED {
         eprintln!("replicore-check: {}", report.summary());
     }
     Ok(report.exit_code)
+}
+
+/// `name` in kebab-case: lower-case words joined by `-`.
+fn kebab(name: &str) -> String {
+    name.split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_ascii_lowercase)
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
+/// Prints a `--replay` trace (`cx`, ending at `state`) and every property of `model` at its
+/// last state, as text or as one JSON document. Exits [`EXIT_FAILED`] when the trace ends in
+/// a violation of a safety property, [`EXIT_OK`] otherwise.
+pub fn replay<M: stateright::Model>(
+    protocol: &'static str,
+    model: &M,
+    config: String,
+    cx: &Counterexample,
+    state: &M::State,
+    json: bool,
+) -> anyhow::Result<i32> {
+    use anyhow::Context as _;
+    let props: Vec<(&'static str, stateright::Expectation, bool)> = model
+        .properties()
+        .iter()
+        .map(|p| (p.name, p.expectation.clone(), (p.condition)(model, state)))
+        .collect();
+    let violated: Vec<&str> = props
+        .iter()
+        .filter(|(_, e, v)| *e == stateright::Expectation::Always && !v)
+        .map(|(n, _, _)| *n)
+        .collect();
+    let code = if violated.is_empty() { EXIT_OK } else { EXIT_FAILED };
+    if json {
+        let doc = serde_json::json!({
+            "schema": SCHEMA,
+            "protocol": protocol,
+            "config": config,
+            "trace": cx,
+            "at_last_state": props.iter().map(|(n, _, v)| serde_json::json!({"name": n, "value": v})).collect::<Vec<_>>(),
+            "violated": violated,
+            "exit_code": code,
+        });
+        crate::emit(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(&doc).context("encoding the trace")?
+        ));
+        return Ok(code);
+    }
+    let mut out = format!("config: {config}\n");
+    for (i, s) in cx.steps.iter().enumerate() {
+        out.push_str(&format!("  {:>3}. {s}\n", i + 1));
+    }
+    out.push_str("  after the last step:\n");
+    for n in &cx.final_state {
+        out.push_str(&format!("    {}\n", node_line(n)));
+    }
+    out.push_str("  at the last state:\n");
+    for (name, _, value) in &props {
+        out.push_str(&format!(
+            "    {:<6} {name}\n",
+            if *value { "true" } else { "false" }
+        ));
+    }
+    if !violated.is_empty() {
+        out.push_str(&format!(
+            "VIOLATED at the last state: {}\n",
+            violated.join("; ")
+        ));
+    }
+    crate::emit(&out);
+    Ok(code)
 }

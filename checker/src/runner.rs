@@ -666,3 +666,29 @@ where
     let _ = model.checker().serve(addr);
     Ok(crate::report::EXIT_OK)
 }
+
+/// Settings from the options; errors on combinations that cannot mean what they say.
+pub fn settings(search: &crate::cli::SearchArgs) -> anyhow::Result<Settings> {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let mut timeout = search.timeout.map(Duration::from_secs);
+    if search.strategy == Strategy::Simulation && timeout.is_none() {
+        timeout = Some(Duration::from_secs(30));
+    }
+    Ok(Settings {
+        strategy: search.strategy,
+        symmetry: search.symmetry_on(),
+        // The simulation walker is one thread, so that a seed replays exactly.
+        threads: if search.strategy == Strategy::Simulation {
+            1
+        } else {
+            search
+                .threads
+                .map_or(cores, |t| usize::try_from(t).unwrap_or(cores))
+        },
+        seed: search.seed,
+        depth: search
+            .depth
+            .map(|d| usize::try_from(d).unwrap_or(usize::MAX)),
+        timeout,
+    })
+}

@@ -3,7 +3,10 @@
 //! protocol logic and no property lives here; the model owns both.
 
 use crate::cli::{SearchArgs, StageArgs};
-use crate::emit;
+
+use crate::suite::SuiteRun;
+use replicore_model::stage_sync::suite;
+use replicore_model::suite::Tier;
 use crate::protocol::{MutantInfo, PropertyInfo, Protocol};
 use crate::report::{
     Counterexample, Counts, EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, Explored, GraphCheck, Kind,
@@ -77,8 +80,17 @@ impl Protocol for StageSync {
                 name: m.name(),
                 description: m.description(),
                 breaks: m.breaks().0,
+                refuted_by: format!("replicore-check {NAME} {}", config_args(&m.breaks().1)),
             })
             .collect()
+    }
+
+    fn suite(&self, tier: Tier) -> Vec<SuiteRun> {
+        let mutants = Mutant::ALL.into_iter().map(|m| {
+            let (breaks, cfg) = m.breaks();
+            (m.name(), m.description(), breaks, cfg)
+        });
+        crate::suite::runs(NAME, suite::cases(), tier, mutants, config_args, run)
     }
 }
 
@@ -152,13 +164,26 @@ pub fn main(args: &StageArgs, search: &SearchArgs) -> anyhow::Result<i32> {
         return crate::runner::serve_explorer(cfg.clone().into_model(), &cfg, addr);
     }
     if let Some(path) = &search.replay {
-        return replay(cfg, path);
+        return replay(cfg, path, search.json);
     }
-    let mut settings = crate::master_slave::settings(search)?;
+    crate::report::finish(&run(&cfg, search)?, search.json)
+}
+
+/// The report of `cfg` under `search`: the check, the ids, and the mutant's verdict.
+pub fn run(cfg: &StageConfig, search: &SearchArgs) -> anyhow::Result<Report> {
+    let mut settings = crate::runner::settings(search)?;
     // No symmetry to reduce by (its peers have distinct priorities): the report says so.
     settings.symmetry = false;
-    let report = check(&cfg, &settings, search);
-    crate::report::finish(&report, search.json)
+    let report = check(cfg, &settings, search).with_ids(props::IDS);
+    let report = match cfg.mutant {
+        Some(m) => {
+            let (breaks, refuting) = m.breaks();
+            let by = format!("replicore-check {NAME} {}", config_args(&refuting));
+            report.expect_mutant(m.name(), breaks, by)
+        }
+        None => report,
+    };
+    Ok(report)
 }
 
 /// The full check of `cfg`: the properties and, in the same pass (dfs or bfs), the liveness
@@ -216,6 +241,7 @@ pub fn check(cfg: &StageConfig, settings: &Settings, search: &SearchArgs) -> Rep
             counterexample = Some(number);
         }
         properties.push(PropertyRow {
+            id: String::new(),
             name: f.name.to_string(),
             kind,
             result,
@@ -244,6 +270,7 @@ pub fn check(cfg: &StageConfig, settings: &Settings, search: &SearchArgs) -> Rep
                 Verdict::Holds
             };
             properties.push(PropertyRow {
+            id: String::new(),
                 name: props::CONVERGENCE_REACHABLE.to_string(),
                 kind: Kind::Graph,
                 result,
@@ -267,6 +294,7 @@ pub fn check(cfg: &StageConfig, settings: &Settings, search: &SearchArgs) -> Rep
                 "simulation never exhausts the space"
             };
             properties.push(PropertyRow {
+            id: String::new(),
                 name: props::CONVERGENCE_REACHABLE.to_string(),
                 kind: Kind::Graph,
                 result: Verdict::Skipped,
@@ -322,6 +350,7 @@ pub fn check(cfg: &StageConfig, settings: &Settings, search: &SearchArgs) -> Rep
         properties,
         liveness_graph,
         counterexamples,
+        mutant: None,
         exit_code,
     }
 }
@@ -475,28 +504,10 @@ fn nodes(s: &StageState) -> Vec<NodeRow> {
 
 /// `--replay PATH`: prints the trace of a path of action indices on `cfg` exactly as given,
 /// and every property at its last state.
-fn replay(cfg: StageConfig, encoded: &str) -> anyhow::Result<i32> {
+fn replay(cfg: StageConfig, encoded: &str, json: bool) -> anyhow::Result<i32> {
     let model: StageModel = cfg.clone().into_model();
     let path = runner::replay_path(&model, encoded, &cfg)?;
     let state = path.last_state().clone();
     let cx = counterexample_of(1, "replay", &cfg, path, encoded.trim());
-    let mut out = format!("config: {cfg}\n");
-    for (i, s) in cx.steps.iter().enumerate() {
-        out.push_str(&format!("  {:>3}. {s}\n", i + 1));
-    }
-    out.push_str("  after the last step:\n");
-    for n in &cx.final_state {
-        out.push_str(&format!("    {}\n", crate::report::node_line(n)));
-    }
-    out.push_str("  at the last state:\n");
-    for p in model.properties() {
-        let value = (p.condition)(&model, &state);
-        out.push_str(&format!(
-            "    {:<6} {}\n",
-            if value { "true" } else { "false" },
-            p.name
-        ));
-    }
-    emit(&out);
-    Ok(EXIT_OK)
+    crate::report::replay(NAME, &model, cfg.to_string(), &cx, &state, json)
 }
