@@ -30,6 +30,7 @@ if [[ -n "$shard" ]]; then
     args+=(--shard "$shard" --sharding round-robin)
     out="$out-${shard/\//-of-}"
 fi
+mkdir -p "$out"
 export REPLICORE_MUTATION_SUITE=$protocol
 cargo mutants --package replicore-model --test-package replicore-checker \
     --profile release --baseline skip --timeout 600 --build-timeout 900 \
