@@ -27,6 +27,7 @@ fn config(slaves: usize, updates: &str) -> MasterSlaveConfig {
         clients: 1,
         network: NetworkKind::UnorderedDuplicating,
         lossy: false,
+        own_keys: false,
         max_crashes: 1,
         history_bound: 1,
         mutant: None,

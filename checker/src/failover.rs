@@ -5,24 +5,24 @@
 
 use crate::cli::{FailoverArgs, SearchArgs};
 
-use crate::suite::SuiteRun;
-use replicore_model::failover::suite;
-use replicore_model::suite::Tier;
 use crate::protocol::{MutantInfo, PropertyInfo, Protocol};
 use crate::report::{
     Counterexample, Counts, EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, Explored, GraphCheck, Kind,
     NodeRow, PropertyRow, Report, SCHEMA, Verdict, verdict,
 };
 use crate::runner::{self, Settings, Strategy, shortest_prefix};
+use crate::suite::SuiteRun;
 use anyhow::bail;
 use replicore_explore::{Liveness, Options, plain_fingerprint};
 use replicore_model::failover::model::{
     FailoverAction, FailoverModel, FailoverState, MemberState, props, script_text,
 };
+use replicore_model::failover::suite;
 use replicore_model::failover::{
     Answer, ClientOp, Entry, FailoverConfig, Msg, Mutant, Pending, Timer, Variant,
 };
 use replicore_model::store::KvOp;
+use replicore_model::suite::Tier;
 use stateright::actor::{ActorModelAction, Id};
 use stateright::{Expectation, Model, Path};
 
@@ -267,7 +267,7 @@ pub fn check(cfg: &FailoverConfig, settings: &Settings, search: &SearchArgs) -> 
         (Some(_), _) | (None, None) => {
             let why = skip.clone().unwrap_or_else(|| "not run".into());
             properties.push(PropertyRow {
-            id: String::new(),
+                id: String::new(),
                 name: props::PENDING_COMPLETE.to_string(),
                 kind: Kind::Graph,
                 result: Verdict::Skipped,

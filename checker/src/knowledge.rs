@@ -4,22 +4,22 @@
 
 use crate::cli::{KnowledgeArgs, SearchArgs};
 
-use crate::suite::SuiteRun;
-use replicore_model::knowledge::suite;
-use replicore_model::suite::Tier;
 use crate::protocol::{MutantInfo, PropertyInfo, Protocol};
 use crate::report::{
     Counterexample, Counts, EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, Explored, Kind, NodeRow,
     PropertyRow, Report, SCHEMA, Verdict, verdict,
 };
 use crate::runner::{self, Settings, shortest_prefix};
+use crate::suite::SuiteRun;
 use anyhow::bail;
 use replicore_model::knowledge::model::{
     KnowledgeModel, KnowledgeState, ModelChange, props, representative,
 };
+use replicore_model::knowledge::suite;
 use replicore_model::knowledge::{
     Applied, KnowledgeConfig, Mutant, ReplicaData, Scenario, SyncMsg, Timer,
 };
+use replicore_model::suite::Tier;
 use stateright::actor::{ActorModelAction, Id};
 use stateright::{Expectation, Model, Path};
 

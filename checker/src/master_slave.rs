@@ -5,27 +5,27 @@
 use crate::cli::{MasterSlaveArgs, SearchArgs};
 
 use crate::protocol::{MutantInfo, PropertyInfo, Protocol};
-use crate::suite::SuiteRun;
-use replicore_model::master_slave::model::suite;
-use replicore_model::suite::Tier;
 use crate::report::{
     Counterexample, Counts, EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, Explored, GraphCheck, Kind,
     NodeRow, PropertyRow, Report, SCHEMA, Verdict, verdict,
 };
 use crate::runner::{self, Settings, Strategy, shortest_prefix};
+use crate::suite::SuiteRun;
 use anyhow::bail;
 use replicore_explore::liveness::GraphReport;
 use replicore_explore::{Jump, Liveness, Options, plain_fingerprint};
+use replicore_model::master_slave::model::suite;
 use replicore_model::master_slave::model::{
-    Audit, BLIND_TO, MasterSlaveModel, MasterSlaveState, canonical_fingerprint, forget_dead, is_fair,
-    lose_all, lose_all_actions, props, recovery_blind_fingerprint_of_normalized, representative,
-    script_text,
+    Audit, BLIND_TO, MasterSlaveModel, MasterSlaveState, canonical_fingerprint, forget_dead,
+    is_fair, lose_all, lose_all_actions, props, recovery_blind_fingerprint_of_normalized,
+    representative, script_text,
 };
 use replicore_model::master_slave::{
     Beat, ClientMsg, Decision, MasterSlaveConfig, Mode, Msg, Mutant, NetworkKind, NodeState,
     Outcome, Saved, ServiceMsg, Timer,
 };
 use replicore_model::store::{KvDelta, KvOp, ModelKv};
+use replicore_model::suite::Tier;
 use stateright::actor::{ActorModelAction, Id};
 use stateright::{Expectation, Model, Path};
 use std::time::Duration;
@@ -681,7 +681,7 @@ fn graph_check(
         note
     };
     properties.push(PropertyRow {
-            id: String::new(),
+        id: String::new(),
         name: props::CONVERGENCE_REACHABLE.to_string(),
         kind: Kind::Graph,
         result,

@@ -267,7 +267,12 @@ impl Report {
 
     /// For a `--mutant` run: records whether it was refuted, and exits
     /// [`EXIT_SURVIVED`] when a complete check refuted nothing.
-    pub fn expect_mutant(mut self, name: &'static str, breaks: &'static str, refuted_by: String) -> Self {
+    pub fn expect_mutant(
+        mut self,
+        name: &'static str,
+        breaks: &'static str,
+        refuted_by: String,
+    ) -> Self {
         let refuted = self
             .properties
             .iter()
@@ -508,7 +513,11 @@ pub fn replay<M: stateright::Model>(
         .filter(|(_, e, v)| *e == stateright::Expectation::Always && !v)
         .map(|(n, _, _)| *n)
         .collect();
-    let code = if violated.is_empty() { EXIT_OK } else { EXIT_FAILED };
+    let code = if violated.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_FAILED
+    };
     if json {
         let doc = serde_json::json!({
             "schema": SCHEMA,

@@ -4,24 +4,24 @@
 
 use crate::cli::{SearchArgs, StageArgs};
 
-use crate::suite::SuiteRun;
-use replicore_model::stage_sync::suite;
-use replicore_model::suite::Tier;
 use crate::protocol::{MutantInfo, PropertyInfo, Protocol};
 use crate::report::{
     Counterexample, Counts, EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, Explored, GraphCheck, Kind,
     NodeRow, PropertyRow, Report, SCHEMA, Verdict, verdict,
 };
 use crate::runner::{self, Settings, Strategy, shortest_prefix};
+use crate::suite::SuiteRun;
 use anyhow::bail;
 use replicore_explore::{Liveness, Options, plain_fingerprint};
 use replicore_model::stage_sync::model::{
     StageAction, StageModel, StageState, canonical_fingerprint, converged_goal, fair, props,
 };
 use replicore_model::stage_sync::msg::Sync;
+use replicore_model::stage_sync::suite;
 use replicore_model::stage_sync::{
     Edit, Mutant, PeerState, Scenario, StageConfig, StageMsg, Timer,
 };
+use replicore_model::suite::Tier;
 use stateright::actor::{ActorModelAction, Id};
 use stateright::{Expectation, Model, Path};
 
@@ -270,7 +270,7 @@ pub fn check(cfg: &StageConfig, settings: &Settings, search: &SearchArgs) -> Rep
                 Verdict::Holds
             };
             properties.push(PropertyRow {
-            id: String::new(),
+                id: String::new(),
                 name: props::CONVERGENCE_REACHABLE.to_string(),
                 kind: Kind::Graph,
                 result,
@@ -294,7 +294,7 @@ pub fn check(cfg: &StageConfig, settings: &Settings, search: &SearchArgs) -> Rep
                 "simulation never exhausts the space"
             };
             properties.push(PropertyRow {
-            id: String::new(),
+                id: String::new(),
                 name: props::CONVERGENCE_REACHABLE.to_string(),
                 kind: Kind::Graph,
                 result: Verdict::Skipped,

@@ -194,7 +194,8 @@ fn one(run: &SuiteRun, plain: &SearchArgs, audited: &SearchArgs, unreduced: &Sea
         match (run.check)(unreduced) {
             Ok(exact) => {
                 line.unreduced_unique_states = Some(exact.counts.unique_states);
-                line.problem = problem(&exact, run.expect).or_else(|| disagreement(&report, &exact));
+                line.problem =
+                    problem(&exact, run.expect).or_else(|| disagreement(&report, &exact));
             }
             Err(e) => line.problem = Some(format!("{e:#}")),
         }
@@ -212,7 +213,12 @@ fn problem(report: &Report, expect: Expect) -> Option<String> {
             let bad: Vec<String> = report
                 .properties
                 .iter()
-                .filter(|p| matches!(p.result, Verdict::Violated | Verdict::NotReached | Verdict::Undecided))
+                .filter(|p| {
+                    matches!(
+                        p.result,
+                        Verdict::Violated | Verdict::NotReached | Verdict::Undecided
+                    )
+                })
                 .map(|p| format!("{} ({:?})", p.id, p.result))
                 .collect();
             Some(if bad.is_empty() {
@@ -226,7 +232,12 @@ fn problem(report: &Report, expect: Expect) -> Option<String> {
                 .properties
                 .iter()
                 .any(|p| p.name == name && p.result == Verdict::Violated);
-            (!refuted).then(|| format!("not refuted: \"{name}\" is not violated ({})", report.summary()))
+            (!refuted).then(|| {
+                format!(
+                    "not refuted: \"{name}\" is not violated ({})",
+                    report.summary()
+                )
+            })
         }
     }
 }
@@ -239,8 +250,12 @@ fn disagreement(reduced: &Report, exact: &Report) -> Option<String> {
         .filter(|p| p.result != Verdict::Skipped)
         .filter_map(|p| {
             let other = exact.properties.iter().find(|q| q.name == p.name)?;
-            (other.result != Verdict::Skipped && other.result != p.result)
-                .then(|| format!("{}: reduced {:?}, unreduced {:?}", p.id, p.result, other.result))
+            (other.result != Verdict::Skipped && other.result != p.result).then(|| {
+                format!(
+                    "{}: reduced {:?}, unreduced {:?}",
+                    p.id, p.result, other.result
+                )
+            })
         })
         .collect();
     (!differ.is_empty()).then(|| format!("the reductions change a verdict: {}", differ.join("; ")))
@@ -297,7 +312,10 @@ mod tests {
     fn a_correct_config_passes_exactly_and_audited() {
         let line = line_of(Expect::Pass, small(), true);
         assert!(line.ok, "{:?}", line.problem);
-        assert!(line.unreduced_unique_states.is_some_and(|n| n > line.unique_states));
+        assert!(
+            line.unreduced_unique_states
+                .is_some_and(|n| n > line.unique_states)
+        );
     }
 
     #[test]
@@ -317,6 +335,9 @@ mod tests {
         };
         let line = line_of(Expect::Pass, cfg, false);
         assert!(!line.ok);
-        assert!(line.problem.is_some_and(|p| p.contains("acknowledged-replay")), );
+        assert!(
+            line.problem
+                .is_some_and(|p| p.contains("acknowledged-replay")),
+        );
     }
 }

@@ -97,8 +97,15 @@ fn a_mutant_exits_1_with_a_counterexample_naming_the_breaking_step() {
         .find_map(|l| l.trim().strip_prefix("replay:  "))
         .expect("a replay line");
     let words: Vec<&str> = replay.split_whitespace().skip(1).collect();
+    // The trace ends in the violation, so its replay exits 1 and says so.
     let (code, again, err) = check(&words);
-    assert_eq!(code, 0, "{err}");
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        again.contains(
+            "VIOLATED at the last state: slave data is the master's committed data at its version"
+        ),
+        "{again}"
+    );
     let steps = |text: &str| -> Vec<String> {
         text.lines()
             .filter(|l| {

@@ -103,8 +103,9 @@ fn the_seed_is_refuted_with_printed_counterexamples_that_replay() {
         .to_string();
     let mut args: Vec<&str> = base[..7].to_vec();
     args.extend(["--replay", &path]);
+    // A replay that ends in the violation exits 1.
     let (code, replayed, _) = check(&args);
-    assert_eq!(code, 0, "{replayed}");
+    assert_eq!(code, 1, "{replayed}");
     assert!(
         replayed.contains(&format!("false  {}", props::ONE_APPROVER)),
         "{replayed}"

@@ -701,7 +701,10 @@ fn a_mutant_that_every_slave_agrees_with_is_refuted_end_to_end_only() {
         let (property, cfg) = m.breaks();
         assert_eq!(property, props::ACKNOWLEDGED_REPLAY);
         let checker = explore(cfg.safety_equivalent());
-        assert!(checker.discovery(props::ACKNOWLEDGED_REPLAY).is_some(), "{m:?}");
+        assert!(
+            checker.discovery(props::ACKNOWLEDGED_REPLAY).is_some(),
+            "{m:?}"
+        );
         for other in [
             props::SLAVE_DATA,
             props::NO_ABORTED_VISIBLE,
@@ -723,7 +726,9 @@ fn scripts_issue_every_operation_and_round_trip() {
     use replicore_model::store::KvOp;
     let s = try_script("1p:0=1,2p:0=2,rb:-0,1p").expect("valid");
     assert_eq!(
-        s.iter().map(|st| (st.op.clone(), st.kind)).collect::<Vec<_>>(),
+        s.iter()
+            .map(|st| (st.op.clone(), st.kind))
+            .collect::<Vec<_>>(),
         vec![
             (KvOp::Put(0, 1), UpdateKind::OnePhase),
             (KvOp::Put(0, 2), UpdateKind::TwoPhase),

@@ -427,6 +427,7 @@ impl<'t> Replay<'t> {
             clients: 1,
             network: NetworkKind::UnorderedDuplicating,
             lossy: false,
+            own_keys: false,
             max_crashes: slaves + 1,
             history_bound: meta.history,
             mutant: None,

@@ -229,7 +229,9 @@ impl<S: Store> MasterServer<S> {
                 } else {
                     members.len()
                 };
-                let step = state.user.begin_all(members.iter().take(joined).map(|m| &m.op));
+                let step = state
+                    .user
+                    .begin_all(members.iter().take(joined).map(|m| &m.op));
                 // Two-phase (claims 6, 28, 47a): reserve the version, save it, then ask every
                 // participant to prepare, and wait at most `timeout_ms` (the oldest member's)
                 // for the votes.

@@ -783,7 +783,9 @@ fn flip_blind_bits(s: &MasterSlaveState) -> MasterSlaveState {
 fn audit_blind(model: &MasterSlaveModel, s: &MasterSlaveState) -> Result<(), String> {
     let t = flip_blind_bits(s);
     if verdicts(model, &t, READS_BLIND_BITS) != verdicts(model, s, READS_BLIND_BITS) {
-        return Err("a property outside the blind list reads a bit the fingerprint leaves out".into());
+        return Err(
+            "a property outside the blind list reads a bit the fingerprint leaves out".into(),
+        );
     }
     if successor_fingerprints(model, &t) != successor_fingerprints(model, s) {
         return Err("a step reads a bit the fingerprint leaves out".into());
