@@ -151,7 +151,8 @@ fn a_faulty_run_with_restarts_conforms_and_an_altered_trace_does_not() {
     assert_eq!(report.final_version, version);
     assert!(report.converged, "{report}");
     assert!(report.deliveries > 500 && report.timeouts > 10, "{report}");
-    assert_eq!(report.properties.len(), 7);
+    // Every safety property of the model, the end-to-end replay included.
+    assert_eq!(report.properties.len(), 8);
 
     // A slave that claims to have received a Commit of another version than was sent.
     let copy = tempfile::tempdir().unwrap();
