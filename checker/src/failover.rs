@@ -77,7 +77,7 @@ impl Protocol for Failover {
                 name: m.name(),
                 description: m.description(),
                 breaks: m.breaks().0,
-                refuted_by: format!("replicore-check {NAME} {}", config_args(&m.breaks().1)),
+                refuted_by: refuted_by(&m.breaks().1),
             })
             .collect()
     }
@@ -139,6 +139,11 @@ pub fn config_args(cfg: &FailoverConfig) -> String {
     s
 }
 
+/// The command line that checks `cfg` (a mutant's refuting config, for the report and `list`).
+fn refuted_by(cfg: &FailoverConfig) -> String {
+    format!("replicore-check {NAME} {}", config_args(cfg))
+}
+
 fn config_fields(cfg: &FailoverConfig) -> serde_json::Value {
     serde_json::json!({
         "variant": cfg.variant.name(),
@@ -169,11 +174,7 @@ pub fn run(cfg: &FailoverConfig, search: &SearchArgs) -> anyhow::Result<Report> 
     settings.symmetry = false;
     let report = check(cfg, &settings, search).with_ids(props::IDS);
     let report = match cfg.mutant {
-        Some(m) => {
-            let (breaks, refuting) = m.breaks();
-            let by = format!("replicore-check {NAME} {}", config_args(&refuting));
-            report.expect_mutant(m.name(), breaks, by)
-        }
+        Some(m) => report.expect_mutant(m.name(), m.breaks().0, refuted_by(&m.breaks().1)),
         None => report,
     };
     Ok(report)

@@ -75,7 +75,7 @@ impl Protocol for KnowledgeSync {
                 name: m.name(),
                 description: m.description(),
                 breaks: m.breaks().0,
-                refuted_by: format!("replicore-check {NAME} {}", config_args(&m.breaks().1)),
+                refuted_by: refuted_by(&m.breaks().1),
             })
             .collect()
     }
@@ -155,6 +155,11 @@ pub fn config_args(cfg: &KnowledgeConfig) -> String {
     s
 }
 
+/// The command line that checks `cfg` (a mutant's refuting config, for the report and `list`).
+fn refuted_by(cfg: &KnowledgeConfig) -> String {
+    format!("replicore-check {NAME} {}", config_args(cfg))
+}
+
 fn config_fields(cfg: &KnowledgeConfig) -> serde_json::Value {
     serde_json::json!({
         "scenario": cfg.scenario.name(),
@@ -187,11 +192,7 @@ pub fn run(cfg: &KnowledgeConfig, search: &SearchArgs) -> anyhow::Result<Report>
     let settings = crate::runner::settings(search)?;
     let report = check(cfg, &settings, search.no_reduction).with_ids(props::IDS);
     let report = match cfg.mutant {
-        Some(m) => {
-            let (breaks, refuting) = m.breaks();
-            let by = format!("replicore-check {NAME} {}", config_args(&refuting));
-            report.expect_mutant(m.name(), breaks, by)
-        }
+        Some(m) => report.expect_mutant(m.name(), m.breaks().0, refuted_by(&m.breaks().1)),
         None => report,
     };
     Ok(report)

@@ -102,7 +102,7 @@ impl Protocol for MasterSlave {
                 name: m.name(),
                 description: m.description(),
                 breaks: m.breaks().0,
-                refuted_by: format!("replicore-check {NAME} {}", config_args(&m.breaks().1)),
+                refuted_by: refuted_by(&m.breaks().1),
             })
             .collect()
     }
@@ -186,6 +186,11 @@ pub fn config_args(cfg: &MasterSlaveConfig) -> String {
     s
 }
 
+/// The command line that checks `cfg` (a mutant's refuting config, for the report and `list`).
+fn refuted_by(cfg: &MasterSlaveConfig) -> String {
+    format!("replicore-check {NAME} {}", config_args(cfg))
+}
+
 fn config_fields(cfg: &MasterSlaveConfig) -> serde_json::Value {
     serde_json::json!({
         "slaves": cfg.slaves,
@@ -217,11 +222,7 @@ pub fn run(cfg: &MasterSlaveConfig, search: &SearchArgs) -> anyhow::Result<Repor
     let settings = runner::settings(search)?;
     let report = check(cfg, &settings, search)?.with_ids(&ids());
     let report = match cfg.mutant {
-        Some(m) => {
-            let (breaks, refuting) = m.breaks();
-            let by = format!("replicore-check {NAME} {}", config_args(&refuting));
-            report.expect_mutant(m.name(), breaks, by)
-        }
+        Some(m) => report.expect_mutant(m.name(), m.breaks().0, refuted_by(&m.breaks().1)),
         None => report,
     };
     Ok(report)

@@ -80,7 +80,7 @@ impl Protocol for StageSync {
                 name: m.name(),
                 description: m.description(),
                 breaks: m.breaks().0,
-                refuted_by: format!("replicore-check {NAME} {}", config_args(&m.breaks().1)),
+                refuted_by: refuted_by(&m.breaks().1),
             })
             .collect()
     }
@@ -144,6 +144,11 @@ pub fn config_args(cfg: &StageConfig) -> String {
     s
 }
 
+/// The command line that checks `cfg` (a mutant's refuting config, for the report and `list`).
+fn refuted_by(cfg: &StageConfig) -> String {
+    format!("replicore-check {NAME} {}", config_args(cfg))
+}
+
 fn config_fields(cfg: &StageConfig) -> serde_json::Value {
     serde_json::json!({
         "scenario": cfg.scenario.name(),
@@ -176,11 +181,7 @@ pub fn run(cfg: &StageConfig, search: &SearchArgs) -> anyhow::Result<Report> {
     settings.symmetry = false;
     let report = check(cfg, &settings, search).with_ids(props::IDS);
     let report = match cfg.mutant {
-        Some(m) => {
-            let (breaks, refuting) = m.breaks();
-            let by = format!("replicore-check {NAME} {}", config_args(&refuting));
-            report.expect_mutant(m.name(), breaks, by)
-        }
+        Some(m) => report.expect_mutant(m.name(), m.breaks().0, refuted_by(&m.breaks().1)),
         None => report,
     };
     Ok(report)

@@ -173,7 +173,8 @@ fn replays(from: &[ModelKv], ops: &[KvOp<u8, u8>]) -> Vec<ModelKv> {
     out
 }
 
-fn permutations(v: &mut [usize], k: usize, f: &mut impl FnMut(&[usize])) {
+/// Calls `f` with every order of `v[k..]` (`v[..k]` kept), `v` restored after.
+pub(crate) fn permutations(v: &mut [usize], k: usize, f: &mut impl FnMut(&[usize])) {
     if k == v.len() {
         f(v);
         return;

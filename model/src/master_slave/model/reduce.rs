@@ -818,7 +818,7 @@ fn exact_canonical_hash(s: &MasterSlaveState) -> u64 {
         .collect();
     let mut best = u64::MAX;
     let mut perm = slaves.clone();
-    permute(&mut perm, 0, &mut |perm| {
+    props::permutations(&mut perm, 0, &mut |perm| {
         let mut order: Vec<usize> = (0..base.actor_states.len()).collect();
         for (k, &i) in slaves.iter().enumerate() {
             order[i] = perm[k];
@@ -828,16 +828,4 @@ fn exact_canonical_hash(s: &MasterSlaveState) -> u64 {
         best = best.min(crate::fingerprint::hash_of(&t));
     });
     best
-}
-
-fn permute(v: &mut [usize], k: usize, f: &mut impl FnMut(&[usize])) {
-    if k == v.len() {
-        f(v);
-        return;
-    }
-    for i in k..v.len() {
-        v.swap(k, i);
-        permute(v, k + 1, f);
-        v.swap(k, i);
-    }
 }
