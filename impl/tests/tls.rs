@@ -116,7 +116,11 @@ impl Cluster {
         let err = out.try_clone().expect("log file");
         let data = self.path(&format!("data{id}"));
         let mut cmd = Command::new(BIN);
-        cmd.arg("--config").arg(&self.config).args(flags);
+        // --init: created on the first start, opened and checked on every restart.
+        cmd.arg("--config")
+            .arg(&self.config)
+            .arg("--init")
+            .args(flags);
         if id == MASTER_ID {
             cmd.args(["master", "--data-dir"]).arg(&data);
         } else {
@@ -295,6 +299,7 @@ async fn certificates_replicate_and_wrong_expired_or_misused_credentials_are_ref
             .arg(c.path("certs/node-1.pem"))
             .arg("--tls-key")
             .arg(c.path("certs/node-1.key"))
+            .arg("--init")
             .args([
                 "master",
                 "--listen",
@@ -399,6 +404,7 @@ async fn a_byte_flipped_in_flight_is_detected_and_the_connection_closed() {
             let dir = tempfile::tempdir().unwrap();
             let mut cfg = NodeConfig::new(CLUSTER, KEY, MASTER_ID, 0, dir.path().join("m"));
             cfg.security = security.clone();
+            cfg.init = true;
             let master = Node::<KvStore>::start(cfg).await.expect("master starts");
             master.put("k1", "v", Mode::OnePhase).await.unwrap();
             let armed = Arc::new(AtomicBool::new(false));
