@@ -361,7 +361,7 @@ impl Host<Server> for Published {
                 keys: state.data.len() as u64,
                 digest: digest_of(&state.data),
             },
-            Query::Status | Query::NextReq => Reply::Unsupported,
+            Query::Status | Query::NextReq | Query::Scan { .. } => Reply::Unsupported,
         }
     }
 

@@ -807,6 +807,37 @@ pub fn status_of<S: UserStore>(node_id: u64, view: (Version, Option<Version>, &S
     }
 }
 
+/// The bytes of rows a scan page holds at most, well under the frame limit.
+const SCAN_PAGE_BYTES: usize = 256 * 1024;
+
+/// A page of `data`'s rows after `after`: at most `limit` rows and about
+/// [`SCAN_PAGE_BYTES`] (one row at least).
+fn scan_page<S: UserStore>(version: Version, data: &S, after: Option<&[u8]>, limit: u32) -> Reply {
+    // Every row is the delta from the empty store; a scan is rare, so its cost (every row
+    // per page) buys not adding a method to the user layer's trait.
+    let mut all: Vec<(Vec<u8>, Vec<u8>)> =
+        crate::runtime::storage::Rows::diff_rows(data, &S::default())
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, v?)))
+            .filter(|(k, _)| after.is_none_or(|a| k.as_slice() > a))
+            .collect();
+    all.sort();
+    let (mut rows, mut bytes) = (Vec::new(), 0);
+    let mut rest = all.into_iter();
+    for (k, v) in rest.by_ref() {
+        bytes += k.len() + v.len();
+        rows.push((k, v));
+        if rows.len() >= limit.max(1) as usize || bytes >= SCAN_PAGE_BYTES {
+            break;
+        }
+    }
+    Reply::Rows {
+        version,
+        rows,
+        more: rest.next().is_some(),
+    }
+}
+
 /// Protocol 1 around the node loop: answers reads, status and request numbers, and
 /// publishes each committed state.
 struct Published<S: UserStore> {
@@ -832,6 +863,10 @@ where
             Query::NextReq => A::next_req(state, src).map_or(Reply::Unsupported, Reply::NextReq),
             // Protocol 2's question; a protocol-1 node has no epoch.
             Query::Role => Reply::Unsupported,
+            Query::Scan { after, limit } => {
+                let (version, _, data) = A::view(state);
+                scan_page(version, data, after.as_deref(), limit)
+            }
         }
     }
 

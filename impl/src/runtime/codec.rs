@@ -81,6 +81,15 @@ pub enum Query {
     /// A protocol-2 server's role and epoch (`replicore failover status`). Last, so the
     /// encodings of the other variants are unchanged.
     Role,
+    /// A page of a protocol-1 node's committed rows in key order: the first keys after
+    /// `after` (from the start when `None`), at most `limit` of them (`replicore dump`).
+    /// Last, so the encodings of the other variants are unchanged.
+    Scan {
+        /// The last key of the previous page.
+        after: Option<Vec<u8>>,
+        /// The most rows to return.
+        limit: u32,
+    },
 }
 
 /// The answer to a [`Query`].
@@ -113,6 +122,16 @@ pub enum Reply {
         keys: u64,
         /// SHA-256 of its data's encoding.
         digest: [u8; 32],
+    },
+    /// A page of rows (the answer to [`Query::Scan`]), read at one committed version.
+    /// Last, so the encodings of the other variants are unchanged.
+    Rows {
+        /// The committed version the page was read at.
+        version: u64,
+        /// `(key, value)` in key order.
+        rows: Vec<(Vec<u8>, Vec<u8>)>,
+        /// Whether rows after the last one remain.
+        more: bool,
     },
 }
 
