@@ -31,7 +31,7 @@ fn cluster_file(dir: &Path) -> (PathBuf, [u16; 2]) {
     std::fs::write(
         &config,
         format!(
-            "cluster_id = 9\nkey = \"disk key\"\nmaster = \"127.0.0.1:{}\"\nslaves = [\"127.0.0.1:{}\"]\nheartbeat_ms = 50\n",
+            "cluster_id = 9\nkey = \"disk key 0123456789\"\nmaster = \"127.0.0.1:{}\"\nslaves = [\"127.0.0.1:{}\"]\nheartbeat_ms = 50\n",
             ports[0], ports[1]
         ),
     )

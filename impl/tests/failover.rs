@@ -16,7 +16,7 @@ use std::process::{Child, Command};
 use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_replicore");
-const KEY: &str = "failover-key";
+const KEY: &str = "failover-key-0123456789";
 const CLUSTER: u64 = 7;
 const TEST_TIMEOUT: Duration = Duration::from_secs(60);
 

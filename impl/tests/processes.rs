@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt;
 
 const BIN: &str = env!("CARGO_BIN_EXE_replicore");
-const KEY: &str = "test-key";
+const KEY: &str = "test-key-0123456789";
 const CLUSTER: u64 = 5;
 const TEST_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -498,7 +498,7 @@ async fn a_peer_with_the_wrong_cluster_key_is_refused() {
         let out = c
             .cli(&[
                 "--key",
-                "not-the-key",
+                "not-the-key-0123456789",
                 "slave",
                 "--id",
                 "2",
@@ -512,7 +512,9 @@ async fn a_peer_with_the_wrong_cluster_key_is_refused() {
         let master_log = c.dir.path().join("node0-1.log");
         wait_for_line(&master_log, "peer node 2 failed to prove the cluster key").await;
         c.ok(&["put", "k", "v"]).await;
-        let out = c.cli(&["--key", "not-the-key", "get", "k"]).await;
+        let out = c
+            .cli(&["--key", "not-the-key-0123456789", "get", "k"])
+            .await;
         assert!(!out.status.success());
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains("wrong key"), "{stderr}");
@@ -614,11 +616,11 @@ async fn bad_arguments_and_a_busy_port_give_one_line_and_a_non_zero_exit() {
         c.start(0).await;
         let busy_dir = c.dir.path().join("busy").display().to_string();
         let cases: [&[&str]; 5] = [
-            &["put"],                                 // missing arguments
-            &["frobnicate"],                          // unknown command
-            &["master", "--data-dir", &busy_dir],     // the master's port is taken
-            &["--master", "127.0.0.1:1", "get", "k"], // nothing listens there
-            &["put", "k", "v", "--timeout", "5"],     // --timeout without --two-phase
+            &["put"],                                   // missing arguments
+            &["frobnicate"],                            // unknown command
+            &["master", "--data-dir", &busy_dir],       // the master's port is taken
+            &["--master", "127.0.0.1:1", "get", "k"],   // nothing listens there
+            &["put", "k", "v", "--round-timeout", "5"], // --round-timeout without --two-phase
         ];
         for args in cases {
             let out = c.cli(args).await;

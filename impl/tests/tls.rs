@@ -21,7 +21,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const BIN: &str = env!("CARGO_BIN_EXE_replicore");
-const KEY: &str = "tls-test-key";
+const KEY: &str = "tls-test-key-0123456789";
 const CLUSTER: u64 = 9;
 const TEST_TIMEOUT: Duration = Duration::from_secs(120);
 

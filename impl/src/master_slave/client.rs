@@ -47,6 +47,38 @@ pub enum ClientError {
     /// The update did not commit.
     #[error(transparent)]
     Update(#[from] UpdateError),
+    /// Every attempt to send the request failed: it never left this client, so it has no
+    /// effect.
+    #[error("the request was never sent to {addr}, so nothing changed: {source}")]
+    NotSent {
+        /// The node.
+        addr: String,
+        /// The last attempt's failure.
+        #[source]
+        source: Box<ClientError>,
+    },
+    /// A rollback of a request the master has not started: it never received it, or holds
+    /// it queued behind the round in progress (where a rollback cannot reach it).
+    #[error(
+        "the master has not started request {req} of this client (its next is {next_req}): never received, or still queued; nothing to roll back"
+    )]
+    NotReceived {
+        /// The request.
+        req: u64,
+        /// The next request number the master expects from this client.
+        next_req: u64,
+    },
+    /// A rollback of a request older than the client's last: the master keeps only the last
+    /// request's outcome.
+    #[error(
+        "request {req} is older than this client's last request {last}; the master keeps only the last one's outcome"
+    )]
+    Forgotten {
+        /// The request.
+        req: u64,
+        /// The client's last request.
+        last: u64,
+    },
     /// The node does not answer this query (e.g. asking a slave for request numbers).
     #[error("{addr} does not answer this query (is it the master?)")]
     Unsupported {
@@ -76,6 +108,10 @@ pub struct Client<S: UserStore = KvStore> {
     submitter: Option<Submitter<S>>,
     /// When the actor's retry timer fires.
     retry_at: Option<Instant>,
+    /// Whether a frame of the request in flight reached the connection (it may have been
+    /// received), and the last failure to send one.
+    sent: bool,
+    send_error: Option<ClientError>,
     store: PhantomData<S>,
 }
 
@@ -108,6 +144,8 @@ impl<S: UserStore> Client<S> {
             peer: MASTER_ID,
             submitter: None,
             retry_at: None,
+            sent: false,
+            send_error: None,
             store: PhantomData,
         };
         client.reconnect().await?;
@@ -188,6 +226,25 @@ impl<S: UserStore> Client<S> {
         }
     }
 
+    /// A page of this node's committed rows after `after`, at most `limit`: the version
+    /// read at, the `(key, value)` rows in key order, and whether more follow.
+    pub async fn scan(
+        &mut self,
+        after: Option<Vec<u8>>,
+        limit: u32,
+    ) -> Result<(Version, Vec<(Vec<u8>, Vec<u8>)>, bool), ClientError> {
+        match self.query(Query::Scan { after, limit }).await? {
+            Reply::Rows {
+                version,
+                rows,
+                more,
+            } => Ok((version, rows, more)),
+            _ => Err(ClientError::Unsupported {
+                addr: self.addr.clone(),
+            }),
+        }
+    }
+
     /// This node's status.
     pub async fn status(&mut self) -> Result<NodeStatus, ClientError> {
         match self.query(Query::Status).await? {
@@ -250,9 +307,13 @@ impl<S: UserStore> Client<S> {
             match c {
                 Command::Send(_, SubmitMsg::Server(msg)) => {
                     // A failed send drops the connection; the retry sends again.
-                    if let Err(e) = self.send(&Frame::Actor(&msg)).await {
-                        tracing::debug!(error = %e, "send failed; the retry reconnects");
-                        self.io = None;
+                    match self.send(&Frame::Actor(&msg)).await {
+                        Ok(()) => self.sent = true,
+                        Err(e) => {
+                            tracing::debug!(error = %e, "send failed; the retry reconnects");
+                            self.io = None;
+                            self.send_error = Some(e);
+                        }
                     }
                 }
                 Command::Send(_, SubmitMsg::Answered(answer)) => answered = Some(answer),
@@ -267,13 +328,16 @@ impl<S: UserStore> Client<S> {
     }
 
     /// Hands `input` to the client actor and runs it until it answers or `wait` has passed
-    /// (then the actor gives the request up: its outcome is unknown).
+    /// (then the actor gives the request up: its outcome is unknown, unless no frame of it
+    /// ever left this client: [`ClientError::NotSent`]).
     async fn request(
         &mut self,
         input: SubmitMsg<S>,
         wait: Duration,
     ) -> Result<ClientMsg<S>, ClientError> {
         let app = Id::from(APP);
+        self.sent = false;
+        self.send_error = None;
         if let Some(answer) = self
             .step(|a, me, st, o| a.on_msg(me, st, app, input, o))
             .await
@@ -296,6 +360,14 @@ impl<S: UserStore> Client<S> {
                 None if Instant::now() >= give_up => {
                     self.step(|a, me, st, o| a.on_msg(me, st, app, SubmitMsg::GiveUp, o))
                         .await;
+                    if !self.sent
+                        && let Some(e) = self.send_error.take()
+                    {
+                        return Err(ClientError::NotSent {
+                            addr: self.addr.clone(),
+                            source: Box::new(e),
+                        });
+                    }
                     return Err(UpdateError::NoAnswer(wait).into());
                 }
                 None => {
@@ -350,10 +422,30 @@ impl<S: UserStore> Client<S> {
     /// Asks the master to roll back this client's request `req` and waits for that request's
     /// outcome: `Err(UpdateError::RolledBack)` when it was undecided and is now aborted, or its
     /// earlier outcome when already decided.
+    ///
+    /// A request the master has not started, or one older than the client's last, is
+    /// refused at once ([`ClientError::NotReceived`], [`ClientError::Forgotten`]): the master
+    /// would not answer a rollback of either.
     pub async fn rollback(&mut self, req: u64, wait: Duration) -> Result<Version, ClientError> {
+        let next_req = match self.query(Query::NextReq).await? {
+            Reply::NextReq(r) => r,
+            _ => {
+                return Err(ClientError::Unsupported {
+                    addr: self.addr.clone(),
+                });
+            }
+        };
+        if req >= next_req {
+            return Err(ClientError::NotReceived { req, next_req });
+        }
+        if req + 1 < next_req {
+            return Err(ClientError::Forgotten {
+                req,
+                last: next_req - 1,
+            });
+        }
         if self.submitter.is_none() {
-            // A rollback takes no number: the actor's numbering is not needed yet, and asking
-            // the master for it would only delay the rollback.
+            // A rollback takes no number: the actor's numbering is not needed yet.
             let actor = SubmitClient {
                 rules: Rules {
                     master: Id::from(MASTER_ID as usize),

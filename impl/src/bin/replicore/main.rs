@@ -3,16 +3,16 @@
 //! Errors print one line on stderr and exit non-zero; logs go to stderr via `tracing`
 //! (`RUST_LOG` adjusts them).
 
+mod exit;
 mod failover;
 mod knowledge;
 mod stage_sync;
+mod values;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
 use replicore_runtime::master_slave::client::{Client, ClientError};
-use replicore_runtime::master_slave::node::{
-    MASTER_ID, Node, NodeConfig, UpdateError, answer_wait,
-};
+use replicore_runtime::master_slave::node::{MASTER_ID, Node, NodeConfig, UpdateError};
 use replicore_runtime::runtime::config::{ClusterFile, TlsFiles, TransportMode, TransportSettings};
 use replicore_runtime::runtime::handshake::HandshakeError;
 use replicore_runtime::runtime::tls::{Authority, Role, Security};
@@ -31,6 +31,9 @@ use std::time::Duration;
 struct Cli {
     #[command(flatten)]
     cluster: ClusterArgs,
+    /// Print one JSON object per line on stdout (for scripts; fields in docs/cli.md).
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -44,7 +47,13 @@ struct ClusterArgs {
     /// The cluster id.
     #[arg(long, global = true)]
     cluster_id: Option<u64>,
-    /// The cluster's pre-shared key.
+    /// The cluster's pre-shared key, read from this file (its bytes, a trailing newline
+    /// dropped). Without it: --key, then the REPLICORE_KEY environment variable, then the
+    /// cluster file's `key`.
+    #[arg(long, global = true, conflicts_with = "cluster_key")]
+    key_file: Option<PathBuf>,
+    /// The cluster's pre-shared key on the command line, where `ps` shows it to every user
+    /// of the host: prefer --key-file or REPLICORE_KEY.
     #[arg(long = "key", id = "cluster_key", global = true)]
     key: Option<String>,
     /// The master's address (host:port).
@@ -164,12 +173,17 @@ enum MasterSlaveCommand {
         #[arg(long)]
         listen: Option<String>,
     },
-    /// Set a key through the master.
+    /// Set a key through the master: the value from the command line, or from
+    /// --value-file (any bytes; `-` reads stdin).
     Put {
-        /// The key.
+        /// The key (UTF-8, not empty).
         key: String,
-        /// The value.
-        value: String,
+        /// The value (or give --value-file).
+        #[arg(required_unless_present = "value_file")]
+        value: Option<String>,
+        /// Read the value from this file, byte for byte; `-` reads stdin.
+        #[arg(long, value_name = "PATH", conflicts_with = "value")]
+        value_file: Option<PathBuf>,
         #[command(flatten)]
         update: UpdateArgs,
     },
@@ -189,16 +203,26 @@ enum MasterSlaveCommand {
         #[arg(long)]
         req: u64,
     },
-    /// Read a key on a node (the master by default).
+    /// Read a key on a node (the master by default): the value on stdout, the version it
+    /// was read at on stderr (both in one object with --json).
     Get {
         /// The key.
         key: String,
         /// The node to read on (0 is the master).
         #[arg(long, default_value_t = 0)]
         node: u64,
+        /// Write the value's bytes exactly, without a newline (for binary values).
+        #[arg(long, conflicts_with = "json")]
+        raw: bool,
     },
-    /// Every node's version and lag behind the master.
+    /// Every node's version and lag behind the master (negative when ahead).
     Status,
+    /// List every key and value of a node (the master by default), read at one version.
+    Dump {
+        /// The node to read on (0 is the master).
+        #[arg(long, default_value_t = 0)]
+        node: u64,
+    },
     /// Replay the traces in a directory through the model (trace conformance).
     CheckTrace {
         /// The directory the nodes recorded their traces in (`--trace-dir`).
@@ -211,34 +235,48 @@ struct UpdateArgs {
     /// Replicate synchronously: prepare on every slave, then commit (or abort).
     #[arg(long)]
     two_phase: bool,
-    /// The two-phase timeout, in milliseconds.
-    #[arg(long, default_value_t = 5000, requires = "two_phase")]
+    /// How long this command waits in all, in milliseconds: connecting, queueing behind
+    /// the master's other rounds, and the round itself. Past it the outcome is unknown
+    /// (exit 4), or, when nothing was sent, exit 5.
+    #[arg(long, default_value_t = 10_000)]
     timeout: u64,
+    /// Two-phase: how long the master's round waits for every slave's vote once it starts,
+    /// in milliseconds (half of --timeout by default; it must be below --timeout).
+    #[arg(long, requires = "two_phase")]
+    round_timeout: Option<u64>,
     /// The client id to submit as (random by default; give one to roll back later).
     #[arg(long)]
     client_id: Option<u64>,
 }
 
 impl UpdateArgs {
-    fn mode(&self) -> Mode {
-        if self.two_phase {
-            Mode::TwoPhase {
-                timeout_ms: self.timeout,
-            }
-        } else {
-            Mode::OnePhase
+    fn mode(&self) -> Result<Mode> {
+        if !self.two_phase {
+            return Ok(Mode::OnePhase);
         }
+        let round = self.round_timeout.unwrap_or(self.timeout / 2).max(1);
+        if round >= self.timeout {
+            return Err(exit::fail(
+                exit::USAGE,
+                format!(
+                    "--round-timeout {round} must be below --timeout {}: the client would stop waiting before the master decides",
+                    self.timeout
+                ),
+            ));
+        }
+        Ok(Mode::TwoPhase { timeout_ms: round })
     }
 
-    fn wait(&self) -> Duration {
-        answer_wait(self.mode())
+    /// When the client stops waiting.
+    fn deadline(&self) -> tokio::time::Instant {
+        tokio::time::Instant::now() + Duration::from_millis(self.timeout)
     }
 }
 
 /// The merged cluster settings.
 struct Cluster {
     cluster_id: u64,
-    key: String,
+    key: Vec<u8>,
     master: Option<String>,
     slaves: Vec<String>,
     heartbeat_ms: u64,
@@ -330,6 +368,57 @@ fn reload_on_sighup(security: &Security) -> Result<()> {
     Ok(())
 }
 
+/// The environment variable a cluster key may come from.
+const KEY_ENV: &str = "REPLICORE_KEY";
+
+/// The shortest cluster key accepted, in bytes: the handshake's proof and the derived TLS
+/// keys are only as strong as the key.
+const KEY_BYTES_MIN: usize = 16;
+
+/// The cluster key from --key-file, --key, REPLICORE_KEY or the cluster file, in that
+/// order; an empty or short key is refused.
+fn cluster_key(a: &ClusterArgs, from_file: Option<String>) -> Result<Vec<u8>> {
+    let (key, source) = if let Some(path) = &a.key_file {
+        let mut bytes = std::fs::read(path)
+            .with_context(|| format!("cannot read the key file {}", path.display()))?;
+        // A key written by `echo` ends in a newline that is not part of it.
+        while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+            bytes.pop();
+        }
+        (bytes, format!("the key file {}", path.display()))
+    } else if let Some(k) = &a.key {
+        (k.clone().into_bytes(), "--key".to_string())
+    } else if let Some(k) = std::env::var_os(KEY_ENV) {
+        (
+            std::os::unix::ffi::OsStrExt::as_bytes(k.as_os_str()).to_vec(),
+            KEY_ENV.to_string(),
+        )
+    } else if let Some(k) = from_file {
+        (k.into_bytes(), "the cluster file's key".to_string())
+    } else {
+        return Err(exit::fail(
+            exit::USAGE,
+            format!("no cluster key: give --key-file, set {KEY_ENV}, or a cluster file with a key"),
+        ));
+    };
+    if key.is_empty() {
+        return Err(exit::fail(
+            exit::USAGE,
+            format!("the cluster key from {source} is empty"),
+        ));
+    }
+    if key.len() < KEY_BYTES_MIN {
+        return Err(exit::fail(
+            exit::USAGE,
+            format!(
+                "the cluster key from {source} is {} bytes, too weak: give at least {KEY_BYTES_MIN}",
+                key.len()
+            ),
+        ));
+    }
+    Ok(key)
+}
+
 impl Cluster {
     fn from_args(a: &ClusterArgs) -> Result<Self> {
         let file = match &a.config {
@@ -351,11 +440,7 @@ impl Cluster {
                 .cluster_id
                 .or(file.cluster_id)
                 .ok_or_else(|| anyhow!("no cluster id: give --cluster-id or --config"))?,
-            key: a
-                .key
-                .clone()
-                .or(file.key)
-                .ok_or_else(|| anyhow!("no cluster key: give --key or --config"))?,
+            key: cluster_key(a, file.key)?,
             master: a.master.clone().or(file.master),
             slaves: if a.slaves.is_empty() {
                 file.slaves
@@ -405,7 +490,7 @@ impl Cluster {
     fn node_config(&self, node_id: u64, data_dir: PathBuf, listen: String) -> Result<NodeConfig> {
         let mut cfg = NodeConfig::new(
             self.cluster_id,
-            self.key.as_bytes(),
+            self.key.clone(),
             node_id,
             self.slaves.len() as u64,
             data_dir,
@@ -451,15 +536,9 @@ impl Cluster {
         }
         let addr = self.addr_of(node)?;
         let security = self.security(Role::Client)?;
-        Client::connect_secured(
-            addr,
-            self.cluster_id,
-            self.key.as_bytes(),
-            client_id,
-            security,
-        )
-        .await
-        .with_context(|| format!("cannot reach node {node} at {addr}"))
+        Client::connect_secured(addr, self.cluster_id, &self.key, client_id, security)
+            .await
+            .with_context(|| format!("cannot reach node {node} at {addr}"))
     }
 }
 
@@ -482,10 +561,8 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            let rendered = e.to_string();
-            let line = rendered.lines().next().unwrap_or("invalid arguments");
-            eprintln!("{line} (see replicore --help)");
-            return ExitCode::from(2);
+            eprintln!("{} (see replicore --help)", usage_line(&e.to_string()));
+            return ExitCode::from(exit::USAGE);
         }
     };
     // Nodes log their life; clients and the demo (whose output is its story) only warnings.
@@ -505,13 +582,38 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let json = cli.json;
     match runtime.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => ExitCode::from(exit::OK),
         Err(e) => {
-            eprintln!("error: {}", one_line(&e));
-            ExitCode::FAILURE
+            let code = exit::code_of(&e);
+            let line = one_line(&e);
+            if json && !exit::json_printed() {
+                exit::print_json(&serde_json::json!({
+                    "outcome": exit::outcome(code),
+                    "error": line,
+                }));
+            }
+            eprintln!("error: {line}");
+            ExitCode::from(code)
         }
     }
+}
+
+/// Clap's error on one line: its first line, with the arguments it lists (a missing
+/// argument is named), without the usage that follows.
+fn usage_line(rendered: &str) -> String {
+    let mut lines = rendered.lines();
+    let mut line = lines.next().unwrap_or("invalid arguments").to_string();
+    for more in lines {
+        let more = more.trim();
+        if more.is_empty() || more.starts_with("Usage:") || more.starts_with("For more") {
+            break;
+        }
+        line.push(' ');
+        line.push_str(more);
+    }
+    line
 }
 
 /// The error and its causes on one line, skipping a cause its parent already quotes.
@@ -559,12 +661,12 @@ async fn run(cli: Cli) -> Result<()> {
             )
         }
         Command::MasterSlave { command } | Command::MasterSlaveAlias(command) => {
-            master_slave(command, &cli.cluster).await
+            master_slave(command, &cli.cluster, cli.json).await
         }
         Command::KnowledgeSync { command } | Command::KnowledgeAlias(command) => {
             let cluster = if command.needs_cluster() {
                 let c = Cluster::from_args(&cli.cluster)?;
-                Some((c.cluster_id, c.key.into_bytes(), c.transport))
+                Some((c.cluster_id, c.key, c.transport))
             } else {
                 None
             };
@@ -586,15 +688,8 @@ async fn run(cli: Cli) -> Result<()> {
             let trace_dir = cli.cluster.trace_dir.clone();
             print!(
                 "{}",
-                stage_sync::run(
-                    command,
-                    c.cluster_id,
-                    c.key.into_bytes(),
-                    c.transport,
-                    c.init,
-                    trace_dir
-                )
-                .await?
+                stage_sync::run(command, c.cluster_id, c.key, c.transport, c.init, trace_dir)
+                    .await?
             );
             Ok(())
         }
@@ -611,7 +706,7 @@ async fn run(cli: Cli) -> Result<()> {
                 .collect();
             let failover = failover::FailoverCluster {
                 cluster_id: cluster.cluster_id,
-                key: cluster.key.clone().into_bytes(),
+                key: cluster.key.clone(),
                 servers,
                 heartbeat_ms: cluster.heartbeat_ms,
                 max_frame_bytes: cluster
@@ -629,7 +724,7 @@ async fn run(cli: Cli) -> Result<()> {
 }
 
 /// Runs a protocol-1 command.
-async fn master_slave(command: MasterSlaveCommand, args: &ClusterArgs) -> Result<()> {
+async fn master_slave(command: MasterSlaveCommand, args: &ClusterArgs, json: bool) -> Result<()> {
     if let MasterSlaveCommand::CheckTrace { dir } = &command {
         let report = replicore_runtime::master_slave::conformance::check_dir(dir)?;
         println!("{report}");
@@ -659,7 +754,7 @@ async fn master_slave(command: MasterSlaveCommand, args: &ClusterArgs) -> Result
             let probe = Client::<KvStore>::connect_secured(
                 &master_addr,
                 cluster.cluster_id,
-                cluster.key.as_bytes(),
+                &cluster.key,
                 Some(id),
                 cluster.security(Role::Node(id))?,
             )
@@ -676,62 +771,253 @@ async fn master_slave(command: MasterSlaveCommand, args: &ClusterArgs) -> Result
             };
             serve(cluster.node_config(id, data_dir, listen)?).await
         }
-        MasterSlaveCommand::Put { key, value, update } => {
-            let mut c = cluster.client(MASTER_ID, update.client_id).await?;
-            let r = c
-                .put(&key, value.as_bytes(), update.mode(), update.wait())
-                .await;
-            report_update(&c, r)
+        MasterSlaveCommand::Put {
+            key,
+            value,
+            value_file,
+            update,
+        } => {
+            values::check_key(&key)?;
+            let value = values::read(value, value_file.as_deref())?;
+            let op = replicore_model::store::KvOp::Put(key, value);
+            submit(&cluster, op, &update, json).await
         }
         MasterSlaveCommand::Delete { key, update } => {
-            let mut c = cluster.client(MASTER_ID, update.client_id).await?;
-            let r = c.delete(&key, update.mode(), update.wait()).await;
-            report_update(&c, r)
+            values::check_key(&key)?;
+            let op = replicore_model::store::KvOp::Delete(key);
+            submit(&cluster, op, &update, json).await
         }
         MasterSlaveCommand::Rollback { client_id, req } => {
             let mut c = cluster.client(MASTER_ID, Some(client_id)).await?;
-            match c.rollback(req, Duration::from_secs(10)).await {
-                Err(replicore_runtime::master_slave::client::ClientError::Update(
-                    UpdateError::RolledBack { version },
-                )) => {
-                    println!("rolled back: request {req} (version {version}) is aborted");
-                    Ok(())
+            let r = c.rollback(req, Duration::from_secs(10)).await;
+            let (code, version, text) = match &r {
+                Err(ClientError::Update(UpdateError::RolledBack { version })) => (
+                    exit::OK,
+                    Some(*version),
+                    format!("rolled back: request {req} (version {version}) is aborted"),
+                ),
+                Err(ClientError::Update(u @ UpdateError::NoAnswer(_))) => {
+                    (exit::UNKNOWN, None, u.to_string())
                 }
-                Ok(version) => {
-                    bail!("too late: request {req} is already committed as version {version}")
+                Err(ClientError::Update(u)) => (
+                    exit::ABORTED,
+                    None,
+                    format!("request {req} was already aborted: {u}"),
+                ),
+                Ok(version) => (
+                    exit::FAILED,
+                    Some(*version),
+                    format!("too late: request {req} is already committed as version {version}"),
+                ),
+                Err(e) => (
+                    exit::client_code(e),
+                    None,
+                    format!("rollback of request {req} failed: {e}"),
+                ),
+            };
+            if json {
+                let mut o = serde_json::json!({
+                    "command": "rollback",
+                    "outcome": match (&r, code) {
+                        (_, exit::OK) => "rolled_back",
+                        (Ok(_), _) => "committed",
+                        _ => exit::outcome(code),
+                    },
+                    "client_id": client_id,
+                    "req": req,
+                    "version": version,
+                });
+                if code != exit::OK {
+                    o["error"] = text.clone().into();
                 }
-                Err(e) => Err(e).context(format!("rollback of request {req} failed")),
+                exit::print_json(&o);
+            } else if code == exit::OK {
+                println!("{text}");
+            }
+            if code == exit::OK {
+                Ok(())
+            } else {
+                Err(exit::fail(code, text))
             }
         }
-        MasterSlaveCommand::Get { key, node } => {
+        MasterSlaveCommand::Get { key, node, raw } => {
             let mut c = cluster.client(node, None).await?;
             let (version, value) = c
                 .get(key.as_bytes())
                 .await
                 .with_context(|| format!("get from node {node} failed"))?;
+            if json {
+                let mut o = serde_json::Map::new();
+                o.insert("command".into(), "get".into());
+                o.insert("node".into(), node.into());
+                o.insert("key".into(), key.clone().into());
+                o.insert("version".into(), version.into());
+                o.insert("found".into(), value.is_some().into());
+                if let Some(v) = &value {
+                    values::json_fields(v, &mut o);
+                }
+                exit::print_json(&o.into());
+            }
             match value {
                 Some(v) => {
-                    println!("{}", String::from_utf8_lossy(&v));
+                    if !json {
+                        use std::io::Write as _;
+                        let mut out = std::io::stdout().lock();
+                        out.write_all(&v).context("cannot write the value")?;
+                        if !raw {
+                            out.write_all(b"\n").context("cannot write the value")?;
+                        }
+                        out.flush().context("cannot write the value")?;
+                        eprintln!("read at version {version} on node {node}");
+                    }
                     Ok(())
                 }
-                None => bail!("key {key:?} not found on node {node} (version {version})"),
+                None => Err(exit::fail(
+                    exit::NOT_FOUND,
+                    format!("key {key:?} not found on node {node} (version {version})"),
+                )),
             }
         }
-        MasterSlaveCommand::Status => status(&cluster).await,
+        MasterSlaveCommand::Status => status(&cluster, json).await,
+        MasterSlaveCommand::Dump { node } => dump(&cluster, node, json).await,
         MasterSlaveCommand::CheckTrace { .. } => unreachable!("handled above"),
     }
 }
 
-fn report_update(
-    c: &Client,
-    r: Result<(u64, u64), replicore_runtime::master_slave::client::ClientError>,
+/// Prints every row of `node` at one committed version: pages are re-read from the start
+/// when a commit lands between two of them.
+async fn dump(cluster: &Cluster, node: u64, json: bool) -> Result<()> {
+    const PAGE_ROWS: u32 = 1024;
+    const ATTEMPTS: u32 = 5;
+    let mut c = cluster.client(node, None).await?;
+    let context = || format!("dump of node {node} failed");
+    'attempt: for _ in 0..ATTEMPTS {
+        let mut rows = Vec::new();
+        let mut after = None;
+        let mut version = None;
+        loop {
+            let (v, page, more) = c
+                .scan(after.clone(), PAGE_ROWS)
+                .await
+                .with_context(context)?;
+            if version.is_some_and(|first| first != v) {
+                continue 'attempt;
+            }
+            version = Some(v);
+            after = page.last().map(|(k, _)| k.clone());
+            rows.extend(page);
+            if !more {
+                break;
+            }
+        }
+        let version = version.unwrap_or(0);
+        if !json {
+            println!("node {node} at version {version}: {} keys", rows.len());
+        }
+        for (k, v) in rows {
+            let key = String::from_utf8_lossy(&k).into_owned();
+            if json {
+                let mut o = serde_json::Map::new();
+                o.insert("command".into(), "dump".into());
+                o.insert("node".into(), node.into());
+                o.insert("version".into(), version.into());
+                o.insert("key".into(), key.into());
+                values::json_fields(&v, &mut o);
+                println!("{}", serde_json::Value::from(o));
+            } else {
+                println!("{key} = {}", String::from_utf8_lossy(&v));
+            }
+        }
+        return Ok(());
+    }
+    bail!("dump of node {node}: a commit landed between every pair of pages in {ATTEMPTS} attempts")
+}
+
+/// Submits `op` through the master and reports its outcome, all within `--timeout`.
+async fn submit(
+    cluster: &Cluster,
+    op: replicore_model::store::KvOp<String, Vec<u8>>,
+    update: &UpdateArgs,
+    json: bool,
 ) -> Result<()> {
-    let (req, version) = r.with_context(|| format!("update by client {} failed", c.client_id()))?;
-    println!(
-        "committed version {version} (client {} request {req})",
-        c.client_id()
-    );
-    Ok(())
+    let mode = update.mode()?;
+    let deadline = update.deadline();
+    let master = cluster.master()?.to_string();
+    let mut c = tokio::time::timeout_at(deadline, cluster.client(MASTER_ID, update.client_id))
+        .await
+        .map_err(|_| {
+            exit::fail(
+                exit::NOT_SENT,
+                format!(
+                    "cannot reach the master at {master} within --timeout {} ms; nothing was sent",
+                    update.timeout
+                ),
+            )
+        })??;
+    let client_id = c.client_id();
+    // Asking for the request number sends nothing that changes the data: a failure here
+    // means the update was never sent.
+    let req = tokio::time::timeout_at(deadline, c.next_req())
+        .await
+        .map_err(|_| {
+            exit::fail(
+                exit::NOT_SENT,
+                format!(
+                    "the master at {master} did not answer within --timeout {} ms; the update was not sent",
+                    update.timeout
+                ),
+            )
+        })?
+        .map_err(|e| {
+            anyhow::Error::new(e).context(format!(
+                "the update was not sent: the master at {master} failed before it"
+            ))
+        });
+    let r = match req {
+        Ok(req) => {
+            let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
+            c.update(op, mode, wait)
+                .await
+                .map(|(_, v)| (req, v))
+                .map_err(|e| (Some(req), anyhow::Error::new(e)))
+        }
+        Err(e) => Err((None, e)),
+    };
+    match r {
+        Ok((req, version)) => {
+            if json {
+                exit::print_json(&serde_json::json!({
+                    "command": "update",
+                    "outcome": "committed",
+                    "version": version,
+                    "client_id": client_id,
+                    "req": req,
+                }));
+            } else {
+                println!("committed version {version} (client {client_id} request {req})");
+            }
+            Ok(())
+        }
+        Err((req, e)) => {
+            let code = exit::code_of(&e);
+            let e = match req {
+                Some(req) => {
+                    e.context(format!("update by client {client_id} request {req} failed"))
+                }
+                None => e,
+            };
+            if json {
+                exit::print_json(&serde_json::json!({
+                    "command": "update",
+                    "outcome": exit::outcome(code),
+                    "client_id": client_id,
+                    "req": req,
+                    "error": one_line(&e),
+                }));
+            }
+            Err(e)
+        }
+    }
 }
 
 /// Runs one node until Ctrl-C or SIGTERM, then shuts it down gracefully.
@@ -814,12 +1100,14 @@ fn gen_certs(
     Ok(())
 }
 
-async fn status(cluster: &Cluster) -> Result<()> {
+/// Every node's version, its lag behind the master (negative when ahead), and whether it
+/// agrees with the master; exits [`exit::DEGRADED`] when a node does not answer.
+async fn status(cluster: &Cluster, json: bool) -> Result<()> {
     let mut master_version = None;
     let mut master_digest = None;
     let mut suspect = Vec::new();
+    let mut down = Vec::new();
     let nodes = std::iter::once(MASTER_ID).chain(1..=cluster.slaves.len() as u64);
-    let mut reachable = 0;
     for node in nodes {
         let addr = cluster.addr_of(node)?.to_string();
         let name = if node == MASTER_ID {
@@ -827,26 +1115,25 @@ async fn status(cluster: &Cluster) -> Result<()> {
         } else {
             format!("slave {node}")
         };
+        let role = if node == MASTER_ID { "master" } else { "slave" };
         let st = match cluster.client(node, None).await {
             Ok(mut c) => c.status().await.map_err(anyhow::Error::from),
             Err(e) => Err(e),
         };
         match st {
             Ok(s) => {
-                reachable += 1;
                 if node == MASTER_ID {
                     master_version = Some(s.version);
                     master_digest = Some(s.digest);
                 }
-                let lag = master_version.map_or("?".to_string(), |m| {
-                    (i128::from(m) - i128::from(s.version)).to_string()
-                });
+                let lag = master_version.map(|m| i128::from(m) - i128::from(s.version));
+                let lag_text = lag.map_or("?".to_string(), |l| l.to_string());
                 let prepared = s.prepared.map_or("-".to_string(), |p| p.to_string());
-                let digest: String = s.digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+                let digest = values::hex(&s.digest);
                 // Equal versions name one state (claims 9, 43): different data at an equal
                 // version is silent divergence, and a slave ahead of the master means the
                 // master lost versions. Neither is a lag that replication repairs.
-                let note = match master_version {
+                let (state, note) = match master_version {
                     Some(m)
                         if node != MASTER_ID
                             && m == s.version
@@ -856,7 +1143,10 @@ async fn status(cluster: &Cluster) -> Result<()> {
                             "{} differs from the master at version {m}",
                             name.trim_end()
                         ));
-                        "  DIVERGED: digest differs from the master's at an equal version"
+                        (
+                            "diverged",
+                            "  DIVERGED: digest differs from the master's at an equal version",
+                        )
                     }
                     Some(m) if node != MASTER_ID && s.version > m => {
                         suspect.push(format!(
@@ -864,23 +1154,75 @@ async fn status(cluster: &Cluster) -> Result<()> {
                             name.trim_end(),
                             s.version
                         ));
-                        "  AHEAD of the master: the master has lost versions"
+                        (
+                            "ahead",
+                            "  AHEAD of the master: the master has lost versions",
+                        )
                     }
-                    _ => "",
+                    None if node != MASTER_ID => ("unknown", ""),
+                    _ => ("ok", ""),
                 };
-                println!(
-                    "{name} {addr:<21} version {:>6}  lag {lag:>4}  prepared {prepared:>4}  keys {:>6}  digest {digest}{note}",
-                    s.version, s.keys
-                );
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "command": "status",
+                            "node": node,
+                            "role": role,
+                            "addr": addr,
+                            "reachable": true,
+                            "version": s.version,
+                            "lag": lag.map(|l| l as i64),
+                            "prepared": s.prepared,
+                            "keys": s.keys,
+                            "digest": digest,
+                            "state": state,
+                        })
+                    );
+                } else {
+                    println!(
+                        "{name} {addr:<21} version {:>6}  lag {lag_text:>4}  prepared {prepared:>4}  keys {:>6}  digest {}{note}",
+                        s.version,
+                        s.keys,
+                        &digest[..12]
+                    );
+                }
             }
-            Err(e) => println!("{name} {addr:<21} unreachable: {}", one_line(&e)),
+            Err(e) => {
+                down.push(name.trim_end().to_string());
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "command": "status",
+                            "node": node,
+                            "role": role,
+                            "addr": addr,
+                            "reachable": false,
+                            "error": one_line(&e),
+                        })
+                    );
+                } else {
+                    println!("{name} {addr:<21} unreachable: {}", one_line(&e));
+                }
+            }
         }
     }
-    if reachable == 0 {
-        bail!("no node of the cluster is reachable");
+    let total = cluster.slaves.len() + 1;
+    if down.len() == total {
+        return Err(exit::fail(
+            exit::NOT_SENT,
+            "no node of the cluster is reachable",
+        ));
     }
     if !suspect.is_empty() {
         bail!("the cluster is inconsistent: {}", suspect.join("; "));
+    }
+    if !down.is_empty() {
+        return Err(exit::fail(
+            exit::DEGRADED,
+            format!("not every node answered: {} down", down.join(", ")),
+        ));
     }
     Ok(())
 }

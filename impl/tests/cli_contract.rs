@@ -1,0 +1,532 @@
+//! The CLI contract of docs/cli.md, on real `replicore` processes on 127.0.0.1: each exit
+//! code, the `--json` objects, values from a file or stdin byte for byte, the cluster key
+//! from a file or the environment, and the refusals of a weak key.
+//!
+//! Every test runs under a `tokio::time::timeout`, and every command under its own.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_replicore");
+const KEY: &str = "cli-contract-key-0123456789";
+const CLUSTER: u64 = 21;
+const TEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The exit codes docs/cli.md documents.
+mod code {
+    pub const OK: i32 = 0;
+    pub const FAILED: i32 = 1;
+    pub const USAGE: i32 = 2;
+    pub const ABORTED: i32 = 3;
+    pub const UNKNOWN: i32 = 4;
+    pub const NOT_SENT: i32 = 5;
+    pub const NOT_FOUND: i32 = 6;
+    pub const DEGRADED: i32 = 7;
+}
+
+fn free_port() -> u16 {
+    // Bind port 0 and release it: the OS hands out a free port, which the node binds next.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local addr").port()
+}
+
+/// What a command did.
+struct Out {
+    code: Option<i32>,
+    stdout: Vec<u8>,
+    stderr: String,
+}
+
+impl Out {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    /// The JSON objects on stdout, one per line.
+    fn json(&self) -> Vec<serde_json::Value> {
+        self.text()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
+            .collect()
+    }
+
+    fn one(&self) -> serde_json::Value {
+        let mut all = self.json();
+        assert_eq!(all.len(), 1, "one object: {}", self.text());
+        all.remove(0)
+    }
+}
+
+/// A master and `slaves` slaves; the cluster file holds no key, so every command gives it
+/// through a key file (the way docs/cli.md shows).
+struct Cluster {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    key_file: PathBuf,
+    children: BTreeMap<u64, Child>,
+}
+
+impl Cluster {
+    fn new(slaves: usize) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ports: Vec<u16> = (0..=slaves).map(|_| free_port()).collect();
+        let slave_list: Vec<String> = ports[1..]
+            .iter()
+            .map(|p| format!("\"127.0.0.1:{p}\""))
+            .collect();
+        let config = dir.path().join("cluster.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "cluster_id = {CLUSTER}\nmaster = \"127.0.0.1:{}\"\nslaves = [{}]\nheartbeat_ms = 50\n",
+                ports[0],
+                slave_list.join(", ")
+            ),
+        )
+        .expect("write config");
+        let key_file = dir.path().join("cluster.key");
+        // With the newline `echo` writes, which is not part of the key.
+        std::fs::write(&key_file, format!("{KEY}\n")).expect("write key");
+        Cluster {
+            dir,
+            config,
+            key_file,
+            children: BTreeMap::new(),
+        }
+    }
+
+    /// Starts node `id` (0 = master) and waits until it listens.
+    async fn start(&mut self, id: u64) {
+        let log = self.dir.path().join(format!("node{id}.log"));
+        let out = std::fs::File::create(&log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        let data = self.dir.path().join(format!("data{id}"));
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--config")
+            .arg(&self.config)
+            .arg("--key-file")
+            .arg(&self.key_file)
+            .arg("--init");
+        if id == 0 {
+            cmd.args(["master", "--data-dir"]).arg(&data);
+        } else {
+            cmd.args(["slave", "--id", &id.to_string(), "--data-dir"])
+                .arg(&data);
+        }
+        let child = cmd
+            .stdout(out)
+            .stderr(err)
+            .env("RUST_LOG", "info")
+            .spawn()
+            .expect("spawn replicore");
+        self.children.insert(id, child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !std::fs::read_to_string(&log).is_ok_and(|s| s.contains("listening on")) {
+            assert!(Instant::now() < deadline, "node {id} did not start");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    fn kill(&mut self, id: u64) {
+        if let Some(mut c) = self.children.remove(&id) {
+            c.kill().expect("kill -9");
+            c.wait().expect("reap");
+        }
+    }
+
+    /// Runs `replicore --config .. --key-file .. ARGS` (no --key-file when ARGS give one).
+    async fn cli(&self, args: &[&str]) -> Out {
+        let key_file = self.key_file.clone();
+        let given = args.contains(&"--key-file");
+        self.cli_with(
+            args,
+            |cmd| {
+                if !given {
+                    cmd.arg("--key-file").arg(key_file);
+                }
+            },
+            None,
+        )
+        .await
+    }
+
+    /// Runs `replicore --config .. ARGS` with no key: `edit` gives one some other way.
+    async fn cli_with(
+        &self,
+        args: &[&str],
+        edit: impl FnOnce(&mut tokio::process::Command),
+        stdin: Option<&[u8]>,
+    ) -> Out {
+        let mut cmd = tokio::process::Command::new(BIN);
+        cmd.arg("--config").arg(&self.config);
+        cmd.env_remove("REPLICORE_KEY");
+        edit(&mut cmd);
+        cmd.args(args)
+            .env("RUST_LOG", "off")
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().expect("replicore runs");
+        if let Some(bytes) = stdin {
+            use tokio::io::AsyncWriteExt;
+            let mut pipe = child.stdin.take().expect("stdin piped");
+            pipe.write_all(bytes).await.expect("write stdin");
+            drop(pipe);
+        }
+        let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+            .await
+            .unwrap_or_else(|_| panic!("replicore {args:?} did not exit within 60 s"))
+            .expect("replicore runs");
+        let out = Out {
+            code: out.status.code(),
+            stdout: out.stdout,
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
+        assert!(!out.stderr.contains("panicked"), "{args:?}: {}", out.stderr);
+        out
+    }
+
+    /// Runs a command that must exit `code`, printing a one-line error when it fails.
+    async fn expect(&self, code: i32, args: &[&str]) -> Out {
+        let out = self.cli(args).await;
+        assert_eq!(
+            out.code,
+            Some(code),
+            "replicore {args:?}: stdout {:?} stderr {:?}",
+            out.text(),
+            out.stderr
+        );
+        if code != 0 {
+            assert_eq!(
+                out.stderr.trim_end().lines().count(),
+                1,
+                "one line: {}",
+                out.stderr
+            );
+        }
+        out
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for (_, mut c) in std::mem::take(&mut self.children) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[tokio::test]
+async fn each_outcome_of_an_update_or_a_read_has_its_exit_code_and_json_object() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let mut c = Cluster::new(1);
+        c.start(0).await;
+        c.start(1).await;
+
+        // Committed: 0, with the version, the client id and the request number.
+        let put = c
+            .expect(code::OK, &["--json", "put", "k", "v", "--client-id", "77"])
+            .await
+            .one();
+        assert_eq!(put["outcome"], "committed");
+        assert_eq!(put["client_id"], 77);
+        assert_eq!(put["req"], 0);
+        let version = put["version"].as_u64().expect("version");
+
+        // A read prints the version it read at.
+        let get = c.expect(code::OK, &["--json", "get", "k"]).await.one();
+        assert_eq!(get["found"], true);
+        assert_eq!(get["value"], "v");
+        assert_eq!(get["value_base64"], "dg==");
+        assert_eq!(get["version"].as_u64(), Some(version));
+        let plain = c.expect(code::OK, &["get", "k"]).await;
+        assert_eq!(plain.text(), "v\n");
+        assert!(
+            plain.stderr.contains(&format!("version {version}")),
+            "{}",
+            plain.stderr
+        );
+
+        // Not found: 6, the object says so.
+        let missing = c
+            .expect(code::NOT_FOUND, &["--json", "get", "absent"])
+            .await;
+        assert_eq!(missing.one()["found"], false);
+        c.expect(code::NOT_FOUND, &["get", "absent", "--node", "1"])
+            .await;
+
+        // Status: one object per node, the lag signed.
+        let status = c.expect(code::OK, &["--json", "status"]).await.json();
+        assert_eq!(status.len(), 2);
+        assert_eq!(status[0]["role"], "master");
+        assert!(status.iter().all(|s| s["reachable"] == true));
+        assert!(status.iter().all(|s| s["lag"].is_i64()));
+
+        // A dump lists every key with the version it was read at.
+        c.expect(code::OK, &["put", "k2", "v2"]).await;
+        let dump = c.expect(code::OK, &["--json", "dump"]).await.json();
+        let keys: Vec<&str> = dump.iter().filter_map(|o| o["key"].as_str()).collect();
+        assert_eq!(keys, ["k", "k2"]);
+        assert!(
+            dump.iter()
+                .all(|o| o["version"].as_u64() == Some(version + 1))
+        );
+
+        // Usage: 2, and a missing argument is named.
+        let usage = c.expect(code::USAGE, &["put"]).await;
+        assert!(usage.stderr.contains("<KEY>"), "{}", usage.stderr);
+        let usage = c.expect(code::USAGE, &["put", "", "v"]).await;
+        assert!(usage.stderr.contains("key is empty"), "{}", usage.stderr);
+        c.expect(
+            code::USAGE,
+            &[
+                "put",
+                "k",
+                "v",
+                "--two-phase",
+                "--timeout",
+                "100",
+                "--round-timeout",
+                "200",
+            ],
+        )
+        .await;
+
+        // Unreachable: 5, and the update was not sent.
+        let down = c
+            .expect(
+                code::NOT_SENT,
+                &["--json", "--master", "127.0.0.1:1", "put", "k", "x"],
+            )
+            .await;
+        assert_eq!(down.one()["outcome"], "not_sent");
+
+        // A rollback of a request the master never received: 6 at once, not after a wait.
+        let started = Instant::now();
+        let never = c
+            .expect(
+                code::NOT_FOUND,
+                &["rollback", "--client-id", "77", "--req", "5"],
+            )
+            .await;
+        assert!(never.stderr.contains("never received"), "{}", never.stderr);
+        assert!(started.elapsed() < Duration::from_secs(5));
+
+        // A slave down: a two-phase update aborts at the master's round timeout (3).
+        c.kill(1);
+        let aborted = c
+            .expect(
+                code::ABORTED,
+                &[
+                    "--json",
+                    "put",
+                    "k",
+                    "y",
+                    "--two-phase",
+                    "--timeout",
+                    "3000",
+                ],
+            )
+            .await;
+        assert_eq!(aborted.one()["outcome"], "aborted");
+
+        // And status says the cluster is degraded (7), naming the node down.
+        let status = c.expect(code::DEGRADED, &["status"]).await;
+        assert!(status.stderr.contains("slave 1"), "{}", status.stderr);
+
+        // Unknown (4): a round holds the master, and this update waits behind it longer
+        // than its --timeout, which bounds the whole wait.
+        let mut holder = tokio::process::Command::new(BIN)
+            .arg("--config")
+            .arg(&c.config)
+            .arg("--key-file")
+            .arg(&c.key_file)
+            .args([
+                "put",
+                "held",
+                "x",
+                "--two-phase",
+                "--timeout",
+                "60000",
+                "--round-timeout",
+                "30000",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn put");
+        loop {
+            let s = c.cli(&["--json", "status"]).await.json();
+            if s.first().is_some_and(|m| !m["prepared"].is_null()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let started = Instant::now();
+        let unknown = c
+            .expect(
+                code::UNKNOWN,
+                &[
+                    "--json",
+                    "put",
+                    "q",
+                    "z",
+                    "--two-phase",
+                    "--timeout",
+                    "1500",
+                ],
+            )
+            .await;
+        let waited = started.elapsed();
+        assert_eq!(unknown.one()["outcome"], "unknown");
+        assert!(
+            waited < Duration::from_millis(1500 + 1500),
+            "--timeout bounds the wait: {waited:?}"
+        );
+        let _ = holder.kill().await;
+    })
+    .await
+    .expect("test bounded");
+}
+
+#[tokio::test]
+async fn values_come_from_a_file_or_stdin_byte_for_byte() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let mut c = Cluster::new(1);
+        c.start(0).await;
+        c.start(1).await;
+        // Every byte value, a NUL and invalid UTF-8 among them.
+        let binary: Vec<u8> = (0..=255u8).chain([0, 0xff, 0xfe, b'\n']).collect();
+        let file = c.dir.path().join("value.bin");
+        std::fs::write(&file, &binary).expect("write value");
+        let file = file.to_str().expect("utf-8 path");
+        c.expect(code::OK, &["put", "bin", "--value-file", file])
+            .await;
+        for node in ["0", "1"] {
+            // The slave has it once the cluster converged.
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let raw = loop {
+                let out = c.cli(&["get", "bin", "--raw", "--node", node]).await;
+                if out.code == Some(code::OK) {
+                    break out;
+                }
+                assert!(Instant::now() < deadline, "node {node} never had the value");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            };
+            assert_eq!(raw.stdout, binary, "node {node} returns the bytes exactly");
+        }
+        let json = c.expect(code::OK, &["--json", "get", "bin"]).await.one();
+        assert!(json["value"].is_null(), "not UTF-8: no text field");
+        assert!(json["value_base64"].is_string());
+
+        // Stdin, with `--value-file -`.
+        let out = c
+            .cli_with(
+                &["put", "piped", "--value-file", "-"],
+                |cmd| {
+                    cmd.env("REPLICORE_KEY", KEY);
+                },
+                Some(&binary[..100]),
+            )
+            .await;
+        assert_eq!(out.code, Some(code::OK), "{}", out.stderr);
+        let raw = c.expect(code::OK, &["get", "piped", "--raw"]).await;
+        assert_eq!(raw.stdout, &binary[..100]);
+
+        // A value and a value file exclude each other.
+        c.expect(code::USAGE, &["put", "k", "v", "--value-file", file])
+            .await;
+    })
+    .await
+    .expect("test bounded");
+}
+
+#[tokio::test]
+async fn the_key_comes_from_a_file_or_the_environment_and_a_weak_one_is_refused() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let mut c = Cluster::new(1);
+        c.start(0).await;
+        // From the environment.
+        let out = c
+            .cli_with(
+                &["put", "k", "v"],
+                |cmd| {
+                    cmd.env("REPLICORE_KEY", KEY);
+                },
+                None,
+            )
+            .await;
+        assert_eq!(out.code, Some(code::OK), "{}", out.stderr);
+        // From the key file (the harness's default), newline dropped.
+        c.expect(code::OK, &["get", "k"]).await;
+        // A wrong key: refused by the master, nothing sent (5).
+        let out = c
+            .cli_with(
+                &["get", "k"],
+                |cmd| {
+                    cmd.env("REPLICORE_KEY", "a-wrong-but-long-key-0123");
+                },
+                None,
+            )
+            .await;
+        assert_eq!(out.code, Some(code::NOT_SENT), "{}", out.stderr);
+        assert!(out.stderr.contains("wrong key"), "{}", out.stderr);
+
+        // Empty and weak keys are refused before anything connects, in one line (2).
+        let empty = c.dir.path().join("empty.key");
+        std::fs::write(&empty, "\n").expect("write");
+        let weak = c.dir.path().join("weak.key");
+        std::fs::write(&weak, "short").expect("write");
+        for (file, says) in [(&empty, "is empty"), (&weak, "too weak")] {
+            let out = c
+                .cli(&["--key-file", file.to_str().expect("utf-8"), "get", "k"])
+                .await;
+            assert_eq!(out.code, Some(code::USAGE), "{}", out.stderr);
+            assert!(out.stderr.contains(says), "{}", out.stderr);
+            assert_eq!(out.stderr.trim_end().lines().count(), 1, "{}", out.stderr);
+        }
+        for (key, says) in [("", "is empty"), ("short", "too weak")] {
+            let out = c
+                .cli_with(
+                    &["status"],
+                    |cmd| {
+                        cmd.env("REPLICORE_KEY", key);
+                    },
+                    None,
+                )
+                .await;
+            assert_eq!(out.code, Some(code::USAGE), "{}", out.stderr);
+            assert!(out.stderr.contains(says), "{}", out.stderr);
+        }
+        // A node refuses a weak key too, before it opens its store.
+        let out = c
+            .cli(&[
+                "--key-file",
+                weak.to_str().expect("utf-8"),
+                "--init",
+                "slave",
+                "--id",
+                "1",
+                "--data-dir",
+                c.dir.path().join("weak-slave").to_str().expect("utf-8"),
+            ])
+            .await;
+        assert_eq!(out.code, Some(code::USAGE), "{}", out.stderr);
+        assert!(!c.dir.path().join("weak-slave").exists());
+        // A missing key file names the file.
+        let out = c.cli(&["--key-file", "/nonexistent/key", "get", "k"]).await;
+        assert_eq!(out.code, Some(code::FAILED), "{}", out.stderr);
+        assert!(out.stderr.contains("/nonexistent/key"), "{}", out.stderr);
+    })
+    .await
+    .expect("test bounded");
+}
