@@ -95,7 +95,7 @@ pub struct KvDelta<K: Ord + Clone, V: Clone> {
 /// preallocates as many entries as the input claims, so a frame of a few bytes claiming a
 /// huge map made the receiver allocate gigabytes and abort (found by fuzzing frame
 /// decoding); serde's `BTreeMap` allocates as entries actually arrive.
-fn ordmap_cautiously<'de, D, K, V>(deserializer: D) -> Result<OrdMap<K, V>, D::Error>
+pub(crate) fn ordmap_cautiously<'de, D, K, V>(deserializer: D) -> Result<OrdMap<K, V>, D::Error>
 where
     D: serde::Deserializer<'de>,
     K: Deserialize<'de> + Ord + Clone,
