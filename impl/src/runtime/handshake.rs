@@ -106,8 +106,9 @@ pub enum HandshakeError {
     /// The socket failed.
     #[error("i/o error during handshake: {0}")]
     Io(#[from] std::io::Error),
-    /// The peer closed the connection (it refused us, e.g. for a wrong cluster key).
-    #[error("peer closed the connection during the handshake (refused: wrong cluster id or key?)")]
+    /// The peer closed the connection before the handshake was done: it went away, or (seen
+    /// by the initiator) it refused this side.
+    #[error("peer closed the connection during the handshake")]
     Closed,
     /// The peer took too long.
     #[error("handshake timed out")]

@@ -136,6 +136,12 @@ where
                 _ = link.cancel.cancelled() => return,
                 r = accept(stream, &link.identity) => match r {
                     Ok(x) => x,
+                    // A peer that leaves mid-handshake (a client process that exits) was not
+                    // refused: nothing to warn about.
+                    Err(HandshakeError::Closed) => {
+                        tracing::debug!(peer_addr = %addr, "peer left during the handshake");
+                        return;
+                    }
                     Err(e) => {
                         tracing::warn!(peer_addr = %addr, error = %e, "refused peer: handshake failed");
                         return;
@@ -260,6 +266,18 @@ where
                 // A peer that closes without TLS's close_notify (a client process that
                 // exits) closes like a TCP peer: no warning.
                 Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return,
+                // A peer that died (a reset, not a frame we refused) is not a bad frame.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::ConnectionReset
+                            | std::io::ErrorKind::ConnectionAborted
+                            | std::io::ErrorKind::BrokenPipe
+                    ) =>
+                {
+                    tracing::debug!(%peer, peer_addr = %addr, error = %e, "peer closed the connection");
+                    return;
+                }
                 Err(e) => {
                     tracing::warn!(%peer, peer_addr = %addr, error = %e, "closing connection: bad frame");
                     return;
