@@ -530,3 +530,249 @@ async fn the_key_comes_from_a_file_or_the_environment_and_a_weak_one_is_refused(
     .await
     .expect("test bounded");
 }
+
+#[tokio::test]
+async fn a_second_node_with_a_running_nodes_id_is_refused() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let mut c = Cluster::new(1);
+        c.start(0).await;
+        c.start(1).await;
+        for (role, dir) in [
+            (&["slave", "--id", "1"][..], "twin1"),
+            (&["master"][..], "twin0"),
+        ] {
+            let data = c.dir.path().join(dir);
+            let mut args = vec!["--init"];
+            args.extend_from_slice(role);
+            args.extend_from_slice(&["--listen", "127.0.0.1:0", "--data-dir"]);
+            args.push(data.to_str().expect("utf-8"));
+            let out = c.expect(code::FAILED, &args).await;
+            assert!(out.stderr.contains("already runs"), "{}", out.stderr);
+            assert!(!data.exists(), "a refused node creates nothing");
+        }
+        // The cluster serves on.
+        c.expect(code::OK, &["put", "k", "v"]).await;
+    })
+    .await
+    .expect("test bounded");
+}
+
+#[tokio::test]
+async fn failover_commands_share_the_exit_codes_json_and_value_files() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let mut c = Cluster::new(1);
+        let mut servers = Vec::new();
+        for id in 0..2 {
+            let log = c.dir.path().join(format!("failover{id}.log"));
+            let out = std::fs::File::create(&log).expect("log");
+            let err = out.try_clone().expect("log");
+            let child = Command::new(BIN)
+                .arg("--config")
+                .arg(&c.config)
+                .arg("--key-file")
+                .arg(&c.key_file)
+                .args([
+                    "--init",
+                    "failover",
+                    "serve",
+                    "--id",
+                    &id.to_string(),
+                    "--data-dir",
+                ])
+                .arg(c.dir.path().join(format!("fdata{id}")))
+                .stdout(out)
+                .stderr(err)
+                .spawn()
+                .expect("spawn server");
+            c.children.insert(10 + id, child);
+            servers.push(log);
+        }
+        for log in &servers {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !std::fs::read_to_string(log).is_ok_and(|s| s.contains("listening on")) {
+                assert!(Instant::now() < deadline, "failover server did not start");
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        }
+        let binary: Vec<u8> = (0..=255u8).rev().collect();
+        let file = c.dir.path().join("f.bin");
+        std::fs::write(&file, &binary).expect("write");
+        let put = c
+            .expect(
+                code::OK,
+                &[
+                    "--json",
+                    "failover",
+                    "put",
+                    "b",
+                    "--value-file",
+                    file.to_str().expect("utf-8"),
+                ],
+            )
+            .await
+            .one();
+        assert_eq!(put["outcome"], "committed");
+        let raw = c.expect(code::OK, &["failover", "get", "b", "--raw"]).await;
+        assert_eq!(raw.stdout, binary);
+        let get = c
+            .expect(code::OK, &["--json", "failover", "get", "b"])
+            .await
+            .one();
+        assert_eq!(get["version"], put["version"]);
+        let absent = c
+            .expect(code::NOT_FOUND, &["--json", "failover", "get", "nope"])
+            .await;
+        assert_eq!(absent.one()["found"], false);
+        let status = c
+            .expect(code::OK, &["--json", "failover", "status"])
+            .await
+            .json();
+        assert_eq!(status.len(), 2);
+        assert!(
+            status
+                .iter()
+                .all(|s| s["reachable"] == true && s["epoch"].is_u64())
+        );
+        // The backup down: status is degraded (7) and names it.
+        if let Some(mut b) = c.children.remove(&11) {
+            b.kill().expect("kill");
+            b.wait().expect("reap");
+        }
+        let out = c.expect(code::DEGRADED, &["failover", "status"]).await;
+        assert!(out.stderr.contains("server 1"), "{}", out.stderr);
+    })
+    .await
+    .expect("test bounded");
+}
+
+#[tokio::test]
+async fn knowledge_and_stage_sync_commands_print_json_and_refuse_binary_text_values() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let c = Cluster::new(0);
+        let replica = c.dir.path().join("r1");
+        let replica = replica.to_str().expect("utf-8");
+        let text = c.dir.path().join("text.txt");
+        std::fs::write(&text, "hello\nworld").expect("write");
+        let binary = c.dir.path().join("bin");
+        std::fs::write(&binary, [0xff, 0xfe, 0]).expect("write");
+        let base = [
+            "--init",
+            "knowledge-sync",
+            "replica-put",
+            "--data-dir",
+            replica,
+            "--replica",
+            "1",
+        ];
+        let mut args = base.to_vec();
+        args.extend_from_slice(&["--json", "k", "--value-file", text.to_str().expect("utf-8")]);
+        let put = c.expect(code::OK, &args).await.one();
+        assert_eq!(put["value"], "hello\nworld");
+        assert_eq!(put["change"], "r1#1");
+        let mut args = base.to_vec();
+        args.extend_from_slice(&["k2", "--value-file", binary.to_str().expect("utf-8")]);
+        let refused = c.expect(code::USAGE, &args).await;
+        assert!(refused.stderr.contains("not UTF-8"), "{}", refused.stderr);
+        let show = c
+            .expect(
+                code::OK,
+                &[
+                    "--json",
+                    "knowledge-sync",
+                    "replica-show",
+                    "--data-dir",
+                    replica,
+                    "--replica",
+                    "1",
+                ],
+            )
+            .await
+            .json();
+        assert_eq!(show[0]["key"], "k");
+        assert_eq!(show.last().expect("knowledge")["kind"], "knowledge");
+        // A sync with nobody listening: nothing exchanged (5).
+        c.expect(
+            code::NOT_SENT,
+            &[
+                "knowledge-sync",
+                "sync",
+                "--data-dir",
+                replica,
+                "--replica",
+                "1",
+                "--peer",
+                "127.0.0.1:1",
+            ],
+        )
+        .await;
+
+        // Stage sync: a group of two peers, an insert from stdin, the document as JSON.
+        let peers: Vec<String> = (0..2)
+            .map(|_| format!("127.0.0.1:{}", free_port()))
+            .collect();
+        let mut children = Vec::new();
+        for id in 0..2 {
+            let mut cmd = Command::new(BIN);
+            cmd.arg("--config")
+                .arg(&c.config)
+                .arg("--key-file")
+                .arg(&c.key_file)
+                .args(["--init", "stage-sync", "peer", "--id", &id.to_string()]);
+            for p in &peers {
+                cmd.args(["--peer", p]);
+            }
+            let child = cmd
+                .arg("--data-dir")
+                .arg(c.dir.path().join(format!("p{id}")))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn peer");
+            children.push(child);
+        }
+        let peer = peers[0].clone();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let insert = loop {
+            let out = c
+                .cli_with(
+                    &[
+                        "--json",
+                        "stage-sync",
+                        "insert",
+                        "--connect",
+                        &peer,
+                        "0",
+                        "--value-file",
+                        "-",
+                    ],
+                    |cmd| {
+                        cmd.env("REPLICORE_KEY", KEY);
+                    },
+                    Some(b"from stdin"),
+                )
+                .await;
+            if out.code == Some(code::OK) {
+                break out;
+            }
+            assert_eq!(out.code, Some(code::NOT_SENT), "{}", out.stderr);
+            assert!(Instant::now() < deadline, "the peer did not start");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(insert.one()["outcome"], "executed");
+        let show = c
+            .expect(
+                code::OK,
+                &["--json", "stage-sync", "show", "--connect", &peer],
+            )
+            .await
+            .json();
+        assert_eq!(show[0]["kind"], "stages");
+        assert_eq!(show[1]["value"], "from stdin");
+        for mut child in children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    })
+    .await
+    .expect("test bounded");
+}

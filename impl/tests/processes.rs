@@ -615,10 +615,21 @@ async fn bad_arguments_and_a_busy_port_give_one_line_and_a_non_zero_exit() {
         let mut c = Cluster::new(1);
         c.start(0).await;
         let busy_dir = c.dir.path().join("busy").display().to_string();
-        let cases: [&[&str]; 5] = [
+        let master_addr = format!("127.0.0.1:{}", c.ports[0]);
+        let busy: &[&str] = &[
+            "slave",
+            "--id",
+            "1",
+            "--listen",
+            &master_addr,
+            "--data-dir",
+            &busy_dir,
+        ];
+        let cases: [&[&str]; 6] = [
             &["put"],                                   // missing arguments
             &["frobnicate"],                            // unknown command
-            &["master", "--data-dir", &busy_dir],       // the master's port is taken
+            busy,                                       // the port is taken
+            &["master", "--data-dir", &busy_dir],       // a master already runs
             &["--master", "127.0.0.1:1", "get", "k"],   // nothing listens there
             &["put", "k", "v", "--round-timeout", "5"], // --round-timeout without --two-phase
         ];
@@ -629,8 +640,10 @@ async fn bad_arguments_and_a_busy_port_give_one_line_and_a_non_zero_exit() {
             assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
             assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
         }
-        let busy = c.cli(&["master", "--data-dir", &busy_dir]).await;
+        let busy = c.cli(busy).await;
         assert!(String::from_utf8_lossy(&busy.stderr).contains("Address already in use"));
+        let twin = c.cli(&["master", "--data-dir", &busy_dir]).await;
+        assert!(String::from_utf8_lossy(&twin.stderr).contains("already runs"));
     })
     .await
     .expect("test bounded");

@@ -2,6 +2,7 @@
 //! `docs/cli.md` documents them for scripts.
 
 use replicore_runtime::failover::FailoverClientError;
+use replicore_runtime::knowledge::net::SyncError;
 use replicore_runtime::master_slave::client::ClientError;
 use replicore_runtime::master_slave::node::UpdateError;
 use replicore_runtime::stage_sync::StageError;
@@ -99,6 +100,16 @@ pub fn code_of(e: &anyhow::Error) -> u8 {
                 FailoverClientError::Codec(_) => FAILED,
             };
         }
+        if let Some(s) = cause.downcast_ref::<SyncError>() {
+            return sync_code(s);
+        }
+        if let Some(k) = cause.downcast_ref::<crate::knowledge::KnowledgeCliError>() {
+            return match k {
+                crate::knowledge::KnowledgeCliError::NoCluster => USAGE,
+                crate::knowledge::KnowledgeCliError::Sync(s) => sync_code(s),
+                _ => FAILED,
+            };
+        }
         if let Some(StageError::Transport(_)) = cause.downcast_ref::<StageError>() {
             return NOT_SENT;
         }
@@ -110,6 +121,15 @@ pub fn code_of(e: &anyhow::Error) -> u8 {
         }
     }
     FAILED
+}
+
+/// The exit code of a knowledge sync's failure: nothing was exchanged when it could not
+/// connect.
+fn sync_code(s: &SyncError) -> u8 {
+    match s {
+        SyncError::Transport(_) => NOT_SENT,
+        _ => FAILED,
+    }
 }
 
 /// The exit code of a protocol-1 client's failure.

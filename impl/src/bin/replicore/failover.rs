@@ -26,31 +26,40 @@ pub enum FailoverCommand {
         #[arg(long)]
         listen: Option<String>,
     },
-    /// Set a key through the approver (the master, or the backup once it took over).
+    /// Set a key through the approver (the master, or the backup once it took over): the
+    /// value from the command line, or from --value-file (any bytes; `-` reads stdin).
     Put {
-        /// The key.
+        /// The key (not empty).
         key: String,
-        /// The value.
-        value: String,
-        /// Give up after this many milliseconds.
-        #[arg(long, default_value_t = 10_000)]
+        /// The value (or give --value-file).
+        #[arg(required_unless_present = "value_file")]
+        value: Option<String>,
+        /// Read the value from this file, byte for byte; `-` reads stdin.
+        #[arg(long, value_name = "PATH", conflicts_with = "value")]
+        value_file: Option<PathBuf>,
+        /// Give up after this many milliseconds, in all (the client's whole wait).
+        #[arg(long, alias = "timeout", default_value_t = 10_000)]
         within_ms: u64,
     },
     /// Remove a key through the approver.
     Delete {
         /// The key.
         key: String,
-        /// Give up after this many milliseconds.
-        #[arg(long, default_value_t = 10_000)]
+        /// Give up after this many milliseconds, in all.
+        #[arg(long, alias = "timeout", default_value_t = 10_000)]
         within_ms: u64,
     },
-    /// Read a key at the approver (linearizable).
+    /// Read a key at the approver (linearizable): the value on stdout, the version on
+    /// stderr (both in one object with --json).
     Get {
         /// The key.
         key: String,
-        /// Give up after this many milliseconds.
-        #[arg(long, default_value_t = 10_000)]
+        /// Give up after this many milliseconds, in all.
+        #[arg(long, alias = "timeout", default_value_t = 10_000)]
         within_ms: u64,
+        /// Write the value's bytes exactly, without a newline (for binary values).
+        #[arg(long)]
+        raw: bool,
     },
     /// Every server's role, epoch, version and data digest.
     Status,
@@ -124,8 +133,8 @@ impl FailoverCluster {
     }
 }
 
-/// Runs a failover command; the text to print.
-pub async fn run(cmd: FailoverCommand, cluster: FailoverCluster) -> Result<String> {
+/// Runs a failover command; the text to print (one JSON object per line with `json`).
+pub async fn run(cmd: FailoverCommand, cluster: FailoverCluster, json: bool) -> Result<String> {
     match cmd {
         FailoverCommand::CheckTrace { dir } => Ok(format!(
             "{}\n",
@@ -190,47 +199,72 @@ pub async fn run(cmd: FailoverCommand, cluster: FailoverCluster) -> Result<Strin
         FailoverCommand::Put {
             key,
             value,
+            value_file,
             within_ms,
         } => {
-            let version = cluster
+            crate::values::check_key(&key)?;
+            let value = crate::values::read(value, value_file.as_deref())?;
+            let r = cluster
                 .client()?
-                .put(&key, value.as_bytes(), Duration::from_millis(within_ms))
-                .await
-                .context("put failed")?;
-            Ok(format!("written: version {version}\n"))
+                .put(&key, &value, Duration::from_millis(within_ms))
+                .await;
+            written(json, "put", &key, r, "written")
         }
         FailoverCommand::Delete { key, within_ms } => {
-            let version = cluster
+            crate::values::check_key(&key)?;
+            let r = cluster
                 .client()?
                 .delete(&key, Duration::from_millis(within_ms))
-                .await
-                .context("delete failed")?;
-            Ok(format!("deleted: version {version}\n"))
+                .await;
+            written(json, "delete", &key, r, "deleted")
         }
-        FailoverCommand::Get { key, within_ms } => {
+        FailoverCommand::Get {
+            key,
+            within_ms,
+            raw,
+        } => {
             let (value, version) = cluster
                 .client()?
                 .get(&key, Duration::from_millis(within_ms))
                 .await
                 .context("get failed")?;
-            Ok(match value {
-                Some(v) => format!("{} (version {version})\n", String::from_utf8_lossy(&v)),
-                None => format!("(absent) (version {version})\n"),
-            })
+            if json {
+                let mut o = serde_json::Map::new();
+                o.insert("command".into(), "failover-get".into());
+                o.insert("key".into(), key.clone().into());
+                o.insert("version".into(), version.into());
+                o.insert("found".into(), value.is_some().into());
+                if let Some(v) = &value {
+                    crate::values::json_fields(v, &mut o);
+                }
+                crate::exit::print_json(&o.into());
+            }
+            let Some(v) = value else {
+                return Err(crate::exit::fail(
+                    crate::exit::NOT_FOUND,
+                    format!("key {key:?} not found at the approver (version {version})"),
+                ));
+            };
+            if !json {
+                use std::io::Write as _;
+                let mut out = std::io::stdout().lock();
+                out.write_all(&v).context("cannot write the value")?;
+                if !raw {
+                    out.write_all(b"\n").context("cannot write the value")?;
+                }
+                out.flush().context("cannot write the value")?;
+                eprintln!("read at version {version}");
+            }
+            Ok(String::new())
         }
         FailoverCommand::Status => {
             let mut out = String::new();
-            let mut reachable = 0;
+            let mut down = Vec::new();
             let security = cluster.client_security()?;
             for (i, addr) in cluster.servers.iter().enumerate() {
-                let line = match role_of_secured(
-                    addr,
-                    cluster.cluster_id,
-                    &cluster.key,
-                    security.clone(),
-                )
-                .await
-                {
+                let r =
+                    role_of_secured(addr, cluster.cluster_id, &cluster.key, security.clone()).await;
+                let (line, object) = match r {
                     Ok(Reply::Role {
                         role,
                         epoch,
@@ -239,25 +273,93 @@ pub async fn run(cmd: FailoverCommand, cluster: FailoverCluster) -> Result<Strin
                         digest,
                         ..
                     }) => {
-                        reachable += 1;
-                        let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
-                        format!(
-                            "server {i}  {addr}  role {role}  epoch {epoch}  version {version}  keys {keys}  digest {hex}"
+                        let hex = crate::values::hex(&digest);
+                        (
+                            format!(
+                                "server {i}  {addr}  role {role}  epoch {epoch}  version {version}  keys {keys}  digest {}",
+                                &hex[..16]
+                            ),
+                            serde_json::json!({
+                                "command": "failover-status", "node": i, "addr": addr,
+                                "reachable": true, "role": role, "epoch": epoch,
+                                "version": version, "keys": keys, "digest": hex,
+                            }),
                         )
                     }
-                    Ok(_) => format!("server {i}  {addr}  not a failover server"),
-                    Err(e) => format!("server {i}  {addr}  unreachable: {e}"),
+                    Ok(_) => {
+                        down.push(i);
+                        (
+                            format!("server {i}  {addr}  not a failover server"),
+                            serde_json::json!({
+                                "command": "failover-status", "node": i, "addr": addr,
+                                "reachable": false, "error": "not a failover server",
+                            }),
+                        )
+                    }
+                    Err(e) => {
+                        down.push(i);
+                        (
+                            format!("server {i}  {addr}  unreachable: {e}"),
+                            serde_json::json!({
+                                "command": "failover-status", "node": i, "addr": addr,
+                                "reachable": false, "error": e.to_string(),
+                            }),
+                        )
+                    }
                 };
-                out.push_str(&line);
+                out.push_str(&if json { object.to_string() } else { line });
                 out.push('\n');
             }
-            if reachable == 0 {
-                bail!(
-                    "no failover server is reachable ({})",
-                    cluster.servers.join(", ")
-                );
+            if down.len() == cluster.servers.len() {
+                print!("{out}");
+                return Err(crate::exit::fail(
+                    crate::exit::NOT_SENT,
+                    format!(
+                        "no failover server is reachable ({})",
+                        cluster.servers.join(", ")
+                    ),
+                ));
+            }
+            if !down.is_empty() {
+                print!("{out}");
+                let names: Vec<String> = down.iter().map(|i| format!("server {i}")).collect();
+                return Err(crate::exit::fail(
+                    crate::exit::DEGRADED,
+                    format!("not every server answered: {} down", names.join(", ")),
+                ));
             }
             Ok(out)
+        }
+    }
+}
+
+/// Reports a put's or a delete's outcome: the version written, or the failure.
+fn written(
+    json: bool,
+    command: &str,
+    key: &str,
+    r: Result<u64, replicore_runtime::failover::FailoverClientError>,
+    done: &str,
+) -> Result<String> {
+    match r {
+        Ok(version) if json => Ok(format!(
+            "{}\n",
+            serde_json::json!({
+                "command": format!("failover-{command}"), "outcome": "committed",
+                "key": key, "version": version,
+            })
+        )),
+        Ok(version) => Ok(format!("{done}: version {version}\n")),
+        Err(e) => {
+            let e = anyhow::Error::new(e).context(format!("{command} failed"));
+            if json {
+                let code = crate::exit::code_of(&e);
+                crate::exit::print_json(&serde_json::json!({
+                    "command": format!("failover-{command}"), "outcome": crate::exit::outcome(code),
+                    "key": key, "error": crate::one_line(&e),
+                }));
+            }
+            Err(e)
         }
     }
 }

@@ -22,10 +22,15 @@ pub enum KnowledgeCommand {
         /// The replica's id (unique in the sync community).
         #[arg(long)]
         replica: ReplicaId,
-        /// The key.
+        /// The key (not empty).
         key: String,
-        /// The value.
-        value: String,
+        /// The value (or give --value-file).
+        #[arg(required_unless_present = "value_file")]
+        value: Option<String>,
+        /// Read the value from this file (UTF-8 text: this protocol's values are strings);
+        /// `-` reads stdin.
+        #[arg(long, value_name = "PATH", conflicts_with = "value")]
+        value_file: Option<PathBuf>,
     },
     /// Knowledge sync: delete KEY on a local replica (a tombstone).
     ReplicaDelete {
@@ -126,7 +131,9 @@ pub enum KnowledgeCliError {
     #[error(transparent)]
     Sync(#[from] SyncError),
     /// A network command without the cluster's id and key.
-    #[error("no cluster id or key: give --cluster-id and --key, or --config")]
+    #[error(
+        "no cluster id or key: give --cluster-id and --key-file (or REPLICORE_KEY), or --config"
+    )]
     NoCluster,
     /// The traces do not conform.
     #[error(transparent)]
@@ -170,14 +177,15 @@ async fn open(
     LocalReplica::open_traced(dir, id, ConflictPolicy::default(), init, trace_dir).await
 }
 
-/// Runs one command and returns what to print. `cluster` is the cluster's id and key, for
-/// the commands that talk to other replicas.
+/// Runs one command and returns what to print (one JSON object per line with `json`).
+/// `cluster` is the cluster's id and key, for the commands that talk to other replicas.
 pub async fn run(
     cmd: KnowledgeCommand,
     cluster: Option<(u64, Vec<u8>, TransportSettings)>,
     init: bool,
     trace_dir: Option<PathBuf>,
-) -> Result<String, KnowledgeCliError> {
+    json: bool,
+) -> anyhow::Result<String> {
     match cmd {
         KnowledgeCommand::CheckTrace { dir } => Ok(format!(
             "{}\n",
@@ -221,38 +229,82 @@ pub async fn run(
                     .await?;
             let rep =
                 net::sync_with_secured(&mut r, &peer, cluster_id, &key, security, two_way).await?;
-            Ok(format!(
-                "synced with {peer}: {} change(s) received, {} sent\n",
-                rep.received, rep.sent
-            ))
+            Ok(if json {
+                line(serde_json::json!({
+                    "command": "sync", "replica": replica, "peer": peer,
+                    "received": rep.received, "sent": rep.sent, "learned": rep.learned,
+                }))
+            } else {
+                format!(
+                    "synced with {peer}: {} change(s) received, {} sent\n",
+                    rep.received, rep.sent
+                )
+            })
         }
         KnowledgeCommand::ReplicaPut {
             data_dir,
             replica,
             key,
             value,
+            value_file,
         } => {
+            crate::values::check_key(&key)?;
+            let value = crate::values::read_text(value, value_file.as_deref())?;
             let id = open(&data_dir, replica, init, trace_dir.as_deref())
                 .await?
                 .write(&key, Some(&value))
                 .await?;
-            Ok(format!("{key} = {value} ({id})\n"))
+            Ok(if json {
+                line(serde_json::json!({
+                    "command": "replica-put", "replica": replica, "key": key,
+                    "value": value, "change": id.to_string(),
+                }))
+            } else {
+                format!("{key} = {value} ({id})\n")
+            })
         }
         KnowledgeCommand::ReplicaDelete {
             data_dir,
             replica,
             key,
         } => {
+            crate::values::check_key(&key)?;
             let id = open(&data_dir, replica, init, trace_dir.as_deref())
                 .await?
                 .write(&key, None)
                 .await?;
-            Ok(format!("{key} deleted ({id})\n"))
+            Ok(if json {
+                line(serde_json::json!({
+                    "command": "replica-delete", "replica": replica, "key": key,
+                    "change": id.to_string(),
+                }))
+            } else {
+                format!("{key} deleted ({id})\n")
+            })
         }
         KnowledgeCommand::ReplicaShow { data_dir, replica } => {
             let r = open(&data_dir, replica, init, trace_dir.as_deref()).await?;
             let d = r.data();
             let mut out = String::new();
+            if json {
+                for (k, c) in &d.items {
+                    out.push_str(&line(serde_json::json!({
+                        "command": "replica-show", "kind": "item", "key": k,
+                        "value": c.value, "deleted": c.value.is_none(), "change": c.id.to_string(),
+                    })));
+                }
+                for c in &d.conflicts {
+                    out.push_str(&line(serde_json::json!({
+                        "command": "replica-show", "kind": "conflict", "key": c.key,
+                        "value": c.value, "deleted": c.value.is_none(), "change": c.id.to_string(),
+                    })));
+                }
+                out.push_str(&line(serde_json::json!({
+                    "command": "replica-show", "kind": "knowledge",
+                    "knowledge": d.knowledge.to_string(), "forgotten": d.forgotten.to_string(),
+                })));
+                return Ok(out);
+            }
             for (k, c) in &d.items {
                 let _ = match &c.value {
                     Some(v) => writeln!(out, "{k} = {v} ({})", c.id),
@@ -278,11 +330,18 @@ pub async fn run(
                 .await?
                 .export_bundle(&out, full)
                 .await?;
-            Ok(format!(
-                "wrote {} change(s) of replica {replica} to {}\n",
-                b.messages.len().saturating_sub(1),
-                out.display()
-            ))
+            let changes = b.messages.len().saturating_sub(1);
+            Ok(if json {
+                line(serde_json::json!({
+                    "command": "export-bundle", "replica": replica, "changes": changes,
+                    "file": out.display().to_string(), "full": full,
+                }))
+            } else {
+                format!(
+                    "wrote {changes} change(s) of replica {replica} to {}\n",
+                    out.display()
+                )
+            })
         }
         KnowledgeCommand::ImportBundle {
             data_dir,
@@ -294,6 +353,13 @@ pub async fn run(
                 LocalReplica::open_traced(&data_dir, replica, policy, init, trace_dir.as_deref())
                     .await?;
             let rep = r.import_bundle(&file).await?;
+            if json {
+                return Ok(line(serde_json::json!({
+                    "command": "import-bundle", "replica": replica, "changes": rep.changes,
+                    "applied": rep.applied, "obsolete": rep.obsolete,
+                    "conflicts": rep.conflicts, "learned": rep.learned,
+                })));
+            }
             Ok(format!(
                 "{} change(s): {} applied, {} obsolete, {} conflict(s); knowledge {}\n",
                 rep.changes,
@@ -308,4 +374,9 @@ pub async fn run(
             ))
         }
     }
+}
+
+/// One JSON object as a line.
+fn line(value: serde_json::Value) -> String {
+    format!("{value}\n")
 }

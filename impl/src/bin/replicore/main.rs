@@ -673,7 +673,7 @@ async fn run(cli: Cli) -> Result<()> {
             let trace_dir = cli.cluster.trace_dir.clone();
             print!(
                 "{}",
-                knowledge::run(command, cluster, cli.cluster.init, trace_dir).await?
+                knowledge::run(command, cluster, cli.cluster.init, trace_dir, cli.json).await?
             );
             Ok(())
         }
@@ -688,8 +688,16 @@ async fn run(cli: Cli) -> Result<()> {
             let trace_dir = cli.cluster.trace_dir.clone();
             print!(
                 "{}",
-                stage_sync::run(command, c.cluster_id, c.key, c.transport, c.init, trace_dir)
-                    .await?
+                stage_sync::run(
+                    command,
+                    c.cluster_id,
+                    c.key,
+                    c.transport,
+                    c.init,
+                    trace_dir,
+                    cli.json
+                )
+                .await?
             );
             Ok(())
         }
@@ -717,7 +725,7 @@ async fn run(cli: Cli) -> Result<()> {
                 transport: cluster.transport.clone(),
                 init: cluster.init,
             };
-            print!("{}", failover::run(command, failover).await?);
+            print!("{}", failover::run(command, failover, cli.json).await?);
             Ok(())
         }
     }
@@ -733,6 +741,7 @@ async fn master_slave(command: MasterSlaveCommand, args: &ClusterArgs, json: boo
     let cluster = Cluster::from_args(args)?;
     match command {
         MasterSlaveCommand::Master { data_dir, listen } => {
+            refuse_duplicate(&cluster, MASTER_ID).await?;
             let listen = match listen {
                 Some(l) => l,
                 None => cluster.master()?.to_string(),
@@ -765,6 +774,7 @@ async fn master_slave(command: MasterSlaveCommand, args: &ClusterArgs, json: boo
                 bail!("the master at {master_addr} refused this node: {source}");
             }
             drop(probe);
+            refuse_duplicate(&cluster, id).await?;
             let listen = match listen {
                 Some(l) => l,
                 None => cluster.addr_of(id)?.to_string(),
@@ -1018,6 +1028,40 @@ async fn submit(
             Err(e)
         }
     }
+}
+
+/// Refuses to start node `id` while a node answering as `id` runs at its configured
+/// address: two processes with one node id would both take its role (two slaves with one
+/// id share one place in the master's state and corrupt each other's replication).
+///
+/// This asks the configured address, so it catches a second process started from the same
+/// cluster file (with its own `--listen` or data directory). A node started with another
+/// `--listen` and never at its configured address is not seen.
+async fn refuse_duplicate(cluster: &Cluster, id: u64) -> Result<()> {
+    const PROBE: Duration = Duration::from_secs(3);
+    let Ok(addr) = cluster.addr_of(id) else {
+        return Ok(());
+    };
+    let name = if id == MASTER_ID {
+        "the master".to_string()
+    } else {
+        format!("slave {id}")
+    };
+    let probe = async {
+        let mut c = cluster.client(id, None).await.ok()?;
+        c.status().await.ok()
+    };
+    if let Ok(Some(s)) = tokio::time::timeout(PROBE, probe).await
+        && s.node_id == id
+    {
+        return Err(exit::fail(
+            exit::FAILED,
+            format!(
+                "{name} already runs at {addr} (it answered as node {id}); refusing to start a second node with id {id}"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Runs one node until Ctrl-C or SIGTERM, then shuts it down gracefully.

@@ -34,8 +34,13 @@ pub enum StageCommand {
         connect: String,
         /// The position (past the end: at the end).
         at: u32,
-        /// The value.
-        value: String,
+        /// The value (or give --value-file).
+        #[arg(required_unless_present = "value_file")]
+        value: Option<String>,
+        /// Read the value from this file (UTF-8 text: this protocol's values are strings);
+        /// `-` reads stdin.
+        #[arg(long, value_name = "PATH", conflicts_with = "value")]
+        value_file: Option<PathBuf>,
     },
     /// Remove the value at position AT of the document, through the peer at `--connect`.
     Remove {
@@ -81,7 +86,42 @@ pub fn view_text(v: &View) -> String {
     s
 }
 
-/// Runs a stage-sync command with the group's cluster id and key; returns what to print.
+/// A view as JSON lines: the stages, then one object per item.
+fn view_json(v: &View) -> String {
+    let mut s = format!(
+        "{}\n",
+        serde_json::json!({
+            "command": "show", "kind": "stages", "stage": v.stage, "stable": v.stable,
+            "held": v.held, "items": v.items.len(),
+        })
+    );
+    for (i, item) in v.items.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            "{}",
+            serde_json::json!({"command": "show", "kind": "item", "at": i, "value": item})
+        );
+    }
+    s
+}
+
+/// What an edit prints.
+fn edited(json: bool, command: &str, id: impl std::fmt::Display, stage: u32) -> String {
+    if json {
+        format!(
+            "{}\n",
+            serde_json::json!({
+                "command": command, "outcome": "executed", "operation": id.to_string(),
+                "stage": stage,
+            })
+        )
+    } else {
+        format!("operation {id} executed at stage {stage}\n")
+    }
+}
+
+/// Runs a stage-sync command with the group's cluster id and key; returns what to print
+/// (one JSON object per line with `json`).
 pub async fn run(
     cmd: StageCommand,
     cluster_id: u64,
@@ -89,6 +129,7 @@ pub async fn run(
     transport: TransportSettings,
     init: bool,
     trace_dir: Option<PathBuf>,
+    json: bool,
 ) -> anyhow::Result<String> {
     let connect = |addr: String| {
         let key = key.clone();
@@ -147,18 +188,27 @@ pub async fn run(
             connect: addr,
             at,
             value,
+            value_file,
         } => {
+            let value = crate::values::read_text(value, value_file.as_deref())?;
             let (id, stage) = connect(addr)
                 .await?
                 .edit(Edit::Insert { at, value })
                 .await?;
-            Ok(format!("operation {id} executed at stage {stage}\n"))
+            Ok(edited(json, "insert", id, stage))
         }
         StageCommand::Remove { connect: addr, at } => {
             let (id, stage) = connect(addr).await?.edit(Edit::Remove { at }).await?;
-            Ok(format!("operation {id} executed at stage {stage}\n"))
+            Ok(edited(json, "remove", id, stage))
         }
-        StageCommand::Show { connect: addr } => Ok(view_text(&connect(addr).await?.show().await?)),
+        StageCommand::Show { connect: addr } => {
+            let view = connect(addr).await?.show().await?;
+            Ok(if json {
+                view_json(&view)
+            } else {
+                view_text(&view)
+            })
+        }
         StageCommand::CheckTrace { dir } => Ok(format!(
             "{}\n",
             stage_sync::check_trace(&dir).map_err(|e| StageError::Closed(e.to_string()))?

@@ -26,6 +26,20 @@ pub fn read(value: Option<String>, file: Option<&Path>) -> Result<Vec<u8>> {
     }
 }
 
+/// [`read`], for a protocol whose values are text: bytes that are not UTF-8 are refused.
+pub fn read_text(value: Option<String>, file: Option<&Path>) -> Result<String> {
+    let bytes = read(value, file)?;
+    String::from_utf8(bytes).map_err(|e| {
+        crate::exit::fail(
+            crate::exit::USAGE,
+            format!(
+                "the value is not UTF-8 (byte {}): this protocol's values are text",
+                e.utf8_error().valid_up_to()
+            ),
+        )
+    })
+}
+
 /// Refuses an empty key, which no protocol's user can name again.
 pub fn check_key(key: &str) -> Result<()> {
     if key.is_empty() {
