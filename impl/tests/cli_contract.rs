@@ -776,3 +776,51 @@ async fn knowledge_and_stage_sync_commands_print_json_and_refuse_binary_text_val
     .await
     .expect("test bounded");
 }
+
+#[tokio::test]
+async fn a_peer_that_dies_mid_handshake_is_not_logged_as_refused() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let mut c = Cluster::new(1);
+        c.start(0).await;
+        let config = std::fs::read_to_string(&c.config).expect("config");
+        let master = config
+            .lines()
+            .find_map(|l| l.strip_prefix("master = "))
+            .expect("master address")
+            .trim_matches('"')
+            .to_string();
+        for _ in 0..3 {
+            let s = tokio::net::TcpStream::connect(&master)
+                .await
+                .expect("connect");
+            // A zero linger resets the connection at once (it never blocks the drop): a
+            // client process that died mid-handshake.
+            #[allow(deprecated)]
+            s.set_linger(Some(Duration::ZERO)).expect("linger");
+            drop(s);
+        }
+        // A real refusal after them is still a warning; once it is logged, so would they be.
+        let out = c
+            .cli_with(
+                &["get", "k"],
+                |cmd| {
+                    cmd.env("REPLICORE_KEY", "a-wrong-but-long-key-0123");
+                },
+                None,
+            )
+            .await;
+        assert_eq!(out.code, Some(code::NOT_SENT), "{}", out.stderr);
+        let log = c.dir.path().join("node0.log");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !std::fs::read_to_string(&log).is_ok_and(|s| s.contains("refused peer")) {
+            assert!(Instant::now() < deadline, "the refusal was not logged");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let text = std::fs::read_to_string(&log).expect("log");
+        assert_eq!(text.matches("refused peer").count(), 1, "{text}");
+        assert!(!text.contains("reset by peer"), "{text}");
+        assert!(!text.contains("bad frame"), "{text}");
+    })
+    .await
+    .expect("test bounded");
+}

@@ -142,6 +142,10 @@ where
                         tracing::debug!(peer_addr = %addr, "peer left during the handshake");
                         return;
                     }
+                    Err(HandshakeError::Io(e)) if peer_gone(&e) => {
+                        tracing::debug!(peer_addr = %addr, error = %e, "peer left during the handshake");
+                        return;
+                    }
                     Err(e) => {
                         tracing::warn!(peer_addr = %addr, error = %e, "refused peer: handshake failed");
                         return;
@@ -152,6 +156,18 @@ where
             serve(io, Id::from(peer as usize), link, addr).await;
         });
     }
+}
+
+/// Whether `e` says the peer went away (it reset or closed the connection), rather than
+/// that it sent something this side refused.
+fn peer_gone(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::BrokenPipe
+            | std::io::ErrorKind::UnexpectedEof
+    )
 }
 
 /// Opens an accepted connection: TLS, the key proof, the peer's credential for its id, all
@@ -267,14 +283,7 @@ where
                 // exits) closes like a TCP peer: no warning.
                 Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return,
                 // A peer that died (a reset, not a frame we refused) is not a bad frame.
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::ConnectionReset
-                            | std::io::ErrorKind::ConnectionAborted
-                            | std::io::ErrorKind::BrokenPipe
-                    ) =>
-                {
+                Err(e) if peer_gone(&e) => {
                     tracing::debug!(%peer, peer_addr = %addr, error = %e, "peer closed the connection");
                     return;
                 }
