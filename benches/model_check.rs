@@ -30,6 +30,7 @@ fn config(slaves: usize, updates: &str) -> MasterSlaveConfig {
         own_keys: false,
         max_crashes: 1,
         history_bound: 1,
+        disk_faults: 0,
         mutant: None,
     }
 }

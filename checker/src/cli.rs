@@ -118,6 +118,10 @@ pub struct MasterSlaveArgs {
     /// How many committed steps the master remembers for deltas [default: 1].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(0..=16))]
     pub history: Option<u8>,
+    /// How many storage faults a run may have: a slave that is down loses its saved state or
+    /// finds it damaged; needs --crashes 1 or more [default: 0].
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u8).range(0..=4))]
+    pub disk_faults: Option<u8>,
     /// Check a deliberately broken variant (see `replicore-check list`).
     #[arg(long, value_name = "NAME", value_parser = parse_mutant)]
     pub mutant: Option<Mutant>,

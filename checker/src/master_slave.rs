@@ -16,9 +16,9 @@ use replicore_explore::liveness::GraphReport;
 use replicore_explore::{Jump, Liveness, Options, plain_fingerprint};
 use replicore_model::master_slave::model::suite;
 use replicore_model::master_slave::model::{
-    Audit, BLIND_TO, MasterSlaveModel, MasterSlaveState, canonical_fingerprint, forget_dead,
-    is_fair, lose_all, lose_all_actions, props, recovery_blind_fingerprint_of_normalized,
-    representative, script_text,
+    Audit, BLIND_TO, MasterSlaveModel, MasterSlaveState, StorageFault, canonical_fingerprint,
+    forget_dead, is_fair, lose_all, lose_all_actions, props,
+    recovery_blind_fingerprint_of_normalized, representative, script_text,
 };
 use replicore_model::master_slave::{
     Beat, ClientMsg, Decision, MasterSlaveConfig, Mode, Msg, Mutant, NetworkKind, NodeState,
@@ -150,8 +150,17 @@ pub fn config(args: &MasterSlaveArgs) -> anyhow::Result<MasterSlaveConfig> {
     if let Some(h) = args.history {
         cfg.history_bound = usize::from(h);
     }
+    if let Some(k) = args.disk_faults {
+        cfg.disk_faults = usize::from(k);
+    }
     cfg.own_keys = args.own_keys;
     cfg.mutant = args.mutant;
+    if cfg.disk_faults > 0 && cfg.max_crashes == 0 {
+        bail!(
+            "--disk-faults {} needs --crashes 1 or more: a disk fails while its server is down",
+            cfg.disk_faults
+        );
+    }
     if cfg.max_crashes > cfg.slaves + 1 {
         bail!(
             "--crashes {} is more than the {} servers (1 master + {} slaves)",
@@ -180,6 +189,9 @@ pub fn config_args(cfg: &MasterSlaveConfig) -> String {
     if cfg.own_keys {
         s.push_str(" --own-keys");
     }
+    if cfg.disk_faults > 0 {
+        s.push_str(&format!(" --disk-faults {}", cfg.disk_faults));
+    }
     if let Some(m) = cfg.mutant {
         s.push_str(&format!(" --mutant {}", m.name()));
     }
@@ -201,6 +213,7 @@ fn config_fields(cfg: &MasterSlaveConfig) -> serde_json::Value {
         "lossy": cfg.lossy,
         "crashes": cfg.max_crashes,
         "history": cfg.history_bound,
+        "disk_faults": cfg.disk_faults,
         "mutant": cfg.mutant.map(Mutant::name),
     })
 }
@@ -593,6 +606,8 @@ fn graph_skip(
         Some("a simulation does not exhaust the space".to_string())
     } else if !main_complete {
         Some("the main run was partial".to_string())
+    } else if cfg.disk_faults > 0 {
+        Some("liveness is not claimed under storage faults: a slave created again empty waits for the master's next heartbeat (docs/reliability.md)".to_string())
     } else {
         cfg.mutant
             .filter(|m| !liveness_mutant(*m))
@@ -812,6 +827,14 @@ fn step_text(
                 None => "nothing saved".into(),
             };
             (format!("{} restarts with {saved}", node(*id)), Some(*id))
+        }
+        ActorModelAction::SelectRandom { actor, .. }
+            if let Some((_, fault)) = StorageFault::of(action) =>
+        {
+            (
+                format!("{}: {} while down", node(*actor), fault.name()),
+                None,
+            )
         }
         ActorModelAction::SelectRandom { actor, key, random } => (
             format!("{} picks {random:?} for {key}", node(*actor)),

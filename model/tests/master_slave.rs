@@ -808,3 +808,117 @@ fn every_mutant_has_a_test_above() {
         assert_eq!(Mutant::from_name(m.name()), Some(m));
     }
 }
+
+#[test]
+fn mutant_serve_damaged_copy_is_refuted() {
+    assert_refuted(Mutant::ServeDamagedCopy);
+}
+
+#[test]
+fn mutant_accept_backward_snapshot_is_refuted() {
+    assert_refuted(Mutant::AcceptBackwardSnapshot);
+}
+
+/// Storage faults (issue 18): a slave's store lost or damaged while it is down, twice in a
+/// run, keeps every safety property, and the faults are taken.
+#[test]
+fn storage_faults_keep_every_safety_property() {
+    let cfg = MasterSlaveConfig {
+        slaves: 1,
+        script: script("1p,2p"),
+        disk_faults: 2,
+        ..Default::default()
+    }
+    .safety_equivalent();
+    let checker = explore(cfg.clone());
+    assert!(checker.is_done());
+    assert_holds(&checker);
+    let model = cfg.into_model();
+    let run = explore_one_pass(&model);
+    assert_eq!(run.cut, None);
+    for (p, found) in model.properties().iter().zip(&run.discoveries) {
+        if p.expectation == Expectation::Always {
+            assert!(found.is_none(), "violated: {}", p.name);
+        }
+    }
+    // Pinned, like the default's count: a change to the faults or the reductions moves it.
+    assert_eq!(run.unique, 112_379);
+}
+
+/// A fault hits only a crashed slave, changes its saved state, and the config bounds how
+/// many a run has.
+#[test]
+fn storage_faults_hit_crashed_slaves_within_the_bound() {
+    use replicore_model::master_slave::model::StorageFault;
+    use stateright::actor::{ActorModelAction, Id};
+    let model = MasterSlaveConfig {
+        slaves: 1,
+        script: script("1p"),
+        disk_faults: 1,
+        ..Default::default()
+    }
+    .into_model();
+    let init = model.init_states().remove(0);
+    let faults = |s: &MasterSlaveState| {
+        let mut actions = Vec::new();
+        model.actions(s, &mut actions);
+        actions
+            .into_iter()
+            .filter_map(|a| StorageFault::of(&a))
+            .collect::<Vec<_>>()
+    };
+    assert!(faults(&init).is_empty(), "no fault while every slave runs");
+    let slave = Id::from(1);
+    let crashed = model
+        .next_state(&init, ActorModelAction::Crash(slave))
+        .expect("a crash");
+    // Nothing saved yet: only losing the (empty) store is a change, and it is none either.
+    assert!(faults(&crashed).is_empty(), "{:?}", faults(&crashed));
+    let master = Id::from(0);
+    let client = Id::from(2);
+    let update = model
+        .next_state(
+            &init,
+            ActorModelAction::Deliver {
+                src: client,
+                dst: master,
+                msg: init.network.iter_deliverable().next().unwrap().msg.clone(),
+            },
+        )
+        .expect("the update");
+    let announce = update
+        .network
+        .iter_deliverable()
+        .find(|e| e.dst == slave)
+        .expect("an announcement")
+        .msg
+        .clone();
+    let applied = model
+        .next_state(
+            &update,
+            ActorModelAction::Deliver {
+                src: master,
+                dst: slave,
+                msg: announce,
+            },
+        )
+        .expect("applied");
+    let down = model
+        .next_state(&applied, ActorModelAction::Crash(slave))
+        .expect("a crash");
+    assert_eq!(
+        faults(&down),
+        vec![(slave, StorageFault::Lost), (slave, StorageFault::Damaged)]
+    );
+    let damaged = model
+        .next_state(&down, StorageFault::Damaged.action(slave))
+        .expect("the fault");
+    assert_eq!(damaged.history.storage_faults, 1);
+    assert!(faults(&damaged).is_empty(), "the bound is one fault");
+    // The slave discards the flagged copy: it restarts empty and asks for everything.
+    let back = model
+        .next_state(&damaged, ActorModelAction::Recover(slave))
+        .expect("a restart");
+    assert!(props::slave_data(&back) && props::monotonic(&back));
+    assert!(!back.history.faulted.contains(&slave));
+}

@@ -430,6 +430,7 @@ impl<'t> Replay<'t> {
             own_keys: false,
             max_crashes: slaves + 1,
             history_bound: meta.history,
+            disk_faults: 0,
             mutant: None,
         };
         let model = cfg.into_model();

@@ -41,10 +41,12 @@ pub enum Saved<S: Store> {
 }
 
 impl<S: Store> Saved<S> {
-    /// The committed version this saved state restores.
+    /// The committed version this saved state restores: none (0) when it was found lost or
+    /// damaged ([`SlaveStorage::lost`]), whatever version it still names.
     pub fn version(&self) -> u64 {
         match self {
             Saved::Master(m) => m.user.version,
+            Saved::Slave(s) if s.lost => 0,
             Saved::Slave(s) => s.user.version,
         }
     }
@@ -102,11 +104,17 @@ pub enum Mutant {
     /// Group commit applies only the first member's change, yet tells every member it
     /// committed.
     GroupLosesMember,
+    /// A slave whose saved copy was found damaged resumes from it as if it were intact,
+    /// instead of discarding it and rejoining empty.
+    ServeDamagedCopy,
+    /// A slave takes a snapshot that is not newer than its copy (any snapshot whose version
+    /// differs from its own), so a late one moves it backwards.
+    AcceptBackwardSnapshot,
 }
 
 impl Mutant {
     /// Every mutant.
-    pub const ALL: [Mutant; 11] = [
+    pub const ALL: [Mutant; 13] = [
         Mutant::ApplyWithoutPriorCheck,
         Mutant::CommitOnMajority,
         Mutant::VoteWithoutSaving,
@@ -118,6 +126,8 @@ impl Mutant {
         Mutant::HeartbeatOnce,
         Mutant::AckWithoutApplying,
         Mutant::GroupLosesMember,
+        Mutant::ServeDamagedCopy,
+        Mutant::AcceptBackwardSnapshot,
     ];
 
     /// The command-line name.
@@ -134,6 +144,8 @@ impl Mutant {
             Mutant::HeartbeatOnce => "heartbeat-once",
             Mutant::AckWithoutApplying => "ack-without-applying",
             Mutant::GroupLosesMember => "group-loses-member",
+            Mutant::ServeDamagedCopy => "serve-damaged-copy",
+            Mutant::AcceptBackwardSnapshot => "accept-backward-snapshot",
         }
     }
 
@@ -157,6 +169,12 @@ impl Mutant {
                 "the master acknowledges and announces a one-phase update it never applied"
             }
             Mutant::GroupLosesMember => "group commit drops every member's change but the first",
+            Mutant::ServeDamagedCopy => {
+                "a slave resumes from a saved copy found damaged as if it were intact"
+            }
+            Mutant::AcceptBackwardSnapshot => {
+                "a slave takes a snapshot older than its copy and moves backwards"
+            }
         }
     }
 
@@ -253,6 +271,25 @@ impl Mutant {
                     clients: 3,
                     own_keys: true,
                     max_crashes: 0,
+                    ..base
+                },
+            ),
+            // Storage faults (issue 18): a slave's store damaged while it is down.
+            Mutant::ServeDamagedCopy => (
+                props::SLAVE_DATA,
+                MasterSlaveConfig {
+                    slaves: 1,
+                    script: model::script("1p"),
+                    disk_faults: 1,
+                    ..base
+                },
+            ),
+            Mutant::AcceptBackwardSnapshot => (
+                props::MONOTONIC,
+                MasterSlaveConfig {
+                    slaves: 1,
+                    script: model::script("1p,1p"),
+                    disk_faults: 1,
                     ..base
                 },
             ),

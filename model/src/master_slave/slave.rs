@@ -161,6 +161,15 @@ impl<S: Store> SlaveServer<S> {
                 }
                 // Otherwise stale: this copy moved since it asked.
             }
+            ServiceMsg::Snapshot { to, data, .. }
+                if self.is(Mutant::AcceptBackwardSnapshot) && to != version =>
+            {
+                let state = state.to_mut();
+                state.user.data = data;
+                state.user.version = to;
+                state.user.prepared = None;
+                self.after_catch_up(state, o);
+            }
             ServiceMsg::Snapshot { from, to, data } => {
                 if version == from && to > version {
                     let state = state.to_mut();
@@ -268,7 +277,9 @@ impl<S: Store> Actor for SlaveServer<S> {
     fn on_start(&self, _id: Id, storage: &Option<Self::Storage>, o: &mut Out<Self>) -> Self::State {
         // Claims 30, 42: resume from the copy cached on local disk; heartbeats do the rest.
         let (user, recovered) = match storage {
-            Some(Saved::Slave(saved)) if !saved.lost => (saved.user.clone(), true),
+            Some(Saved::Slave(saved)) if !saved.lost || self.is(Mutant::ServeDamagedCopy) => {
+                (saved.user.clone(), true)
+            }
             Some(Saved::Slave(_)) => {
                 // The copy on disk was lost or damaged: it is discarded, never served. The
                 // slave rejoins empty, at version 0, saves that, and asks the master for
@@ -429,6 +440,46 @@ mod tests {
         );
         assert_eq!(after, state);
         assert!(cmds.is_empty());
+    }
+
+    #[test]
+    fn a_copy_found_damaged_is_discarded_and_the_slave_asks_for_everything() {
+        let s = slave();
+        let (committed, _) = step(
+            &s,
+            SlaveState::default(),
+            ServiceMsg::Announce {
+                prior: 0,
+                new: 1,
+                delta: Some(delta(0, 7)),
+            },
+        );
+        let damaged = Saved::Slave(SlaveStorage {
+            user: SlaveUser {
+                data: ModelKv::default(),
+                ..committed.user
+            },
+            lost: true,
+        });
+        let mut out = Out::new();
+        let state = s.on_start(Id::from(1), &Some(damaged), &mut out);
+        assert_eq!(state, SlaveState::default());
+        let cmds: Vec<String> = out.iter().map(|c| format!("{c:?}")).collect();
+        assert_eq!(
+            cmds,
+            vec![
+                format!(
+                    "{:?}",
+                    stateright::actor::Command::<Msg<ModelKv>, Timer, (), Saved<ModelKv>>::Save(
+                        Saved::Slave(SlaveStorage {
+                            user: SlaveUser::default(),
+                            lost: false,
+                        })
+                    )
+                ),
+                "Send(Id(0), Service(DeltaRequest { from: 0 }))".to_string(),
+            ]
+        );
     }
 
     #[test]

@@ -175,6 +175,10 @@ pub struct MasterSlaveConfig {
     pub max_crashes: usize,
     /// How many committed steps the master remembers for deltas.
     pub history_bound: usize,
+    /// How many storage faults a run may have: a slave that is down may lose its saved
+    /// state or find it damaged ([`super::StorageFault`]), at most this many times in all.
+    /// 0 (the default) keeps every disk intact.
+    pub disk_faults: usize,
     /// A deliberate bug.
     pub mutant: Option<Mutant>,
 }
@@ -194,6 +198,7 @@ impl Default for MasterSlaveConfig {
             own_keys: false,
             max_crashes: 1,
             history_bound: 1,
+            disk_faults: 0,
             mutant: None,
         }
     }
@@ -203,7 +208,7 @@ impl fmt::Display for MasterSlaveConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "master-slave: slaves={} script={}{}{} network={}{} crashes={} history={} mutant={}",
+            "master-slave: slaves={} script={}{}{} network={}{} crashes={}{} history={} mutant={}",
             self.slaves,
             script_text(&self.script),
             if self.clients == 1 {
@@ -215,6 +220,11 @@ impl fmt::Display for MasterSlaveConfig {
             if self.lossy { "lossy," } else { "" },
             self.network.name(),
             self.max_crashes,
+            if self.disk_faults == 0 {
+                String::new()
+            } else {
+                format!(" disk-faults={}", self.disk_faults)
+            },
             self.history_bound,
             self.mutant.map_or("none", Mutant::name),
         )
@@ -301,7 +311,9 @@ impl MasterSlaveConfig {
         let master = self.master_id();
         let slaves = self.slave_ids();
         let tick = Duration::from_millis(10)..Duration::from_millis(20);
-        let mut model = ActorModel::new(self.clone(), Ghost::default())
+        let mut ghost = Ghost::default();
+        ghost.storage_faults_max = self.disk_faults;
+        let system = ActorModel::new(self.clone(), ghost)
             .actor(Node::Master(MasterServer {
                 slaves: slaves.clone(),
                 history_bound: self.history_bound,
@@ -347,6 +359,7 @@ impl MasterSlaveConfig {
                     && (cfg.network == NetworkKind::UnorderedDuplicating
                         || state.network.len() <= cfg.in_flight_bound())
             });
+        let mut model = MasterSlaveModel::new(system);
 
         use props::*;
         model = model

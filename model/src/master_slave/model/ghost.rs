@@ -59,6 +59,24 @@ pub struct GhostHistory<S: Store> {
     pub delta_applied: bool,
     /// A slave applied a Snapshot reply.
     pub snapshot_applied: bool,
+    /// How many storage faults happened so far ([`super::StorageFault`], bounded by
+    /// [`MasterSlaveConfig::disk_faults`]).
+    pub storage_faults: usize,
+    /// The most storage faults a run may have ([`MasterSlaveConfig::disk_faults`]), kept
+    /// here so the reductions can tell whether one may still come.
+    pub storage_faults_max: usize,
+    /// The crashed servers whose saved state was lost or damaged since they went down; a
+    /// recovery takes a server out. [`super::props::monotonic`] does not judge them: their
+    /// version goes back by the fault, not by the protocol.
+    pub faulted: BTreeSet<Id>,
+    /// The (slave, version) votes whose prepared delta a storage fault destroyed: the
+    /// promise is void, and [`super::props::durable_votes`] does not judge it. The master
+    /// still holds the update, so a slave that lost it fetches it.
+    pub voided: BTreeSet<(Id, Version)>,
+    /// A running server's committed version went back in one of its steps (recorded by
+    /// [`super::MasterSlaveModel`], which sees every step; read by
+    /// [`super::props::monotonic`]).
+    pub went_back: bool,
 }
 
 impl<S: Store> Rewrite<Id> for Ghost<S> {
@@ -76,6 +94,12 @@ impl<S: Store> Rewrite<Id> for Ghost<S> {
                 let acks = acks.iter().map(|(id, req)| (plan.rewrite(id), *req));
                 (*v, acks.collect())
             })
+            .collect();
+        g.faulted = self.faulted.iter().map(|id| plan.rewrite(id)).collect();
+        g.voided = self
+            .voided
+            .iter()
+            .map(|(id, v)| (plan.rewrite(id), *v))
             .collect();
         g
     }

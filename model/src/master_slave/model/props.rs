@@ -209,29 +209,35 @@ pub fn unique_versions(s: &MasterSlaveState) -> bool {
     !s.history.version_reused
 }
 
-/// Safety 6. A node's version only grows while it runs (handlers never lower it); a
-/// crash keeps its last volatile state in the model, so a crashed node whose saved version
-/// is below the version it had would come back older.
+/// Safety 6. A node's version only grows while it runs (no step lowers it: the model
+/// records one that does, `GhostHistory::went_back`); a crash keeps its last volatile state
+/// in the model, so a crashed node whose saved version is below the version it had would
+/// come back older.
+///
+/// A server whose storage was lost or damaged while down ([`super::StorageFault`]) is not
+/// judged until it recovers: the fault, not the protocol, takes its version back.
 pub fn monotonic(s: &MasterSlaveState) -> bool {
-    s.actor_states.iter().enumerate().all(|(i, a)| {
-        if !s.crashed[i] {
-            return true;
-        }
-        let saved = s.actor_storages[i].as_ref().map_or(0, Saved::version);
-        match &**a {
-            NodeState::Master(m) => saved >= m.user.version,
-            NodeState::Slave(sl) => saved >= sl.user.version,
-            NodeState::Client(_) => true,
-        }
-    })
+    !s.history.went_back
+        && s.actor_states.iter().enumerate().all(|(i, a)| {
+            if !s.crashed[i] || s.history.faulted.contains(&Id::from(i)) {
+                return true;
+            }
+            let saved = s.actor_storages[i].as_ref().map_or(0, Saved::version);
+            match &**a {
+                NodeState::Master(m) => saved >= m.user.version,
+                NodeState::Slave(sl) => saved >= sl.user.version,
+                NodeState::Client(_) => true,
+            }
+        })
 }
 
 /// Safety 7: while the master has not decided a version, every slave that voted
-/// Prepared for it holds the prepared delta (live) or has it saved (crashed).
+/// Prepared for it holds the prepared delta (live) or has it saved (crashed). A vote whose
+/// saved delta a storage fault destroyed is void, not judged (`GhostHistory::voided`).
 pub fn durable_votes(s: &MasterSlaveState) -> bool {
     s.history.voted.iter().all(|(id, v)| {
         let decided = s.history.aborted.contains(v) || s.history.two_phase_commits.contains(v);
-        if decided {
+        if decided || s.history.voided.contains(&(*id, *v)) {
             return true;
         }
         let i = usize::from(*id);

@@ -9,9 +9,19 @@ use stateright::actor::{ActorModelState, Envelope, Id, Network};
 use stateright::{Expectation, Rewrite, RewritePlan};
 use std::collections::BTreeSet;
 
+/// Whether a storage fault may still happen in a run through `s`: while one may, every
+/// slave's saved state may be replaced by an empty one, so its floors are 0.
+fn faults_left(s: &MasterSlaveState) -> bool {
+    s.history.storage_faults < s.history.storage_faults_max
+}
+
 /// The lowest committed version slave `i` can ever hold again: its version only grows while
-/// it runs, and a restart resumes from its saved version.
+/// it runs, and a restart resumes from its saved version (or from nothing, after a storage
+/// fault).
 fn slave_floor(s: &MasterSlaveState, i: usize) -> Version {
+    if faults_left(s) {
+        return 0;
+    }
     let saved = s.actor_storages[i].as_ref().map_or(0, Saved::version);
     match &*s.actor_states[i] {
         NodeState::Slave(sl) => sl.user.version.min(saved),
@@ -21,7 +31,12 @@ fn slave_floor(s: &MasterSlaveState, i: usize) -> Version {
 
 /// The lowest "decided" version slave `i` can ever hold again (it only grows and is saved).
 fn decided_floor(s: &MasterSlaveState, i: usize) -> Version {
+    if faults_left(s) {
+        return 0;
+    }
     let saved = match &s.actor_storages[i] {
+        // A copy found damaged restarts empty.
+        Some(Saved::Slave(st)) if st.lost => 0,
         Some(Saved::Slave(st)) => st.user.decided.max(st.user.version),
         _ => 0,
     };
@@ -387,8 +402,20 @@ fn fingerprint(s: &MasterSlaveState, with_recovered: bool, look_for_dead: bool) 
             )),
             other => hash_of(other),
         };
+        // What the ghost knows of this server's storage faults.
+        let id = Id::from(i);
+        let faults = (
+            s.history.faulted.contains(&id),
+            s.history
+                .voided
+                .iter()
+                .filter(|(v, _)| *v == id)
+                .map(|(_, version)| *version)
+                .collect::<Vec<_>>(),
+        );
         hash_of(&(
             node,
+            faults,
             &s.actor_storages[i],
             s.crashed[i],
             &s.timers_set[i],
@@ -432,6 +459,9 @@ fn fingerprint(s: &MasterSlaveState, with_recovered: bool, look_for_dead: bool) 
         g.commit_without_votes,
         &g.acked,
         g.group_committed,
+        g.storage_faults,
+        g.storage_faults_max,
+        g.went_back,
     )
         .hash(&mut h);
     // Each live message: its ends and the hash of its content, which no renaming changes.

@@ -107,7 +107,36 @@ pub fn cases() -> Vec<Case<MasterSlaveConfig>> {
             cfg(2, "1p,2p,rb,1p", 1),
             "four updates: a one-phase update after a rollback, deeper catch-ups",
         ),
+        Case::quick(
+            MasterSlaveConfig {
+                disk_faults: 1,
+                ..cfg(1, "1p,2p", 1)
+            },
+            "a storage fault: a slave's store lost or found damaged while it is down; it rejoins empty",
+        ),
+        Case::quick(
+            MasterSlaveConfig {
+                disk_faults: 2,
+                ..cfg(1, "1p,2p", 1)
+            },
+            "two storage faults: a slave's store fails again while it rebuilds",
+        ),
+        Case::full(
+            MasterSlaveConfig {
+                disk_faults: 1,
+                ..cfg(1, "1p,2p,rb", 1)
+            },
+            "a storage fault around a rollback: prepared deltas and decisions lost with the store",
+        ),
         // Small enough to check with every reduction off as well, and audited.
+        Case::quick(
+            MasterSlaveConfig {
+                disk_faults: 1,
+                ..loss_free(cfg(2, "1p", 1))
+            },
+            "exact: dead messages that a storage fault brings back to life, symmetric slaves",
+        )
+        .exact(),
         Case::quick(
             loss_free(cfg(2, "1p", 1)),
             "exact: symmetric slaves, dead messages and crash recovery, no reduction trusted",

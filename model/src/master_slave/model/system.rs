@@ -5,17 +5,268 @@ use super::{Ghost, MasterSlaveConfig};
 use crate::master_slave::Saved;
 use crate::master_slave::client::{ClientState, ScriptClient};
 use crate::master_slave::master::{MasterServer, MasterState};
-use crate::master_slave::msg::Msg;
+use crate::master_slave::msg::{Msg, Timer};
+use crate::master_slave::slave::SlaveStorage;
 use crate::master_slave::slave::{SlaveServer, SlaveState};
+use crate::master_slave::slave_user::SlaveUser;
 use crate::store::{ModelKv, Store};
-use stateright::actor::{Actor, ActorModel, ActorModelState, Id, Out};
-use stateright::{Rewrite, RewritePlan};
+use stateright::actor::{Actor, ActorModel, ActorModelAction, ActorModelState, Id, Out};
+use stateright::{Model, Path, Property, Rewrite, RewritePlan};
 use std::borrow::Cow;
 
-/// The model type built by [`MasterSlaveConfig::into_model`].
-pub type MasterSlaveModel = ActorModel<Node<ModelKv>, MasterSlaveConfig, Ghost<ModelKv>>;
+/// The actors, network, crashes and ghost of the checked system, as Stateright builds them.
+pub type MasterSlaveActors = ActorModel<Node<ModelKv>, MasterSlaveConfig, Ghost<ModelKv>>;
 /// A state of [`MasterSlaveModel`].
 pub type MasterSlaveState = ActorModelState<Node<ModelKv>, Ghost<ModelKv>>;
+/// A step of [`MasterSlaveModel`]: one of Stateright's actor-model actions, or a storage
+/// fault ([`StorageFault::action`]).
+pub type MasterSlaveAction = ActorModelAction<Msg<ModelKv>, Timer, ()>;
+
+/// What can happen to a server's saved state while it is down (issue 18), on top of the
+/// crashes Stateright explores. Bounded by [`MasterSlaveConfig::disk_faults`].
+#[derive(Clone, Copy, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub enum StorageFault {
+    /// The data directory is gone, and the node was created again with `--init`: it
+    /// restarts with nothing saved.
+    Lost,
+    /// Part of the saved state fails its check at the next start: the data rows are gone
+    /// and the copy is flagged ([`SlaveStorage::lost`]); the node's own `on_start` decides
+    /// what to do with it.
+    Damaged,
+}
+
+impl StorageFault {
+    /// Both faults.
+    pub const ALL: [StorageFault; 2] = [StorageFault::Lost, StorageFault::Damaged];
+
+    /// The name in reports; also the key of the action that stands for the fault.
+    pub fn name(self) -> &'static str {
+        match self {
+            StorageFault::Lost => "storage lost",
+            StorageFault::Damaged => "storage damaged",
+        }
+    }
+
+    /// The fault `action` stands for, if it stands for one.
+    pub fn of(action: &MasterSlaveAction) -> Option<(Id, StorageFault)> {
+        match action {
+            ActorModelAction::SelectRandom { actor, key, .. } => StorageFault::ALL
+                .into_iter()
+                .find(|f| f.name() == key)
+                .map(|f| (*actor, f)),
+            _ => None,
+        }
+    }
+
+    /// The action that stands for this fault on `id`. Stateright's actions have no storage
+    /// fault, so the model uses its random-selection action under the fault's name as key;
+    /// no actor of protocol 1 ever asks for a random choice, so the two never meet.
+    pub fn action(self, id: Id) -> MasterSlaveAction {
+        ActorModelAction::SelectRandom {
+            actor: id,
+            key: self.name().to_string(),
+            random: (),
+        }
+    }
+
+    /// What a server finds at its next start when this fault hit `saved`: nothing, or the
+    /// copy with its data rows failing their checks (the data is gone, the rest as it was)
+    /// and flagged ([`SlaveStorage::lost`]), as the runtime's checks flag a damaged store.
+    /// The slave's own `on_start` decides what to do with it, as it does at runtime (where
+    /// the flagged copy it receives is [`Saved::after_damage`]). `None` when the fault
+    /// changes nothing (a damaged store that never held anything).
+    pub fn apply(self, saved: &Option<Saved<ModelKv>>) -> Option<Option<Saved<ModelKv>>> {
+        let after = match (self, saved) {
+            (StorageFault::Lost, _) => None,
+            (StorageFault::Damaged, Some(Saved::Slave(st))) => Some(Saved::Slave(SlaveStorage {
+                user: SlaveUser {
+                    data: ModelKv::default(),
+                    ..st.user.clone()
+                },
+                lost: true,
+            })),
+            // The master's storage is never lost (see [`MasterSlaveModel`]); nothing saved
+            // cannot be damaged.
+            (StorageFault::Damaged, _) => return None,
+        };
+        (after != *saved).then_some(after)
+    }
+}
+
+/// The checked system of protocol 1: Stateright's actor model ([`MasterSlaveActors`]) plus
+/// the storage faults of issue 18, which Stateright's actor model cannot express: while a
+/// slave is down, its saved state may be lost or damaged, at most
+/// [`MasterSlaveConfig::disk_faults`] times in a run. The next recovery runs the slave's own
+/// `on_start` on what is left, the same code the runtime runs. The master's storage is never
+/// lost (the assumption under which protocol 1's properties hold, `docs/reliability.md`).
+///
+/// It derefs to the actor model, so `model.cfg` and `model.actors` read as before.
+#[derive(Clone)]
+pub struct MasterSlaveModel {
+    /// The actors, network, crashes and ghost.
+    pub system: MasterSlaveActors,
+    properties: Vec<Property<MasterSlaveModel>>,
+}
+
+impl std::ops::Deref for MasterSlaveModel {
+    type Target = MasterSlaveActors;
+    fn deref(&self) -> &MasterSlaveActors {
+        &self.system
+    }
+}
+
+impl MasterSlaveModel {
+    /// The system `system` with no property yet.
+    pub fn new(system: MasterSlaveActors) -> Self {
+        MasterSlaveModel {
+            system,
+            properties: Vec::new(),
+        }
+    }
+
+    /// Adds a property.
+    pub fn property(
+        mut self,
+        expectation: stateright::Expectation,
+        name: &'static str,
+        condition: fn(&MasterSlaveModel, &MasterSlaveState) -> bool,
+    ) -> Self {
+        self.properties.push(Property {
+            expectation,
+            name,
+            condition,
+        });
+        self
+    }
+
+    /// The storage faults possible in `s`: each fault that changes the saved state of each
+    /// crashed slave, while the run's bound allows one more.
+    fn faults(&self, s: &MasterSlaveState) -> Vec<(Id, StorageFault)> {
+        if s.history.storage_faults >= self.cfg.disk_faults {
+            return Vec::new();
+        }
+        let mut faults = Vec::new();
+        for id in self.cfg.slave_ids() {
+            let i = usize::from(id);
+            if !s.crashed[i] {
+                continue;
+            }
+            for f in StorageFault::ALL {
+                if f.apply(&s.actor_storages[i]).is_some() {
+                    faults.push((id, f));
+                }
+            }
+        }
+        faults
+    }
+}
+
+impl Model for MasterSlaveModel {
+    type State = MasterSlaveState;
+    type Action = MasterSlaveAction;
+
+    fn init_states(&self) -> Vec<Self::State> {
+        self.system.init_states()
+    }
+
+    fn actions(&self, state: &Self::State, actions: &mut Vec<Self::Action>) {
+        self.system.actions(state, actions);
+        actions.extend(self.faults(state).into_iter().map(|(id, f)| f.action(id)));
+    }
+
+    fn next_state(&self, last: &Self::State, action: Self::Action) -> Option<Self::State> {
+        match StorageFault::of(&action) {
+            Some((id, fault)) => {
+                let i = usize::from(id);
+                if !s_allows(self, last, id, fault) {
+                    return None;
+                }
+                let mut next = last.clone();
+                next.actor_storages[i] = fault.apply(&last.actor_storages[i]).flatten();
+                let g = &mut next.history;
+                g.storage_faults += 1;
+                g.faulted.insert(id);
+                // Undecided votes of this slave lose the saved delta that backed them.
+                let voided: Vec<_> = g.voted.iter().filter(|(v, _)| *v == id).cloned().collect();
+                for vote in voided {
+                    g.voided.insert(vote);
+                }
+                Some(next)
+            }
+            None => {
+                let (actor, recover) = match &action {
+                    ActorModelAction::Recover(id) => (Some(*id), true),
+                    ActorModelAction::Deliver { dst, .. } => (Some(*dst), false),
+                    ActorModelAction::Timeout(id, _) => (Some(*id), false),
+                    _ => (None, false),
+                };
+                let mut next = self.system.next_state(last, action)?;
+                if let Some(id) = actor {
+                    let i = usize::from(id);
+                    if recover {
+                        if next.history.faulted.contains(&id) {
+                            next.history.faulted.remove(&id);
+                        }
+                    } else if !next.history.went_back
+                        && version_of(&next.actor_states[i]) < version_of(&last.actor_states[i])
+                    {
+                        // A running server's committed version only grows (safety 6).
+                        next.history.went_back = true;
+                    }
+                }
+                Some(next)
+            }
+        }
+    }
+
+    fn format_action(&self, action: &Self::Action) -> String {
+        match StorageFault::of(action) {
+            Some((id, fault)) => format!("{id:?}: {}", fault.name()),
+            None => self.system.format_action(action),
+        }
+    }
+
+    fn format_step(&self, last: &Self::State, action: Self::Action) -> Option<String> {
+        match StorageFault::of(&action) {
+            Some(_) => Some(self.format_action(&action)),
+            None => self.system.format_step(last, action),
+        }
+    }
+
+    fn as_svg(&self, path: Path<Self::State, Self::Action>) -> Option<String> {
+        // Stateright's drawing knows no storage fault; a path with one is not drawn.
+        let steps = path.clone().into_vec();
+        if steps
+            .iter()
+            .any(|(_, a)| a.as_ref().is_some_and(|a| StorageFault::of(a).is_some()))
+        {
+            return None;
+        }
+        self.system.as_svg(path)
+    }
+
+    fn properties(&self) -> Vec<Property<Self>> {
+        self.properties.clone()
+    }
+
+    fn within_boundary(&self, state: &Self::State) -> bool {
+        Model::within_boundary(&self.system, state)
+    }
+}
+
+/// A server's committed version (0 for a client).
+fn version_of(state: &NodeState<ModelKv>) -> crate::store::Version {
+    match state {
+        NodeState::Master(m) => m.user.version,
+        NodeState::Slave(sl) => sl.user.version,
+        NodeState::Client(_) => 0,
+    }
+}
+
+/// Whether `fault` may happen to `id` in `s` (see [`MasterSlaveModel::faults`]).
+fn s_allows(model: &MasterSlaveModel, s: &MasterSlaveState, id: Id, fault: StorageFault) -> bool {
+    model.faults(s).contains(&(id, fault))
+}
 
 /// The actors of the checked system.
 #[derive(Clone, Debug)]
@@ -67,7 +318,7 @@ macro_rules! delegate {
 impl<S: Store> Actor for Node<S> {
     type Msg = Msg<S>;
     type State = NodeState<S>;
-    type Timer = crate::master_slave::Timer;
+    type Timer = Timer;
     type Storage = Saved<S>;
     type Random = ();
 
