@@ -79,6 +79,17 @@ pub enum ClientError {
         /// The client's last request.
         last: u64,
     },
+    /// The update's frame would exceed the cluster's frame limit, so it was not sent: the
+    /// node would close the connection on it. Nothing changed.
+    #[error(
+        "update refused before sending: its frame of {len} bytes exceeds the frame limit of {max} bytes (max_frame_bytes); nothing changed"
+    )]
+    TooLarge {
+        /// The encoded frame's length, in bytes.
+        len: usize,
+        /// The frame limit, in bytes.
+        max: usize,
+    },
     /// The node does not answer this query (e.g. asking a slave for request numbers).
     #[error("{addr} does not answer this query (is it the master?)")]
     Unsupported {
@@ -150,6 +161,17 @@ impl<S: UserStore> Client<S> {
         };
         client.reconnect().await?;
         Ok(client)
+    }
+
+    /// Sets the frame limit to the cluster's (`max_frame_bytes`): an update whose frame
+    /// exceeds it is refused before sending ([`ClientError::TooLarge`]), and no frame above
+    /// it is accepted from the node.
+    pub fn with_max_frame_bytes(mut self, max_frame_bytes: usize) -> Self {
+        self.max_frame_bytes = max_frame_bytes;
+        if let Some(io) = self.io.as_mut() {
+            io.codec_mut().set_max_frame_length(max_frame_bytes);
+        }
+        self
     }
 
     /// This client's id.
@@ -406,6 +428,22 @@ impl<S: UserStore> Client<S> {
         }
     }
 
+    /// Refuses an update whose frame would exceed the frame limit, before anything is sent:
+    /// the node would close the connection on it and the client would only learn, after
+    /// its wait, that the outcome is unknown. The largest request number bounds the frame.
+    fn check_size(&self, op: &S::Op, mode: Mode) -> Result<(), ClientError> {
+        let update = Msg::<S>::Client(ClientMsg::Update {
+            req: u64::MAX,
+            op: op.clone(),
+            mode,
+        });
+        match codec::encode(&Frame::Actor(&update), self.max_frame_bytes) {
+            Err(CodecError::TooLarge { len, max }) => Err(ClientError::TooLarge { len, max }),
+            Err(e) => Err(e.into()),
+            Ok(_) => Ok(()),
+        }
+    }
+
     /// Submits `op` to the master and waits up to `wait` for its outcome. Returns the
     /// request number and the committed version.
     pub async fn update(
@@ -414,6 +452,7 @@ impl<S: UserStore> Client<S> {
         mode: Mode,
         wait: Duration,
     ) -> Result<(u64, Version), ClientError> {
+        self.check_size(&op, mode)?;
         self.next_req().await?;
         let answer = self.request(SubmitMsg::Update { op, mode }, wait).await?;
         Self::outcome(answer)

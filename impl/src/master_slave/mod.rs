@@ -6,6 +6,7 @@
 pub mod client;
 pub mod conformance;
 pub mod node;
+pub mod observe;
 
 pub use node::{Node, NodeConfig, NodeError, UpdateError, View};
 

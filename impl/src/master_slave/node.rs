@@ -268,6 +268,8 @@ trait Inspect: Actor {
     type Data: UserStore;
     fn view(state: &Self::State) -> (Version, Option<Version>, &Self::Data);
     fn next_req(state: &Self::State, client: Id) -> Option<u64>;
+    /// Its metrics and event log (`crate::master_slave::observe`).
+    fn observer(&self, node_id: u64) -> Box<dyn crate::runtime::metrics::Observer<Self>>;
 }
 
 impl<S: UserStore> Inspect for MasterServer<S> {
@@ -282,6 +284,12 @@ impl<S: UserStore> Inspect for MasterServer<S> {
     fn next_req(state: &MasterState<S>, client: Id) -> Option<u64> {
         Some(state.user.clients.get(&client).map_or(0, |c| c.next_req))
     }
+    fn observer(&self, node_id: u64) -> Box<dyn crate::runtime::metrics::Observer<Self>> {
+        Box::new(crate::master_slave::observe::MasterObserver::new(
+            node_id,
+            &self.slaves,
+        ))
+    }
 }
 
 impl<S: UserStore> Inspect for SlaveServer<S> {
@@ -295,6 +303,9 @@ impl<S: UserStore> Inspect for SlaveServer<S> {
     }
     fn next_req(_: &SlaveState<S>, _: Id) -> Option<u64> {
         None
+    }
+    fn observer(&self, _: u64) -> Box<dyn crate::runtime::metrics::Observer<Self>> {
+        Box::new(crate::master_slave::observe::SlaveObserver)
     }
 }
 
@@ -355,6 +366,8 @@ pub struct Node<S: UserStore = KvStore> {
     client: Option<Arc<LocalClient>>,
     cancel: CancellationToken,
     main: Option<JoinHandle<Result<(), DriverError>>>,
+    /// Its connections (readiness: whether a slave is connected to the master).
+    router: Router,
     store: PhantomData<S>,
 }
 
@@ -487,7 +500,8 @@ impl<S: UserStore> Node<S> {
             }
             _ => None,
         };
-        let driver = Driver::start_traced(
+        let observer = actor.observer(config.node_id);
+        let mut driver = Driver::start_traced(
             actor,
             id(config.node_id),
             disk,
@@ -496,6 +510,7 @@ impl<S: UserStore> Node<S> {
             tracer,
         )
         .await?;
+        driver.set_observer(observer);
         let (inbox_tx, inbox_rx) = mpsc::channel(INBOX_INPUTS);
         let cancel = CancellationToken::new();
         let link = Link {
@@ -587,7 +602,21 @@ impl<S: UserStore> Node<S> {
             client,
             cancel,
             main: Some(main),
+            router,
             store: PhantomData,
+        })
+    }
+
+    /// Whether this node serves, for `/health` ([`crate::runtime::metrics::serve`]): its
+    /// loop runs and, for a slave, it is connected to the master.
+    pub fn readiness(&self) -> crate::runtime::metrics::Readiness {
+        let (cancel, inbox, router) =
+            (self.cancel.clone(), self.inbox.clone(), self.router.clone());
+        let needs_master = self.node_id != MASTER_ID;
+        Arc::new(move || {
+            !cancel.is_cancelled()
+                && !inbox.is_closed()
+                && (!needs_master || router.is_connected(id(MASTER_ID)))
         })
     }
 

@@ -37,6 +37,7 @@
 
 use crate::runtime::codec::{self, Frame};
 use crate::runtime::faults::{Fate, FaultLayer};
+use crate::runtime::metrics::{self as meters, Observer, StepInput};
 use crate::runtime::storage::{Disk, Durable, StorageError};
 use crate::runtime::trace::{self, SendId, TraceError, Tracer};
 use bytes::Bytes;
@@ -163,7 +164,10 @@ impl Router {
         for (_, tx) in list {
             match tx.try_send(frame.clone()) {
                 Ok(()) => sent = true,
-                Err(_) => tracing::debug!(%dst, "connection queue full or closed; frame dropped"),
+                Err(_) => {
+                    metrics::counter!(crate::runtime::metrics::FRAMES_DROPPED).increment(1);
+                    tracing::debug!(%dst, "connection queue full or closed; frame dropped")
+                }
             }
         }
         sent
@@ -241,6 +245,10 @@ where
     behind: Option<A::Storage>,
     /// The open group: its last save and its held frames (see "Group commit").
     group: Option<Group<A::Storage>>,
+    /// The protocol's reading of each step (metrics, event logs), if any.
+    observer: Option<Box<dyn Observer<A>>>,
+    /// This node's id as a metrics label.
+    label: String,
 }
 
 /// What an open group holds back until [`Driver::end_group`].
@@ -326,6 +334,8 @@ where
             tracer,
             behind: None,
             group: None,
+            observer: None,
+            label: usize::from(id).to_string(),
         };
         let mut out = Out::new();
         let state = driver.actor.on_start(id, &saved, &mut out);
@@ -348,6 +358,17 @@ where
         self.state
             .as_ref()
             .unwrap_or_else(|| unreachable!("state is present between steps"))
+    }
+
+    /// Hands every later step's input, commands and state to `observer` (see
+    /// [`crate::runtime::metrics`]); it reads them and changes nothing.
+    pub fn set_observer(&mut self, observer: Box<dyn Observer<A>>) {
+        self.observer = Some(observer);
+    }
+
+    /// This node's id as a metrics label.
+    pub fn label(&self) -> &str {
+        &self.label
     }
 
     /// The actor.
@@ -415,6 +436,9 @@ where
     ) -> Result<(), DriverError> {
         // The message moves into the actor; the trace line needs it after the step.
         let traced = self.tracer.is_some().then(|| msg.clone());
+        if let Some(observer) = self.observer.as_mut() {
+            observer.on_input(StepInput::Msg(src, &msg));
+        }
         let mut out = Out::new();
         {
             // Owned: `to_mut` never clones. Scoped so no borrow lives across the awaits below.
@@ -422,6 +446,7 @@ where
             self.actor.on_msg(self.id, &mut cow, src, msg, &mut out);
             self.state = Some(cow.into_owned());
         }
+        self.observe(&out);
         if let Some(msg) = &traced {
             self.record(
                 trace::Input::Msg {
@@ -438,6 +463,9 @@ where
     /// Fires `timer` (it is disarmed first, as a fired timer is).
     pub async fn on_timeout(&mut self, timer: A::Timer) -> Result<(), DriverError> {
         self.timers.remove(&timer);
+        if let Some(observer) = self.observer.as_mut() {
+            observer.on_input(StepInput::Timer(&timer));
+        }
         let mut out = Out::new();
         {
             // Owned: `to_mut` never clones. Scoped so no borrow lives across the awaits below.
@@ -445,6 +473,7 @@ where
             self.actor.on_timeout(self.id, &mut cow, &timer, &mut out);
             self.state = Some(cow.into_owned());
         }
+        self.observe(&out);
         if self.tracer.is_some() {
             self.record(trace::Input::Timer { timer: &timer }, &out)?;
         }
@@ -492,13 +521,26 @@ where
             .unwrap_or_else(|| unreachable!("state is present between steps"))
     }
 
+    /// Shows the observer a step's commands and the state they leave.
+    fn observe(&mut self, out: &Out<A>) {
+        if let (Some(observer), Some(state)) = (self.observer.as_mut(), self.state.as_ref()) {
+            observer.on_commands(state, out);
+        }
+    }
+
     async fn persist(&mut self, saved: A::Storage) -> Result<(), DriverError> {
         let last = std::mem::take(&mut self.persisted);
+        let version = saved.version();
+        let started = std::time::Instant::now();
         self.persisted = if self.options.inline_saves {
             self.disk.save(&last, saved)?
         } else {
             self.disk.save_async(last, saved).await?
         };
+        let node = self.label.clone();
+        metrics::histogram!(meters::SAVE_SECONDS, "node" => node.clone())
+            .record(started.elapsed().as_secs_f64());
+        metrics::gauge!(meters::DURABLE_VERSION, "node" => node).set(version as f64);
         Ok(())
     }
 

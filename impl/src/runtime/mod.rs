@@ -11,6 +11,8 @@
 //! - [`trace`]: trace recording; [`conformance`]: reading traces and replaying each node's
 //!   steps through its actor.
 //! - [`config`]: the TOML cluster file.
+//! - [`metrics`]: the metrics a node reports, the [`metrics::Observer`] hook that reads
+//!   them off the actor's steps, the `/metrics` and `/health` endpoint.
 
 pub mod codec;
 pub mod config;
@@ -19,6 +21,7 @@ pub mod driver;
 pub mod faults;
 pub mod handshake;
 pub mod memnet;
+pub mod metrics;
 pub mod node_loop;
 pub mod storage;
 pub mod tls;

@@ -17,6 +17,7 @@
 
 use crate::runtime::codec::{Query, Reply};
 use crate::runtime::driver::{Driver, DriverError};
+use crate::runtime::metrics as meters;
 use crate::runtime::storage::Durable;
 use crate::runtime::transport::Input;
 use serde::Serialize;
@@ -106,8 +107,12 @@ where
                     }
                 }
                 driver.end_group().await?;
+                metrics::histogram!(meters::GROUP_COMMIT_INPUTS, "node" => driver.label().to_string())
+                    .record(taken as f64);
             }
         }
+        metrics::gauge!(meters::INBOX_INPUTS, "node" => driver.label().to_string())
+            .set(inbox.len() as f64);
         host.observe(driver.state());
     }
 }

@@ -32,6 +32,58 @@ pub const BACKOFF_MIN: Duration = Duration::from_millis(50);
 /// The longest reconnection delay.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
+/// Reconnection delays: exponential from [`BACKOFF_MIN`] to [`BACKOFF_MAX`], each drawn
+/// uniformly from the upper half of its step ("equal jitter"), so a cluster's dialers that
+/// lost the same peer do not redial it in lockstep, and no delay is ever under half of
+/// [`BACKOFF_MIN`].
+#[derive(Debug)]
+pub struct Backoff {
+    step: Duration,
+    rng: rand::rngs::StdRng,
+}
+
+impl Backoff {
+    /// A backoff drawing its jitter from the OS.
+    pub fn new() -> Self {
+        Self::from_rng(rand::SeedableRng::from_os_rng())
+    }
+
+    /// A backoff whose jitter is a function of `seed`.
+    pub fn seeded(seed: u64) -> Self {
+        Self::from_rng(rand::SeedableRng::seed_from_u64(seed))
+    }
+
+    fn from_rng(rng: rand::rngs::StdRng) -> Self {
+        Backoff {
+            step: BACKOFF_MIN,
+            rng,
+        }
+    }
+
+    /// The delay before the next attempt; the step then doubles, up to [`BACKOFF_MAX`].
+    pub fn next_delay(&mut self) -> Duration {
+        let half = self.step / 2;
+        let delay = half + rand::Rng::random_range(&mut self.rng, Duration::ZERO..=half);
+        self.step = (self.step * 2).min(BACKOFF_MAX);
+        delay
+    }
+
+    /// Starts again from [`BACKOFF_MIN`] (after a connection that lasted).
+    pub fn reset(&mut self) {
+        self.step = BACKOFF_MIN;
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// How long a connection must have lasted for the next redial to start again from
+/// [`BACKOFF_MIN`]; a peer that closes each connection at once is redialed ever slower.
+pub const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(5);
+
 /// The most connections a node accepts at once (handshaking or served); beyond it a new
 /// connection is closed at once.
 pub const CONNECTIONS_MAX: usize = 1024;
@@ -152,7 +204,13 @@ where
                     }
                 },
             };
-            tracing::info!(peer_addr = %addr, peer = peer, "peer connected");
+            // Nodes connecting are events of the cluster; clients come and go by the
+            // thousand (one per CLI command): their connections are DEBUG noise.
+            if peer < CLIENT_ID_MIN {
+                tracing::info!(peer_addr = %addr, peer = peer, "peer connected");
+            } else {
+                tracing::debug!(peer_addr = %addr, client = peer, "client connected");
+            }
             serve(io, Id::from(peer as usize), link, addr).await;
         });
     }
@@ -193,21 +251,24 @@ pub async fn dial_loop<M>(addr: String, link: Link<M>)
 where
     M: Serialize + DeserializeOwned + Send + 'static,
 {
-    let mut backoff = BACKOFF_MIN;
+    let mut backoff = Backoff::new();
     loop {
         match connect(&addr, &link.identity).await {
             Ok((io, peer)) => {
-                backoff = BACKOFF_MIN;
                 tracing::info!(peer_addr = %addr, peer = peer, "connected");
                 let remote = io
                     .get_ref()
                     .peer_addr()
                     .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+                let opened = tokio::time::Instant::now();
                 serve(io, Id::from(peer as usize), link.clone(), remote).await;
                 if link.cancel.is_cancelled() {
                     return;
                 }
-                tracing::info!(peer_addr = %addr, "connection closed; redialing");
+                if opened.elapsed() >= BACKOFF_RESET_AFTER {
+                    backoff.reset();
+                }
+                tracing::info!(peer_addr = %addr, peer = peer, "disconnected; redialing");
             }
             Err(e) => {
                 if let TransportError::Handshake { .. } = e {
@@ -219,9 +280,8 @@ where
         }
         tokio::select! {
             _ = link.cancel.cancelled() => return,
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
         }
-        backoff = (backoff * 2).min(BACKOFF_MAX);
     }
 }
 
@@ -345,5 +405,45 @@ where
         _ = reader => {}
     }
     link.router.unregister(peer, conn);
-    tracing::debug!(%peer, peer_addr = %addr, "connection closed");
+    if link.cancel.is_cancelled() || (usize::from(peer) as u64) >= CLIENT_ID_MIN {
+        tracing::debug!(peer = usize::from(peer), peer_addr = %addr, "connection closed");
+    } else {
+        tracing::info!(peer = usize::from(peer), peer_addr = %addr, "peer disconnected");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_its_cap_with_jitter_and_restarts_after_a_reset() {
+        let mut b = Backoff::seeded(7);
+        let delays: Vec<Duration> = (0..12).map(|_| b.next_delay()).collect();
+        // Each delay lies in the upper half of its step; the steps double up to the cap.
+        let mut step = BACKOFF_MIN;
+        for d in &delays {
+            assert!(
+                *d >= step / 2 && *d <= step,
+                "{d:?} outside [{:?}, {step:?}]",
+                step / 2
+            );
+            step = (step * 2).min(BACKOFF_MAX);
+        }
+        assert!(
+            delays
+                .iter()
+                .all(|d| *d <= BACKOFF_MAX && *d >= BACKOFF_MIN / 2)
+        );
+        // Grows: the capped delays are far above the first.
+        assert!(delays[11] >= BACKOFF_MAX / 2 && delays[0] <= BACKOFF_MIN);
+        // Jittered: two dialers with other seeds do not wait in lockstep.
+        let mut other = Backoff::seeded(8);
+        let theirs: Vec<Duration> = (0..12).map(|_| other.next_delay()).collect();
+        assert_ne!(delays, theirs);
+        let capped: std::collections::BTreeSet<_> = delays[8..].iter().collect();
+        assert!(capped.len() > 1, "the capped delays vary: {capped:?}");
+        b.reset();
+        assert!(b.next_delay() <= BACKOFF_MIN);
+    }
 }

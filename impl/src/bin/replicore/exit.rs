@@ -140,7 +140,9 @@ pub fn client_code(c: &ClientError) -> u8 {
         ClientError::Transport(_)
         | ClientError::Io { .. }
         | ClientError::Closed { .. }
-        | ClientError::NotSent { .. } => NOT_SENT,
+        | ClientError::NotSent { .. }
+        // Refused before sending: over the frame limit.
+        | ClientError::TooLarge { .. } => NOT_SENT,
         ClientError::NotReceived { .. } | ClientError::Forgotten { .. } => NOT_FOUND,
         ClientError::Codec(_) | ClientError::Unsupported { .. } => FAILED,
     }

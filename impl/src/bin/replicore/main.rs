@@ -91,6 +91,22 @@ struct ClusterArgs {
     /// runtime that the chaos test and trace conformance must catch).
     #[arg(long, global = true, hide = true)]
     unsafe_send_before_save: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics and readiness at /health (a
+    /// protocol-1 node; see docs/runtime.md, "Observability").
+    #[arg(long, global = true, value_name = "ADDR")]
+    metrics_listen: Option<String>,
+    /// Log lines as text (the default) or as JSON objects, one per line.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+/// How log lines are written (`--log-format`).
+#[derive(Clone, Copy, Debug, Eq, PartialEq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (tracing-subscriber's JSON format).
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -538,18 +554,28 @@ impl Cluster {
         let security = self.security(Role::Client)?;
         Client::connect_secured(addr, self.cluster_id, &self.key, client_id, security)
             .await
+            .map(|c| {
+                c.with_max_frame_bytes(
+                    self.max_frame_bytes
+                        .unwrap_or(replicore_runtime::runtime::codec::MAX_FRAME_BYTES_DEFAULT),
+                )
+            })
             .with_context(|| format!("cannot reach node {node} at {addr}"))
     }
 }
 
-fn init_logs(default: &str) {
+fn init_logs(default: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => logs.json().try_init(),
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+    };
 }
 
 fn main() -> ExitCode {
@@ -574,7 +600,10 @@ fn main() -> ExitCode {
         Command::Failover { command } => command.is_server(),
         _ => false,
     };
-    init_logs(if node_command { "info" } else { "warn" });
+    init_logs(
+        if node_command { "info" } else { "warn" },
+        cli.cluster.log_format,
+    );
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -746,7 +775,11 @@ async fn master_slave(command: MasterSlaveCommand, args: &ClusterArgs, json: boo
                 Some(l) => l,
                 None => cluster.master()?.to_string(),
             };
-            serve(cluster.node_config(MASTER_ID, data_dir, listen)?).await
+            serve(
+                cluster.node_config(MASTER_ID, data_dir, listen)?,
+                args.metrics_listen.as_deref(),
+            )
+            .await
         }
         MasterSlaveCommand::Slave {
             id,
@@ -779,7 +812,11 @@ async fn master_slave(command: MasterSlaveCommand, args: &ClusterArgs, json: boo
                 Some(l) => l,
                 None => cluster.addr_of(id)?.to_string(),
             };
-            serve(cluster.node_config(id, data_dir, listen)?).await
+            serve(
+                cluster.node_config(id, data_dir, listen)?,
+                args.metrics_listen.as_deref(),
+            )
+            .await
         }
         MasterSlaveCommand::Put {
             key,
@@ -1065,7 +1102,7 @@ async fn refuse_duplicate(cluster: &Cluster, id: u64) -> Result<()> {
 }
 
 /// Runs one node until Ctrl-C or SIGTERM, then shuts it down gracefully.
-async fn serve(cfg: NodeConfig) -> Result<()> {
+async fn serve(cfg: NodeConfig, metrics_listen: Option<&str>) -> Result<()> {
     let role = if cfg.node_id == MASTER_ID {
         "master".to_string()
     } else {
@@ -1085,6 +1122,19 @@ async fn serve(cfg: NodeConfig) -> Result<()> {
         node.version()
     );
     let cancel = node.cancel_token();
+    if let Some(addr) = metrics_listen {
+        use replicore_runtime::runtime::metrics;
+        let handle = metrics::install()?;
+        let listener = metrics::bind(addr).await?;
+        let bound = listener.local_addr().context("metrics listener address")?;
+        println!("replicore {role} metrics on http://{bound}/metrics");
+        tokio::spawn(metrics::serve(
+            listener,
+            handle,
+            node.readiness(),
+            cancel.clone(),
+        ));
+    }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot watch SIGTERM")?;
     tokio::select! {

@@ -1,0 +1,280 @@
+//! Real `replicore` processes on 127.0.0.1: the metrics endpoint moves while updates run,
+//! `/health` follows readiness, and an oversize update is refused before it is sent.
+//!
+//! Every test runs under a `tokio::time::timeout`; waits poll a real outcome (a log line, an
+//! endpoint's answer) with a deadline, never a bare sleep, and nothing asserts on speed.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const BIN: &str = env!("CARGO_BIN_EXE_replicore");
+const TEST_TIMEOUT: Duration = Duration::from_secs(90);
+
+fn free_port() -> u16 {
+    // Bind port 0 and release it: the OS hands out a free port, which the node binds next.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local addr").port()
+}
+
+/// A master and its slaves as child processes, killed on drop.
+struct Cluster {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    children: Vec<Child>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Cluster {
+    fn new(slaves: usize, extra: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ports: Vec<u16> = (0..=slaves).map(|_| free_port()).collect();
+        let slave_list: Vec<String> = ports[1..]
+            .iter()
+            .map(|p| format!("\"127.0.0.1:{p}\""))
+            .collect();
+        let config = dir.path().join("cluster.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "cluster_id = 9\nkey = \"observability-test-key\"\nmaster = \"127.0.0.1:{}\"\nslaves = [{}]\nheartbeat_ms = 50\n{extra}",
+                ports[0],
+                slave_list.join(", ")
+            ),
+        )
+        .expect("write config");
+        Cluster {
+            dir,
+            config,
+            children: Vec::new(),
+        }
+    }
+
+    fn log(&self, node: u64) -> PathBuf {
+        self.dir.path().join(format!("node{node}.log"))
+    }
+
+    /// Starts node `id` (0 = master) with its metrics endpoint on a port of its choice;
+    /// returns that endpoint's address once the node listens.
+    async fn start(&mut self, id: u64) -> String {
+        let log = self.log(id);
+        let out = std::fs::File::create(&log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        let data = self.dir.path().join(format!("data{id}"));
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--config")
+            .arg(&self.config)
+            .args(["--init", "--metrics-listen", "127.0.0.1:0"]);
+        if id == 0 {
+            cmd.args(["master", "--data-dir"]).arg(&data);
+        } else {
+            cmd.args(["slave", "--id", &id.to_string(), "--data-dir"])
+                .arg(&data);
+        }
+        let child = cmd
+            .stdout(out)
+            .stderr(err)
+            .env("RUST_LOG", "info")
+            .spawn()
+            .expect("spawn replicore");
+        self.children.push(child);
+        let line = wait_for_line(&log, "metrics on http://").await;
+        line.split("http://")
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .expect("metrics address")
+            .to_string()
+    }
+
+    fn kill(&mut self, index: usize) {
+        let c = &mut self.children[index];
+        c.kill().expect("kill -9");
+        c.wait().expect("reap");
+    }
+
+    async fn cli(&self, args: &[&str]) -> std::process::Output {
+        let mut cmd = tokio::process::Command::new(BIN);
+        cmd.arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        tokio::time::timeout(Duration::from_secs(60), cmd.output())
+            .await
+            .expect("cli bounded")
+            .expect("cli runs")
+    }
+
+    async fn put(&self, args: &[&str]) {
+        let out = self.cli(&[&["put"], args].concat()).await;
+        assert!(
+            out.status.success(),
+            "put {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// Waits for a line containing `needle` in the file at `path` and returns it.
+async fn wait_for_line(path: &Path, needle: &str) -> String {
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path)
+            && let Some(line) = text.lines().find(|l| l.contains(needle))
+        {
+            return line.to_string();
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// `GET path` on `addr`: the status code and the body.
+async fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect to the metrics endpoint");
+    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .expect("send request");
+    let mut response = String::new();
+    s.read_to_string(&mut response)
+        .await
+        .expect("read response");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {response:?}"));
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Polls `/health` on `addr` until it answers `want`.
+async fn wait_for_health(addr: &str, want: u16) {
+    while http_get(addr, "/health").await.0 != want {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The sum of the samples of `name` (all label sets) in a Prometheus text page.
+fn sample(page: &str, name: &str) -> f64 {
+    page.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn the_metrics_move_with_updates_and_health_follows_readiness() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let mut cluster = Cluster::new(1, "");
+        let master = cluster.start(0).await;
+        wait_for_health(&master, 200).await;
+        let slave = cluster.start(1).await;
+        // The slave serves once it is connected to the master.
+        wait_for_health(&slave, 200).await;
+
+        cluster.put(&["a", "1"]).await;
+        cluster.put(&["b", "2", "--two-phase"]).await;
+        let (status, first) = http_get(&master, "/metrics").await;
+        assert_eq!(status, 200);
+        for _ in 0..3 {
+            cluster.put(&["c", "3"]).await;
+            cluster.put(&["d", "4", "--two-phase"]).await;
+        }
+        let (_, second) = http_get(&master, "/metrics").await;
+        let moved = |name: &str| {
+            let (a, b) = (sample(&first, name), sample(&second, name));
+            assert!(b > a, "{name} did not move: {a} then {b}\n{second}");
+        };
+        moved("replicore_commits_total");
+        moved("replicore_commit_latency_seconds_count");
+        moved("replicore_save_seconds_count");
+        moved("replicore_group_commit_inputs_count");
+        moved("replicore_round_requests_count");
+        moved("replicore_durable_version");
+        assert!(
+            sample(&second, "replicore_commits_total") >= 8.0,
+            "{second}"
+        );
+        // Lag appears once the slave has told the master its version (its heartbeat ack).
+        let mut page = second.clone();
+        while !page.contains("replicore_slave_lag_versions{") {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            page = http_get(&master, "/metrics").await.1;
+        }
+        for gauge in [
+            "replicore_inbox_inputs",
+            "replicore_round_queue_requests",
+            "replicore_slave_lag_versions",
+            "replicore_slave_lag_seconds",
+        ] {
+            assert!(
+                page.lines().any(|l| l.starts_with(gauge)),
+                "no {gauge}:\n{page}"
+            );
+        }
+        // The slave's own durable writes are counted on its endpoint.
+        let (_, on_slave) = http_get(&slave, "/metrics").await;
+        assert!(
+            sample(&on_slave, "replicore_save_seconds_count") > 0.0,
+            "{on_slave}"
+        );
+
+        // One INFO line per protocol event: each commit is logged on the master.
+        let log = std::fs::read_to_string(cluster.log(0)).expect("master log");
+        assert!(
+            log.lines().filter(|l| l.contains("committed")).count() >= 8,
+            "{log}"
+        );
+        // Client connections are not logged at INFO.
+        assert!(!log.contains("client connected"), "{log}");
+
+        // A slave without its master does not serve.
+        cluster.kill(0);
+        wait_for_health(&slave, 503).await;
+    })
+    .await
+    .expect("bounded");
+}
+
+#[tokio::test]
+async fn an_oversize_update_is_refused_before_sending_and_the_master_log_stays_quiet() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let mut cluster = Cluster::new(1, "max_frame_bytes = 65536\n");
+        let master = cluster.start(0).await;
+        wait_for_health(&master, 200).await;
+        let value = "x".repeat(100 * 1024);
+        let out = cluster.cli(&["put", "big", &value]).await;
+        assert!(!out.status.success(), "an oversize put must fail");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("refused before sending") && stderr.contains("65536"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("unknown"), "{stderr}");
+        // A value under the limit still commits.
+        cluster.put(&["small", "1"]).await;
+        let log = std::fs::read_to_string(cluster.log(0)).expect("master log");
+        assert!(!log.contains("bad frame"), "{log}");
+        assert!(!log.contains("WARN"), "{log}");
+        assert!(log.lines().count() < 50, "{log}");
+    })
+    .await
+    .expect("bounded");
+}
