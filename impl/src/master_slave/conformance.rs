@@ -397,6 +397,8 @@ type Sent = (u64, u64, Msg<ModelKv>);
 struct Replay<'t> {
     traces: &'t Traces,
     model: MasterSlaveModel,
+    /// The model's `Always` properties, checked after every step.
+    always: Vec<stateright::Property<MasterSlaveModel>>,
     state: MasterSlaveState,
     renamer: Renamer,
     sends: HashMap<SendId, Sent>,
@@ -453,15 +455,16 @@ impl<'t> Replay<'t> {
                 _ => None,
             })
             .collect();
-        let properties = model
-            .properties
-            .iter()
+        // The wrapper's own properties: the actor model inside it carries none.
+        let always: Vec<_> = Model::properties(&model)
+            .into_iter()
             .filter(|p| p.expectation == Expectation::Always)
-            .map(|p| p.name)
             .collect();
+        let properties = always.iter().map(|p| p.name).collect();
         Ok(Replay {
             traces,
             model,
+            always,
             state,
             renamer: Renamer::default(),
             sends: HashMap::new(),
@@ -728,10 +731,8 @@ impl<'t> Replay<'t> {
     fn check_properties(&mut self, at: At, before: String) -> Result<(), ConformanceError> {
         self.report.states_checked += 1;
         let failed = self
-            .model
-            .properties
+            .always
             .iter()
-            .filter(|p| p.expectation == Expectation::Always)
             .find(|p| !(p.condition)(&self.model, &self.state))
             .map(|p| p.name);
         match failed {
