@@ -83,6 +83,7 @@ fn bench(c: &mut Criterion) {
         .map(|((name, node_security), (_, client_security))| {
             let mut cfg = NodeConfig::new(CLUSTER, KEY, MASTER_ID, 0, data.path().join(name));
             cfg.security = node_security;
+            cfg.init = true;
             let node = rt.block_on(async {
                 let node = Node::<KvStore>::start(cfg).await.expect("master starts");
                 for (size, label) in SIZES {
