@@ -15,16 +15,16 @@ use anyhow::bail;
 use replicore_explore::liveness::GraphReport;
 use replicore_explore::{Jump, Liveness, Options, plain_fingerprint};
 use replicore_model::master_slave::model::suite;
+use replicore_model::master_slave::model::words::{beat_text, data_text, node_name, step_text};
 use replicore_model::master_slave::model::{
-    Audit, BLIND_TO, MasterSlaveModel, MasterSlaveState, StorageFault, canonical_fingerprint,
-    forget_dead, is_fair, lose_all, lose_all_actions, props,
-    recovery_blind_fingerprint_of_normalized, representative, script_text,
+    Audit, BLIND_TO, MasterSlaveModel, MasterSlaveState, canonical_fingerprint, forget_dead,
+    is_fair, lose_all, lose_all_actions, props, recovery_blind_fingerprint_of_normalized,
+    representative, script_text,
 };
 use replicore_model::master_slave::{
-    Beat, ClientMsg, Decision, MasterSlaveConfig, Mode, Msg, Mutant, NetworkKind, NodeState,
-    Outcome, Saved, ServiceMsg, Timer,
+    Beat, MasterSlaveConfig, Msg, Mutant, NetworkKind, NodeState, Saved, Timer,
 };
-use replicore_model::store::{KvDelta, KvOp, ModelKv};
+use replicore_model::store::ModelKv;
 use replicore_model::suite::Tier;
 use stateright::actor::{ActorModelAction, Id};
 use stateright::{Expectation, Model, Path};
@@ -759,208 +759,6 @@ fn trace(
         .map(|(s, _)| s.clone())
         .expect("a path has a last state");
     (steps, last)
-}
-
-/// The name of actor `id` in a trace.
-pub fn node_name(cfg: &MasterSlaveConfig, id: Id) -> String {
-    let i = usize::from(id);
-    if i == 0 {
-        "master".into()
-    } else if i > cfg.slaves && cfg.clients == 1 {
-        "client".into()
-    } else if i > cfg.slaves {
-        format!("client {}", i - cfg.slaves)
-    } else {
-        format!("slave {i}")
-    }
-}
-
-fn step_text(
-    cfg: &MasterSlaveConfig,
-    before: &MasterSlaveState,
-    action: &Action,
-    after: &MasterSlaveState,
-) -> String {
-    let node = |id: Id| node_name(cfg, id);
-    let (text, actor) = match action {
-        ActorModelAction::Deliver { src, dst, msg } => (
-            format!(
-                "{} receives {} from {}",
-                node(*dst),
-                msg_text(msg),
-                node(*src)
-            ),
-            Some(*dst),
-        ),
-        ActorModelAction::Drop(env) => (
-            format!(
-                "network drops {} from {} to {}",
-                msg_text(&env.msg),
-                node(env.src),
-                node(env.dst)
-            ),
-            None,
-        ),
-        ActorModelAction::Timeout(id, timer) => {
-            let what = match timer {
-                Timer::Heartbeat => "heartbeat",
-                Timer::Decision => "decision (two-phase timeout)",
-                Timer::Retry => "retry",
-            };
-            (format!("{} {what} timer fires", node(*id)), Some(*id))
-        }
-        ActorModelAction::Crash(id) => (format!("{} crashes", node(*id)), None),
-        ActorModelAction::Recover(id) => {
-            let saved = match before
-                .actor_storages
-                .get(usize::from(*id))
-                .and_then(Option::as_ref)
-            {
-                Some(Saved::Slave(s)) => match &s.user.prepared {
-                    Some(p) => format!("saved v{} (prepared v{})", s.user.version, p.new),
-                    None => format!("saved v{}", s.user.version),
-                },
-                Some(Saved::Master(m)) => match &m.pending {
-                    Some(p) => format!("saved v{} (pending v{})", m.user.version, p.step.new),
-                    None => format!("saved v{}", m.user.version),
-                },
-                None => "nothing saved".into(),
-            };
-            (format!("{} restarts with {saved}", node(*id)), Some(*id))
-        }
-        ActorModelAction::SelectRandom { actor, .. }
-            if let Some((_, fault)) = StorageFault::of(action) =>
-        {
-            (
-                format!("{}: {} while down", node(*actor), fault.name()),
-                None,
-            )
-        }
-        ActorModelAction::SelectRandom { actor, key, random } => (
-            format!("{} picks {random:?} for {key}", node(*actor)),
-            Some(*actor),
-        ),
-    };
-    match actor.and_then(|id| effect(before, after, usize::from(id))) {
-        Some(effect) => format!("{text}: {effect}"),
-        None => text,
-    }
-}
-
-/// What changed at node `i` that a reader of a trace cares about.
-fn effect(before: &MasterSlaveState, after: &MasterSlaveState, i: usize) -> Option<String> {
-    let summary = |s: &MasterSlaveState| -> (u64, Option<u64>) {
-        match s.actor_states.get(i).map(|a| &**a) {
-            Some(NodeState::Master(m)) => (m.user.version, m.pending.as_ref().map(|p| p.step.new)),
-            Some(NodeState::Slave(sl)) => {
-                (sl.user.version, sl.user.prepared.as_ref().map(|p| p.new))
-            }
-            Some(NodeState::Client(c)) => (c.next, None),
-            None => (0, None),
-        }
-    };
-    let is_client = matches!(
-        after.actor_states.get(i).map(|a| &**a),
-        Some(NodeState::Client(_))
-    );
-    let (v0, p0) = summary(before);
-    let (v1, p1) = summary(after);
-    let mut parts = Vec::new();
-    if v0 != v1 {
-        parts.push(if is_client {
-            format!("now on request {v1}")
-        } else {
-            format!("now at v{v1}")
-        });
-    }
-    if p0 != p1 {
-        parts.push(match p1 {
-            Some(p) => format!("prepared v{p}"),
-            None => "prepared cleared".into(),
-        });
-    }
-    (!parts.is_empty()).then(|| parts.join(", "))
-}
-
-/// A message in a trace: `Prepare{v2→v3}`, `Heartbeat{v3, commit v3}`, `Update#1{put 1=2, 2p}`.
-pub fn msg_text(msg: &Msg<ModelKv>) -> String {
-    match msg {
-        Msg::Service(m) => match m {
-            ServiceMsg::Announce { prior, new, delta } => match delta {
-                Some(d) => format!("Announce{{v{prior}→v{new} {}}}", delta_text(d)),
-                None => format!("Announce{{v{prior}→v{new}, no delta}}"),
-            },
-            ServiceMsg::DeltaRequest { from } => format!("DeltaRequest{{from v{from}}}"),
-            ServiceMsg::Delta { from, to, delta } => {
-                format!("Delta{{v{from}→v{to} {}}}", delta_text(delta))
-            }
-            ServiceMsg::Snapshot { from, to, data } => {
-                format!("Snapshot{{v{to} {}, asked from v{from}}}", data_text(data))
-            }
-            ServiceMsg::Prepare { prior, new, delta } => {
-                format!("Prepare{{v{prior}→v{new} {}}}", delta_text(delta))
-            }
-            ServiceMsg::Prepared { version } => format!("Prepared{{v{version}}}"),
-            ServiceMsg::Refused { version } => format!("Refused{{v{version}}}"),
-            ServiceMsg::Commit { version } => format!("Commit{{v{version}}}"),
-            ServiceMsg::Abort { version } => format!("Abort{{v{version}}}"),
-            ServiceMsg::Heartbeat(b) => format!("Heartbeat{{{}}}", beat_text(b)),
-            ServiceMsg::HeartbeatAck(b) => format!("HeartbeatAck{{{}}}", beat_text(b)),
-        },
-        Msg::Client(m) => match m {
-            ClientMsg::Update { req, op, mode } => {
-                let mode = match mode {
-                    Mode::OnePhase => "1p",
-                    Mode::TwoPhase { .. } => "2p",
-                };
-                format!("Update#{req}{{{}, {mode}}}", op_text(op))
-            }
-            ClientMsg::Rollback { req } => format!("Rollback#{req}"),
-            ClientMsg::Committed { req, version } => format!("Committed#{req}{{v{version}}}"),
-            ClientMsg::Aborted {
-                req,
-                version,
-                reason,
-            } => format!("Aborted#{req}{{v{version}, {reason:?}}}"),
-        },
-    }
-}
-
-fn beat_text(b: &Beat) -> String {
-    match b.decision {
-        Some(Decision { version, outcome }) => {
-            let outcome = match outcome {
-                Outcome::Commit => "commit",
-                Outcome::Abort => "abort",
-            };
-            format!("v{}, {outcome} v{version}", b.version)
-        }
-        None => format!("v{}", b.version),
-    }
-}
-
-fn op_text(op: &KvOp<u8, u8>) -> String {
-    match op {
-        KvOp::Put(k, v) => format!("put {k}={v}"),
-        KvOp::Delete(k) => format!("delete {k}"),
-    }
-}
-
-fn delta_text(d: &KvDelta<u8, u8>) -> String {
-    let parts: Vec<String> = d
-        .changes
-        .iter()
-        .map(|(k, v)| match v {
-            Some(v) => format!("{k}={v}"),
-            None => format!("{k}=∅"),
-        })
-        .collect();
-    format!("[{}]", parts.join(" "))
-}
-
-fn data_text(d: &ModelKv) -> String {
-    let parts: Vec<String> = d.entries.iter().map(|(k, v)| format!("{k}:{v}")).collect();
-    format!("{{{}}}", parts.join(", "))
 }
 
 /// Every node of `s`, as rows.

@@ -11,6 +11,7 @@
 //! - [`reduce`]: the search reductions: dead messages, symmetry, canonical fingerprints,
 //!   the loss jump.
 //! - [`suite`]: the configs that together reach every behaviour.
+//! - [`words`]: steps, messages and data in the words traces print.
 
 pub mod config;
 pub mod ghost;
@@ -18,6 +19,7 @@ pub mod props;
 pub mod reduce;
 pub mod suite;
 pub mod system;
+pub mod words;
 
 pub use config::*;
 pub use ghost::*;
