@@ -219,18 +219,15 @@ impl Model for MasterSlaveModel {
         }
     }
 
+    /// The action in the checker's words (the Explorer lists a state's next steps by it).
     fn format_action(&self, action: &Self::Action) -> String {
-        match StorageFault::of(action) {
-            Some((id, fault)) => format!("{id:?}: {}", fault.name()),
-            None => self.system.format_action(action),
-        }
+        super::words::action_text(&self.cfg, action)
     }
 
+    /// The step in the words of the checker's counterexamples, with what it changed.
     fn format_step(&self, last: &Self::State, action: Self::Action) -> Option<String> {
-        match StorageFault::of(&action) {
-            Some(_) => Some(self.format_action(&action)),
-            None => self.system.format_step(last, action),
-        }
+        let next = self.next_state(last, action.clone())?;
+        Some(super::words::step_text(&self.cfg, last, &action, &next))
     }
 
     fn as_svg(&self, path: Path<Self::State, Self::Action>) -> Option<String> {

@@ -32,8 +32,28 @@ pub fn step_text(
     action: &Action,
     after: &MasterSlaveState,
 ) -> String {
+    let (text, actor) = text(cfg, Some(before), action);
+    match actor.and_then(|id| effect(before, after, usize::from(id))) {
+        Some(effect) => format!("{text}: {effect}"),
+        None => text,
+    }
+}
+
+/// Action `action` in words, without a state: what the Explorer lists as a state's next
+/// steps (`slave 1 receives Commit{v3} from master`, `slave 2 restarts`).
+pub fn action_text(cfg: &MasterSlaveConfig, action: &Action) -> String {
+    text(cfg, None, action).0
+}
+
+/// `action` in words, a restart telling what it loads when `before` is known; and the node
+/// whose state the step changes, if one does.
+fn text(
+    cfg: &MasterSlaveConfig,
+    before: Option<&MasterSlaveState>,
+    action: &Action,
+) -> (String, Option<Id>) {
     let node = |id: Id| node_name(cfg, id);
-    let (text, actor) = match action {
+    match action {
         ActorModelAction::Deliver { src, dst, msg } => (
             format!(
                 "{} receives {} from {}",
@@ -61,10 +81,12 @@ pub fn step_text(
             (format!("{} {what} timer fires", node(*id)), Some(*id))
         }
         ActorModelAction::Crash(id) => (format!("{} crashes", node(*id)), None),
+        ActorModelAction::Recover(id) if before.is_none() => {
+            (format!("{} restarts", node(*id)), Some(*id))
+        }
         ActorModelAction::Recover(id) => {
             let saved = match before
-                .actor_storages
-                .get(usize::from(*id))
+                .and_then(|b| b.actor_storages.get(usize::from(*id)))
                 .and_then(Option::as_ref)
             {
                 Some(Saved::Slave(s)) => match &s.user.prepared {
@@ -91,10 +113,6 @@ pub fn step_text(
             format!("{} picks {random:?} for {key}", node(*actor)),
             Some(*actor),
         ),
-    };
-    match actor.and_then(|id| effect(before, after, usize::from(id))) {
-        Some(effect) => format!("{text}: {effect}"),
-        None => text,
     }
 }
 
@@ -216,4 +234,45 @@ pub fn delta_text(d: &KvDelta<u8, u8>) -> String {
 pub fn data_text(d: &ModelKv) -> String {
     let parts: Vec<String> = d.entries.iter().map(|(k, v)| format!("{k}:{v}")).collect();
     format!("{{{}}}", parts.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::master_slave::MasterSlaveConfig;
+    use stateright::Model;
+
+    /// The model's own formatting (what the Explorer shows) speaks the trace's words for
+    /// every action of the first few levels of the default config's space.
+    #[test]
+    fn the_explorer_words_are_the_traces_words() {
+        let model = MasterSlaveConfig::default().into_model();
+        let mut level = model.init_states();
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            let mut next_level = Vec::new();
+            for s in &level {
+                let mut actions = Vec::new();
+                model.actions(s, &mut actions);
+                for a in actions {
+                    let listed = model.format_action(&a);
+                    assert!(!listed.contains("Id("), "raw debug: {listed}");
+                    let Some(step) = model.format_step(s, a.clone()) else {
+                        continue;
+                    };
+                    let next = model.next_state(s, a.clone()).expect("a step");
+                    assert_eq!(step, super::step_text(&model.cfg, s, &a, &next));
+                    assert!(step.starts_with(&listed), "{step} / {listed}");
+                    seen.push(step);
+                    next_level.push(next);
+                }
+            }
+            level = next_level;
+        }
+        assert!(
+            seen.iter()
+                .any(|s| s.starts_with("master receives Update#")),
+            "{seen:?}"
+        );
+        assert!(seen.iter().any(|s| s.ends_with("crashes")), "{seen:?}");
+    }
 }
