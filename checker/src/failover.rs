@@ -159,7 +159,14 @@ fn config_fields(cfg: &FailoverConfig) -> serde_json::Value {
 pub fn main(args: &FailoverArgs, search: &SearchArgs) -> anyhow::Result<i32> {
     let cfg = config(args)?;
     if let Some(addr) = &search.explore {
-        return crate::runner::serve_explorer(cfg.clone().into_model(), &cfg, addr);
+        let (a, b, c) = (cfg.clone(), cfg.clone(), cfg.clone());
+        let model = crate::explorer::Worded::new(
+            cfg.clone().into_model(),
+            move |action| step_text(&a, action),
+            move |_, action, _| step_text(&b, action),
+            move |s| nodes(&c, s),
+        )?;
+        return crate::explorer::serve(model, &cfg, addr);
     }
     if let Some(path) = &search.replay {
         return replay(cfg, path, search.json);

@@ -179,7 +179,13 @@ fn config_fields(cfg: &KnowledgeConfig) -> serde_json::Value {
 pub fn main(args: &KnowledgeArgs, search: &SearchArgs) -> anyhow::Result<i32> {
     let cfg = config(args)?;
     if let Some(addr) = &search.explore {
-        return crate::runner::serve_explorer(cfg.clone().into_model(), &cfg, addr);
+        let model = crate::explorer::Worded::new(
+            cfg.clone().into_model(),
+            step_text,
+            |_, action, _| step_text(action),
+            nodes,
+        )?;
+        return crate::explorer::serve(model, &cfg, addr);
     }
     if let Some(path) = &search.replay {
         return replay(cfg, path, search.json);
@@ -297,12 +303,10 @@ fn counterexample_of(
     encoded: &str,
 ) -> Counterexample {
     let pairs = path.into_vec();
-    let mut steps = Vec::new();
-    for (state, action) in &pairs {
-        if let Some(action) = action {
-            steps.push(step_text(state, action));
-        }
-    }
+    let steps = pairs
+        .iter()
+        .filter_map(|(_, a)| a.as_ref().map(step_text))
+        .collect();
     let args = config_args(cfg);
     let final_state = pairs.last().map(|(s, _)| nodes(s)).unwrap_or_default();
     Counterexample {
@@ -323,7 +327,7 @@ fn node(id: Id) -> String {
     format!("replica {}", usize::from(id))
 }
 
-fn step_text(_before: &KnowledgeState, action: &Action) -> String {
+fn step_text(action: &Action) -> String {
     match action {
         ActorModelAction::Deliver { src, dst, msg } => {
             format!(

@@ -14,6 +14,7 @@
 //! refuted. `docs/checking.md` documents it.
 
 mod cli;
+mod explorer;
 mod failover;
 mod knowledge;
 mod master_slave;

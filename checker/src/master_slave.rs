@@ -222,7 +222,14 @@ fn config_fields(cfg: &MasterSlaveConfig) -> serde_json::Value {
 pub fn main(args: &MasterSlaveArgs, search: &SearchArgs) -> anyhow::Result<i32> {
     let cfg = config(args)?;
     if let Some(addr) = &search.explore {
-        return crate::runner::serve_explorer(cfg.clone().into_model(), &cfg, addr);
+        let (a, b, c) = (cfg.clone(), cfg.clone(), cfg.clone());
+        let model = crate::explorer::Worded::new(
+            cfg.clone().into_model(),
+            move |action| replicore_model::master_slave::model::words::action_text(&a, action),
+            move |last, action, next| step_text(&b, last, action, next),
+            move |s| nodes(&c, s),
+        )?;
+        return crate::explorer::serve(model, &cfg, addr);
     }
     if let Some(path) = &search.replay {
         return replay(cfg, path, search.json);

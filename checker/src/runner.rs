@@ -645,28 +645,6 @@ where
     Ok(path)
 }
 
-/// `--explore ADDR`: serves the Stateright Explorer on `model` (whose config is `config`).
-pub fn serve_explorer<M>(
-    model: M,
-    config: &dyn std::fmt::Display,
-    addr: &str,
-) -> anyhow::Result<i32>
-where
-    M: Model + Send + Sync + 'static,
-    M::Action: Debug + Send + Sync + Clone + PartialEq,
-    M::State: Debug + Hash + Send + Sync + Clone + PartialEq,
-{
-    use anyhow::Context as _;
-    // Stateright's server panics when it cannot bind; find out first, and say so plainly.
-    let probe = std::net::TcpListener::bind(addr)
-        .with_context(|| format!("--explore: cannot listen on {addr}"))?;
-    drop(probe);
-    println!("config: {config}");
-    println!("Explorer on http://{addr}/ (open #/steps/PATH for a printed path); Ctrl-C to stop");
-    let _ = model.checker().serve(addr);
-    Ok(crate::report::EXIT_OK)
-}
-
 /// Settings from the options; errors on combinations that cannot mean what they say.
 pub fn settings(search: &crate::cli::SearchArgs) -> anyhow::Result<Settings> {
     let cores = std::thread::available_parallelism().map_or(1, usize::from);

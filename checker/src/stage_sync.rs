@@ -166,7 +166,13 @@ fn config_fields(cfg: &StageConfig) -> serde_json::Value {
 pub fn main(args: &StageArgs, search: &SearchArgs) -> anyhow::Result<i32> {
     let cfg = config(args)?;
     if let Some(addr) = &search.explore {
-        return crate::runner::serve_explorer(cfg.clone().into_model(), &cfg, addr);
+        let model = crate::explorer::Worded::new(
+            cfg.clone().into_model(),
+            step_text,
+            |_, action, _| step_text(action),
+            nodes,
+        )?;
+        return crate::explorer::serve(model, &cfg, addr);
     }
     if let Some(path) = &search.replay {
         return replay(cfg, path, search.json);
