@@ -221,3 +221,108 @@ fn a_faulty_run_with_restarts_conforms_and_an_altered_trace_does_not() {
         "a gap in a trace is refused"
     );
 }
+
+/// `bytes` with one bit flipped in every copy of `needle` (redb copies pages on write, so
+/// stale copies are flipped too); panics when there is none.
+fn flip_all(bytes: &[u8], needle: &[u8]) -> Vec<u8> {
+    let mut out = bytes.to_vec();
+    let mut found = 0;
+    for at in 0..bytes.len().saturating_sub(needle.len()) {
+        if &bytes[at..at + needle.len()] == needle {
+            out[at + needle.len() - 1] ^= 0x01;
+            found += 1;
+        }
+    }
+    assert!(
+        found > 0,
+        "{:?} is not in the file",
+        String::from_utf8_lossy(needle)
+    );
+    out
+}
+
+/// Runs updates through the master on keys whose names are long enough to find in a file.
+async fn updates(master: &Node, from: u32, n: u32) {
+    for i in from..from + n {
+        let op = KvOp::Put(
+            format!("stored-key-{}", i % 3),
+            format!("v{i}").into_bytes(),
+        );
+        let mode = if i % 2 == 0 {
+            Mode::OnePhase
+        } else {
+            Mode::TwoPhase { timeout_ms: 1_000 }
+        };
+        match master.update(op, mode).await {
+            Ok(_) | Err(UpdateError::TimedOut { .. } | UpdateError::Refused { .. }) => {}
+            Err(e) => panic!("update {i}: {e}"),
+        }
+    }
+}
+
+/// A slave's store lost (its directory gone, the node created again) and another's found
+/// damaged (a key's bytes flipped in its file): each restart replays as the model's storage
+/// fault, every property holds, and the cluster converges. A master started afresh after
+/// its store was lost is no run of the model: the replay says so.
+#[test]
+fn a_slave_store_lost_or_damaged_conforms_as_a_storage_fault_a_master_store_lost_does_not() {
+    let (dir, version) = run_paused(async {
+        let dir = tempfile::tempdir().unwrap();
+        let net = MemNet::<Msg<KvStore>>::new(SEED);
+        let master = start(MASTER_ID, dir.path(), &net).await;
+        let mut slaves = Vec::new();
+        for id in 1..=SLAVES {
+            slaves.push(start(id, dir.path(), &net).await);
+        }
+        updates(&master, 0, 12).await;
+        let target = master.version();
+        for s in &slaves {
+            s.versions().wait_for(|v| *v >= target).await.unwrap();
+        }
+        let third = slaves.pop().unwrap();
+        let second = slaves.pop().unwrap();
+        let first = slaves.pop().unwrap();
+        first.shutdown().await.unwrap();
+        second.shutdown().await.unwrap();
+        std::fs::remove_dir_all(dir.path().join("node1")).unwrap();
+        let file = dir.path().join("node2").join("replicore.redb");
+        let damaged = flip_all(&std::fs::read(&file).unwrap(), b"stored-key-1");
+        std::fs::write(&file, damaged).unwrap();
+        let first = start(1, dir.path(), &net).await;
+        let second = start(2, dir.path(), &net).await;
+        assert_eq!((first.version(), second.version()), (0, 0));
+        updates(&master, 12, 6).await;
+        let target = master.version();
+        for s in [&first, &second, &third] {
+            s.versions().wait_for(|v| *v >= target).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        for s in [first, second, third] {
+            s.shutdown().await.unwrap();
+        }
+        master.shutdown().await.unwrap();
+        (dir, target)
+    });
+    let report = conformance::check_dir(&trace_dir(&dir)).unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("{report}");
+    assert_eq!((report.restarts, report.storage_faults), (2, 2), "{report}");
+    assert!(report.converged, "{report}");
+    assert_eq!(report.final_version, version, "{report}");
+    assert!(version >= 12, "{report}");
+
+    // The master's directory is lost and the master created again: it starts at version 0.
+    run_paused(async {
+        std::fs::remove_dir_all(dir.path().join("node0")).unwrap();
+        let net = MemNet::<Msg<KvStore>>::new(SEED);
+        let master = start(MASTER_ID, dir.path(), &net).await;
+        assert_eq!(master.version(), 0);
+        master.shutdown().await.unwrap();
+    });
+    match conformance::check_dir(&trace_dir(&dir)) {
+        Err(ConformanceError::Diverged(d)) => {
+            assert!(d.reason.contains("not the model's saved storage"), "{d}");
+            assert!(d.step.starts_with("node 0 incarnation 1"), "{d}");
+        }
+        other => panic!("a master started afresh must diverge: {other:?}"),
+    }
+}

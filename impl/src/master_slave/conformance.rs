@@ -41,6 +41,7 @@
 //! model's actors and the properties hold on one exactly when they hold on the other. A run
 //! with more than 256 distinct keys or values cannot be renamed and is refused.
 
+use crate::master_slave::node::MASTER_ID;
 use crate::runtime::conformance::{self, clip};
 pub use crate::runtime::conformance::{ConformanceError, Divergence};
 use crate::runtime::storage::KvStore;
@@ -48,7 +49,9 @@ use crate::runtime::trace::{self, Cmd, Input, SendId};
 use crate::runtime::transport::CLIENT_ID_MIN;
 use replicore_model::master_slave::master::{Pending, Queued};
 use replicore_model::master_slave::master_user::{ClientEntry, MasterUser, Step};
-use replicore_model::master_slave::model::{MasterSlaveModel, MasterSlaveState, props};
+use replicore_model::master_slave::model::{
+    MasterSlaveModel, MasterSlaveState, StorageFault, props,
+};
 use replicore_model::master_slave::slave_user::SlaveUser;
 use replicore_model::master_slave::{
     ClientMsg, MasterSlaveConfig, MasterStorage, Msg, NetworkKind, NodeState, Saved, ServiceMsg,
@@ -102,6 +105,9 @@ pub struct Report {
     pub timeouts: usize,
     /// Steps recorded by a killed node whose save never became durable (treated as not taken).
     pub unsaved_steps: usize,
+    /// Restarts of a slave whose store was lost or found damaged (the model's storage
+    /// faults, [`StorageFault`]).
+    pub storage_faults: usize,
     /// Replayed states on which every `Always` property was evaluated.
     pub states_checked: usize,
     /// The `Always` properties evaluated.
@@ -122,13 +128,15 @@ impl fmt::Display for Report {
         write!(
             f,
             "conforms: {} steps ({} deliveries, {} client inputs, {} timeouts, {} restarts, \
-             {} unsaved steps of killed nodes), {} properties held on {} states, final version {}{}",
+             {} unsaved steps of killed nodes, {} storage faults), {} properties held on {} \
+             states, final version {}{}",
             self.steps,
             self.deliveries,
             self.client_inputs,
             self.timeouts,
             self.restarts,
             self.unsaved_steps,
+            self.storage_faults,
             self.properties.len(),
             self.states_checked,
             self.final_version,
@@ -432,7 +440,9 @@ impl<'t> Replay<'t> {
             own_keys: false,
             max_crashes: slaves + 1,
             history_bound: meta.history,
-            disk_faults: 0,
+            // Every restart may find a slave's store lost or damaged; the model's bound only
+            // keeps a search finite.
+            disk_faults: usize::MAX,
             mutant: None,
         };
         let model = cfg.into_model();
@@ -580,16 +590,21 @@ impl<'t> Replay<'t> {
                 } else {
                     self.report.restarts += 1;
                     let expected = self.state.actor_storages[i].clone();
-                    if loaded != expected {
+                    let fault = if loaded == expected {
+                        None
+                    } else if let Some(fault) = storage_fault(at.node, &loaded, &expected) {
+                        Some(fault)
+                    } else {
                         return Err(self.diverge(
                             at,
                             "the storage loaded at restart is not the model's saved storage \
-                             (a save was lost, or made after a message revealed it)"
+                             (a save was lost, or made after a message revealed it), nor a \
+                             slave's store lost or found damaged"
                                 .into(),
                             before,
                             Some((clip(format!("{loaded:?}")), clip(format!("{expected:?}")))),
                         ));
-                    }
+                    };
                     self.state = self
                         .model
                         .next_state(&self.state, ActorModelAction::Crash(id))
@@ -597,6 +612,26 @@ impl<'t> Replay<'t> {
                     // The crashed state is a state of the run too (monotonic versions are
                     // judged on it).
                     self.check_properties(at, before.clone())?;
+                    if let Some(fault) = fault {
+                        // The model's own storage fault, taken while the slave is down; its
+                        // properties are judged on the state after it as on any other.
+                        let Some(next) = self.model.next_state(&self.state, fault.action(id))
+                        else {
+                            return Err(self.diverge(
+                                at,
+                                format!(
+                                    "the model allows no {} of node {} here",
+                                    fault.name(),
+                                    at.node
+                                ),
+                                before,
+                                None,
+                            ));
+                        };
+                        self.state = next;
+                        self.report.storage_faults += 1;
+                        self.check_properties(at, before.clone())?;
+                    }
                     self.model.actors[i].on_start(id, &loaded, &mut out);
                     Some(ActorModelAction::Recover(id))
                 }
@@ -884,6 +919,31 @@ impl<'t> Replay<'t> {
         self.report.keys = self.renamer.keys.len();
         self.report.values = self.renamer.values.len();
         Ok(self.report)
+    }
+}
+
+/// The storage fault of the model that explains a restart of `node` loading `loaded` where
+/// the model holds `expected`: a slave's store gone and created again (`None`), or found
+/// damaged and discarded by the runtime ([`Saved::after_damage`]). The model's damaged copy
+/// keeps the rest of the saved state beside the flag ([`StorageFault::apply`]); the slave's
+/// `on_start` discards either, and the replay runs it on what was really loaded. A master's
+/// store is never lost or damaged in the model: such a restart is a divergence.
+fn storage_fault(
+    node: u64,
+    loaded: &Option<Saved<ModelKv>>,
+    expected: &Option<Saved<ModelKv>>,
+) -> Option<StorageFault> {
+    if node == MASTER_ID {
+        return None;
+    }
+    match loaded {
+        None => StorageFault::Lost
+            .apply(expected)
+            .map(|_| StorageFault::Lost),
+        Some(l) if Some(l) == Saved::after_damage(false).as_ref() => StorageFault::Damaged
+            .apply(expected)
+            .map(|_| StorageFault::Damaged),
+        Some(_) => None,
     }
 }
 
