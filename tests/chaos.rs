@@ -2,13 +2,18 @@
 //! faults into the frames it sends (loss, duplication, delay, reordering, scheduled
 //! partitions; `replicore_runtime::runtime::faults`) and recording its trace, while clients run a
 //! workload of one-phase and two-phase updates, deletes and rollbacks, and the harness
-//! SIGKILLs slaves and the master and restarts them from their data directories.
+//! SIGKILLs slaves and the master and restarts them from their data directories. Every
+//! second slave it kills also suffers a storage fault while down, damaged and lost in turn:
+//! its keys' bytes flipped in its file, or its data directory removed (the node is created
+//! again).
 //!
 //! At the end the faults stop (every node restarts without them) and the test checks:
 //! - convergence: every slave reaches the master's version, with identical data;
 //! - the client-side history: every update a client was told committed is on every node,
-//!   no update told aborted is visible anywhere, each slave's observed versions only grow;
-//! - trace conformance: the traces replay through the model (`replicore_runtime::master_slave::conformance`).
+//!   no update told aborted is visible anywhere, each slave's observed versions only grow
+//!   (between its storage faults, after which it starts again from version 0);
+//! - trace conformance: the traces replay through the model (`replicore_runtime::master_slave::conformance`),
+//!   every storage fault replayed as the model's.
 //!
 //! It prints one summary line per seed. `docs/reliability.md` says how to run a soak, how to
 //! reproduce a seed, and how a deliberately broken runtime is caught.
@@ -217,6 +222,35 @@ struct Cluster {
     plan: FaultPlan,
     broken: bool,
     kills: [u32; 2],
+    /// Storage faults injected: [damaged, lost].
+    disk_faults: [u32; 2],
+    /// Slaves stopped gracefully (to damage their store) during the faults.
+    stops: u32,
+}
+
+/// What happens to a killed slave's store before it restarts.
+#[derive(Clone, Copy)]
+enum DiskFault {
+    /// One bit flipped in every copy of every key's name in the file.
+    Damaged,
+    /// The data directory removed; the node is created again.
+    Lost,
+}
+
+/// `bytes` with the last digit of every workload key's name (`key000`, `key001`, ...)
+/// changed, in every copy (redb copies pages on write, so stale copies change too), and how
+/// many there were. Every data row fails its check then, wherever it is stored.
+fn damage_keys(bytes: &[u8]) -> (Vec<u8>, usize) {
+    let mut out = bytes.to_vec();
+    let mut found = 0;
+    for at in 0..bytes.len().saturating_sub(6) {
+        let name = &bytes[at..at + 6];
+        if name.starts_with(b"key0") && name[4..].iter().all(u8::is_ascii_digit) {
+            out[at + 5] ^= 0x01;
+            found += 1;
+        }
+    }
+    (out, found)
 }
 
 impl Cluster {
@@ -263,6 +297,29 @@ impl Cluster {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Injects `fault` into the store of slave `id`, which is down; whether there was
+    /// anything to damage.
+    fn damage(&mut self, id: u64, fault: DiskFault) -> Result<bool, String> {
+        let dir = self.root.join(format!("data{id}"));
+        match fault {
+            DiskFault::Lost => {
+                std::fs::remove_dir_all(&dir).map_err(|e| format!("remove {dir:?}: {e}"))?;
+                self.disk_faults[1] += 1;
+            }
+            DiskFault::Damaged => {
+                let file = dir.join("replicore.redb");
+                let bytes = std::fs::read(&file).map_err(|e| format!("read {file:?}: {e}"))?;
+                let (damaged, found) = damage_keys(&bytes);
+                if found == 0 {
+                    return Ok(false);
+                }
+                std::fs::write(&file, damaged).map_err(|e| format!("write {file:?}: {e}"))?;
+                self.disk_faults[0] += 1;
+            }
+        }
+        Ok(true)
     }
 
     /// SIGKILLs node `id`.
@@ -334,8 +391,9 @@ struct Update {
 struct History {
     /// Per key, its updates in the order its owner issued them.
     by_key: BTreeMap<String, Vec<Update>>,
-    /// Per slave, the versions it reported, in order.
-    observed: BTreeMap<u64, Vec<u64>>,
+    /// Per slave, the versions it reported, in order; a new run of them after each storage
+    /// fault of the slave.
+    observed: BTreeMap<u64, Vec<Vec<u64>>>,
 }
 
 fn plan(seed: u64, epoch: u64, time_cap: Duration) -> FaultPlan {
@@ -381,6 +439,8 @@ async fn run_seed(seed: u64, shape: &Shape, broken: bool) -> Result<String, Stri
         plan: plan(seed, now_unix_ms(), shape.time_cap),
         broken,
         kills: [0, 0],
+        disk_faults: [0, 0],
+        stops: 0,
     };
     let result = chaos(seed, shape, &mut cluster, started).await;
     let keep = result.is_err() || std::env::var("REPLICORE_CHAOS_KEEP").is_ok_and(|v| v == "1");
@@ -430,7 +490,9 @@ async fn chaos(
                             .unwrap()
                             .observed
                             .entry(id)
-                            .or_default()
+                            .or_insert_with(|| vec![Vec::new()])
+                            .last_mut()
+                            .expect("a run of versions")
                             .push(s.version),
                         _ => client = None,
                     }
@@ -469,14 +531,42 @@ async fn chaos(
     {
         tokio::time::sleep(Duration::from_millis(50)).await;
         if Instant::now() >= next_kill {
-            // Every fourth kill is the master's, the others hit a random slave.
-            let victim = if (cluster.kills[0] + cluster.kills[1]) % 4 == 2 {
+            // Every fourth node down is the master, the others are random slaves.
+            let victim = if (cluster.kills[0] + cluster.kills[1] + cluster.stops) % 4 == 2 {
                 MASTER_ID
             } else {
                 rng.random_range(1..=SLAVES)
             };
-            cluster.kill(victim);
+            // Every second slave going down also loses its store or finds it damaged, in
+            // turn. A store is damaged after a graceful stop: after a SIGKILL, redb's repair
+            // checks its own page checksums first and refuses a file with flipped bytes (a
+            // one-line `NotRedb` error, `docs/reliability.md`), before our row checks run.
+            let slave_downs = cluster.kills[1] + cluster.stops + 1;
+            let fault = (victim != MASTER_ID && slave_downs.is_multiple_of(2)).then_some(
+                if slave_downs % 4 == 2 {
+                    DiskFault::Damaged
+                } else {
+                    DiskFault::Lost
+                },
+            );
+            if matches!(fault, Some(DiskFault::Damaged)) {
+                cluster.stop(victim).await?;
+                cluster.stops += 1;
+            } else {
+                cluster.kill(victim);
+            }
             tokio::time::sleep(Duration::from_millis(rng.random_range(100..800))).await;
+            if let Some(fault) = fault
+                && cluster.damage(victim, fault)?
+            {
+                history
+                    .lock()
+                    .unwrap()
+                    .observed
+                    .entry(victim)
+                    .or_default()
+                    .push(Vec::new());
+            }
             cluster.start(victim, true).await?;
             next_kill = Instant::now() + jitter(&mut rng, shape.kill_every);
         }
@@ -515,12 +605,22 @@ async fn chaos(
     let conformance = conformance::check_dir(&cluster.trace_dir());
     let conformance_time = conformance_started.elapsed();
     let conf_text = match &conformance {
-        Ok(r) => format!(
-            "conformance: {} steps, {} states checked in {:.1} s",
-            r.steps,
-            r.states_checked,
-            conformance_time.as_secs_f64()
-        ),
+        Ok(r) => {
+            let injected = (cluster.disk_faults[0] + cluster.disk_faults[1]) as usize;
+            if r.storage_faults != injected {
+                violations.push(format!(
+                    "trace conformance replayed {} storage faults, {injected} were injected",
+                    r.storage_faults
+                ));
+            }
+            format!(
+                "conformance: {} steps, {} states checked, {} storage faults, in {:.1} s",
+                r.steps,
+                r.states_checked,
+                r.storage_faults,
+                conformance_time.as_secs_f64()
+            )
+        }
         Err(e) => {
             violations.push(format!("trace conformance: {e}"));
             "conformance: FAILED".to_string()
@@ -529,7 +629,8 @@ async fn chaos(
     let summary = format!(
         "chaos seed={seed}: updates committed={} aborted={} (rolled back {}) unknown={}; \
          faults: dropped={} duplicated={} delayed={} reordered={} partitioned={}; \
-         crashes: slaves={} master={}; final versions {:?}; {conf_text}; violations={} ({:.0} s)",
+         crashes: slaves={} master={}; slave stores damaged={} lost={}; final versions {:?}; \
+         {conf_text}; violations={} ({:.0} s)",
         stats.committed,
         stats.aborted,
         stats.rolled_back,
@@ -541,6 +642,8 @@ async fn chaos(
         counts.partitioned,
         cluster.kills[1],
         cluster.kills[0],
+        cluster.disk_faults[0],
+        cluster.disk_faults[1],
         finals.iter().map(|(v, _)| *v).collect::<Vec<_>>(),
         violations.len(),
         started.elapsed().as_secs_f64(),
@@ -553,6 +656,8 @@ async fn chaos(
         ("partitions", counts.partitioned),
         ("slave crashes", u64::from(cluster.kills[1])),
         ("master crashes", u64::from(cluster.kills[0])),
+        ("damaged slave stores", u64::from(cluster.disk_faults[0])),
+        ("lost slave stores", u64::from(cluster.disk_faults[1])),
         ("rollbacks", stats.rolled_back as u64),
         ("aborts", stats.aborted as u64),
     ];
@@ -862,14 +967,16 @@ fn check_history(
             violations.push(format!("version {v} told both committed and aborted"));
         }
     }
-    for (slave, seen) in &history.observed {
-        if let Some(w) = seen.windows(2).find(|w| w[1] < w[0]) {
-            violations.push(format!(
-                "slave {slave} went back from version {} to {}",
-                w[0], w[1]
-            ));
+    for (slave, runs) in &history.observed {
+        for seen in runs {
+            if let Some(w) = seen.windows(2).find(|w| w[1] < w[0]) {
+                violations.push(format!(
+                    "slave {slave} went back from version {} to {} (no storage fault between)",
+                    w[0], w[1]
+                ));
+            }
         }
-        if let Some(v) = seen.iter().find(|v| aborted_versions.contains(v)) {
+        if let Some(v) = runs.iter().flatten().find(|v| aborted_versions.contains(v)) {
             violations.push(format!("slave {slave} exposed aborted version {v}"));
         }
     }
