@@ -717,6 +717,22 @@ async fn traced_nodes_with_faults_from_the_cluster_file_pass_check_trace() {
         let out = c.ok(&["check-trace", &trace_flag]).await;
         assert!(out.starts_with("conforms: "), "{out}");
         assert!(out.contains("1 restarts"), "{out}");
+        // With --json: one object, its counts beside the sentence.
+        let out = c.ok(&["--json", "check-trace", &trace_flag]).await;
+        let o: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+        assert_eq!(
+            (&o["outcome"], &o["conforms"]),
+            (&"ok".into(), &true.into()),
+            "{o}"
+        );
+        assert_eq!(o["restarts"], 1, "{o}");
+        assert!(o["steps"].as_u64().is_some_and(|n| n > 40), "{o}");
+        assert!(
+            o["report"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("conforms: ")),
+            "{o}"
+        );
         // A missing directory is a one-line error.
         let out = c.cli(&["check-trace", "/nonexistent/trace"]).await;
         assert!(!out.status.success());

@@ -91,7 +91,7 @@ pub struct Traces {
 }
 
 /// What a conforming replay covered.
-#[derive(Clone, Debug, Default, Eq, PartialEq)]
+#[derive(Clone, Debug, Default, Eq, PartialEq, Serialize)]
 pub struct Report {
     /// Recorded steps replayed (starts, messages, timers).
     pub steps: usize,

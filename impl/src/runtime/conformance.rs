@@ -218,7 +218,7 @@ where
 }
 
 /// What a conforming per-node replay covered.
-#[derive(Clone, Debug, Default, Eq, PartialEq)]
+#[derive(Clone, Debug, Default, Eq, PartialEq, serde::Serialize)]
 pub struct Replayed {
     /// Nodes replayed.
     pub nodes: usize,

@@ -187,10 +187,10 @@ pub async fn run(
     json: bool,
 ) -> anyhow::Result<String> {
     match cmd {
-        KnowledgeCommand::CheckTrace { dir } => Ok(format!(
-            "{}\n",
-            replicore_runtime::knowledge::check_trace(&dir)?
-        )),
+        KnowledgeCommand::CheckTrace { dir } => {
+            crate::conforms(&replicore_runtime::knowledge::check_trace(&dir)?, json);
+            Ok(String::new())
+        }
         KnowledgeCommand::ReplicaServe {
             data_dir,
             replica,

@@ -709,7 +709,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::StageSync {
             command: stage_sync::StageCommand::CheckTrace { dir },
         } => {
-            println!("{}", replicore_runtime::stage_sync::check_trace(&dir)?);
+            conforms(&replicore_runtime::stage_sync::check_trace(&dir)?, cli.json);
             Ok(())
         }
         Command::StageSync { command } => {
@@ -733,7 +733,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Failover {
             command: failover::FailoverCommand::CheckTrace { dir },
         } => {
-            println!("{}", replicore_runtime::failover::check_trace(&dir)?);
+            conforms(&replicore_runtime::failover::check_trace(&dir)?, cli.json);
             Ok(())
         }
         Command::Failover { command } => {
@@ -760,11 +760,34 @@ async fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// Prints a conforming replay's report: its sentence, or with `json` one object with
+/// `"outcome": "ok"`, `"conforms": true`, the sentence as `report` and every count. A trace
+/// that does not conform is an error (exit 1, `"conforms"` absent).
+fn conforms<R: serde::Serialize + std::fmt::Display>(report: &R, json: bool) {
+    if !json {
+        println!("{report}");
+        return;
+    }
+    let mut o = serde_json::json!({
+        "outcome": exit::outcome(exit::OK),
+        "conforms": true,
+        "report": report.to_string(),
+    });
+    if let (Some(o), Ok(serde_json::Value::Object(fields))) =
+        (o.as_object_mut(), serde_json::to_value(report))
+    {
+        o.extend(fields);
+    }
+    exit::print_json(&o);
+}
+
 /// Runs a protocol-1 command.
 async fn master_slave(command: MasterSlaveCommand, args: &ClusterArgs, json: bool) -> Result<()> {
     if let MasterSlaveCommand::CheckTrace { dir } = &command {
-        let report = replicore_runtime::master_slave::conformance::check_dir(dir)?;
-        println!("{report}");
+        conforms(
+            &replicore_runtime::master_slave::conformance::check_dir(dir)?,
+            json,
+        );
         return Ok(());
     }
     let cluster = Cluster::from_args(args)?;
