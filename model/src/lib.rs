@@ -21,6 +21,7 @@
 //!
 //! # Crate map
 //! - [`store`]: the application's data ([`store::Store`]) and its delta algebra.
+//! - `laws` (feature `laws`): the store laws, checked on any store.
 //! - [`master_slave`]: protocol 1, master/slave replication (seeds 000/001).
 //! - [`failover`]: protocol 2, a failover approver (seed 002).
 //! - [`knowledge`]: protocol 3, knowledge sync (seed 004).
@@ -38,6 +39,8 @@ pub mod failover;
 pub mod fingerprint;
 pub mod harness;
 pub mod knowledge;
+#[cfg(any(test, feature = "laws"))]
+pub mod laws;
 pub mod master_slave;
 pub mod stage_sync;
 pub mod store;

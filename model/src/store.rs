@@ -7,12 +7,16 @@
 //! the store value itself.
 //!
 //! # Laws
-//! Every implementation must satisfy, for all states `s` and operations `o`, `p`:
+//! Every implementation must satisfy, for all states `s`, `old`, `new` and operations `o`:
 //! - `s.apply(&s.delta_of(&o))` performs `o`;
 //! - applying `compose(d1, d2)` equals applying `d1` then `d2`;
-//! - applying `S::empty_delta()` changes nothing.
+//! - applying `S::empty_delta()` changes nothing;
+//! - applying `new.diff_from(&old)` to `old` gives `new`;
+//! - states, deltas and operations decode to what was encoded (the runtime sends and saves
+//!   them with postcard), and no method panics.
 //!
-//! `store::tests` checks these laws for [`Kv`] with proptest.
+//! The `laws` feature's [`crate::laws::check_store_laws`] checks them on any store, from
+//! sequences of operations a proptest strategy draws; `store::tests` runs it on [`Kv`].
 
 use imbl::OrdMap;
 use serde::de::DeserializeOwned;
@@ -209,81 +213,39 @@ pub type ModelKv = Kv<u8, u8>;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::laws::check_store_laws_against;
     use proptest::prelude::*;
 
-    fn op() -> impl Strategy<Value = KvOp<u8, u8>> {
-        prop_oneof![
+    /// Kv keeps every law, against a reference written on its entries directly.
+    #[test]
+    fn kv_keeps_the_store_laws() {
+        let ops = prop_oneof![
             (0u8..4, 0u8..4).prop_map(|(k, v)| KvOp::Put(k, v)),
             (0u8..4).prop_map(KvOp::Delete),
-        ]
+        ];
+        let performs = |s: &ModelKv, op: &KvOp<u8, u8>| {
+            let mut s = s.clone();
+            match *op {
+                KvOp::Put(k, v) => s.entries.insert(k, v),
+                KvOp::Delete(k) => s.entries.remove(&k),
+            };
+            s
+        };
+        if let Err(e) = check_store_laws_against(ops, 1024, performs) {
+            panic!("{e}");
+        }
     }
 
-    /// Replays `ops` from the empty state, returning every intermediate state and the delta
-    /// of each step.
-    fn replay(ops: &[KvOp<u8, u8>]) -> (Vec<ModelKv>, Vec<KvDelta<u8, u8>>) {
-        let mut states = vec![ModelKv::default()];
-        let mut deltas = Vec::new();
-        for op in ops {
-            let mut s = states.last().unwrap().clone();
-            let d = s.delta_of(op);
-            s.apply(&d);
-            states.push(s);
-            deltas.push(d);
-        }
-        (states, deltas)
-    }
-
-    proptest! {
-        /// Applying delta(a→b) to a gives b, for arbitrary remembered a.
-        #[test]
-        fn delta_between_arbitrary_states_yields_the_later(ops in prop::collection::vec(op(), 0..12), a in 0usize..12) {
-            let (states, deltas) = replay(&ops);
-            let a = a % states.len();
-            let direct = deltas[a..].iter().fold(ModelKv::empty_delta(), |acc, d| ModelKv::compose(&acc, d));
-            let mut s = states[a].clone();
-            s.apply(&direct);
-            prop_assert_eq!(&s, states.last().unwrap());
-        }
-
-        /// Chained deltas equal the direct delta: applying d1 then d2 equals compose(d1, d2).
-        #[test]
-        fn chained_deltas_equal_composed(ops in prop::collection::vec(op(), 0..12), split in 0usize..12) {
-            let (states, deltas) = replay(&ops);
-            let split = split % (deltas.len() + 1);
-            let fold = |ds: &[KvDelta<u8, u8>]| ds.iter().fold(ModelKv::empty_delta(), |acc, d| ModelKv::compose(&acc, d));
-            let (d1, d2) = (fold(&deltas[..split]), fold(&deltas[split..]));
-            let mut chained = states[0].clone();
-            chained.apply(&d1);
-            chained.apply(&d2);
-            let mut direct = states[0].clone();
-            direct.apply(&ModelKv::compose(&d1, &d2));
-            prop_assert_eq!(&chained, &direct);
-            prop_assert_eq!(&direct, states.last().unwrap());
-        }
-
-        /// A snapshot (the store value) equals replaying every delta from version 0.
-        #[test]
-        fn snapshot_equals_replaying_all_deltas(ops in prop::collection::vec(op(), 0..12)) {
-            let (states, deltas) = replay(&ops);
-            let mut replayed = ModelKv::default();
-            for d in &deltas {
-                replayed.apply(d);
-            }
-            prop_assert_eq!(&replayed, states.last().unwrap());
-            let bytes = postcard::to_allocvec(states.last().unwrap()).unwrap();
-            let decoded: ModelKv = postcard::from_bytes(&bytes).unwrap();
-            prop_assert_eq!(&decoded, states.last().unwrap());
-        }
-
-        /// `diff_from` is the delta between two states.
-        #[test]
-        fn diff_from_turns_old_into_new(ops in prop::collection::vec(op(), 0..12), a in 0usize..12) {
-            let (states, _) = replay(&ops);
-            let a = a % states.len();
-            let newest = states.last().unwrap();
-            let mut s = states[a].clone();
-            s.apply(&newest.diff_from(&states[a]));
-            prop_assert_eq!(&s, newest);
+    /// The runtime's own store, with string keys and byte values.
+    #[test]
+    fn kv_of_strings_and_bytes_keeps_the_store_laws() {
+        let ops = prop_oneof![
+            ("[a-c]{0,2}", prop::collection::vec(any::<u8>(), 0..3))
+                .prop_map(|(k, v)| KvOp::Put(k, v)),
+            "[a-c]{0,2}".prop_map(KvOp::Delete),
+        ];
+        if let Err(e) = crate::laws::check_store_laws::<Kv<String, Vec<u8>>>(ops, 512) {
+            panic!("{e}");
         }
     }
 }
