@@ -24,6 +24,10 @@
 
 use crate::store::Store;
 use proptest::prelude::*;
+
+/// The proptest this checker is built on, for writing the strategies it takes without a
+/// second copy of proptest.
+pub use proptest;
 use proptest::test_runner::{Config, TestCaseError, TestError, TestRng, TestRunner};
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
