@@ -77,8 +77,16 @@ pub async fn scenario(dir: &Path) -> anyhow::Result<Outcome> {
     }
 
     let mut client = Client::<Ledger>::connect(&addr, CLUSTER_ID, KEY, None).await?;
-    let mut versions = Vec::new();
+    let mut versions: Vec<u64> = Vec::new();
     for (op, mode) in updates() {
+        if matches!(mode, Mode::TwoPhase { .. }) {
+            // A two-phase update commits only with every slave's vote: wait until each one
+            // holds what is committed so far, so none is still connecting.
+            let last = versions.last().copied().unwrap_or(0);
+            for s in &slaves {
+                s.versions().wait_for(|v| *v >= last).await?;
+            }
+        }
         let (_req, version) = client.update(op, mode, WAIT).await?;
         versions.push(version);
     }
