@@ -9,6 +9,24 @@ use stateright::{Rewrite, RewritePlan};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+/// Who the master and the slaves of a checked system are: what [`Ghost`] needs of its
+/// config to read the messages it records.
+pub trait Roles {
+    /// The master's id.
+    fn master_id(&self) -> Id;
+    /// The slaves' ids.
+    fn slave_ids(&self) -> Vec<Id>;
+}
+
+impl Roles for MasterSlaveConfig {
+    fn master_id(&self) -> Id {
+        MasterSlaveConfig::master_id(self)
+    }
+    fn slave_ids(&self) -> Vec<Id> {
+        MasterSlaveConfig::slave_ids(self)
+    }
+}
+
 /// Ghost state for the properties: what the master revealed and decided, reconstructed from
 /// the messages it sent. It is never read by protocol logic.
 ///
@@ -136,7 +154,7 @@ impl<S: Store> Ghost<S> {
         }
     }
 
-    fn reveal_two_phase(&mut self, cfg: &MasterSlaveConfig, version: Version) {
+    fn reveal_two_phase(&mut self, cfg: &impl Roles, version: Version) {
         if !cfg
             .slave_ids()
             .iter()
@@ -155,8 +173,8 @@ impl<S: Store> Ghost<S> {
         }
     }
 
-    pub(super) fn record_out(
-        cfg: &MasterSlaveConfig,
+    pub(super) fn record_out<C: Roles>(
+        cfg: &C,
         ghost: &Self,
         env: Envelope<&Msg<S>>,
     ) -> Option<Self> {
@@ -225,11 +243,7 @@ impl<S: Store> Ghost<S> {
         (g != *ghost).then_some(g)
     }
 
-    pub(super) fn record_in(
-        _cfg: &MasterSlaveConfig,
-        ghost: &Self,
-        env: Envelope<&Msg<S>>,
-    ) -> Option<Self> {
+    pub(super) fn record_in<C>(_cfg: &C, ghost: &Self, env: Envelope<&Msg<S>>) -> Option<Self> {
         // A Delta or Snapshot delivery is only a transition when the slave applied it.
         let mut g = ghost.clone();
         match env.msg {

@@ -5,6 +5,8 @@
 //! Actor ids: the master is 0, slaves are `1..=N`, the client is `N + 1`.
 //!
 //! - [`config`]: the config, its scripts and [`MasterSlaveConfig::into_model`].
+//! - [`any_store`]: the same system on a store of the user's own,
+//!   [`AnyStoreConfig::into_model`].
 //! - [`system`]: the actors of the checked system and their states.
 //! - [`ghost`]: the history the properties read.
 //! - [`props`]: the properties.
@@ -13,6 +15,7 @@
 //! - [`suite`]: the configs that together reach every behaviour.
 //! - [`words`]: steps, messages and data in the words traces print.
 
+pub mod any_store;
 pub mod config;
 pub mod ghost;
 pub mod props;
@@ -21,6 +24,7 @@ pub mod suite;
 pub mod system;
 pub mod words;
 
+pub use any_store::*;
 pub use config::*;
 pub use ghost::*;
 pub use reduce::*;

@@ -1,12 +1,12 @@
 //! The property names and predicates of protocol 1. Each predicate is a plain function of a
 //! model state, so the checker, the runtime tests and trace conformance call the same code.
 
-use super::{MasterSlaveConfig, MasterSlaveState, NodeState};
+use super::{MasterSlaveConfig, NodeState, SystemState};
 use crate::master_slave::Saved;
 use crate::master_slave::master::MasterState;
 use crate::master_slave::master_user::Step;
 use crate::master_slave::slave::SlaveState;
-use crate::store::{KvOp, ModelKv, Store};
+use crate::store::Store;
 use stateright::actor::Id;
 
 /// Safety 1: every live slave's (version, data) is the master's committed data at that
@@ -70,7 +70,7 @@ pub const IDS: &[(&str, &str)] = &[
 ];
 
 /// The live master's state.
-pub fn master(s: &MasterSlaveState) -> Option<&MasterState<ModelKv>> {
+pub fn master<S: Store>(s: &SystemState<S>) -> Option<&MasterState<S>> {
     match &*s.actor_states[0] {
         NodeState::Master(m) if !s.crashed[0] => Some(m),
         _ => None,
@@ -78,7 +78,7 @@ pub fn master(s: &MasterSlaveState) -> Option<&MasterState<ModelKv>> {
 }
 
 /// Every live slave's state.
-pub fn live_slaves(s: &MasterSlaveState) -> impl Iterator<Item = (usize, &SlaveState<ModelKv>)> {
+pub fn live_slaves<S: Store>(s: &SystemState<S>) -> impl Iterator<Item = (usize, &SlaveState<S>)> {
     s.actor_states
         .iter()
         .enumerate()
@@ -89,11 +89,11 @@ pub fn live_slaves(s: &MasterSlaveState) -> impl Iterator<Item = (usize, &SlaveS
 }
 
 /// Safety 1.
-pub fn slave_data(s: &MasterSlaveState) -> bool {
+pub fn slave_data<S: Store>(s: &SystemState<S>) -> bool {
     live_slaves(s).all(|(_, sl)| {
         let v = sl.user.version;
         if v == 0 {
-            sl.user.data == ModelKv::default()
+            sl.user.data == S::default()
         } else {
             s.history.committed.get(&v) == Some(&sl.user.data)
         }
@@ -108,7 +108,19 @@ pub fn slave_data(s: &MasterSlaveState) -> bool {
 /// The replay stops at the first version whose fate no client has learned yet (neither an
 /// acknowledgement nor an abort was sent), or whose client is not one of the config's: the
 /// operation that made it is not known.
-pub fn acknowledged_replay(cfg: &MasterSlaveConfig, s: &MasterSlaveState) -> bool {
+pub fn acknowledged_replay(
+    cfg: &MasterSlaveConfig,
+    s: &SystemState<crate::store::ModelKv>,
+) -> bool {
+    acknowledged_replay_of(s, |client, req| client_update(cfg, client, req))
+}
+
+/// [`acknowledged_replay`] on any store: `update(client, req)` is the operation `client`'s
+/// request `req` carries, if the checked system knows it.
+pub fn acknowledged_replay_of<S: Store>(
+    s: &SystemState<S>,
+    update: impl Fn(Id, u64) -> Option<S::Op>,
+) -> bool {
     let g = &s.history;
     let master = master(s).map(|m| (m.user.version, &m.user.data));
     let last = g
@@ -119,15 +131,15 @@ pub fn acknowledged_replay(cfg: &MasterSlaveConfig, s: &MasterSlaveState) -> boo
         .max(master.map(|(v, _)| v))
         .unwrap_or(0);
     // Every store the acknowledged updates up to `v` can give.
-    let mut candidates = vec![ModelKv::default()];
+    let mut candidates = vec![S::default()];
     for v in 1..=last {
         if g.aborted.contains(&v) {
             continue;
         }
         let Some(acks) = g.acked.get(&v) else { break };
-        let ops: Option<Vec<KvOp<u8, u8>>> = acks
+        let ops: Option<Vec<S::Op>> = acks
             .iter()
-            .map(|(client, req)| client_update(cfg, *client, *req))
+            .map(|(client, req)| update(*client, *req))
             .collect();
         // A client outside the config (trace conformance replays the runtime's clients,
         // whose operations the config does not know): nothing further can be replayed.
@@ -148,15 +160,19 @@ pub fn acknowledged_replay(cfg: &MasterSlaveConfig, s: &MasterSlaveState) -> boo
 }
 
 /// The operation `client`'s request `req` carries, if it has one.
-fn client_update(cfg: &MasterSlaveConfig, client: Id, req: u64) -> Option<KvOp<u8, u8>> {
+fn client_update(
+    cfg: &MasterSlaveConfig,
+    client: Id,
+    req: u64,
+) -> Option<crate::store::KvOp<u8, u8>> {
     let c = cfg.client_ids().iter().position(|id| *id == client)?;
     let step = cfg.script.get(usize::try_from(req).ok()?)?;
     Some(cfg.client_op(c, &step.op))
 }
 
 /// Every store `ops`, applied in some order, make of one of `from`.
-fn replays(from: &[ModelKv], ops: &[KvOp<u8, u8>]) -> Vec<ModelKv> {
-    let mut out: Vec<ModelKv> = Vec::new();
+fn replays<S: Store>(from: &[S], ops: &[S::Op]) -> Vec<S> {
+    let mut out: Vec<S> = Vec::new();
     let mut order: Vec<usize> = (0..ops.len()).collect();
     permutations(&mut order, 0, &mut |order| {
         for start in from {
@@ -187,12 +203,12 @@ pub(crate) fn permutations(v: &mut [usize], k: usize, f: &mut impl FnMut(&[usize
 }
 
 /// Safety 2.
-pub fn no_aborted_visible(s: &MasterSlaveState) -> bool {
+pub fn no_aborted_visible<S: Store>(s: &SystemState<S>) -> bool {
     live_slaves(s).all(|(_, sl)| !s.history.aborted.contains(&sl.user.version))
 }
 
 /// Safety 3: no version is both decided committed (or revealed as committed) and aborted.
-pub fn agreement(s: &MasterSlaveState) -> bool {
+pub fn agreement<S: Store>(s: &SystemState<S>) -> bool {
     s.history
         .aborted
         .iter()
@@ -200,12 +216,12 @@ pub fn agreement(s: &MasterSlaveState) -> bool {
 }
 
 /// Safety 4.
-pub fn commit_validity(s: &MasterSlaveState) -> bool {
+pub fn commit_validity<S: Store>(s: &SystemState<S>) -> bool {
     !s.history.commit_without_votes
 }
 
 /// Safety 5.
-pub fn unique_versions(s: &MasterSlaveState) -> bool {
+pub fn unique_versions<S: Store>(s: &SystemState<S>) -> bool {
     !s.history.version_reused
 }
 
@@ -216,7 +232,7 @@ pub fn unique_versions(s: &MasterSlaveState) -> bool {
 ///
 /// A server whose storage was lost or damaged while down ([`super::StorageFault`]) is not
 /// judged until it recovers: the fault, not the protocol, takes its version back.
-pub fn monotonic(s: &MasterSlaveState) -> bool {
+pub fn monotonic<S: Store>(s: &SystemState<S>) -> bool {
     !s.history.went_back
         && s.actor_states.iter().enumerate().all(|(i, a)| {
             if !s.crashed[i] || s.history.faulted.contains(&Id::from(i)) {
@@ -234,14 +250,14 @@ pub fn monotonic(s: &MasterSlaveState) -> bool {
 /// Safety 7: while the master has not decided a version, every slave that voted
 /// Prepared for it holds the prepared delta (live) or has it saved (crashed). A vote whose
 /// saved delta a storage fault destroyed is void, not judged (`GhostHistory::voided`).
-pub fn durable_votes(s: &MasterSlaveState) -> bool {
+pub fn durable_votes<S: Store>(s: &SystemState<S>) -> bool {
     s.history.voted.iter().all(|(id, v)| {
         let decided = s.history.aborted.contains(v) || s.history.two_phase_commits.contains(v);
         if decided || s.history.voided.contains(&(*id, *v)) {
             return true;
         }
         let i = usize::from(*id);
-        let holds = |p: &Option<Step<ModelKv>>| p.as_ref().is_some_and(|p| p.new == *v);
+        let holds = |p: &Option<Step<S>>| p.as_ref().is_some_and(|p| p.new == *v);
         if s.crashed[i] {
             matches!(&s.actor_storages[i], Some(Saved::Slave(st)) if holds(&st.user.prepared))
         } else {
@@ -252,13 +268,24 @@ pub fn durable_votes(s: &MasterSlaveState) -> bool {
 
 /// Converged: nobody is down, the client is done, nothing is undecided, and every slave
 /// holds the master's committed version and no prepared delta.
-pub fn converged(cfg: &MasterSlaveConfig, s: &MasterSlaveState) -> bool {
+pub fn converged(cfg: &MasterSlaveConfig, s: &SystemState<crate::store::ModelKv>) -> bool {
+    let clients: Vec<_> = cfg
+        .client_ids()
+        .into_iter()
+        .map(|id| (id, cfg.script.len()))
+        .collect();
+    converged_of(&clients, s)
+}
+
+/// [`converged`] on any store: `clients` are the scripted clients, each with the length of
+/// its script.
+pub fn converged_of<S: Store>(clients: &[(Id, usize)], s: &SystemState<S>) -> bool {
     if s.crashed.iter().any(|c| *c) {
         return false;
     }
-    let client_done = cfg.client_ids().iter().all(|id| {
+    let client_done = clients.iter().all(|(id, script_len)| {
         matches!(&*s.actor_states[usize::from(*id)],
-        NodeState::Client(c) if c.next as usize >= cfg.script.len())
+        NodeState::Client(c) if c.next as usize >= *script_len)
     });
     let Some(m) = master(s) else { return false };
     client_done
@@ -269,17 +296,33 @@ pub fn converged(cfg: &MasterSlaveConfig, s: &MasterSlaveState) -> bool {
 }
 
 /// Reachability: some two-phase commit is applied on every slave.
-pub fn two_phase_commit_everywhere(cfg: &MasterSlaveConfig, s: &MasterSlaveState) -> bool {
-    let slaves: Vec<_> = live_slaves(s).collect();
-    slaves.len() == cfg.slaves
+pub fn two_phase_commit_everywhere(
+    cfg: &MasterSlaveConfig,
+    s: &SystemState<crate::store::ModelKv>,
+) -> bool {
+    two_phase_commit_everywhere_of(cfg.slaves, s)
+}
+
+/// [`two_phase_commit_everywhere`] on any store, with `slaves` slaves.
+pub fn two_phase_commit_everywhere_of<S: Store>(slaves: usize, s: &SystemState<S>) -> bool {
+    let live: Vec<_> = live_slaves(s).collect();
+    live.len() == slaves
         && s.history
             .two_phase_commits
             .iter()
-            .any(|v| slaves.iter().all(|(_, sl)| sl.user.version >= *v))
+            .any(|v| live.iter().all(|(_, sl)| sl.user.version >= *v))
 }
 
 /// Reachability: a slave restarted from its saved state and caught up with the master.
-pub fn recovered_and_converged(_cfg: &MasterSlaveConfig, s: &MasterSlaveState) -> bool {
+pub fn recovered_and_converged(
+    _cfg: &MasterSlaveConfig,
+    s: &SystemState<crate::store::ModelKv>,
+) -> bool {
+    recovered_and_converged_of(s)
+}
+
+/// [`recovered_and_converged`] on any store.
+pub fn recovered_and_converged_of<S: Store>(s: &SystemState<S>) -> bool {
     let Some(m) = master(s) else { return false };
     m.user.version > 0
         && live_slaves(s).any(|(_, sl)| {

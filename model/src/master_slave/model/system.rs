@@ -16,8 +16,11 @@ use std::borrow::Cow;
 
 /// The actors, network, crashes and ghost of the checked system, as Stateright builds them.
 pub type MasterSlaveActors = ActorModel<Node<ModelKv>, MasterSlaveConfig, Ghost<ModelKv>>;
+/// A state of the checked system of protocol 1 on store `S`: the actors' states, the
+/// network, crashes, saved states and the ghost history.
+pub type SystemState<S> = ActorModelState<Node<S>, Ghost<S>>;
 /// A state of [`MasterSlaveModel`].
-pub type MasterSlaveState = ActorModelState<Node<ModelKv>, Ghost<ModelKv>>;
+pub type MasterSlaveState = SystemState<ModelKv>;
 /// A step of [`MasterSlaveModel`]: one of Stateright's actor-model actions, or a storage
 /// fault ([`StorageFault::action`]).
 pub type MasterSlaveAction = ActorModelAction<Msg<ModelKv>, Timer, ()>;
@@ -202,16 +205,12 @@ impl Model for MasterSlaveModel {
                 };
                 let mut next = self.system.next_state(last, action)?;
                 if let Some(id) = actor {
-                    let i = usize::from(id);
                     if recover {
                         if next.history.faulted.contains(&id) {
                             next.history.faulted.remove(&id);
                         }
-                    } else if !next.history.went_back
-                        && version_of(&next.actor_states[i]) < version_of(&last.actor_states[i])
-                    {
-                        // A running server's committed version only grows (safety 6).
-                        next.history.went_back = true;
+                    } else {
+                        record_went_back(last, &mut next, id);
                     }
                 }
                 Some(next)
@@ -251,8 +250,19 @@ impl Model for MasterSlaveModel {
     }
 }
 
+/// Records in `next`'s ghost whether the running actor `id`'s step from `last` took its
+/// committed version back: a running server's committed version only grows (safety 6).
+pub(super) fn record_went_back<S: Store>(last: &SystemState<S>, next: &mut SystemState<S>, id: Id) {
+    let i = usize::from(id);
+    if !next.history.went_back
+        && version_of(&next.actor_states[i]) < version_of(&last.actor_states[i])
+    {
+        next.history.went_back = true;
+    }
+}
+
 /// A server's committed version (0 for a client).
-fn version_of(state: &NodeState<ModelKv>) -> crate::store::Version {
+fn version_of<S: Store>(state: &NodeState<S>) -> crate::store::Version {
     match state {
         NodeState::Master(m) => m.user.version,
         NodeState::Slave(sl) => sl.user.version,
