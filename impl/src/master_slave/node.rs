@@ -6,6 +6,7 @@ use crate::runtime::codec::{NodeStatus, Query, Reply};
 use crate::runtime::driver::{Driver, DriverError, DriverOptions, Router};
 use crate::runtime::faults::{FaultLayer, FaultPlan, counts_file_name as faults_counts_file};
 use crate::runtime::handshake::Identity;
+#[cfg(feature = "testing")]
 use crate::runtime::memnet::MemNet;
 use crate::runtime::node_loop::{self, Host, INBOX_INPUTS};
 use crate::runtime::storage::{Disk, Durable, KvStore, Owner, StorageError, UserStore, digest_of};
@@ -95,7 +96,8 @@ pub struct NodeConfig {
     /// Where to record this node's trace (`crate::runtime::trace`); `None` (the default) records
     /// nothing.
     pub trace_dir: Option<PathBuf>,
-    /// Testing only: see [`DriverOptions::unsafe_send_before_save`].
+    /// Testing only (the `testing` feature): see [`DriverOptions::unsafe_send_before_save`].
+    #[cfg(feature = "testing")]
     pub unsafe_send_before_save: bool,
     /// How many queued messages may share one durable write (group commit, see
     /// [`crate::runtime::driver`]); 1 turns it off.
@@ -127,6 +129,7 @@ impl NodeConfig {
             seed: None,
             faults: None,
             trace_dir: None,
+            #[cfg(feature = "testing")]
             unsafe_send_before_save: false,
             group_commit: crate::runtime::driver::GROUP_COMMIT_DEFAULT,
         }
@@ -259,8 +262,19 @@ impl<S: UserStore> Durable for Saved<S> {
 enum Wiring<S: UserStore> {
     /// TCP: listen, and (slaves) dial the master.
     Tcp,
-    /// An in-memory network shared by the nodes of one process.
+    /// An in-memory network shared by the nodes of one process (the `testing` feature).
+    #[cfg(feature = "testing")]
     Memory(Arc<MemNet<Msg<S>>>),
+    #[cfg(not(feature = "testing"))]
+    #[allow(dead_code)]
+    Never(std::convert::Infallible, PhantomData<S>),
+}
+
+impl<S: UserStore> Wiring<S> {
+    /// Whether the node is on the in-memory network.
+    fn in_memory(&self) -> bool {
+        !matches!(self, Wiring::Tcp)
+    }
 }
 
 /// What the node loop needs to know about an actor's state.
@@ -385,9 +399,10 @@ impl<S: UserStore> Node<S> {
         Self::start_wired(config, Wiring::Tcp).await
     }
 
-    /// Starts the node on an in-memory network instead of TCP (tests, simulations): no
-    /// socket is bound, `config.listen` and `config.master_addr` are ignored, and every other
-    /// node attached to `net` is its peer.
+    /// Starts the node on an in-memory network instead of TCP (tests, simulations; the
+    /// `testing` feature): no socket is bound, `config.listen` and `config.master_addr` are
+    /// ignored, and every other node attached to `net` is its peer.
+    #[cfg(feature = "testing")]
     pub async fn start_in(
         config: NodeConfig,
         net: &Arc<MemNet<Msg<S>>>,
@@ -437,7 +452,7 @@ impl<S: UserStore> Node<S> {
                         source,
                     }
                 })?),
-                Wiring::Memory(_) => None,
+                _ => None,
             };
         let local_addr = match &listener {
             Some(l) => l.local_addr().map_err(|source| NodeError::Bind {
@@ -450,7 +465,7 @@ impl<S: UserStore> Node<S> {
             plan.validate().map_err(NodeError::Faults)?;
         }
         // On the in-memory network storage runs inline (see `DriverOptions::inline_saves`).
-        let inline = matches!(wiring, Wiring::Memory(_));
+        let inline = wiring.in_memory();
         let identity = Owner::new(
             config.cluster_id,
             config.node_id,
@@ -472,6 +487,7 @@ impl<S: UserStore> Node<S> {
             max_frame_bytes: config.max_frame_bytes,
             seed: config.seed,
             inline_saves: inline,
+            #[cfg(feature = "testing")]
             unsafe_send_before_save: config.unsafe_send_before_save,
             group_commit: config.group_commit,
         };
@@ -575,9 +591,12 @@ impl<S: UserStore> Node<S> {
             (Some(listener), _) => {
                 tokio::spawn(transport::accept_loop(listener, link));
             }
+            #[cfg(feature = "testing")]
             (None, Wiring::Memory(net)) => {
                 net.attach(config.node_id, inbox_tx.clone(), router.clone())
             }
+            #[cfg(not(feature = "testing"))]
+            (None, Wiring::Never(never, _)) => match *never {},
             (None, Wiring::Tcp) => unreachable!("TCP wiring always binds a listener"),
         }
         let mut host = Published {

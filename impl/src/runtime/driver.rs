@@ -201,11 +201,23 @@ pub struct DriverOptions {
     /// cache that acknowledges before it flushes), so a crash between two steps loses a save
     /// whose messages are already out. It changes no protocol rule; it exists so that the
     /// chaos test and trace conformance can show they catch a runtime that sends before
-    /// saving (`docs/reliability.md`).
+    /// saving (`docs/reliability.md`). Only with the crate's `testing` feature.
+    #[cfg(feature = "testing")]
     pub unsafe_send_before_save: bool,
     /// The most queued inputs whose steps share one durable write (group commit); 1 turns
     /// grouping off. Not used by traced runs or with `unsafe_send_before_save`.
     pub group_commit: usize,
+}
+
+impl DriverOptions {
+    /// Whether a step's save is written behind its messages: never without the `testing`
+    /// feature, whose `unsafe_send_before_save` breaks the contract on purpose.
+    fn sends_before_save(&self) -> bool {
+        #[cfg(feature = "testing")]
+        return self.unsafe_send_before_save;
+        #[cfg(not(feature = "testing"))]
+        false
+    }
 }
 
 /// The default [`DriverOptions::group_commit`].
@@ -217,6 +229,7 @@ impl Default for DriverOptions {
             max_frame_bytes: crate::runtime::codec::MAX_FRAME_BYTES_DEFAULT,
             seed: None,
             inline_saves: false,
+            #[cfg(feature = "testing")]
             unsafe_send_before_save: false,
             group_commit: GROUP_COMMIT_DEFAULT,
         }
@@ -383,7 +396,7 @@ where
 
     /// How many queued inputs may share one durable write: 1 when grouping is off.
     pub fn group_limit(&self) -> usize {
-        if self.tracer.is_some() || self.options.unsafe_send_before_save {
+        if self.tracer.is_some() || self.options.sends_before_save() {
             1
         } else {
             self.options.group_commit.max(1)
@@ -555,7 +568,7 @@ where
                 Command::Save(storage) => storage,
                 _ => unreachable!("the position of a Save"),
             });
-        let deferred = self.options.unsafe_send_before_save;
+        let deferred = self.options.sends_before_save();
         if let Some(storage) = self.behind.take() {
             self.persist(storage).await?;
         }

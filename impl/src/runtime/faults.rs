@@ -11,7 +11,7 @@
 //! ```
 //!
 //! The layer sits in the sender's [`crate::runtime::driver::Router`], so it works unchanged over TCP
-//! and over [`crate::runtime::memnet`]. It only touches frames between nodes (ids `0..=slaves`);
+//! and over `crate::runtime::memnet`. It only touches frames between nodes (ids `0..=slaves`);
 //! clients are outside the fault model (they resend on their own). Each node applies the
 //! plan to the frames it sends, so a partition that cuts `a` from `b` drops `a → b` at `a` and
 //! `b → a` at `b`; every node reads the same schedule.

@@ -7,7 +7,8 @@
 //!   the authenticated handshake, the frame format.
 //! - [`storage`]: the redb database, [`storage::UserStore`] (plug your own user layer).
 //! - [`faults`]: the fault-injecting layer between the driver and the connections.
-//! - [`memnet`]: an in-memory network with injected faults, for tests.
+//! - `memnet` (the `testing` feature): an in-memory network with injected faults, for
+//!   deterministic tests.
 //! - [`trace`]: trace recording; [`conformance`]: reading traces and replaying each node's
 //!   steps through its actor.
 //! - [`config`]: the TOML cluster file.
@@ -20,6 +21,7 @@ pub mod conformance;
 pub mod driver;
 pub mod faults;
 pub mod handshake;
+#[cfg(feature = "testing")]
 pub mod memnet;
 pub mod metrics;
 pub mod node_loop;

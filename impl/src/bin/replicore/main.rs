@@ -88,7 +88,8 @@ struct ClusterArgs {
     #[arg(long, global = true)]
     init: bool,
     /// Testing only: write each step's save behind its messages (a deliberately broken
-    /// runtime that the chaos test and trace conformance must catch).
+    /// runtime that the chaos test and trace conformance must catch). Refused by a build
+    /// without the `testing` feature.
     #[arg(long, global = true, hide = true)]
     unsafe_send_before_save: bool,
     /// Serve Prometheus metrics at http://ADDR/metrics and readiness at /health (a
@@ -523,7 +524,17 @@ impl Cluster {
         }
         cfg.faults = self.faults.clone();
         cfg.trace_dir = self.trace_dir.clone();
-        cfg.unsafe_send_before_save = self.unsafe_send_before_save;
+        #[cfg(feature = "testing")]
+        {
+            cfg.unsafe_send_before_save = self.unsafe_send_before_save;
+        }
+        #[cfg(not(feature = "testing"))]
+        if self.unsafe_send_before_save {
+            anyhow::bail!(
+                "--unsafe-send-before-save is only in a build with the testing feature \
+                 (cargo build -p replicore-runtime --features testing)"
+            );
+        }
         cfg.security = self.security(Role::Node(node_id))?;
         cfg.init = self.init;
         Ok(cfg)
