@@ -22,6 +22,45 @@
 //! differs only for a property that can turn false again after holding, and which misses
 //! violations behind a join of paths (its path bits are not in the fingerprint). For
 //! liveness beyond terminal states, callers use the graph check.
+//!
+//! ```
+//! use replicore_explore::{Options, explore, plain_fingerprint};
+//! use stateright::{Model, Property};
+//!
+//! /// Two counters, each counting up to 3, one step at a time.
+//! struct Counters;
+//!
+//! impl Model for Counters {
+//!     type State = (u8, u8);
+//!     type Action = bool;
+//!     fn init_states(&self) -> Vec<(u8, u8)> {
+//!         vec![(0, 0)]
+//!     }
+//!     fn actions(&self, s: &(u8, u8), actions: &mut Vec<bool>) {
+//!         if s.0 < 3 {
+//!             actions.push(true);
+//!         }
+//!         if s.1 < 3 {
+//!             actions.push(false);
+//!         }
+//!     }
+//!     fn next_state(&self, s: &(u8, u8), first: bool) -> Option<(u8, u8)> {
+//!         Some(if first { (s.0 + 1, s.1) } else { (s.0, s.1 + 1) })
+//!     }
+//!     fn properties(&self) -> Vec<Property<Self>> {
+//!         vec![
+//!             Property::always("no counter passes 3", |_, s: &(u8, u8)| s.0 <= 3 && s.1 <= 3),
+//!             Property::sometimes("both counters reach 3", |_, s: &(u8, u8)| *s == (3, 3)),
+//!         ]
+//!     }
+//! }
+//!
+//! let exploration = explore(&Counters, Options::new(&plain_fingerprint));
+//! assert_eq!(exploration.unique, 16);
+//! assert!(exploration.discoveries[0].is_none(), "the Always property holds");
+//! assert!(exploration.discoveries[1].is_some(), "the Sometimes property is reached");
+//! assert_eq!(exploration.cut, None, "the space was exhausted");
+//! ```
 
 pub mod liveness;
 

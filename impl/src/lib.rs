@@ -36,6 +36,29 @@
 //!   stage_sync/     protocol 4: peer, client
 //!   bin/replicore/  the CLI (clap, anyhow): not part of this library's API
 //! ```
+//!
+//! # Embedding protocol 1
+//! A master in this process on 127.0.0.1, updated and read through the embedding API (a
+//! slave starts the same way, with its id and the master's address):
+//!
+//! ```
+//! use replicore_runtime::master_slave::node::{MASTER_ID, Node, NodeConfig};
+//! use replicore_runtime::{KvStore, Mode};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! tokio::runtime::Runtime::new()?.block_on(async {
+//!     let mut cfg = NodeConfig::new(1, "cluster key", MASTER_ID, 0, dir.path().join("master"));
+//!     cfg.init = true; // create the store (a node is created once, explicitly)
+//!     let master = Node::<KvStore>::start(cfg).await?;
+//!     let version = master.put("greeting", "hello", Mode::OnePhase).await?;
+//!     assert_eq!(version, 1);
+//!     assert_eq!(master.get("greeting"), Some(b"hello".to_vec()));
+//!     master.shutdown().await?;
+//!     Ok::<(), Box<dyn std::error::Error>>(())
+//! })
+//! # }
+//! ```
 #![warn(missing_docs)]
 
 pub mod failover;

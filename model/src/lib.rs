@@ -30,6 +30,27 @@
 //! - [`suite`]: the suite's tiers and cases; each protocol lists its own.
 //! - [`harness`]: one step and its exact commands, for every protocol's transition tests.
 //!
+//! # Checking a protocol
+//! A config builds the checked system; Stateright's checkers (or `replicore-explore`)
+//! search it, and every property of the protocol must hold:
+//!
+//! ```
+//! use replicore_model::master_slave::MasterSlaveConfig;
+//! use replicore_model::master_slave::model::script;
+//! use stateright::{Checker, Model};
+//!
+//! // One master, one slave, a one-phase then a two-phase update, no crash.
+//! let cfg = MasterSlaveConfig {
+//!     slaves: 1,
+//!     script: script("1p,2p"),
+//!     max_crashes: 0,
+//!     lossy: false,
+//!     ..MasterSlaveConfig::default()
+//! };
+//! let checker = cfg.into_model().checker().spawn_bfs().join();
+//! checker.assert_properties();
+//! ```
+//!
 //! The explorer that searches these models (one pass, canonical fingerprints, the liveness
 //! graph, several workers) is the crate `replicore-explore`; this crate does no IO and
 //! spawns no thread.

@@ -15,7 +15,7 @@
 //! - states, deltas and operations decode to what was encoded (the runtime sends and saves
 //!   them with postcard), and no method panics.
 //!
-//! The `laws` feature's [`crate::laws::check_store_laws`] checks them on any store, from
+//! The `laws` feature's `laws::check_store_laws` checks them on any store, from
 //! sequences of operations a proptest strategy draws; `store::tests` runs it on [`Kv`].
 
 use imbl::OrdMap;

@@ -620,7 +620,7 @@ pub fn check_peer(
     }
 }
 
-/// The roles [`generate`] issues certificates for.
+/// The roles an [`Authority`] issues certificates for.
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
 pub enum Role {
     /// Node `id`: may claim exactly that id, and both accept and dial.

@@ -34,7 +34,7 @@ impl std::fmt::Display for OpId {
 /// As the seed writes it, the priority is the sending peer's alone (`age` is 0): a fixed
 /// rank per peer. Shipped, an operation also carries its age, the stage its origin first
 /// executed it at, and an older operation wins over a younger one whatever their peers; the
-/// peer breaks ties (see [`super::Ordering`]). [`Priority::beats`] is the one comparison.
+/// peer breaks ties (see [`super::Ordering`]). [`Sync::beats`] is the one comparison.
 #[derive(
     Clone, Copy, Debug, Default, Deserialize, Eq, Hash, Ord, PartialEq, PartialOrd, Serialize,
 )]

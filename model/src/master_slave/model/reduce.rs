@@ -49,7 +49,7 @@ fn decided_floor(s: &MasterSlaveState, i: usize) -> Version {
 /// The master's floors: the lowest values its counters can ever take again. Each only
 /// grows while the master runs, a restart resumes from the saved value, and every save
 /// stores the live value. (The mutant that reuses an aborted version lowers the version
-/// counter by one at most, which [`is_dead`] allows for.)
+/// counter by one at most, which `is_dead` allows for.)
 struct MasterFloor {
     version: Version,
     decided: Option<Version>,
@@ -252,7 +252,7 @@ fn slave_plan(s: &MasterSlaveState) -> SlavePlan {
 
 /// The symmetry representative for DFS: sorts the slaves (with their saved state, crash
 /// flag, timers and the ids in messages and ghost) while the master and the client stay put.
-/// It also forgets dead messages (see [`is_dead`]) and the duplicating network's record of
+/// It also forgets dead messages (see `is_dead`) and the duplicating network's record of
 /// the last delivered message, which no behaviour depends on.
 pub fn representative(s: &MasterSlaveState) -> MasterSlaveState {
     let plan = slave_plan(s);
@@ -274,7 +274,7 @@ pub fn representative(s: &MasterSlaveState) -> MasterSlaveState {
 }
 
 /// Drops from `s` what [`canonical_fingerprint`] ignores and no step reads: the dead
-/// messages (see [`is_dead`]; dead stays dead, so they would only be cloned, hashed and
+/// messages (see `is_dead`; dead stays dead, so they would only be cloned, hashed and
 /// delivered as no-ops from here on) and the duplicating network's record of the last
 /// delivered message. For `replicore_explore::Options::normalize`.
 pub fn forget_dead(s: &mut MasterSlaveState) {
@@ -307,7 +307,7 @@ pub fn forget_dead(s: &mut MasterSlaveState) {
 ///
 /// - Safety and reachability: the states it adds are lossy-reachable, and the loss-free
 ///   states it keeps decide every `Always`/`Sometimes` property exactly
-///   ([`MasterSlaveConfig::safety_equivalent`]).
+///   ([`super::MasterSlaveConfig::safety_equivalent`]).
 /// - The liveness graph ("convergence stays reachable from every state"): on a duplicating
 ///   network fewer messages never enable more, since a delivery keeps its message, an actor
 ///   sees only what is delivered and [`props::converged`] does not read the network. So if a
@@ -347,7 +347,7 @@ pub fn lose_all_actions(
 }
 
 /// The canonical fingerprint of `s` for the explorer (`replicore_explore`): the hash of a canonical form of
-/// `s` under renaming of slaves, with dead messages forgotten (see [`is_dead`]), computed
+/// `s` under renaming of slaves, with dead messages forgotten (see `is_dead`), computed
 /// without building that form. Slaves are ordered by a hash of everything they own; slaves
 /// that own the same things are interchangeable, and the id-dependent rest (the master's
 /// votes and acks, the ghost's voters, the network) is hashed under every order of them,
@@ -592,7 +592,7 @@ pub fn is_fair(
 /// The audit of the reductions above: on each state a search generates, it checks the
 /// assumptions they rest on, instead of trusting the argument written beside each one.
 ///
-/// - **Dead messages** ([`is_dead`], dropped by [`forget_dead`] and left out of the
+/// - **Dead messages** (`is_dead`, dropped by [`forget_dead`] and left out of the
 ///   fingerprints): delivering a dead message changes no actor, storage, timer, crash flag or
 ///   ghost, and sends nothing live; and every step of the model keeps it dead. Checked on
 ///   every generated state, this is the induction the reduction needs: a dead message is a
