@@ -580,3 +580,71 @@ async fn a_ca_and_certificate_rotation_under_load_loses_nothing() {
     .await
     .expect("test bounded");
 }
+
+/// `gen-certs --json` names every file it wrote, each there and non-empty; a second run
+/// under the saved CA writes no new CA key.
+#[test]
+fn gen_certs_json_lists_the_files_it_wrote() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = |out: &Path, extra: &[&str]| -> serde_json::Value {
+        let o = Command::new(BIN)
+            .args([
+                "--json",
+                "--cluster-id",
+                &CLUSTER.to_string(),
+                "gen-certs",
+                "--out",
+            ])
+            .arg(out)
+            .args(["--nodes", "2"])
+            .args(extra)
+            .output()
+            .expect("gen-certs runs");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).expect("one JSON object")
+    };
+    let first = dir.path().join("first");
+    let o = run(&first, &[]);
+    assert_eq!(
+        (&o["command"], &o["outcome"]),
+        (&"gen-certs".into(), &"ok".into()),
+        "{o}"
+    );
+    assert_eq!(
+        (&o["cluster_id"], &o["new_ca"]),
+        (&CLUSTER.into(), &true.into()),
+        "{o}"
+    );
+    let files: Vec<&str> = o["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f.as_str())
+        .collect();
+    for f in [
+        "ca.pem",
+        "ca.key",
+        "node-0.pem",
+        "node-1.key",
+        "client.pem",
+        "client.key",
+    ] {
+        assert!(files.contains(&f), "{f} not listed in {o}");
+    }
+    assert_eq!(files.len(), 8, "{o}");
+    for f in &files {
+        let len = std::fs::metadata(first.join(f))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        assert!(len > 0, "{f} is listed but not written");
+    }
+    let second = dir.path().join("second");
+    let ca = first.to_str().expect("utf-8 path");
+    let o = run(&second, &["--ca-dir", ca]);
+    assert_eq!(o["new_ca"], false, "{o}");
+    assert!(
+        !o["files"].as_array().unwrap().contains(&"ca.key".into()),
+        "{o}"
+    );
+    assert!(!second.join("ca.key").exists());
+}

@@ -698,6 +698,7 @@ async fn run(cli: Cli) -> Result<()> {
                 ca_dir.as_deref(),
                 valid_days,
                 expired,
+                cli.json,
             )
         }
         Command::MasterSlave { command } | Command::MasterSlaveAlias(command) => {
@@ -1191,6 +1192,7 @@ fn gen_certs(
     ca_dir: Option<&std::path::Path>,
     valid_days: u32,
     expired: bool,
+    json: bool,
 ) -> Result<()> {
     let ca = match ca_dir {
         Some(d) => Authority::open(d, cluster_id)
@@ -1217,8 +1219,28 @@ fn gen_certs(
         // An hour of slack for clocks a little behind.
         (now - 3_600, now + i64::from(valid_days) * day)
     };
+    let mut files = vec!["ca.pem".to_string()];
+    if ca_dir.is_none() {
+        files.push("ca.key".into());
+    }
     for role in (0..nodes).map(Role::Node).chain([Role::Client]) {
         ca.issue(out, cluster_id, role, from, to)?;
+        let stem = role.stem();
+        files.push(format!("{stem}.pem"));
+        files.push(format!("{stem}.key"));
+    }
+    if json {
+        exit::print_json(&serde_json::json!({
+            "command": "gen-certs",
+            "outcome": exit::outcome(exit::OK),
+            "cluster_id": cluster_id,
+            "dir": out.display().to_string(),
+            "new_ca": ca_dir.is_none(),
+            "nodes": nodes,
+            "not_after_unix": to,
+            "files": files,
+        }));
+        return Ok(());
     }
     println!(
         "wrote ca.pem, node-0..node-{} and client certificates for cluster {cluster_id} in {}",
