@@ -30,17 +30,14 @@
 //! `replicore-check` (convergence stays reachable under message loss). `Eventually`
 //! convergence is checked where it can fail (no crashes), as in [`MasterSlaveConfig`].
 
+use super::config::{Servers, actors};
 use super::system::record_went_back;
 use super::{Ghost, MasterSlaveConfig, NetworkKind, Node, Roles, SystemState, props};
-use crate::master_slave::client::{ScriptClient, ScriptStep, UpdateKind};
-use crate::master_slave::master::MasterServer;
+use crate::master_slave::client::{ScriptStep, UpdateKind};
 use crate::master_slave::msg::{Msg, Timer};
-use crate::master_slave::slave::SlaveServer;
 use crate::store::Store;
-use stateright::actor::{ActorModel, ActorModelAction, Id, LossyNetwork, Network};
+use stateright::actor::{ActorModel, ActorModelAction, Id};
 use stateright::{Expectation, Model, Property};
-use std::marker::PhantomData;
-use std::time::Duration;
 
 /// A checked system of protocol 1 on the store `S`; [`AnyStoreConfig::into_model`] builds
 /// it. Actor ids as in [`MasterSlaveConfig`]: the master 0, slaves `1..=slaves`, then one
@@ -107,54 +104,14 @@ impl<S: Store> AnyStoreConfig<S> {
     /// Builds the model with every property that applies to this config; the properties
     /// and the rules for which apply are [`MasterSlaveConfig::into_model`]'s.
     pub fn into_model(self) -> AnyStoreModel<S> {
-        let master = self.master_id();
-        let slaves = self.slave_ids();
-        let tick = Duration::from_millis(10)..Duration::from_millis(20);
-        let system = ActorModel::new(self.clone(), Ghost::default())
-            .actor(Node::Master(MasterServer {
-                slaves: slaves.clone(),
-                history_bound: self.history_bound,
-                heartbeat: tick.clone(),
-                mutant: None,
-                store: PhantomData,
-            }))
-            .actors(slaves.iter().map(|_| {
-                Node::Slave(SlaveServer {
-                    master,
-                    mutant: None,
-                    store: PhantomData,
-                })
-            }))
-            .actors(self.scripts.iter().map(|script| {
-                Node::Client(ScriptClient {
-                    master,
-                    script: script.clone(),
-                    timeout_ms: 100,
-                    retry: tick.clone(),
-                })
-            }))
-            .init_network(match self.network {
-                NetworkKind::UnorderedDuplicating => Network::new_unordered_duplicating([]),
-                NetworkKind::UnorderedNonDuplicating => Network::new_unordered_nonduplicating([]),
-                NetworkKind::Ordered => Network::new_ordered([]),
-            })
-            .lossy_network(if self.lossy {
-                LossyNetwork::Yes
-            } else {
-                LossyNetwork::No
-            })
-            .max_crashes(self.max_crashes)
-            .record_msg_out(Ghost::record_out)
-            .record_msg_in(Ghost::record_in)
-            // As in `MasterSlaveConfig::into_model`: clients never crash, and networks that
-            // keep every copy are bounded by messages in flight.
-            .within_boundary(|cfg, state| {
-                cfg.client_ids()
-                    .iter()
-                    .all(|c| !state.crashed[usize::from(*c)])
-                    && (cfg.network == NetworkKind::UnorderedDuplicating
-                        || state.network.len() <= cfg.in_flight_bound())
-            });
+        let servers = Servers {
+            history_bound: self.history_bound,
+            mutant: None,
+            lossy: self.lossy,
+            max_crashes: self.max_crashes,
+        };
+        let scripts = self.scripts.clone();
+        let system = actors(self.clone(), Ghost::default(), servers, scripts);
         let mut model = AnyStoreModel {
             system,
             properties: Vec::new(),
@@ -236,6 +193,18 @@ impl<S: Store> Roles for AnyStoreConfig<S> {
 
     fn slave_ids(&self) -> Vec<Id> {
         (1..=self.slaves).map(Id::from).collect()
+    }
+
+    fn client_ids(&self) -> Vec<Id> {
+        AnyStoreConfig::client_ids(self)
+    }
+
+    fn network(&self) -> NetworkKind {
+        self.network
+    }
+
+    fn in_flight_bound(&self) -> usize {
+        AnyStoreConfig::in_flight_bound(self)
     }
 }
 

@@ -1,11 +1,11 @@
 //! The config of the checked system, its scripts, and the model it builds.
 
-use super::{Ghost, MasterSlaveModel, Node, props};
+use super::{Ghost, MasterSlaveModel, Node, Roles, props};
 use crate::master_slave::Mutant;
 use crate::master_slave::client::{ScriptClient, ScriptStep, UpdateKind};
 use crate::master_slave::master::MasterServer;
 use crate::master_slave::slave::SlaveServer;
-use crate::store::{KvOp, ModelKv};
+use crate::store::{KvOp, ModelKv, Store};
 use stateright::Expectation;
 use stateright::actor::{ActorModel, Id, LossyNetwork, Network};
 use std::fmt;
@@ -308,57 +308,20 @@ impl MasterSlaveConfig {
 
     /// Builds the actor model with every property that applies to this config.
     pub fn into_model(self) -> MasterSlaveModel {
-        let master = self.master_id();
-        let slaves = self.slave_ids();
-        let tick = Duration::from_millis(10)..Duration::from_millis(20);
         let mut ghost = Ghost::default();
         ghost.storage_faults_max = self.disk_faults;
-        let system = ActorModel::new(self.clone(), ghost)
-            .actor(Node::Master(MasterServer {
-                slaves: slaves.clone(),
+        let scripts = (0..self.clients).map(|c| self.client_script(c)).collect();
+        let system = actors(
+            self.clone(),
+            ghost,
+            Servers {
                 history_bound: self.history_bound,
-                heartbeat: tick.clone(),
                 mutant: self.mutant,
-                store: PhantomData,
-            }))
-            .actors(slaves.iter().map(|_| {
-                Node::Slave(SlaveServer {
-                    master,
-                    mutant: self.mutant,
-                    store: PhantomData,
-                })
-            }))
-            .actors((0..self.clients).map(|c| {
-                Node::Client(ScriptClient {
-                    master,
-                    script: self.client_script(c),
-                    timeout_ms: 100,
-                    retry: tick.clone(),
-                })
-            }))
-            .init_network(match self.network {
-                NetworkKind::UnorderedDuplicating => Network::new_unordered_duplicating([]),
-                NetworkKind::UnorderedNonDuplicating => Network::new_unordered_nonduplicating([]),
-                NetworkKind::Ordered => Network::new_ordered([]),
-            })
-            .lossy_network(if self.lossy {
-                LossyNetwork::Yes
-            } else {
-                LossyNetwork::No
-            })
-            .max_crashes(self.max_crashes)
-            .record_msg_out(Ghost::record_out)
-            .record_msg_in(Ghost::record_in)
-            // Clients are not servers of the fault model: they never crash. On networks
-            // that keep every copy (non-duplicating, ordered), timers re-send into a growing
-            // multiset, so the search is bounded by messages in flight.
-            .within_boundary(|cfg, state| {
-                cfg.client_ids()
-                    .iter()
-                    .all(|c| !state.crashed[usize::from(*c)])
-                    && (cfg.network == NetworkKind::UnorderedDuplicating
-                        || state.network.len() <= cfg.in_flight_bound())
-            });
+                lossy: self.lossy,
+                max_crashes: self.max_crashes,
+            },
+            scripts,
+        );
         let mut model = MasterSlaveModel::new(system);
 
         use props::*;
@@ -431,4 +394,73 @@ impl MasterSlaveConfig {
         }
         model
     }
+}
+
+/// What the servers of a checked system of protocol 1 are given, beside their ids.
+pub(crate) struct Servers {
+    pub history_bound: usize,
+    pub mutant: Option<Mutant>,
+    pub lossy: bool,
+    pub max_crashes: usize,
+}
+
+/// Protocol 1's actors (a master, its slaves, one scripted client per script), network,
+/// crashes and ghost recorders, for any store and config: the one builder behind
+/// [`MasterSlaveConfig::into_model`] and [`super::AnyStoreConfig::into_model`].
+pub(crate) fn actors<S: Store, C: Roles + Clone>(
+    cfg: C,
+    ghost: Ghost<S>,
+    servers: Servers,
+    scripts: Vec<Vec<ScriptStep<S>>>,
+) -> ActorModel<Node<S>, C, Ghost<S>> {
+    let master = cfg.master_id();
+    let slaves = cfg.slave_ids();
+    let network = cfg.network();
+    let tick = Duration::from_millis(10)..Duration::from_millis(20);
+    ActorModel::new(cfg, ghost)
+        .actor(Node::Master(MasterServer {
+            slaves: slaves.clone(),
+            history_bound: servers.history_bound,
+            heartbeat: tick.clone(),
+            mutant: servers.mutant,
+            store: PhantomData,
+        }))
+        .actors(slaves.iter().map(|_| {
+            Node::Slave(SlaveServer {
+                master,
+                mutant: servers.mutant,
+                store: PhantomData,
+            })
+        }))
+        .actors(scripts.into_iter().map(|script| {
+            Node::Client(ScriptClient {
+                master,
+                script,
+                timeout_ms: 100,
+                retry: tick.clone(),
+            })
+        }))
+        .init_network(match network {
+            NetworkKind::UnorderedDuplicating => Network::new_unordered_duplicating([]),
+            NetworkKind::UnorderedNonDuplicating => Network::new_unordered_nonduplicating([]),
+            NetworkKind::Ordered => Network::new_ordered([]),
+        })
+        .lossy_network(if servers.lossy {
+            LossyNetwork::Yes
+        } else {
+            LossyNetwork::No
+        })
+        .max_crashes(servers.max_crashes)
+        .record_msg_out(Ghost::record_out)
+        .record_msg_in(Ghost::record_in)
+        // Clients are not servers of the fault model: they never crash. On networks
+        // that keep every copy (non-duplicating, ordered), timers re-send into a growing
+        // multiset, so the search is bounded by messages in flight.
+        .within_boundary(|cfg, state| {
+            cfg.client_ids()
+                .iter()
+                .all(|c| !state.crashed[usize::from(*c)])
+                && (cfg.network() == NetworkKind::UnorderedDuplicating
+                    || state.network.len() <= cfg.in_flight_bound())
+        })
 }

@@ -1,6 +1,6 @@
 //! The ghost history the properties read.
 
-use super::MasterSlaveConfig;
+use super::{MasterSlaveConfig, NetworkKind};
 use crate::master_slave::master_user::Step;
 use crate::master_slave::msg::{AbortReason, ClientMsg, Msg, Outcome, ServiceMsg};
 use crate::store::{Store, Version};
@@ -16,6 +16,12 @@ pub trait Roles {
     fn master_id(&self) -> Id;
     /// The slaves' ids.
     fn slave_ids(&self) -> Vec<Id>;
+    /// The clients' ids.
+    fn client_ids(&self) -> Vec<Id>;
+    /// The network the system runs on.
+    fn network(&self) -> NetworkKind;
+    /// The most messages in flight explored on networks that keep every copy.
+    fn in_flight_bound(&self) -> usize;
 }
 
 impl Roles for MasterSlaveConfig {
@@ -24,6 +30,15 @@ impl Roles for MasterSlaveConfig {
     }
     fn slave_ids(&self) -> Vec<Id> {
         MasterSlaveConfig::slave_ids(self)
+    }
+    fn client_ids(&self) -> Vec<Id> {
+        MasterSlaveConfig::client_ids(self)
+    }
+    fn network(&self) -> NetworkKind {
+        self.network
+    }
+    fn in_flight_bound(&self) -> usize {
+        MasterSlaveConfig::in_flight_bound(self)
     }
 }
 
