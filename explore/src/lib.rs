@@ -274,19 +274,30 @@ impl Hasher for Identity {
 
 /// A property is discovered at a state (`At`) or at the successor by an action of an
 /// explored state (`After`): `Sometimes` properties are judged on every generated state,
-/// repeats included, so a fingerprint may ignore ghost bits that only they read.
+/// repeats included, so a fingerprint may ignore ghost bits that only they read. Both name
+/// the state by its path (see [`Job`]).
 #[derive(Clone, Copy)]
 enum Found {
     At(u32),
     After(u32, u32),
 }
 
-/// A state to expand: its id, its depth, the state, and whether only its fair steps are taken
-/// (see [`Jump::fair_only_after`]).
-type Job<S> = (u32, u32, S, bool);
+/// A state to expand: its id, its path, its depth, the state, and whether only its fair steps
+/// are taken (see [`Jump::fair_only_after`]).
+///
+/// The path is the entry of the parent table whose replay rebuilds this very state, the one
+/// its steps are recorded from: the id itself, but for a state expanded again in full
+/// ([`Visit::Widened`]), which is the member of the fingerprint class reached the second time
+/// and not the one first stored (slaves renamed, blind bits or dead messages different: its
+/// steps are listed in another order, and a `Sometimes` property may read what differs). Its
+/// path is an entry of its own, [`WIDENED`] set.
+type Job<S> = (u32, u32, u32, S, bool);
 
 /// In the fingerprint table, the mark of a state expanded with its fair steps only.
 const FAIR_ONLY: u32 = 1 << 31;
+
+/// In a path, the mark of an entry of [`Table::widened`] (see [`Job`]).
+const WIDENED: u32 = 1 << 31;
 
 /// What [`explore`]'s table lookup found.
 #[derive(Clone, Copy, Eq, PartialEq)]
@@ -320,12 +331,14 @@ struct Shared<S> {
     max_depth: AtomicUsize,
 }
 
-/// Per id: (parent, index of the action in the parent's action list), and whether it is a
-/// goal state (when the liveness graph is kept).
+/// Per id: (parent's path, index of the action in that state's action list), and whether it
+/// is a goal state (when the liveness graph is kept).
 #[derive(Default)]
 struct Table {
     parents: Vec<(u32, u32)>,
     is_goal: Vec<bool>,
+    /// The same for the paths of states expanded again in full (see [`Job`]).
+    widened: Vec<(u32, u32)>,
 }
 
 /// What one worker of [`explore`] kept for itself.
@@ -436,7 +449,7 @@ where
             id_of((options.fingerprint)(&s), (u32::MAX, i as u32), &s, false)
         {
             judge(&s, Found::At(id), &both);
-            first.push_back((id, 1, s, false));
+            first.push_back((id, id, 1, s, false));
             shared.max_depth.store(1, Relaxed);
         }
     }
@@ -467,7 +480,7 @@ where
                 Order::BreadthFirst => queue.pop_front(),
                 Order::DepthFirst => queue.pop_back(),
             };
-            let Some((id, depth, state, fair_only)) = job else {
+            let Some((id, path, depth, state, fair_only)) = job else {
                 if threads > 1 && wait_for_work(&shared, threads, &mut queue) {
                     continue;
                 }
@@ -553,10 +566,10 @@ where
                     continue;
                 }
                 states += 1;
-                judge(&next, Found::After(id, ai), &sometimes);
+                judge(&next, Found::After(path, ai), &sometimes);
                 let Some((next_id, visit)) = id_of(
                     (options.fingerprint)(&next),
-                    (id, ai),
+                    (path, ai),
                     &next,
                     next_fair_only,
                 ) else {
@@ -567,8 +580,15 @@ where
                     judge(&next, Found::At(next_id), &always);
                 }
                 if visit != Visit::Seen {
+                    let next_path = if visit == Visit::Widened {
+                        let mut table = lock(&shared.table);
+                        table.widened.push((path, ai));
+                        WIDENED | (table.widened.len() - 1) as u32
+                    } else {
+                        next_id
+                    };
                     max_depth = max_depth.max(depth as usize + 1);
-                    queue.push_back((next_id, depth + 1, next, next_fair_only));
+                    queue.push_back((next_id, next_path, depth + 1, next, next_fair_only));
                 }
                 if next_id != id {
                     changed.set(true);
@@ -579,7 +599,7 @@ where
                 }
             }
             if has_eventually && !changed.get() {
-                judge(&state, Found::At(id), &eventually);
+                judge(&state, Found::At(path), &eventually);
             }
             // Hand the shallowest half of the stack to an idle worker.
             if threads > 1
@@ -618,6 +638,7 @@ where
     let Table {
         parents,
         mut is_goal,
+        widened,
     } = shared.table.into_inner().unwrap_or_else(|e| e.into_inner());
     let found = shared.found.into_inner().unwrap_or_else(|e| e.into_inner());
     let cut = shared.cut.into_inner().unwrap_or_else(|e| e.into_inner());
@@ -625,7 +646,11 @@ where
         let mut indices: Vec<u32> = extra.into_iter().collect();
         let mut cur = target;
         loop {
-            let (parent, ai) = parents[cur as usize];
+            let (parent, ai) = if cur & WIDENED != 0 {
+                widened[(cur & !WIDENED) as usize]
+            } else {
+                parents[cur as usize]
+            };
             indices.push(ai);
             if parent == u32::MAX {
                 break;
