@@ -78,9 +78,14 @@ fn every_documented_example_exits_as_the_docs_say() {
             .expect("it runs");
         let got = out.status.code().unwrap_or(-1);
         if got != *code {
+            // The end of its error output says why (a panic's message, an error's line).
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let tail: Vec<&str> = stderr.lines().rev().take(12).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
             wrong.push(format!(
-                "{file}:{line}: replicore-check {} exited {got}, the docs say {code}",
-                args.join(" ")
+                "{file}:{line}: replicore-check {} exited {got}, the docs say {code}\n{}",
+                args.join(" "),
+                tail.join("\n")
             ));
         }
     }
