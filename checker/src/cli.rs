@@ -146,6 +146,10 @@ pub struct KnowledgeArgs {
     /// How many replicas may be down at the same time [default: per scenario].
     #[arg(long, value_name = "K", value_parser = clap::value_parser!(u8).range(0..=3))]
     pub crashes: Option<u8>,
+    /// How many stores a run may lose: a replica that is down loses its store and is created
+    /// again, as a new incarnation; needs --crashes 1 or more [default: 0].
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u8).range(0..=4))]
+    pub disk_faults: Option<u8>,
     /// Timed pulls ask for two-way syncs.
     #[arg(long)]
     pub two_way: bool,

@@ -13,11 +13,12 @@ use crate::runner::{self, Settings, shortest_prefix};
 use crate::suite::SuiteRun;
 use anyhow::bail;
 use replicore_model::knowledge::model::{
-    KnowledgeModel, KnowledgeState, ModelChange, props, representative,
+    KnowledgeModel, KnowledgeState, ModelChange, STORAGE_LOST, props, representative,
 };
 use replicore_model::knowledge::suite;
 use replicore_model::knowledge::{
-    Applied, KnowledgeConfig, Mutant, ReplicaData, Scenario, SyncMsg, Timer,
+    Applied, KnowledgeConfig, Mutant, ReplicaData, Scenario, SyncMsg, Timer, incarnation_of,
+    maker_name, session_name,
 };
 use replicore_model::suite::Tier;
 use stateright::actor::{ActorModelAction, Id};
@@ -47,7 +48,13 @@ impl Protocol for KnowledgeSync {
         let configs = Scenario::ALL
             .iter()
             .map(|s| KnowledgeConfig::scenario(*s))
-            .chain([cancel]);
+            .chain([
+                cancel,
+                KnowledgeConfig {
+                    disk_faults: 1,
+                    ..KnowledgeConfig::default()
+                },
+            ]);
         for cfg in configs {
             for p in cfg.into_model().properties() {
                 if out.iter().any(|o| o.name == p.name) {
@@ -96,6 +103,7 @@ fn sometimes_when(name: &str) -> &'static str {
         props::REACH_RECOVERY => "reachability, scenario recovery",
         props::REACH_CANCEL => "reachability, --cancel",
         props::REACH_CONVERGED => "reachability, scenarios without a filter",
+        props::REACH_RECREATED => "reachability, --disk-faults, scenarios without a filter",
         _ => "reachability",
     }
 }
@@ -115,10 +123,19 @@ pub fn config(args: &KnowledgeArgs) -> anyhow::Result<KnowledgeConfig> {
     if let Some(k) = args.crashes {
         cfg.max_crashes = usize::from(k);
     }
+    if let Some(k) = args.disk_faults {
+        cfg.disk_faults = usize::from(k);
+    }
     cfg.two_way |= args.two_way;
     cfg.advertise |= args.advertise;
     cfg.cancel |= args.cancel;
     cfg.mutant = args.mutant;
+    if cfg.disk_faults > 0 && cfg.max_crashes == 0 {
+        bail!(
+            "--disk-faults {} needs --crashes 1 or more: a store is lost while its replica is down",
+            cfg.disk_faults
+        );
+    }
     if cfg.max_crashes > cfg.replicas() {
         bail!(
             "--crashes {} is more than the {} replicas",
@@ -149,6 +166,9 @@ pub fn config_args(cfg: &KnowledgeConfig) -> String {
             s.push_str(flag);
         }
     }
+    if cfg.disk_faults > 0 {
+        s.push_str(&format!(" --disk-faults {}", cfg.disk_faults));
+    }
     if let Some(m) = cfg.mutant {
         s.push_str(&format!(" --mutant {}", m.name()));
     }
@@ -168,6 +188,7 @@ fn config_fields(cfg: &KnowledgeConfig) -> serde_json::Value {
         "sessions": cfg.sessions,
         "lossy": cfg.lossy,
         "crashes": cfg.max_crashes,
+        "disk_faults": cfg.disk_faults,
         "two_way": cfg.two_way,
         "advertise": cfg.advertise,
         "cancel": cfg.cancel,
@@ -354,6 +375,10 @@ fn step_text(action: &Action) -> String {
         }
         ActorModelAction::Crash(id) => format!("{} crashes", node(*id)),
         ActorModelAction::Recover(id) => format!("{} restarts from its saved data", node(*id)),
+        ActorModelAction::SelectRandom { actor, key, .. } if key == STORAGE_LOST => format!(
+            "{} loses its store and is created again, as a new incarnation",
+            node(*actor)
+        ),
         ActorModelAction::SelectRandom { actor, .. } => format!("{} picks", node(*actor)),
     }
 }
@@ -381,6 +406,7 @@ pub fn msg_text(msg: &SyncMsg<u8, u8>) -> String {
             two_way,
             ..
         } => {
+            let session = session_name(*session);
             let mut s = format!("RequestChanges#{session}{{knowledge {knowledge}");
             if let Some(f) = filter {
                 s.push_str(&format!(", filter {:?}", f.keys));
@@ -395,11 +421,17 @@ pub fn msg_text(msg: &SyncMsg<u8, u8>) -> String {
         }
         SyncMsg::ConveyChanges {
             session,
+            source,
             seq,
             change,
             minimum,
         } => {
-            let mut s = format!("ConveyChanges#{session}.{seq}{{{}", change_text(change));
+            let session = session_name(*session);
+            let mut s = format!(
+                "ConveyChanges#{session}.{seq}{}{{{}",
+                from_text(*source),
+                change_text(change)
+            );
             if let Some(m) = minimum {
                 s.push_str(&format!(", minimum {m}"));
             }
@@ -407,12 +439,17 @@ pub fn msg_text(msg: &SyncMsg<u8, u8>) -> String {
         }
         SyncMsg::CompleteBundle {
             session,
+            source,
             count,
             learned,
             filtered_learned,
             forgotten,
         } => {
-            let mut s = format!("CompleteBundle#{session}{{count {count}, learned {learned}");
+            let session = session_name(*session);
+            let mut s = format!(
+                "CompleteBundle#{session}{}{{count {count}, learned {learned}",
+                from_text(*source)
+            );
             if let Some(f) = filtered_learned {
                 s.push_str(&format!(
                     ", learned for {:?}: {}",
@@ -438,12 +475,26 @@ pub fn msg_text(msg: &SyncMsg<u8, u8>) -> String {
                     format!("CONFLICT with {}, {}", local.id, resolution.name())
                 }
             };
-            format!("AcknowledgeChange#{session}{{{id} {what}}}")
+            format!(
+                "AcknowledgeChange#{}{{{id} {what}}}",
+                session_name(*session)
+            )
         }
-        SyncMsg::CancelChangeFlow { session } => format!("CancelChangeFlow#{session}"),
+        SyncMsg::CancelChangeFlow { session } => {
+            format!("CancelChangeFlow#{}", session_name(*session))
+        }
         SyncMsg::ConveyKnowledge { session, knowledge } => {
-            format!("ConveyKnowledge#{session}{{{knowledge}}}")
+            format!("ConveyKnowledge#{}{{{knowledge}}}", session_name(*session))
         }
+    }
+}
+
+/// Which incarnation of the source sent a bundle's message, when it is not the first.
+fn from_text(source: u64) -> String {
+    if incarnation_of(source) == 0 {
+        String::new()
+    } else {
+        format!(" from {}", maker_name(source))
     }
 }
 

@@ -44,12 +44,15 @@ fn every_mutant_exits_1_with_a_counterexample_that_replays() {
         let (property, cfg) = m.breaks();
         let scenario = cfg.scenario.name();
         let crashes = cfg.max_crashes.to_string();
+        let disk_faults = cfg.disk_faults.to_string();
         let args = [
             "knowledge-sync",
             "--scenario",
             scenario,
             "--crashes",
             &crashes,
+            "--disk-faults",
+            &disk_faults,
             "--mutant",
             m.name(),
         ];

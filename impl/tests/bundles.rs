@@ -222,7 +222,10 @@ fn the_cli_exports_imports_and_refuses_a_truncated_bundle_in_one_line() {
         "2",
     ]);
     assert_eq!(nested, shown);
-    assert!(shown.contains("k = v (r1#1)"), "{shown}");
+    assert!(
+        shown.contains("k = v (r1.") && shown.contains("#1)"),
+        "{shown}"
+    );
 
     let bytes = std::fs::read(file).unwrap();
     std::fs::write(file, &bytes[..bytes.len() / 2]).unwrap();
@@ -232,6 +235,85 @@ fn the_cli_exports_imports_and_refuses_a_truncated_bundle_in_one_line() {
     assert!(err.starts_with("error: bundle file is truncated"), "{err}");
     let (_, after, _) = run(&["replica-show", "--data-dir", b, "--replica", "2"]);
     assert_eq!(after, shown);
+}
+
+/// Issue 18: a replica whose store was lost and which was created again with `--init` is a
+/// new incarnation. Its changes get ids it never used before, so a peer that holds the old
+/// ones applies the new ones instead of taking them for changes it knows (before, the new
+/// `r1#1` was dropped by the peer as known: "0 applied"), and its sessions are answered
+/// afresh.
+#[test]
+fn a_replica_created_again_after_its_store_was_lost_reuses_no_change_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_replicore"))
+            .args(args)
+            .output()
+            .expect("replicore runs");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let a = dir.path().join("a");
+    let b = dir.path().join("b");
+    let (a_dir, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+    let put = |key: &str, value: &str| {
+        let out = run(&[
+            "--json",
+            "knowledge-sync",
+            "replica-put",
+            "--init",
+            "--data-dir",
+            a_dir,
+            "--replica",
+            "1",
+            key,
+            value,
+        ]);
+        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        v["change"].as_str().unwrap().to_string()
+    };
+    let carry = |name: &str| {
+        let file = dir.path().join(name);
+        let file = file.to_str().unwrap();
+        run(&[
+            "export-bundle",
+            "--data-dir",
+            a_dir,
+            "--replica",
+            "1",
+            "--out",
+            file,
+        ]);
+        run(&[
+            "import-bundle",
+            "--init",
+            "--data-dir",
+            b,
+            "--replica",
+            "2",
+            file,
+        ])
+    };
+    let old = put("k", "old");
+    assert!(carry("first.bundle").contains("1 applied"));
+    // The store is lost; the operator creates the replica again.
+    std::fs::remove_dir_all(&a).unwrap();
+    let new = put("k2", "new");
+    assert_ne!(old, new, "a change id was reused");
+    assert!(
+        new.ends_with("#1"),
+        "{new}: the new incarnation counts from 1"
+    );
+    let report = carry("second.bundle");
+    assert!(report.contains("1 applied"), "{report}");
+    let shown = run(&["replica-show", "--data-dir", b, "--replica", "2"]);
+    assert!(shown.contains(&format!("k = old ({old})")), "{shown}");
+    assert!(shown.contains(&format!("k2 = new ({new})")), "{shown}");
 }
 
 #[tokio::test]

@@ -79,16 +79,28 @@ fn hash(bytes: &[u8]) -> [u8; HASH_BYTES] {
 
 impl BundleFile {
     /// Checks the shape: every message but the last conveys a change, the last completes the
-    /// bundle, all carry one session, positions run from 0, and the count matches.
+    /// bundle, all carry one session and one source incarnation, positions run from 0, and
+    /// the count matches.
     pub fn validate(&self) -> Result<(), BundleError> {
         let Some((last, changes)) = self.messages.split_last() else {
             return Err(BundleError::Malformed("no message"));
         };
-        let SyncMsg::CompleteBundle { session, count, .. } = last else {
+        let SyncMsg::CompleteBundle {
+            session,
+            source,
+            count,
+            ..
+        } = last
+        else {
             return Err(BundleError::Malformed(
                 "the last message is not CompleteBundle",
             ));
         };
+        if replicore_model::knowledge::replica_of(*source) != self.source {
+            return Err(BundleError::Malformed(
+                "the bundle's messages come from another replica than its source",
+            ));
+        }
         if *count as usize != changes.len() {
             return Err(BundleError::Malformed(
                 "the count does not match the number of changes",
@@ -97,11 +109,14 @@ impl BundleFile {
         for (i, m) in changes.iter().enumerate() {
             match m {
                 SyncMsg::ConveyChanges {
-                    session: s, seq, ..
-                } if s == session && *seq as usize == i => {}
+                    session: s,
+                    source: from,
+                    seq,
+                    ..
+                } if s == session && from == source && *seq as usize == i => {}
                 SyncMsg::ConveyChanges { .. } => {
                     return Err(BundleError::Malformed(
-                        "a change has another session or position",
+                        "a change has another session, source or position",
                     ));
                 }
                 _ => return Err(BundleError::Malformed("a message is not ConveyChanges")),
@@ -192,6 +207,9 @@ mod tests {
     use super::*;
     use replicore_model::knowledge::{Change, ChangeId, Knowledge};
 
+    /// The sample's source: replica 1 in incarnation 7.
+    const SOURCE: u64 = 1 | (7 << 32);
+
     fn sample() -> BundleFile {
         let change = Change {
             id: ChangeId {
@@ -210,12 +228,14 @@ mod tests {
             messages: vec![
                 SyncMsg::ConveyChanges {
                     session: 3,
+                    source: SOURCE,
                     seq: 0,
                     change,
                     minimum: None,
                 },
                 SyncMsg::CompleteBundle {
                     session: 3,
+                    source: SOURCE,
                     count: 1,
                     learned,
                     filtered_learned: None,
@@ -242,6 +262,19 @@ mod tests {
             b[i] ^= 0x01;
             assert!(BundleFile::decode(&b).is_err(), "byte {i} flipped");
         }
+    }
+
+    #[test]
+    fn a_bundle_of_two_incarnations_or_of_another_replica_is_malformed() {
+        let mut b = sample();
+        if let SyncMsg::ConveyChanges { source, .. } = &mut b.messages[0] {
+            *source = 1 | (8 << 32);
+        }
+        assert!(matches!(b.validate(), Err(BundleError::Malformed(_))));
+        let mut b = sample();
+        b.source = 2;
+        assert!(matches!(b.validate(), Err(BundleError::Malformed(_))));
+        assert!(sample().validate().is_ok());
     }
 
     #[test]

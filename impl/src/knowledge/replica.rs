@@ -123,8 +123,9 @@ impl Durable for ReplicaData<String, String> {
     }
 }
 
-/// The actor of a replica resolving conflicts by `policy`.
-fn replica_actor(policy: ConflictPolicy) -> Actor {
+/// The actor of a replica resolving conflicts by `policy`, taking `incarnation` if its store
+/// was just created (see [`Replica::incarnation`]).
+fn replica_actor(policy: ConflictPolicy, incarnation: u32) -> Actor {
     AppReplica {
         replica: Replica {
             peers: vec![],
@@ -136,6 +137,7 @@ fn replica_actor(policy: ConflictPolicy) -> Actor {
             cancel: false,
             purge: false,
             max_sessions: u64::MAX,
+            incarnation,
             mutant: None,
         },
     }
@@ -146,6 +148,10 @@ fn replica_actor(policy: ConflictPolicy) -> Actor {
 pub struct TraceMeta {
     /// Its conflict policy (`ConflictPolicy::name`).
     pub policy: String,
+    /// The incarnation this process would give a store it just created
+    /// ([`Replica::incarnation`]).
+    #[serde(default)]
+    pub incarnation: u32,
 }
 
 /// Replays the traces in `dir` through each replica's actor
@@ -177,7 +183,7 @@ pub fn check_trace(dir: &Path) -> Result<Replayed, ConformanceError> {
                 .map_err(|e| format!("replica {node}: header meta: {e}"))?;
             let policy = ConflictPolicy::from_name(&meta.policy)
                 .ok_or_else(|| format!("replica {node}: unknown policy {}", meta.policy))?;
-            Ok(replica_actor(policy))
+            Ok(replica_actor(policy, meta.incarnation))
         },
         |node, state| {
             if !props::sound_against(&all, &state.data) {
@@ -243,11 +249,22 @@ impl LocalReplica {
         let disk = tokio::task::spawn_blocking(move || Disk::open_with(&dir, &identity, init))
             .await
             .map_err(|e| StorageError::Task(e.to_string()))??;
-        let actor = replica_actor(policy);
+        // A store created now is a new incarnation of replica `id` (issue 18): one drawn at
+        // random, so a replica created again after its store was lost reuses none of the
+        // change ids and session numbers it made before (the chance that two incarnations
+        // of one replica draw the same is 2^-32). A store that exists keeps its own.
+        let incarnation = loop {
+            let i: u32 = rand::random();
+            if i != 0 {
+                break i;
+            }
+        };
+        let actor = replica_actor(policy, incarnation);
         let tracer = match trace_dir {
             Some(dir) => {
                 let meta = serde_json::to_value(TraceMeta {
                     policy: policy.name().to_string(),
+                    incarnation,
                 })
                 .unwrap_or_default();
                 Some(Tracer::create(dir, id, meta)?)

@@ -251,7 +251,7 @@ impl<K: Payload, V: Payload> Actor for AppReplica<K, V> {
                 .on_timeout(id, state, &Timer::Cancel, &mut inner),
             AppMsg::ForgetTombstones => self.replica.purge(state, &mut inner),
             AppMsg::Export { full } => {
-                let reader = usize::from(src) as ReplicaId;
+                let reader = super::replica::requester(src, 0);
                 let session = state.data.answered.get(&reader).copied().unwrap_or(0) + 1;
                 let request = SyncMsg::RequestChanges {
                     session,
@@ -317,6 +317,7 @@ mod tests {
                 cancel: false,
                 purge: false,
                 max_sessions: u64::MAX,
+                incarnation: 0,
                 mutant: None,
             },
         }

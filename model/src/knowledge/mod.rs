@@ -24,8 +24,11 @@ pub mod vector;
 pub use app::{AppMsg, AppReplica, ImportReport};
 pub use model::{KnowledgeConfig, Scenario};
 pub use msg::{Applied, Change, ConflictPolicy, SyncMsg, Timer};
-pub use replica::{Edit, Replica, ReplicaData, ReplicaState};
-pub use vector::{ChangeId, Filter, FilteredKnowledge, Knowledge, ReplicaId};
+pub use replica::{Edit, Replica, ReplicaData, ReplicaState, requester, session_name};
+pub use vector::{
+    ChangeId, Filter, FilteredKnowledge, Knowledge, ReplicaId, incarnation_of, maker, maker_name,
+    replica_of,
+};
 
 use serde::{Deserialize, Serialize};
 
@@ -38,17 +41,30 @@ pub enum Mutant {
     MergeLearnedEarly,
     /// The change counter is kept in memory only, so a restarted replica reuses ids.
     ReuseCounterAfterCrash,
+    /// A replica ignores the incarnation of its store: created again after its store was
+    /// lost, it names its changes and sessions as its first incarnation did (issue 18).
+    ForgetIncarnation,
+    /// A sync takes bundle messages from any incarnation of its source: a source created
+    /// again may answer a duplicated request a second time, and the two bundles mix.
+    MixIncarnations,
 }
 
 impl Mutant {
     /// Every mutant.
-    pub const ALL: [Mutant; 2] = [Mutant::MergeLearnedEarly, Mutant::ReuseCounterAfterCrash];
+    pub const ALL: [Mutant; 4] = [
+        Mutant::MergeLearnedEarly,
+        Mutant::ReuseCounterAfterCrash,
+        Mutant::ForgetIncarnation,
+        Mutant::MixIncarnations,
+    ];
 
     /// The command-line name.
     pub fn name(self) -> &'static str {
         match self {
             Mutant::MergeLearnedEarly => "merge-learned-early",
             Mutant::ReuseCounterAfterCrash => "reuse-counter-after-crash",
+            Mutant::ForgetIncarnation => "forget-incarnation",
+            Mutant::MixIncarnations => "mix-incarnations",
         }
     }
 
@@ -61,6 +77,10 @@ impl Mutant {
             Mutant::ReuseCounterAfterCrash => {
                 "a replica does not save its change counter and reuses ids after a crash"
             }
+            Mutant::ForgetIncarnation => {
+                "a replica created again after its store was lost reuses its old names"
+            }
+            Mutant::MixIncarnations => "a sync takes the bundles of two incarnations of its source",
         }
     }
 
@@ -87,6 +107,22 @@ impl Mutant {
                     max_crashes: 1,
                     mutant: Some(self),
                     ..KnowledgeConfig::scenario(Scenario::Recovery)
+                },
+            ),
+            Mutant::ForgetIncarnation => (
+                props::UNIQUE_SESSIONS,
+                KnowledgeConfig {
+                    disk_faults: 1,
+                    mutant: Some(self),
+                    ..KnowledgeConfig::scenario(Scenario::Conflict)
+                },
+            ),
+            Mutant::MixIncarnations => (
+                props::KNOWLEDGE_SOUND,
+                KnowledgeConfig {
+                    disk_faults: 1,
+                    mutant: Some(self),
+                    ..KnowledgeConfig::scenario(Scenario::Conflict)
                 },
             ),
         }

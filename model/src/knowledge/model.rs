@@ -2,17 +2,20 @@
 //! over an unordered duplicating network (optionally lossy) with crashes; the ghost history
 //! the properties read; the properties.
 //!
-//! Actor ids: replica `i` is actor `i`, and its [`super::ChangeId`]s name replica `i`.
+//! Actor ids: replica `i` is actor `i`, and its [`super::ChangeId`]s name replica `i` in the
+//! incarnation of its store ([`super::vector::maker`]): 0 at first, and after the `k`-th loss
+//! of a store in the run (`--disk-faults`), `k`.
 
 use super::Mutant;
+use super::msg::Timer;
 use super::msg::{Applied, Change, ConflictPolicy, SyncMsg};
-use super::replica::{Edit, Replica, ReplicaData, ReplicaState};
+use super::replica::{Edit, Replica, ReplicaData, ReplicaState, requester};
 use super::vector::{ChangeId, Filter, Knowledge};
 use crate::store::Payload;
-use stateright::Expectation;
 use stateright::actor::{
-    Actor, ActorModel, ActorModelState, Envelope, Id, LossyNetwork, Network, Out,
+    Actor, ActorModel, ActorModelAction, ActorModelState, Envelope, Id, LossyNetwork, Network, Out,
 };
+use stateright::{Expectation, Model, Path, Property};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -92,6 +95,9 @@ pub struct KnowledgeConfig {
     pub lossy: bool,
     /// How many replicas may be down at the same time.
     pub max_crashes: usize,
+    /// How many times in a run a replica's store may be lost while it is down
+    /// ([`KnowledgeModel`]; issue 18).
+    pub disk_faults: usize,
     /// A deliberate bug.
     pub mutant: Option<Mutant>,
 }
@@ -127,6 +133,7 @@ impl KnowledgeConfig {
             sessions: 1,
             lossy: false,
             max_crashes: 1,
+            disk_faults: 0,
             mutant: None,
         };
         match scenario {
@@ -209,9 +216,14 @@ impl KnowledgeConfig {
             cancel: self.cancel,
             purge: self.purging.contains(&i),
             max_sessions: self.sessions,
+            incarnation: 0,
             mutant: self.mutant,
         });
-        let mut model = ActorModel::new(self.clone(), Ghost::default())
+        let ghost = Ghost {
+            storage_faults_max: self.disk_faults,
+            ..Ghost::default()
+        };
+        let system = ActorModel::new(self.clone(), ghost)
             .actors(actors)
             .init_network(Network::new_unordered_duplicating([]))
             .lossy_network(if self.lossy {
@@ -221,6 +233,10 @@ impl KnowledgeConfig {
             })
             .max_crashes(self.max_crashes)
             .record_msg_out(Ghost::record_out);
+        let mut model = KnowledgeModel {
+            system,
+            properties: Vec::new(),
+        };
 
         use props::*;
         model = model
@@ -228,6 +244,9 @@ impl KnowledgeConfig {
                 knowledge_sound(s)
             })
             .property(Expectation::Always, UNIQUE_IDS, |_, s| unique_ids(s))
+            .property(Expectation::Always, UNIQUE_SESSIONS, |_, s| {
+                !s.history.session_reused
+            })
             .property(Expectation::Always, RECEIVED_AGAIN, |m, s| {
                 received_again_changes_nothing(m, s)
             })
@@ -270,6 +289,11 @@ impl KnowledgeConfig {
             model = model.property(Expectation::Sometimes, REACH_CONVERGED, |m, s| {
                 all_converged(&m.cfg, s)
             });
+            if self.disk_faults > 0 && self.max_crashes > 0 {
+                model = model.property(Expectation::Sometimes, REACH_RECREATED, |m, s| {
+                    s.history.storage_faults > 0 && all_converged(&m.cfg, s)
+                });
+            }
         }
         model
     }
@@ -290,13 +314,14 @@ impl fmt::Display for KnowledgeConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "knowledge-sync: scenario={} replicas={} policy={} sessions={} network={}duplicating crashes={}{}{}{} mutant={}",
+            "knowledge-sync: scenario={} replicas={} policy={} sessions={} network={}duplicating crashes={} disk-faults={}{}{}{} mutant={}",
             self.scenario.name(),
             self.replicas(),
             self.policy.name(),
             self.sessions,
             if self.lossy { "lossy," } else { "" },
             self.max_crashes,
+            self.disk_faults,
             if self.two_way { " two-way" } else { "" },
             if self.advertise { " advertise" } else { "" },
             if self.cancel { " cancel" } else { "" },
@@ -305,10 +330,159 @@ impl fmt::Display for KnowledgeConfig {
     }
 }
 
-/// The model type built by [`KnowledgeConfig::into_model`].
-pub type KnowledgeModel = ActorModel<Replica<Key, Value>, KnowledgeConfig, Ghost>;
+/// The actors, network, crashes and ghost of [`KnowledgeModel`], as Stateright builds them.
+pub type KnowledgeActors = ActorModel<Replica<Key, Value>, KnowledgeConfig, Ghost>;
 /// A state of [`KnowledgeModel`].
 pub type KnowledgeState = ActorModelState<Replica<Key, Value>, Ghost>;
+/// A step of [`KnowledgeModel`]: one of Stateright's actor-model actions, or a lost store
+/// ([`KnowledgeModel::storage_lost`]).
+pub type KnowledgeAction = ActorModelAction<SyncMsg<Key, Value>, Timer, ()>;
+
+/// The key of the action that stands for a lost store (see [`KnowledgeModel::storage_lost`]).
+pub const STORAGE_LOST: &str = "storage lost";
+
+/// The checked system of protocol 3, built by [`KnowledgeConfig::into_model`]: Stateright's
+/// actor model ([`KnowledgeActors`]) plus the storage fault of issue 18 that it cannot
+/// express: while a replica is down, its store may be lost, at most
+/// [`KnowledgeConfig::disk_faults`] times in a run. The replica is then created again, as
+/// `--init` creates it on an empty directory: its store is [`ReplicaData::created`] as a new
+/// incarnation (the `k`-th loss of the run makes incarnation `k`; the runtime draws one at
+/// random), and its next recovery runs its own `on_start` on it.
+///
+/// A damaged store is not modelled for protocol 3: the runtime refuses to start a replica
+/// whose store fails its checks (`docs/reliability.md`), and the operator creates it again,
+/// which is this fault.
+///
+/// It derefs to the actor model, so `model.cfg` and `model.actors` read as before.
+#[derive(Clone)]
+pub struct KnowledgeModel {
+    /// The actors, network, crashes and ghost.
+    pub system: KnowledgeActors,
+    properties: Vec<Property<KnowledgeModel>>,
+}
+
+impl std::ops::Deref for KnowledgeModel {
+    type Target = KnowledgeActors;
+    fn deref(&self) -> &KnowledgeActors {
+        &self.system
+    }
+}
+
+impl KnowledgeModel {
+    /// Adds a property.
+    pub fn property(
+        mut self,
+        expectation: Expectation,
+        name: &'static str,
+        condition: fn(&KnowledgeModel, &KnowledgeState) -> bool,
+    ) -> Self {
+        self.properties.push(Property {
+            expectation,
+            name,
+            condition,
+        });
+        self
+    }
+
+    /// The action that stands for the loss of replica `id`'s store. Stateright's actions have
+    /// no storage fault, so the model uses its random-selection action under
+    /// [`STORAGE_LOST`] as key; no replica ever asks for a random choice, so the two never
+    /// meet.
+    pub fn storage_lost(id: Id) -> KnowledgeAction {
+        ActorModelAction::SelectRandom {
+            actor: id,
+            key: STORAGE_LOST.to_string(),
+            random: (),
+        }
+    }
+
+    /// The replica whose store `action` loses, if it stands for a loss.
+    pub fn lost_store(action: &KnowledgeAction) -> Option<Id> {
+        match action {
+            ActorModelAction::SelectRandom { actor, key, .. } if key == STORAGE_LOST => {
+                Some(*actor)
+            }
+            _ => None,
+        }
+    }
+
+    /// The replicas whose store may be lost in `s`: each one down with something saved,
+    /// while the run's bound allows one more loss.
+    fn faults(&self, s: &KnowledgeState) -> Vec<Id> {
+        if s.history.storage_faults >= self.cfg.disk_faults {
+            return Vec::new();
+        }
+        (0..self.cfg.replicas())
+            .filter(|i| s.crashed[*i] && s.actor_storages[*i].is_some())
+            .map(Id::from)
+            .collect()
+    }
+}
+
+impl Model for KnowledgeModel {
+    type State = KnowledgeState;
+    type Action = KnowledgeAction;
+
+    fn init_states(&self) -> Vec<Self::State> {
+        self.system.init_states()
+    }
+
+    fn actions(&self, state: &Self::State, actions: &mut Vec<Self::Action>) {
+        self.system.actions(state, actions);
+        actions.extend(self.faults(state).into_iter().map(Self::storage_lost));
+    }
+
+    fn next_state(&self, last: &Self::State, action: Self::Action) -> Option<Self::State> {
+        let Some(id) = Self::lost_store(&action) else {
+            return self.system.next_state(last, action);
+        };
+        if !self.faults(last).contains(&id) {
+            return None;
+        }
+        let mut next = last.clone();
+        next.history.storage_faults += 1;
+        let incarnation = next.history.storage_faults as u32;
+        next.actor_storages[usize::from(id)] = Some(ReplicaData::created(incarnation));
+        Some(next)
+    }
+
+    fn format_action(&self, action: &Self::Action) -> String {
+        match Self::lost_store(action) {
+            Some(id) => format!("replica {id}: {STORAGE_LOST}, created again"),
+            None => self.system.format_action(action),
+        }
+    }
+
+    fn format_step(&self, last: &Self::State, action: Self::Action) -> Option<String> {
+        match Self::lost_store(&action) {
+            Some(_) => {
+                let text = self.format_action(&action);
+                self.next_state(last, action).map(|_| text)
+            }
+            None => self.system.format_step(last, action),
+        }
+    }
+
+    fn as_svg(&self, path: Path<Self::State, Self::Action>) -> Option<String> {
+        // Stateright's drawing knows no storage fault; a path with one is not drawn.
+        let steps = path.clone().into_vec();
+        if steps
+            .iter()
+            .any(|(_, a)| a.as_ref().is_some_and(|a| Self::lost_store(a).is_some()))
+        {
+            return None;
+        }
+        self.system.as_svg(path)
+    }
+
+    fn properties(&self) -> Vec<Property<Self>> {
+        self.properties.clone()
+    }
+
+    fn within_boundary(&self, state: &Self::State) -> bool {
+        Model::within_boundary(&self.system, state)
+    }
+}
 
 /// Ghost state for the properties, reconstructed from the messages replicas sent. It is
 /// never read by protocol logic.
@@ -331,6 +505,15 @@ pub struct Ghost {
     pub filtered: BTreeSet<(usize, u64)>,
     /// (destination, session) of every full-enumeration request.
     pub recovery: BTreeSet<(usize, u64)>,
+    /// Per destination, the last session number it sent a request under.
+    pub sessions: BTreeMap<usize, u64>,
+    /// A destination sent a request under a session number it had used before.
+    pub session_reused: bool,
+    /// How many stores were lost so far ([`KnowledgeModel`]).
+    pub storage_faults: usize,
+    /// How many may be lost in the run ([`KnowledgeConfig::disk_faults`]), for
+    /// [`is_dead`]: a lost store forgets what its replica answered.
+    pub storage_faults_max: usize,
 }
 
 impl Ghost {
@@ -411,6 +594,12 @@ impl Ghost {
                 if *recovery {
                     g.recovery.insert((src, *session));
                 }
+                match g.sessions.get(&src) {
+                    Some(last) if last >= session => g.session_reused = true,
+                    _ => {
+                        g.sessions.insert(src, *session);
+                    }
+                }
             }
             SyncMsg::CompleteBundle { .. } | SyncMsg::AdvertiseChanges { .. } => return None,
         }
@@ -427,6 +616,9 @@ pub mod props {
     pub const KNOWLEDGE_SOUND: &str = "knowledge never claims a change the replica has not applied";
     /// Change ids are unique and counters increase across crash-restart.
     pub const UNIQUE_IDS: &str = "change ids are unique and counters increase across crash-restart";
+    /// Session numbers are never reused: what [`super::is_dead`] assumes, checked as it runs.
+    pub const UNIQUE_SESSIONS: &str =
+        "a replica never sends a request under a session number it used before";
     /// Applying a bundle twice (or a change again) changes nothing.
     pub const RECEIVED_AGAIN: &str = "a change or bundle received again changes nothing";
     /// Conflicts are reported exactly when updates are concurrent.
@@ -448,6 +640,9 @@ pub mod props {
     /// Reachability.
     pub const REACH_CONVERGED: &str =
         "every replica made its edits and all hold equal knowledge and data";
+    /// Reachability.
+    pub const REACH_RECREATED: &str =
+        "a store was lost, and every replica, the one created again too, converged after it";
 
     /// Every live replica's state, with its index.
     pub fn live(s: &KnowledgeState) -> impl Iterator<Item = (usize, &ReplicaState<Key, Value>)> {
@@ -521,9 +716,10 @@ pub mod props {
         !s.history.id_reused && live(s).all(|(i, r)| counter_ahead(i as u64, &r.data))
     }
 
-    /// Whether replica `id`'s counter is at least every counter of its own changes it knows.
+    /// Whether replica `id`'s counter is at least every counter of the changes it knows that
+    /// it made with this store (in its incarnation).
     pub fn counter_ahead<K: Payload, V: Payload>(id: u64, d: &ReplicaData<K, V>) -> bool {
-        d.counter >= d.knowledge.max_counter(id)
+        d.counter >= d.knowledge.max_counter(d.maker(id))
     }
 
     /// For every live replica, delivering again any sync message it has already taken (a
@@ -552,7 +748,7 @@ pub mod props {
                 SyncMsg::RequestChanges { session, .. } => state
                     .data
                     .answered
-                    .get(&(usize::from(env.src) as u64))
+                    .get(&requester(env.src, *session))
                     .is_some_and(|a| a >= session),
                 _ => false,
             };
@@ -602,6 +798,7 @@ pub mod props {
     pub const IDS: &[(&str, &str)] = &[
         ("knowledge-sound", KNOWLEDGE_SOUND),
         ("unique-ids", UNIQUE_IDS),
+        ("unique-sessions", UNIQUE_SESSIONS),
         ("received-again", RECEIVED_AGAIN),
         ("conflicts-exact", CONFLICTS_EXACT),
         ("equal-knowledge-equal-data", EQUAL_KNOWLEDGE_EQUAL_DATA),
@@ -611,6 +808,7 @@ pub mod props {
         ("reach-recovery", REACH_RECOVERY),
         ("reach-cancel", REACH_CANCEL),
         ("reach-converged", REACH_CONVERGED),
+        ("reach-recreated", REACH_RECREATED),
     ];
 }
 
@@ -618,7 +816,12 @@ pub mod props {
 /// the source ignores acknowledgements, cancels and conveyed knowledge; a replica answers a
 /// session of a destination once (saved); and a change or complete-bundle message counts only
 /// for the open sync with its session and source, which never reopens once closed (session
-/// numbers are saved and only grow), and only once.
+/// numbers are saved and only grow, also across a lost store: a new incarnation numbers its
+/// sessions above the old ones; the property [`props::UNIQUE_SESSIONS`] checks it on every
+/// run), only once, and only from the incarnation of the source it first took a message of.
+/// A request answered is dead only while no store can be lost any more: a source whose
+/// store is lost forgets what it answered, and answers a duplicate again (with the bundle
+/// of its new incarnation, which the destination's open sync then ignores).
 pub fn is_dead(s: &KnowledgeState, env: &Envelope<SyncMsg<Key, Value>>) -> bool {
     let dst = usize::from(env.dst);
     let src = usize::from(env.src);
@@ -632,18 +835,33 @@ pub fn is_dead(s: &KnowledgeState, env: &Envelope<SyncMsg<Key, Value>>) -> bool 
         | SyncMsg::CancelChangeFlow { .. }
         | SyncMsg::ConveyKnowledge { .. } => true,
         SyncMsg::AdvertiseChanges { .. } => false,
+        SyncMsg::RequestChanges { .. }
+            if s.history.storage_faults < s.history.storage_faults_max =>
+        {
+            false
+        }
         SyncMsg::RequestChanges { session, .. } => {
+            let from = requester(env.src, *session);
             let answered =
-                |d: &ReplicaData<Key, Value>| d.answered.get(&(src as u64)).copied().unwrap_or(0);
+                |d: &ReplicaData<Key, Value>| d.answered.get(&from).copied().unwrap_or(0);
             let saved = s.actor_storages[dst].as_ref().map_or(0, answered);
             *session <= answered(&state.data).min(saved)
         }
-        SyncMsg::ConveyChanges { session, seq, .. } => {
-            open.is_none_or(|p| p.session != *session || p.applied.contains(seq))
-        }
-        SyncMsg::CompleteBundle { session, .. } => {
-            open.is_none_or(|p| p.session != *session || p.complete.is_some())
-        }
+        SyncMsg::ConveyChanges {
+            session,
+            source,
+            seq,
+            ..
+        } => open.is_none_or(|p| {
+            p.session != *session
+                || p.applied.contains(seq)
+                || p.maker.is_some_and(|m| m != *source)
+        }),
+        SyncMsg::CompleteBundle {
+            session, source, ..
+        } => open.is_none_or(|p| {
+            p.session != *session || p.complete.is_some() || p.maker.is_some_and(|m| m != *source)
+        }),
     }
 }
 

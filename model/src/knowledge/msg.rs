@@ -7,7 +7,7 @@
 //! carries the destination's session number, so a stale or duplicated message of an earlier
 //! sync is told apart and ignored.
 
-use super::vector::{ChangeId, Filter, FilteredKnowledge, Knowledge};
+use super::vector::{ChangeId, Filter, FilteredKnowledge, Knowledge, ReplicaId};
 use crate::store::Payload;
 use serde::{Deserialize, Serialize};
 
@@ -140,6 +140,11 @@ pub enum SyncMsg<K: Payload, V: Payload> {
     ConveyChanges {
         /// The destination's session number.
         session: u64,
+        /// The source as a maker ([`super::vector::maker`]): its id and the incarnation of
+        /// its store. A sync takes the bundle of one incarnation only: a source created
+        /// again after its store was lost has forgotten what it answered, and may answer a
+        /// duplicated request a second time with another bundle.
+        source: ReplicaId,
         /// The change's position in the bundle, from 0; the bundle's count says how many.
         seq: u32,
         /// The change, its id and its made-with knowledge.
@@ -153,6 +158,8 @@ pub enum SyncMsg<K: Payload, V: Payload> {
     CompleteBundle {
         /// The destination's session number.
         session: u64,
+        /// The source as a maker, as in `ConveyChanges`.
+        source: ReplicaId,
         /// How many ConveyChanges the source sent for this session (claim 4).
         count: u32,
         /// What the destination learns once it has applied all `count` changes (claim 4):

@@ -17,7 +17,7 @@
 
 use super::Mutant;
 use super::msg::{Applied, Change, ConflictPolicy, SyncMsg, Timer};
-use super::vector::{ChangeId, Filter, FilteredKnowledge, Knowledge, ReplicaId};
+use super::vector::{ChangeId, Filter, FilteredKnowledge, Knowledge, ReplicaId, maker};
 use crate::store::Payload;
 use serde::{Deserialize, Serialize};
 use stateright::actor::{Actor, Id, Out};
@@ -45,6 +45,9 @@ pub struct Edit<K: Payload, V: Payload> {
 ///   ([`super::model::props::knowledge_sound`]).
 /// - `counter` is at least every counter of this replica's own changes in `knowledge`, and
 ///   `sessions` every session number it used: both survive crashes, so neither is reused.
+/// - Both are named by `incarnation`: a store created again after it was lost starts
+///   counting afresh under a new incarnation, so neither is reused across the loss either
+///   ([`maker`], [`ReplicaData::created`]).
 #[derive(Clone, Debug, Deserialize, Eq, Hash, Ord, PartialEq, PartialOrd, Serialize)]
 #[serde(bound = "")]
 pub struct ReplicaData<K: Payload, V: Payload> {
@@ -60,9 +63,14 @@ pub struct ReplicaData<K: Payload, V: Payload> {
     /// The knowledge this replica had when it last forgot tombstones: a destination that does
     /// not include it may have missed a deletion (claim 21, minimum knowledge).
     pub forgotten: Knowledge,
+    /// The incarnation of this store: its replica makes changes as
+    /// `maker(id, incarnation)` (claim 29) and numbers its sessions from
+    /// `incarnation << 32` ([`requester`]).
+    pub incarnation: u32,
     /// The counter of this replica's last change (0: none yet).
     pub counter: u64,
-    /// The last session number this replica used as a destination (0: none yet).
+    /// The last session number this replica used as a destination: its incarnation in the
+    /// high 32 bits, how many syncs it pulled in the low ones (none yet: `incarnation << 32`).
     pub sessions: u64,
     /// As a source: per destination, the last session it answered. A request is answered
     /// once, so the changes and the complete-bundle message of one session always come from
@@ -81,6 +89,7 @@ impl<K: Payload, V: Payload> Default for ReplicaData<K, V> {
             knowledge: Knowledge::new(),
             filtered: Vec::new(),
             forgotten: Knowledge::new(),
+            incarnation: 0,
             counter: 0,
             sessions: 0,
             answered: BTreeMap::new(),
@@ -90,6 +99,28 @@ impl<K: Payload, V: Payload> Default for ReplicaData<K, V> {
 }
 
 impl<K: Payload, V: Payload> ReplicaData<K, V> {
+    /// The data of a store created now as incarnation `incarnation`: nothing known, nothing
+    /// made, no session pulled (issue 18: a replica created again after its store was lost
+    /// takes a new incarnation, so it reuses none of the names it made before).
+    pub fn created(incarnation: u32) -> Self {
+        ReplicaData {
+            incarnation,
+            sessions: u64::from(incarnation) << 32,
+            ..ReplicaData::default()
+        }
+    }
+
+    /// The name replica `replica` makes its changes under with this store ([`maker`]).
+    pub fn maker(&self, replica: ReplicaId) -> ReplicaId {
+        maker(replica, self.incarnation)
+    }
+
+    /// How many syncs this store's replica pulled.
+    pub fn sessions_pulled(&self) -> u64 {
+        self.sessions
+            .saturating_sub(u64::from(self.incarnation) << 32)
+    }
+
     /// Whether this replica knows change `id` of the item at `key`.
     pub fn knows(&self, id: ChangeId, key: &K) -> bool {
         knows(&self.knowledge, &self.filtered, id, key)
@@ -115,6 +146,23 @@ impl<K: Payload, V: Payload> ReplicaData<K, V> {
             .iter()
             .filter_map(|(k, c)| c.value.clone().map(|v| (k.clone(), v)))
             .collect()
+    }
+}
+
+/// Who asked for a session: the requester `src` as a maker, in the incarnation the session
+/// number names (its high 32 bits, [`ReplicaData::sessions`]). A source answers each
+/// (requester, session) once; a requester created again after its store was lost is a new
+/// requester, whose sessions are answered afresh.
+pub fn requester(src: Id, session: u64) -> ReplicaId {
+    maker(usize::from(src) as ReplicaId, (session >> 32) as u32)
+}
+
+/// A session number as reports write it: `3` in incarnation 0, `1f.3` (the incarnation in
+/// hex, then the count) otherwise.
+pub fn session_name(session: u64) -> String {
+    match session >> 32 {
+        0 => session.to_string(),
+        i => format!("{i:x}.{}", session & u64::from(u32::MAX)),
     }
 }
 
@@ -153,6 +201,9 @@ pub struct Pull<K: Payload> {
     pub session: u64,
     /// The source's actor index.
     pub source: usize,
+    /// The source's maker, from the first message of its bundle taken: the sync takes no
+    /// message of another incarnation of the source (see [`SyncMsg::ConveyChanges`]).
+    pub maker: Option<ReplicaId>,
     /// The filter of the request.
     pub filter: Option<Filter<K>>,
     /// A full enumeration (after a refused minimum knowledge).
@@ -193,9 +244,15 @@ pub struct Replica<K: Payload, V: Payload> {
     pub cancel: bool,
     /// Whether it forgets tombstones.
     pub purge: bool,
-    /// How many syncs it may pull in one run of the model (bounds the state space; the
-    /// runtime sets it to `u64::MAX`).
+    /// How many syncs it may pull in one run of the model, per incarnation (bounds the
+    /// state space; the runtime sets it to `u64::MAX`).
     pub max_sessions: u64,
+    /// The incarnation a store created now takes: what a replica that starts with nothing
+    /// saved begins as ([`ReplicaData::created`]). The model's replicas start as 0, and a
+    /// store lost while its replica is down comes back as a later one
+    /// ([`super::model::KnowledgeModel`]); the runtime draws one at random for every
+    /// process, which counts only when its store was just created (`--init`).
+    pub incarnation: u32,
     /// A deliberate bug.
     pub mutant: Option<Mutant>,
 }
@@ -240,7 +297,7 @@ impl<K: Payload, V: Payload> Replica<K, V> {
         }
         data.counter += 1;
         let cid = ChangeId {
-            replica: Self::me(id),
+            replica: data.maker(Self::me(id)),
             counter: data.counter,
         };
         data.conflicts.retain(|c| c.key != key);
@@ -330,7 +387,7 @@ impl<K: Payload, V: Payload> Replica<K, V> {
         two_way: bool,
         o: &mut Out<Self>,
     ) {
-        if state.data.sessions >= self.max_sessions {
+        if state.data.sessions_pulled() >= self.max_sessions {
             return;
         }
         let st = state.to_mut();
@@ -339,6 +396,7 @@ impl<K: Payload, V: Payload> Replica<K, V> {
         st.pull = Some(Pull {
             session,
             source: usize::from(source),
+            maker: None,
             filter: self.filter.clone(),
             recovery,
             applied: BTreeSet::new(),
@@ -368,6 +426,7 @@ impl<K: Payload, V: Payload> Replica<K, V> {
     #[allow(clippy::too_many_arguments)]
     fn answer(
         &self,
+        id: Id,
         state: &mut Cow<ReplicaState<K, V>>,
         dst: Id,
         session: u64,
@@ -377,7 +436,7 @@ impl<K: Payload, V: Payload> Replica<K, V> {
         recovery: bool,
         o: &mut Out<Self>,
     ) -> bool {
-        let from = usize::from(dst) as ReplicaId;
+        let from = requester(dst, session);
         if state
             .data
             .answered
@@ -391,6 +450,7 @@ impl<K: Payload, V: Payload> Replica<K, V> {
         st.data.answered.insert(from, session);
         self.save(&st.data, o);
         let d = &st.data;
+        let source = d.maker(Self::me(id));
         // Claim 21: a destination that lacks the forgotten knowledge may have missed a
         // deletion; a full enumeration needs no minimum.
         let minimum = (!recovery && !d.forgotten.is_empty()).then(|| d.forgotten.clone());
@@ -402,6 +462,7 @@ impl<K: Payload, V: Payload> Replica<K, V> {
                     dst,
                     SyncMsg::ConveyChanges {
                         session,
+                        source,
                         seq,
                         change: change.clone(),
                         minimum: minimum.clone(),
@@ -418,6 +479,7 @@ impl<K: Payload, V: Payload> Replica<K, V> {
             dst,
             SyncMsg::CompleteBundle {
                 session,
+                source,
                 count: seq,
                 learned,
                 filtered_learned,
@@ -427,12 +489,20 @@ impl<K: Payload, V: Payload> Replica<K, V> {
         true
     }
 
-    /// The open sync, if `src` and `session` name it.
-    fn open(state: &ReplicaState<K, V>, src: Id, session: u64) -> Option<&Pull<K>> {
-        state
-            .pull
-            .as_ref()
-            .filter(|p| p.session == session && p.source == usize::from(src))
+    /// The open sync, if `src` and `session` name it and `maker` is the incarnation of the
+    /// source it takes messages from (the first one taken sets it).
+    fn open<'a>(
+        &self,
+        state: &'a ReplicaState<K, V>,
+        src: Id,
+        session: u64,
+        maker: ReplicaId,
+    ) -> Option<&'a Pull<K>> {
+        state.pull.as_ref().filter(|p| {
+            p.session == session
+                && p.source == usize::from(src)
+                && (p.maker.is_none_or(|m| m == maker) || self.is(Mutant::MixIncarnations))
+        })
     }
 
     /// Refuses the open sync because this replica lacks the source's minimum knowledge
@@ -531,11 +601,18 @@ impl<K: Payload, V: Payload> Actor for Replica<K, V> {
     type Random = ();
 
     fn on_start(&self, _id: Id, storage: &Option<Self::Storage>, o: &mut Out<Self>) -> Self::State {
-        let data = storage.clone().unwrap_or_default();
+        let mut data = storage
+            .clone()
+            .unwrap_or_else(|| ReplicaData::created(self.incarnation));
+        if self.is(Mutant::ForgetIncarnation) {
+            // Names its changes and sessions as the first incarnation did.
+            data.sessions = data.sessions_pulled();
+            data.incarnation = 0;
+        }
         if (data.next_edit as usize) < self.edits.len() {
             o.set_timer(Timer::Edit, TICK);
         }
-        if data.sessions < self.max_sessions {
+        if data.sessions_pulled() < self.max_sessions {
             for p in &self.peers {
                 o.set_timer(Timer::Pull(usize::from(*p)), TICK);
             }
@@ -564,7 +641,7 @@ impl<K: Payload, V: Payload> Actor for Replica<K, V> {
                 two_way,
             } => {
                 let answered = self.answer(
-                    state, src, session, &knowledge, &filtered, filter, recovery, o,
+                    id, state, src, session, &knowledge, &filtered, filter, recovery, o,
                 );
                 // Claim 22: two-way sync, the source pulls back (once, not two-way again).
                 if answered && two_way && state.pull.is_none() {
@@ -573,13 +650,15 @@ impl<K: Payload, V: Payload> Actor for Replica<K, V> {
             }
             SyncMsg::ConveyChanges {
                 session,
+                source,
                 seq,
                 change,
                 minimum,
             } => {
                 // A change of no open sync (stale, duplicated after completion, or
-                // cancelled) is ignored: a cancelled flow applies nothing more (claim 7).
-                let Some(pull) = Self::open(state, src, session) else {
+                // cancelled, or sent by another incarnation of the source) is ignored: a
+                // cancelled flow applies nothing more (claim 7).
+                let Some(pull) = self.open(state, src, session, source) else {
                     return;
                 };
                 if pull.applied.contains(&seq) {
@@ -609,6 +688,7 @@ impl<K: Payload, V: Payload> Actor for Replica<K, V> {
                 let before = st.data.clone();
                 let outcome = Self::apply(id, &mut st.data, change, self.policy);
                 if let Some(pull) = st.pull.as_mut() {
+                    pull.maker = Some(source);
                     pull.applied.insert(seq);
                     if recovery {
                         pull.enumerated.insert(key);
@@ -631,12 +711,13 @@ impl<K: Payload, V: Payload> Actor for Replica<K, V> {
             }
             SyncMsg::CompleteBundle {
                 session,
+                source,
                 count,
                 learned,
                 filtered_learned,
                 forgotten,
             } => {
-                let Some(pull) = Self::open(state, src, session) else {
+                let Some(pull) = self.open(state, src, session, source) else {
                     return;
                 };
                 if pull.complete.is_some() {
@@ -649,6 +730,7 @@ impl<K: Payload, V: Payload> Actor for Replica<K, V> {
                     return;
                 }
                 if let Some(pull) = state.to_mut().pull.as_mut() {
+                    pull.maker = Some(source);
                     pull.complete = Some(Bundle {
                         count,
                         learned,
@@ -708,7 +790,7 @@ impl<K: Payload, V: Payload> Actor for Replica<K, V> {
                 if state.pull.is_none() {
                     self.start_pull(state, Id::from(peer), false, self.two_way, o);
                 }
-                if state.data.sessions < self.max_sessions {
+                if state.data.sessions_pulled() < self.max_sessions {
                     o.set_timer(Timer::Pull(peer), TICK);
                 }
             }
@@ -748,6 +830,7 @@ mod tests {
             cancel: false,
             purge: false,
             max_sessions: u64::MAX,
+            incarnation: 0,
             mutant: None,
         }
     }
@@ -852,12 +935,14 @@ mod tests {
         let items = a.data.items.clone();
         let convey = |seq: u32, key: u8| SyncMsg::ConveyChanges {
             session: 1,
+            source: 0,
             seq,
             change: items[&key].clone(),
             minimum: None,
         };
         let complete = SyncMsg::CompleteBundle {
             session: 1,
+            source: 0,
             count: 2,
             learned: a.data.knowledge.clone(),
             filtered_learned: None,

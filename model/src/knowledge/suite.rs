@@ -59,5 +59,37 @@ pub fn cases() -> Vec<Case<KnowledgeConfig>> {
             "loss: every sync message lost and re-asked",
         )
         .exact(),
+        Case::quick(
+            KnowledgeConfig {
+                disk_faults: 1,
+                ..s(Scenario::Conflict)
+            },
+            "a store lost while its replica is down: created again as a new incarnation, its old bundles and requests still in flight",
+        )
+        .exact(),
+        Case::quick(
+            KnowledgeConfig {
+                disk_faults: 1,
+                ..s(Scenario::Recovery)
+            },
+            "a lost store where tombstones are forgotten: the replica that forgot them, or the one that recovers by full enumeration, created again",
+        )
+        .exact(),
+        Case::full(
+            KnowledgeConfig {
+                advertise: true,
+                cancel: true,
+                disk_faults: 1,
+                ..s(Scenario::Conflict)
+            },
+            "a lost store with advertised edits and cancelled syncs",
+        ),
+        Case::full(
+            KnowledgeConfig {
+                disk_faults: 2,
+                ..s(Scenario::Conflict)
+            },
+            "two stores lost in one run: three incarnations' names side by side",
+        ),
     ]
 }

@@ -16,8 +16,37 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-/// A replica's name in the sync community.
+/// A replica's name in the sync community. As the maker of changes ([`ChangeId::replica`]) it
+/// also names the incarnation of the replica's store ([`maker`]).
 pub type ReplicaId = u64;
+
+/// The name a replica makes its changes under (claim 29: "the replica that assigned it"): its
+/// replica id in the low 32 bits, the incarnation of its store in the high 32 bits. A store
+/// created again after it was lost (`--init` on an empty directory) is a new incarnation, so
+/// the replica's changes and sessions never reuse the names of those it made before and
+/// forgot (issue 18). The model's first incarnation is 0, so its names are the plain ids.
+pub fn maker(replica: ReplicaId, incarnation: u32) -> ReplicaId {
+    (replica & u64::from(u32::MAX)) | (u64::from(incarnation) << 32)
+}
+
+/// The replica id part of a maker ([`maker`]).
+pub fn replica_of(maker: ReplicaId) -> ReplicaId {
+    maker & u64::from(u32::MAX)
+}
+
+/// The incarnation part of a maker ([`maker`]).
+pub fn incarnation_of(maker: ReplicaId) -> u32 {
+    (maker >> 32) as u32
+}
+
+/// A maker as reports write it: `r2` for incarnation 0, `r2.1f` (the incarnation in hex)
+/// otherwise.
+pub fn maker_name(maker: ReplicaId) -> String {
+    match incarnation_of(maker) {
+        0 => format!("r{}", replica_of(maker)),
+        i => format!("r{}.{i:x}", replica_of(maker)),
+    }
+}
 
 /// The name of one change (claims 1, 29): the replica that made it and that replica's
 /// counter at the time. Counters start at 1 and only grow, across crash-restart too.
@@ -31,7 +60,7 @@ pub struct ChangeId {
 
 impl fmt::Display for ChangeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "r{}#{}", self.replica, self.counter)
+        write!(f, "{}#{}", maker_name(self.replica), self.counter)
     }
 }
 
@@ -171,7 +200,7 @@ impl fmt::Display for Knowledge {
             .replicas
             .iter()
             .map(|(r, k)| {
-                let mut s = format!("r{r}:");
+                let mut s = format!("{}:", maker_name(*r));
                 match k.upto {
                     0 => {}
                     1 => s.push('1'),
