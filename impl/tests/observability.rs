@@ -278,3 +278,175 @@ async fn an_oversize_update_is_refused_before_sending_and_the_master_log_stays_q
     .await
     .expect("bounded");
 }
+
+/// A knowledge replica serving syncs (`replica-serve --metrics-listen`) counts and logs what
+/// its steps did: the bundle it sent to a pulling peer, the sync it pulled back (two-way),
+/// the change it applied.
+#[tokio::test]
+async fn a_knowledge_replica_logs_its_syncs_and_its_metrics_move() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let mut c = Cluster::new(0, "");
+        let peer = format!("127.0.0.1:{}", free_port());
+        let log = c.dir.path().join("replica1.log");
+        let out = std::fs::File::create(&log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        let child = Command::new(BIN)
+            .arg("--config")
+            .arg(&c.config)
+            .args(["--init", "--metrics-listen", "127.0.0.1:0"])
+            .args(["knowledge-sync", "replica-serve", "--data-dir"])
+            .arg(c.dir.path().join("r1"))
+            .args(["--replica", "1", "--listen", &peer])
+            .stdout(out)
+            .stderr(err)
+            .env("RUST_LOG", "info")
+            .spawn()
+            .expect("spawn replicore");
+        c.children.push(child);
+        let line = wait_for_line(&log, "metrics on http://").await;
+        let addr = line
+            .split("http://")
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .expect("metrics address")
+            .to_string();
+        wait_for_health(&addr, 200).await;
+        let (_, page) = http_get(&addr, "/metrics").await;
+        assert_eq!(sample(&page, "replicore_knowledge_bundles_sent_total"), 0.0);
+
+        let r2 = c.dir.path().join("r2");
+        let r2 = r2.to_str().expect("utf-8");
+        let base = ["knowledge-sync"];
+        let put = c
+            .cli(
+                &[
+                    &["--init"],
+                    &base[..],
+                    &["replica-put", "--data-dir", r2, "--replica", "2", "k", "v"],
+                ]
+                .concat(),
+            )
+            .await;
+        assert!(
+            put.status.success(),
+            "{}",
+            String::from_utf8_lossy(&put.stderr)
+        );
+        let sync = c
+            .cli(
+                &[
+                    &base[..],
+                    &[
+                        "sync",
+                        "--data-dir",
+                        r2,
+                        "--replica",
+                        "2",
+                        "--peer",
+                        &peer,
+                        "--two-way",
+                    ],
+                ]
+                .concat(),
+            )
+            .await;
+        assert!(
+            sync.status.success(),
+            "{}",
+            String::from_utf8_lossy(&sync.stderr)
+        );
+
+        // Replica 1 answered replica 2's pull with a bundle, pulled back and applied `k`.
+        loop {
+            let (_, page) = http_get(&addr, "/metrics").await;
+            if sample(&page, "replicore_knowledge_bundles_sent_total") >= 1.0
+                && sample(&page, "replicore_knowledge_changes_received_total") >= 1.0
+                && sample(&page, "replicore_knowledge_syncs_total") >= 2.0
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let sent = wait_for_line(&log, "bundle sent").await;
+        assert!(
+            sent.contains("destination=2") || sent.contains("destination=\"2\""),
+            "{sent}"
+        );
+        wait_for_line(&log, "sync started").await;
+        wait_for_line(&log, "sync completed").await;
+    })
+    .await
+    .expect("test bounded");
+}
+
+/// Starts failover server `id` of the cluster file `config` with its metrics endpoint, logging
+/// to `log`; returns the endpoint's address once the server listens.
+async fn start_failover(config: &Path, dir: &Path, id: u64, log: &Path) -> (Child, String) {
+    let out = std::fs::File::create(log).expect("log file");
+    let err = out.try_clone().expect("log file");
+    let child = Command::new(BIN)
+        .arg("--config")
+        .arg(config)
+        .args(["--init", "--metrics-listen", "127.0.0.1:0"])
+        .args(["failover", "serve", "--id", &id.to_string(), "--data-dir"])
+        .arg(dir.join(format!("fo{id}")))
+        .stdout(out)
+        .stderr(err)
+        .env("RUST_LOG", "info")
+        .spawn()
+        .expect("spawn replicore");
+    let line = wait_for_line(log, "metrics on http://").await;
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .expect("metrics address")
+        .to_string();
+    wait_for_line(log, "listening on").await;
+    (child, addr)
+}
+
+/// A failover cluster's servers count and log what their steps did: the master the update it
+/// approved, the backup its takeover once the master is killed.
+#[tokio::test]
+async fn failover_servers_log_approvals_and_the_takeover_and_their_metrics_move() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let mut c = Cluster::new(1, "");
+        let (config, dir) = (c.config.clone(), c.dir.path().to_path_buf());
+        let (logs, mut addrs) = ([dir.join("fo0.log"), dir.join("fo1.log")], Vec::new());
+        for id in 0..2 {
+            let (child, addr) = start_failover(&config, &dir, id, &logs[id as usize]).await;
+            c.children.push(child);
+            addrs.push(addr);
+        }
+        let put = c.cli(&["failover", "put", "k", "v"]).await;
+        assert!(
+            put.status.success(),
+            "{}",
+            String::from_utf8_lossy(&put.stderr)
+        );
+        let (_, page) = http_get(&addrs[0], "/metrics").await;
+        assert!(
+            sample(&page, "replicore_failover_updates_total") >= 1.0,
+            "{page}"
+        );
+        assert!(sample(&page, "replicore_failover_version") >= 1.0, "{page}");
+        let approved = wait_for_line(&logs[0], "update approved").await;
+        assert!(approved.contains("version=1"), "{approved}");
+
+        // The master dies; the backup's lease check finds it gone and takes over.
+        c.kill(0);
+        wait_for_line(&logs[1], "took over").await;
+        loop {
+            let (_, page) = http_get(&addrs[1], "/metrics").await;
+            if sample(&page, "replicore_failover_role_changes_total") >= 1.0
+                && sample(&page, "replicore_failover_epoch") >= 1.0
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("test bounded");
+}

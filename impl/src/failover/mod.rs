@@ -14,6 +14,7 @@
 //! further slaves follow. A node dials every node of a lower id and accepts the others.
 
 mod client;
+pub mod observe;
 mod server;
 
 pub use client::{Client, FailoverClientError, digest, role_of, role_of_secured};

@@ -240,7 +240,7 @@ impl FailoverServer {
             }
             None => None,
         };
-        let driver = Driver::start_traced(
+        let mut driver = Driver::start_traced(
             actor,
             Id::from(config.node_id as usize),
             disk,
@@ -249,6 +249,9 @@ impl FailoverServer {
             tracer,
         )
         .await?;
+        driver.set_observer(Box::new(super::observe::ServerObserver::new(
+            config.node_id,
+        )));
         let (inbox_tx, inbox_rx) = mpsc::channel(INBOX_INPUTS);
         let cancel = CancellationToken::new();
         let link = Link {

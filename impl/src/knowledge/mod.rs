@@ -19,6 +19,7 @@
 
 pub mod bundle;
 pub mod net;
+pub mod observe;
 mod replica;
 
 pub use replica::{

@@ -274,7 +274,7 @@ impl LocalReplica {
         let router = Router::default();
         let (tx, answers) = mpsc::channel(STEP_FRAMES_MAX);
         router.register(actor_id(APP), tx);
-        let driver = Driver::start_traced(
+        let mut driver = Driver::start_traced(
             actor,
             actor_id(id),
             disk,
@@ -283,6 +283,7 @@ impl LocalReplica {
             tracer,
         )
         .await?;
+        driver.set_observer(Box::new(super::observe::ReplicaObserver::new(id)));
         Ok(LocalReplica {
             driver,
             router,

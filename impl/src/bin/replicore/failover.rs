@@ -99,6 +99,8 @@ pub struct FailoverCluster {
     pub transport: TransportSettings,
     /// Create the server's store if its data directory has none (`--init`).
     pub init: bool,
+    /// Where a server serves its metrics endpoint (`--metrics-listen`).
+    pub metrics_listen: Option<String>,
 }
 
 impl FailoverCluster {
@@ -182,6 +184,18 @@ pub async fn run(cmd: FailoverCommand, cluster: FailoverCluster, json: bool) -> 
                 server.local_addr(),
                 v.version
             );
+            let endpoint = tokio_util::sync::CancellationToken::new();
+            if let Some(addr) = &cluster.metrics_listen {
+                use replicore_runtime::runtime::metrics;
+                let handle = metrics::install()?;
+                let listener = metrics::bind(addr).await?;
+                let bound = listener.local_addr().context("metrics listener address")?;
+                println!("replicore failover server {id} metrics on http://{bound}/metrics");
+                // Ready while it runs: the endpoint stops with the server.
+                let ready: metrics::Readiness = std::sync::Arc::new(|| true);
+                tokio::spawn(metrics::serve(listener, handle, ready, endpoint.clone()));
+            }
+            let _stop_endpoint = endpoint.drop_guard();
             let mut term =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
                     .context("cannot watch SIGTERM")?;

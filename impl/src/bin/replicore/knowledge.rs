@@ -178,12 +178,14 @@ async fn open(
 }
 
 /// Runs one command and returns what to print (one JSON object per line with `json`).
-/// `cluster` is the cluster's id and key, for the commands that talk to other replicas.
+/// `cluster` is the cluster's id and key, for the commands that talk to other replicas;
+/// `metrics_listen` the address of `replica-serve`'s metrics endpoint.
 pub async fn run(
     cmd: KnowledgeCommand,
     cluster: Option<(u64, Vec<u8>, TransportSettings)>,
     init: bool,
     trace_dir: Option<PathBuf>,
+    metrics_listen: Option<&str>,
     json: bool,
 ) -> anyhow::Result<String> {
     match cmd {
@@ -210,6 +212,21 @@ pub async fn run(
                 .await
                 .map_err(listen_err)?;
             eprintln!("replica {replica} serving syncs on {listen}");
+            if let Some(addr) = metrics_listen {
+                use replicore_runtime::runtime::metrics;
+                let handle = metrics::install()?;
+                let endpoint = metrics::bind(addr).await?;
+                let bound = endpoint.local_addr()?;
+                eprintln!("replica {replica} metrics on http://{bound}/metrics");
+                // Ready while it serves: the process ends when serving does.
+                let ready: metrics::Readiness = std::sync::Arc::new(|| true);
+                tokio::spawn(metrics::serve(
+                    endpoint,
+                    handle,
+                    ready,
+                    tokio_util::sync::CancellationToken::new(),
+                ));
+            }
             net::serve_secured(listener, r, cluster_id, key, security)
                 .await
                 .map_err(listen_err)?;

@@ -93,7 +93,8 @@ struct ClusterArgs {
     #[arg(long, global = true, hide = true)]
     unsafe_send_before_save: bool,
     /// Serve Prometheus metrics at http://ADDR/metrics and readiness at /health (a
-    /// protocol-1 node; see docs/runtime.md, "Observability").
+    /// protocol-1 node, a failover server or a knowledge replica-serve; see docs/runtime.md,
+    /// "Observability").
     #[arg(long, global = true, value_name = "ADDR")]
     metrics_listen: Option<String>,
     /// Log lines as text (the default) or as JSON objects, one per line.
@@ -609,6 +610,9 @@ fn main() -> ExitCode {
             MasterSlaveCommand::Master { .. } | MasterSlaveCommand::Slave { .. }
         ),
         Command::Failover { command } => command.is_server(),
+        Command::KnowledgeSync { command } | Command::KnowledgeAlias(command) => {
+            matches!(command, knowledge::KnowledgeCommand::ReplicaServe { .. })
+        }
         _ => false,
     };
     init_logs(
@@ -714,7 +718,15 @@ async fn run(cli: Cli) -> Result<()> {
             let trace_dir = cli.cluster.trace_dir.clone();
             print!(
                 "{}",
-                knowledge::run(command, cluster, cli.cluster.init, trace_dir, cli.json).await?
+                knowledge::run(
+                    command,
+                    cluster,
+                    cli.cluster.init,
+                    trace_dir,
+                    cli.cluster.metrics_listen.as_deref(),
+                    cli.json
+                )
+                .await?
             );
             Ok(())
         }
@@ -765,6 +777,7 @@ async fn run(cli: Cli) -> Result<()> {
                 faults: cluster.faults.clone(),
                 transport: cluster.transport.clone(),
                 init: cluster.init,
+                metrics_listen: cli.cluster.metrics_listen.clone(),
             };
             print!("{}", failover::run(command, failover, cli.json).await?);
             Ok(())
