@@ -450,3 +450,74 @@ async fn failover_servers_log_approvals_and_the_takeover_and_their_metrics_move(
     .await
     .expect("test bounded");
 }
+
+/// Stage-sync peers count and log what their steps did: the edit a peer executed, and the
+/// stage the other reached by executing it too.
+#[tokio::test]
+async fn stage_sync_peers_log_their_edits_and_their_metrics_move() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let mut c = Cluster::new(0, "");
+        let peers: Vec<String> = (0..2)
+            .map(|_| format!("127.0.0.1:{}", free_port()))
+            .collect();
+        let (mut addrs, mut logs) = (Vec::new(), Vec::new());
+        for id in 0..2 {
+            let log = c.dir.path().join(format!("peer{id}.log"));
+            let out = std::fs::File::create(&log).expect("log file");
+            let err = out.try_clone().expect("log file");
+            let mut cmd = Command::new(BIN);
+            cmd.arg("--config")
+                .arg(&c.config)
+                .args(["--init", "--metrics-listen", "127.0.0.1:0"])
+                .args(["stage-sync", "peer", "--id", &id.to_string()]);
+            for p in &peers {
+                cmd.args(["--peer", p]);
+            }
+            let child = cmd
+                .arg("--data-dir")
+                .arg(c.dir.path().join(format!("p{id}")))
+                .stdout(out)
+                .stderr(err)
+                .env("RUST_LOG", "info")
+                .spawn()
+                .expect("spawn peer");
+            c.children.push(child);
+            let line = wait_for_line(&log, "metrics on http://").await;
+            addrs.push(
+                line.split("http://")
+                    .nth(1)
+                    .and_then(|rest| rest.split('/').next())
+                    .expect("metrics address")
+                    .to_string(),
+            );
+            logs.push(log);
+        }
+        let (_, page) = http_get(&addrs[1], "/metrics").await;
+        assert_eq!(sample(&page, "replicore_stage_edits_total"), 0.0);
+        // The peer may not listen yet: retry until the insert is sent.
+        loop {
+            let out = c
+                .cli(&["stage-sync", "insert", "--connect", &peers[0], "0", "hello"])
+                .await;
+            if out.status.success() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let executed = wait_for_line(&logs[0], "edit executed").await;
+        assert!(executed.contains("stage=1"), "{executed}");
+        let (_, page) = http_get(&addrs[0], "/metrics").await;
+        assert_eq!(sample(&page, "replicore_stage_edits_total"), 1.0, "{page}");
+        // Peer 1 executes peer 0's operation at stage 1 too.
+        loop {
+            let (_, page) = http_get(&addrs[1], "/metrics").await;
+            if sample(&page, "replicore_stage_stage") >= 1.0 {
+                assert_eq!(sample(&page, "replicore_stage_edits_total"), 0.0, "{page}");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("test bounded");
+}

@@ -19,6 +19,7 @@
 //! ([`StageRows`]), the rest (document, base, reports) in the `saved` row.
 
 mod client;
+pub mod observe;
 mod peer;
 
 pub use client::{CLIENT_TIMEOUT, Client};

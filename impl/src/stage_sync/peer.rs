@@ -484,6 +484,7 @@ pub async fn spawn(cfg: PeerConfig) -> Result<PeerHandle, StageError> {
         tracer,
     )
     .await?;
+    driver.set_observer(Box::new(super::observe::PeerObserver::new(cfg.id)));
     let cancel = CancellationToken::new();
     let (inbox, mut inbox_rx) = mpsc::channel::<Input<Msg>>(INBOX_INPUTS);
     let waiting = Arc::new(Waiting::default());

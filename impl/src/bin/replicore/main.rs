@@ -93,8 +93,8 @@ struct ClusterArgs {
     #[arg(long, global = true, hide = true)]
     unsafe_send_before_save: bool,
     /// Serve Prometheus metrics at http://ADDR/metrics and readiness at /health (a
-    /// protocol-1 node, a failover server or a knowledge replica-serve; see docs/runtime.md,
-    /// "Observability").
+    /// protocol-1 node, a failover server, a knowledge replica-serve or a stage-sync peer;
+    /// see docs/runtime.md, "Observability").
     #[arg(long, global = true, value_name = "ADDR")]
     metrics_listen: Option<String>,
     /// Log lines as text (the default) or as JSON objects, one per line.
@@ -613,6 +613,9 @@ fn main() -> ExitCode {
         Command::KnowledgeSync { command } | Command::KnowledgeAlias(command) => {
             matches!(command, knowledge::KnowledgeCommand::ReplicaServe { .. })
         }
+        Command::StageSync { command } => {
+            matches!(command, stage_sync::StageCommand::Peer { .. })
+        }
         _ => false,
     };
     init_logs(
@@ -743,11 +746,10 @@ async fn run(cli: Cli) -> Result<()> {
                 "{}",
                 stage_sync::run(
                     command,
-                    c.cluster_id,
-                    c.key,
-                    c.transport,
+                    (c.cluster_id, c.key, c.transport),
                     c.init,
                     trace_dir,
+                    cli.cluster.metrics_listen.as_deref(),
                     cli.json
                 )
                 .await?

@@ -124,11 +124,10 @@ fn edited(json: bool, command: &str, id: impl std::fmt::Display, stage: u32) -> 
 /// (one JSON object per line with `json`).
 pub async fn run(
     cmd: StageCommand,
-    cluster_id: u64,
-    key: Vec<u8>,
-    transport: TransportSettings,
+    (cluster_id, key, transport): (u64, Vec<u8>, TransportSettings),
     init: bool,
     trace_dir: Option<PathBuf>,
+    metrics_listen: Option<&str>,
     json: bool,
 ) -> anyhow::Result<String> {
     let connect = |addr: String| {
@@ -165,6 +164,23 @@ pub async fn run(
             })
             .await?;
             tracing::info!(peer = id, addr = %handle.addr, "stage-sync peer running");
+            let endpoint = tokio_util::sync::CancellationToken::new();
+            if let Some(addr) = metrics_listen {
+                use replicore_runtime::runtime::metrics;
+                let metrics_handle = metrics::install()?;
+                let listener = metrics::bind(addr).await?;
+                let bound = listener.local_addr()?;
+                eprintln!("stage-sync peer {id} metrics on http://{bound}/metrics");
+                // Ready while it runs: the endpoint stops with the peer.
+                let ready: metrics::Readiness = std::sync::Arc::new(|| true);
+                tokio::spawn(metrics::serve(
+                    listener,
+                    metrics_handle,
+                    ready,
+                    endpoint.clone(),
+                ));
+            }
+            let _stop_endpoint = endpoint.drop_guard();
             handle
                 .run_until(async {
                     // Ctrl-C or SIGTERM: a graceful stop closes the database cleanly.
