@@ -374,6 +374,10 @@ async fn a_knowledge_replica_logs_its_syncs_and_its_metrics_move() {
         );
         wait_for_line(&log, "sync started").await;
         wait_for_line(&log, "sync completed").await;
+        // The peer ended its finished sync cleanly: served, not failed.
+        wait_for_line(&log, "sync served").await;
+        let text = std::fs::read_to_string(&log).expect("log");
+        assert!(!text.contains("sync failed"), "{text}");
     })
     .await
     .expect("test bounded");

@@ -31,6 +31,9 @@ use tokio::sync::mpsc;
 /// How long one sync may take before it is abandoned (its learned knowledge unmerged).
 pub const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a finished sync waits for its connection to close cleanly.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Why an online sync failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
@@ -199,6 +202,9 @@ pub async fn sync_with_secured(
     };
     let outcome = tokio::time::timeout(SYNC_TIMEOUT, run).await;
     conn.close(replica);
+    // End the connection as a finished sync does (over TLS, with close_notify), so the
+    // serving replica sees a sync that ended, not a connection that broke.
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, SinkExt::<Bytes>::close(&mut io)).await;
     let report = outcome.map_err(|_| SyncError::TimedOut(peer))??;
     if !report.learned {
         return Err(SyncError::Connection {
