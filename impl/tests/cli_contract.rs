@@ -5,7 +5,7 @@
 //! Every test runs under a `tokio::time::timeout`, and every command under its own.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -552,6 +552,106 @@ async fn a_second_node_with_a_running_nodes_id_is_refused() {
         }
         // The cluster serves on.
         c.expect(code::OK, &["put", "k", "v"]).await;
+    })
+    .await
+    .expect("test bounded");
+}
+
+/// Starts `replicore --config .. --key-file .. --init ARGS` in the background, logging to
+/// `log`, and waits for `ready` in its log.
+async fn spawn_logged(c: &mut Cluster, slot: u64, args: &[&str], log: &Path, ready: &str) {
+    let out = std::fs::File::create(log).expect("log");
+    let err = out.try_clone().expect("log");
+    let child = Command::new(BIN)
+        .arg("--config")
+        .arg(&c.config)
+        .arg("--key-file")
+        .arg(&c.key_file)
+        .arg("--init")
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .expect("spawn");
+    c.children.insert(slot, child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(log).is_ok_and(|s| s.contains(ready)) {
+        assert!(Instant::now() < deadline, "{args:?} did not start");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_second_failover_server_or_stage_sync_peer_with_a_running_id_is_refused() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let mut c = Cluster::new(1);
+        let data = c.dir.path().join("fdata1");
+        let log = c.dir.path().join("failover1.log");
+        let args = ["failover", "serve", "--id", "1", "--data-dir"];
+        let data_arg = data.to_str().expect("utf-8");
+        spawn_logged(
+            &mut c,
+            20,
+            &[&args[..], &[data_arg]].concat(),
+            &log,
+            "listening on",
+        )
+        .await;
+        let twin = c.dir.path().join("ftwin1");
+        let out = c
+            .expect(
+                code::FAILED,
+                &[
+                    "--init",
+                    "failover",
+                    "serve",
+                    "--id",
+                    "1",
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--data-dir",
+                    twin.to_str().expect("utf-8"),
+                ],
+            )
+            .await;
+        assert!(
+            out.stderr.contains("failover server 1 already runs"),
+            "{}",
+            out.stderr
+        );
+        assert!(!twin.exists(), "a refused server creates nothing");
+
+        let peers: Vec<String> = (0..2)
+            .map(|_| format!("127.0.0.1:{}", free_port()))
+            .collect();
+        let peer_args = |dir: &str| -> Vec<String> {
+            let mut a: Vec<String> = ["stage-sync", "peer", "--id", "0"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            for p in &peers {
+                a.extend(["--peer".to_string(), p.clone()]);
+            }
+            a.extend(["--data-dir".to_string(), dir.to_string()]);
+            a
+        };
+        let data = c.dir.path().join("sdata0");
+        let first = peer_args(data.to_str().expect("utf-8"));
+        let first: Vec<&str> = first.iter().map(String::as_str).collect();
+        let log = c.dir.path().join("peer0.log");
+        spawn_logged(&mut c, 21, &first, &log, "stage-sync peer running").await;
+        let twin = c.dir.path().join("stwin0");
+        let second = peer_args(twin.to_str().expect("utf-8"));
+        let mut second: Vec<&str> = second.iter().map(String::as_str).collect();
+        second.insert(0, "--init");
+        let out = c.expect(code::FAILED, &second).await;
+        assert!(
+            out.stderr.contains("stage-sync peer 0 already runs"),
+            "{}",
+            out.stderr
+        );
+        assert!(!twin.exists(), "a refused peer creates nothing");
     })
     .await
     .expect("test bounded");

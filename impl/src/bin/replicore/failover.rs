@@ -156,6 +156,15 @@ pub async fn run(cmd: FailoverCommand, cluster: FailoverCluster, json: bool) -> 
                 .security(Role::Node(id))
                 .with_context(|| format!("cannot set up TLS for server {id}"))?;
             crate::reload_on_sighup(&security)?;
+            crate::refuse_running(
+                addr,
+                id,
+                &format!("failover server {id}"),
+                cluster.cluster_id,
+                &cluster.key,
+                cluster.client_security()?,
+            )
+            .await?;
             let config = ServerConfig {
                 security,
                 node_id: id,

@@ -1151,6 +1151,40 @@ async fn refuse_duplicate(cluster: &Cluster, id: u64) -> Result<()> {
     Ok(())
 }
 
+/// Refuses to start `what` (node `id`) when a node already answers as `id` at `addr`, the
+/// address the cluster gives that id: the handshake names the node that answers. A probe
+/// that cannot connect within a few seconds finds nothing, and the start goes on.
+pub(crate) async fn refuse_running(
+    addr: &str,
+    id: u64,
+    what: &str,
+    cluster_id: u64,
+    key: &[u8],
+    security: replicore_runtime::runtime::tls::Security,
+) -> Result<()> {
+    use replicore_runtime::runtime::handshake::Identity;
+    use replicore_runtime::runtime::transport;
+    const PROBE: Duration = Duration::from_secs(3);
+    // A client id, as clients have: a certificate for one may claim it.
+    let me = Identity::new(
+        cluster_id,
+        transport::CLIENT_ID_MIN + u64::from(std::process::id()),
+        key.to_vec(),
+    )
+    .with_security(security);
+    if let Ok(Ok((_, answered))) = tokio::time::timeout(PROBE, transport::connect(addr, &me)).await
+        && answered == id
+    {
+        return Err(exit::fail(
+            exit::FAILED,
+            format!(
+                "{what} already runs at {addr} (it answered as node {id}); refusing to start a second one with id {id}"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Runs one node until Ctrl-C or SIGTERM, then shuts it down gracefully.
 async fn serve(cfg: NodeConfig, metrics_listen: Option<&str>) -> Result<()> {
     let role = if cfg.node_id == MASTER_ID {

@@ -150,6 +150,20 @@ pub async fn run(
                 .security(Role::Node(id))
                 .with_context(|| format!("cannot set up TLS for peer {id}"))?;
             crate::reload_on_sighup(&security)?;
+            if let Some(addr) = peers.get(id as usize) {
+                let client = transport
+                    .security(Role::Client)
+                    .context("cannot set up TLS for a client")?;
+                crate::refuse_running(
+                    addr,
+                    id,
+                    &format!("stage-sync peer {id}"),
+                    cluster_id,
+                    &key,
+                    client,
+                )
+                .await?;
+            }
             let handle = stage_sync::spawn(PeerConfig {
                 id,
                 addrs: peers,
