@@ -740,6 +740,24 @@ async fn failover_commands_share_the_exit_codes_json_and_value_files() {
         }
         let out = c.expect(code::DEGRADED, &["failover", "status"]).await;
         assert!(out.stderr.contains("server 1"), "{}", out.stderr);
+        // Both down: an update that reaches no server was never sent (5), not unknown (4),
+        // and a read finds nothing to read (5).
+        if let Some(mut m) = c.children.remove(&10) {
+            m.kill().expect("kill");
+            m.wait().expect("reap");
+        }
+        let out = c
+            .expect(
+                code::NOT_SENT,
+                &["failover", "put", "k", "v", "--within-ms", "500"],
+            )
+            .await;
+        assert!(out.stderr.contains("nothing was sent"), "{}", out.stderr);
+        c.expect(
+            code::NOT_SENT,
+            &["failover", "get", "k", "--within-ms", "500"],
+        )
+        .await;
     })
     .await
     .expect("test bounded");

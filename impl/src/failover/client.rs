@@ -32,6 +32,19 @@ pub enum FailoverClientError {
         /// The backup's address.
         backup: String,
     },
+    /// Neither server could be reached in time: the operation was never written to a
+    /// connection, so it had no effect.
+    #[error(
+        "no server could be reached within {ms} ms (master {master}, backup {backup}); nothing was sent"
+    )]
+    NotSent {
+        /// The wait, in milliseconds.
+        ms: u128,
+        /// The master's address.
+        master: String,
+        /// The backup's address.
+        backup: String,
+    },
     /// Could not reach or authenticate with a server.
     #[error(transparent)]
     Transport(#[from] TransportError),
@@ -74,6 +87,9 @@ pub struct Client {
     /// When the actor's retry timer fires.
     retry_at: Option<tokio::time::Instant>,
     conns: [Option<transport::Connection>; 2],
+    /// Whether the operation in flight was written to a connection at least once: until
+    /// then a give-up is certain to have had no effect.
+    sent: bool,
 }
 
 impl Client {
@@ -102,6 +118,7 @@ impl Client {
             state,
             retry_at: None,
             conns: [None, None],
+            sent: false,
         }
     }
 
@@ -183,10 +200,12 @@ impl Client {
         let Ok(bytes) = codec::encode(&Frame::Actor(msg), self.max_frame_bytes) else {
             return;
         };
-        if let Some(io) = self.conns[slot].as_mut()
-            && io.send(bytes).await.is_err()
-        {
-            self.conns[slot] = None;
+        if let Some(io) = self.conns[slot].as_mut() {
+            if io.send(bytes).await.is_err() {
+                self.conns[slot] = None;
+            } else {
+                self.sent = true;
+            }
         }
     }
 
@@ -256,6 +275,7 @@ impl Client {
     ) -> Result<Answer<Vec<u8>>, FailoverClientError> {
         let app = Id::from(APP);
         let submit = SubmitMsg::Submit(op);
+        self.sent = false;
         if let Some(answer) = self
             .step(|a, me, st, o| a.on_msg(me, st, app, submit, o))
             .await
@@ -270,6 +290,13 @@ impl Client {
                     if tokio::time::Instant::now() >= give_up {
                         self.step(|a, me, st, o| a.on_msg(me, st, app, SubmitMsg::GiveUp, o))
                             .await;
+                        if !self.sent {
+                            return Err(FailoverClientError::NotSent {
+                                ms: within.as_millis(),
+                                master: self.master.clone(),
+                                backup: self.backup.clone(),
+                            });
+                        }
                         return Err(FailoverClientError::NoAnswer {
                             ms: within.as_millis(),
                             master: self.master.clone(),

@@ -92,7 +92,7 @@ pub fn code_of(e: &anyhow::Error) -> u8 {
         }
         if let Some(f) = cause.downcast_ref::<FailoverClientError>() {
             return match f {
-                FailoverClientError::Transport(_) => NOT_SENT,
+                FailoverClientError::Transport(_) | FailoverClientError::NotSent { .. } => NOT_SENT,
                 // The request may have reached a server that applied it.
                 FailoverClientError::NoAnswer { .. }
                 | FailoverClientError::Io { .. }
