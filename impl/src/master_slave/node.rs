@@ -861,21 +861,15 @@ const SCAN_PAGE_BYTES: usize = 256 * 1024;
 /// A page of `data`'s rows after `after`: at most `limit` rows and about
 /// [`SCAN_PAGE_BYTES`] (one row at least).
 fn scan_page<S: UserStore>(version: Version, data: &S, after: Option<&[u8]>, limit: u32) -> Reply {
-    // Every row is the delta from the empty store; a scan is rare, so its cost (every row
-    // per page) buys not adding a method to the user layer's trait.
-    let mut all: Vec<(Vec<u8>, Vec<u8>)> =
-        crate::runtime::storage::Rows::diff_rows(data, &S::default())
-            .into_iter()
-            .filter_map(|(k, v)| Some((k, v?)))
-            .filter(|(k, _)| after.is_none_or(|a| k.as_slice() > a))
-            .collect();
-    all.sort();
+    // One row more than the page, to tell whether more follow.
+    let limit = limit.max(1) as usize;
+    let page = data.scan_rows(after, limit + 1);
     let (mut rows, mut bytes) = (Vec::new(), 0);
-    let mut rest = all.into_iter();
+    let mut rest = page.into_iter();
     for (k, v) in rest.by_ref() {
         bytes += k.len() + v.len();
         rows.push((k, v));
-        if rows.len() >= limit.max(1) as usize || bytes >= SCAN_PAGE_BYTES {
+        if rows.len() >= limit || bytes >= SCAN_PAGE_BYTES {
             break;
         }
     }

@@ -588,6 +588,21 @@ pub trait UserStore: Store {
 
     /// The number of keys, for status reports.
     fn key_count(&self) -> u64;
+
+    /// The first `limit` rows in key order whose key is above `after` (from the first row
+    /// when `None`), for `replicore dump`'s pages. The default reads every row (the delta
+    /// from the empty store) and sorts them; a store whose keys are ordered answers in time
+    /// proportional to the page, as [`KvStore`] does.
+    fn scan_rows(&self, after: Option<&[u8]>, limit: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut all: Vec<(Vec<u8>, Vec<u8>)> = Self::rows(&self.diff_from(&Self::default()))
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, v?)))
+            .filter(|(k, _)| after.is_none_or(|a| k.as_slice() > a))
+            .collect();
+        all.sort();
+        all.truncate(limit);
+        all
+    }
 }
 
 /// The shipped user layer: UTF-8 string keys and byte values.
@@ -618,6 +633,32 @@ impl UserStore for KvStore {
 
     fn key_count(&self) -> u64 {
         self.len() as u64
+    }
+
+    fn scan_rows(&self, after: Option<&[u8]>, limit: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+        use std::ops::Bound;
+        // UTF-8 orders as its bytes, so the map's order is the rows' order.
+        let from = match after.map(std::str::from_utf8) {
+            None => Bound::Unbounded,
+            Some(Ok(a)) => Bound::Excluded(a),
+            // No key of this store is above bytes that are not UTF-8 in a way a range of
+            // strings can say: fall back to reading every row.
+            Some(Err(_)) => {
+                let mut all: Vec<(Vec<u8>, Vec<u8>)> = self
+                    .entries
+                    .iter()
+                    .map(|(k, v)| (k.as_bytes().to_vec(), v.clone()))
+                    .filter(|(k, _)| after.is_none_or(|a| k.as_slice() > a))
+                    .collect();
+                all.truncate(limit);
+                return all;
+            }
+        };
+        self.entries
+            .range::<_, str>((from, Bound::Unbounded))
+            .take(limit)
+            .map(|(k, v)| (k.as_bytes().to_vec(), v.clone()))
+            .collect()
     }
 }
 
@@ -1071,6 +1112,59 @@ mod tests {
         node: 2,
         role: "test",
     };
+
+    /// `KvStore::scan_rows` reads a range of its ordered map; it gives exactly the page the
+    /// default (every row, sorted by bytes) gives, for every starting point, UTF-8 keys beyond
+    /// ASCII, and a starting point that is not UTF-8.
+    #[test]
+    fn a_range_scan_gives_the_page_every_row_gives() {
+        /// The trait's default, on the same rows.
+        fn every_row(kv: &KvStore, after: Option<&[u8]>, limit: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+            let mut all: Vec<(Vec<u8>, Vec<u8>)> =
+                KvStore::rows(&kv.diff_from(&KvStore::default()))
+                    .into_iter()
+                    .filter_map(|(k, v)| Some((k, v?)))
+                    .filter(|(k, _)| after.is_none_or(|a| k.as_slice() > a))
+                    .collect();
+            all.sort();
+            all.truncate(limit);
+            all
+        }
+        let keys = [
+            "",
+            "a",
+            "ab",
+            "b",
+            "z",
+            "\u{e9}",
+            "\u{e9}t\u{e9}",
+            "\u{1f600}",
+            "k10",
+            "k9",
+        ];
+        let kv: KvStore = Kv {
+            entries: keys
+                .iter()
+                .map(|k| (k.to_string(), k.as_bytes().to_vec()))
+                .collect(),
+        };
+        let mut starts: Vec<Option<Vec<u8>>> = vec![None];
+        starts.extend(keys.iter().map(|k| Some(k.as_bytes().to_vec())));
+        starts.extend([
+            Some(vec![0xff]),
+            Some(vec![b'a', 0xc3]),
+            Some(b"m".to_vec()),
+        ]);
+        for after in &starts {
+            for limit in [0, 1, 3, 100] {
+                assert_eq!(
+                    kv.scan_rows(after.as_deref(), limit),
+                    every_row(&kv, after.as_deref(), limit),
+                    "after {after:?}, limit {limit}"
+                );
+            }
+        }
+    }
 
     /// The incremental save trusts `Store::diff_from`, which walks the two structurally
     /// shared maps and skips shared nodes. imbl 6.1 skipped one entry too many after a shared
