@@ -741,3 +741,42 @@ async fn traced_nodes_with_faults_from_the_cluster_file_pass_check_trace() {
     .await
     .expect("test bounded");
 }
+
+#[tokio::test]
+async fn the_demo_tells_its_story_as_json_objects() {
+    let out = tokio::time::timeout(
+        TEST_TIMEOUT,
+        tokio::process::Command::new(BIN)
+            .args(["--json", "demo", "--updates", "2"])
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("demo bounded")
+    .expect("demo runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    assert!(events.iter().all(|e| e["command"] == "demo"));
+    let of = |kind: &str| -> Vec<&serde_json::Value> {
+        events.iter().filter(|e| e["event"] == kind).collect()
+    };
+    assert_eq!(of("listening").len(), 3);
+    // Two one-phase puts, three two-phase puts, a delete: versions 1 to 6.
+    let committed: Vec<u64> = of("committed")
+        .iter()
+        .filter_map(|e| e["version"].as_u64())
+        .collect();
+    assert_eq!(committed, [1, 2, 3, 4, 5, 6]);
+    let nodes = of("node");
+    assert_eq!(nodes.len(), 3);
+    assert!(nodes.iter().all(|n| n["version"] == 6));
+    assert_eq!(nodes.iter().filter(|n| n["identical"] == true).count(), 2);
+    assert_eq!(of("converged")[0]["version"], 6);
+}

@@ -681,7 +681,7 @@ fn one_line(e: &anyhow::Error) -> String {
 
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Demo { updates } => demo(updates).await,
+        Command::Demo { updates } => demo(updates, cli.json).await,
         Command::GenCerts {
             out,
             nodes,
@@ -1426,14 +1426,29 @@ async fn status(cluster: &Cluster, json: bool) -> Result<()> {
     Ok(())
 }
 
-async fn demo(updates: u32) -> Result<()> {
+async fn demo(updates: u32, json: bool) -> Result<()> {
     let dir = std::env::temp_dir().join(format!("replicore-demo-{}", std::process::id()));
-    let r = demo_in(&dir, updates).await;
+    let r = demo_in(&dir, updates, json).await;
     let _ = std::fs::remove_dir_all(&dir);
     r
 }
 
-async fn demo_in(dir: &std::path::Path, updates: u32) -> Result<()> {
+/// One line of the demo's story: the text, or with `json` one object (`command: "demo"`,
+/// its `event` and fields).
+fn demo_say(json: bool, text: impl FnOnce() -> String, event: serde_json::Value) {
+    if !json {
+        println!("{}", text());
+        return;
+    }
+    let mut object = serde_json::json!({ "command": "demo" });
+    if let (Some(o), serde_json::Value::Object(fields)) = (object.as_object_mut(), event) {
+        o.extend(fields);
+    }
+    println!("{object}");
+}
+
+async fn demo_in(dir: &std::path::Path, updates: u32, json: bool) -> Result<()> {
+    use serde_json::json as j;
     let (cluster_id, key, slaves) = (42, "demo-key", 2u64);
     // Every node of the demo is created here, in a directory of its own.
     let mut cfg = NodeConfig::new(cluster_id, key, MASTER_ID, slaves, dir.join("master"));
@@ -1441,7 +1456,12 @@ async fn demo_in(dir: &std::path::Path, updates: u32) -> Result<()> {
     let master = Node::<KvStore>::start(cfg)
         .await
         .context("cannot start the demo master")?;
-    println!("master  listening on {}", master.local_addr());
+    let addr = master.local_addr();
+    demo_say(
+        json,
+        || format!("master  listening on {addr}"),
+        j!({"event": "listening", "node": MASTER_ID, "addr": addr.to_string()}),
+    );
     let mut nodes = Vec::new();
     for id in 1..=slaves {
         let mut cfg = NodeConfig::new(cluster_id, key, id, slaves, dir.join(format!("slave{id}")));
@@ -1450,7 +1470,12 @@ async fn demo_in(dir: &std::path::Path, updates: u32) -> Result<()> {
         let node = Node::<KvStore>::start(cfg)
             .await
             .with_context(|| format!("cannot start demo slave {id}"))?;
-        println!("slave {id} listening on {}", node.local_addr());
+        let addr = node.local_addr();
+        demo_say(
+            json,
+            || format!("slave {id} listening on {addr}"),
+            j!({"event": "listening", "node": id, "addr": addr.to_string()}),
+        );
         nodes.push(node);
     }
     for node in &nodes {
@@ -1459,19 +1484,31 @@ async fn demo_in(dir: &std::path::Path, updates: u32) -> Result<()> {
         tokio::spawn(async move {
             while versions.changed().await.is_ok() {
                 let v = *versions.borrow_and_update();
-                println!("  slave {id} at version {v}");
+                demo_say(
+                    json,
+                    || format!("  slave {id} at version {v}"),
+                    j!({"event": "slave-version", "node": id, "version": v}),
+                );
             }
         });
     }
 
-    println!("-- {updates} one-phase puts");
+    if !json {
+        println!("-- {updates} one-phase puts");
+    }
     for i in 0..updates {
         let v = master
             .put(format!("key{i}"), format!("value{i}"), Mode::OnePhase)
             .await?;
-        println!("master  committed version {v} (one-phase put key{i})");
+        demo_say(
+            json,
+            || format!("master  committed version {v} (one-phase put key{i})"),
+            j!({"event": "committed", "version": v, "op": "put", "key": format!("key{i}"), "mode": "one-phase"}),
+        );
     }
-    println!("-- two-phase puts (every slave prepares, then the master commits)");
+    if !json {
+        println!("-- two-phase puts (every slave prepares, then the master commits)");
+    }
     for i in 0..3 {
         let v = master
             .put(
@@ -1480,12 +1517,22 @@ async fn demo_in(dir: &std::path::Path, updates: u32) -> Result<()> {
                 Mode::TwoPhase { timeout_ms: 5000 },
             )
             .await?;
-        println!("master  committed version {v} (two-phase put sync{i})");
+        demo_say(
+            json,
+            || format!("master  committed version {v} (two-phase put sync{i})"),
+            j!({"event": "committed", "version": v, "op": "put", "key": format!("sync{i}"), "mode": "two-phase"}),
+        );
     }
     let v = master.delete("key0", Mode::OnePhase).await?;
-    println!("master  committed version {v} (one-phase delete key0)");
+    demo_say(
+        json,
+        || format!("master  committed version {v} (one-phase delete key0)"),
+        j!({"event": "committed", "version": v, "op": "delete", "key": "key0", "mode": "one-phase"}),
+    );
 
-    println!("-- waiting for every slave to converge");
+    if !json {
+        println!("-- waiting for every slave to converge");
+    }
     let target = master.version();
     for node in &nodes {
         let mut versions = node.versions();
@@ -1495,30 +1542,46 @@ async fn demo_in(dir: &std::path::Path, updates: u32) -> Result<()> {
             .map_err(|_| anyhow!("slave {} stopped", node.node_id()))?;
     }
     let reference = master.view();
-    println!(
-        "master  version {} with {} keys",
-        reference.version,
-        reference.data.len()
+    demo_say(
+        json,
+        || {
+            format!(
+                "master  version {} with {} keys",
+                reference.version,
+                reference.data.len()
+            )
+        },
+        j!({"event": "node", "node": MASTER_ID, "version": reference.version, "keys": reference.data.len()}),
     );
     for node in &nodes {
         let view = node.view();
         let same = view.data == reference.data;
-        println!(
-            "slave {} version {} with {} keys: {}",
-            node.node_id(),
-            view.version,
-            view.data.len(),
-            if same {
-                "identical to the master"
-            } else {
-                "DIFFERENT"
-            }
+        demo_say(
+            json,
+            || {
+                format!(
+                    "slave {} version {} with {} keys: {}",
+                    node.node_id(),
+                    view.version,
+                    view.data.len(),
+                    if same {
+                        "identical to the master"
+                    } else {
+                        "DIFFERENT"
+                    }
+                )
+            },
+            j!({"event": "node", "node": node.node_id(), "version": view.version, "keys": view.data.len(), "identical": same}),
         );
         if !same || view.version != reference.version {
             bail!("slave {} diverged", node.node_id());
         }
     }
-    println!("converged: every node at version {target}");
+    demo_say(
+        json,
+        || format!("converged: every node at version {target}"),
+        j!({"event": "converged", "version": target}),
+    );
     for node in nodes {
         node.shutdown().await?;
     }
