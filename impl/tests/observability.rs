@@ -87,12 +87,7 @@ impl Cluster {
             .spawn()
             .expect("spawn replicore");
         self.children.push(child);
-        let line = wait_for_line(&log, "metrics on http://").await;
-        line.split("http://")
-            .nth(1)
-            .and_then(|rest| rest.split('/').next())
-            .expect("metrics address")
-            .to_string()
+        metrics_addr(&log).await
     }
 
     fn kill(&mut self, index: usize) {
@@ -134,6 +129,17 @@ async fn wait_for_line(path: &Path, needle: &str) -> String {
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+}
+
+/// The metrics endpoint's address a process printed in its log at `path`
+/// ("… metrics on http://ADDR/metrics").
+async fn metrics_addr(path: &Path) -> String {
+    let line = wait_for_line(path, "metrics on http://").await;
+    line.split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .expect("metrics address")
+        .to_string()
 }
 
 /// `GET path` on `addr`: the status code and the body.
@@ -303,13 +309,7 @@ async fn a_knowledge_replica_logs_its_syncs_and_its_metrics_move() {
             .spawn()
             .expect("spawn replicore");
         c.children.push(child);
-        let line = wait_for_line(&log, "metrics on http://").await;
-        let addr = line
-            .split("http://")
-            .nth(1)
-            .and_then(|rest| rest.split('/').next())
-            .expect("metrics address")
-            .to_string();
+        let addr = metrics_addr(&log).await;
         wait_for_health(&addr, 200).await;
         let (_, page) = http_get(&addr, "/metrics").await;
         assert_eq!(sample(&page, "replicore_knowledge_bundles_sent_total"), 0.0);
@@ -399,13 +399,7 @@ async fn start_failover(config: &Path, dir: &Path, id: u64, log: &Path) -> (Chil
         .env("RUST_LOG", "info")
         .spawn()
         .expect("spawn replicore");
-    let line = wait_for_line(log, "metrics on http://").await;
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .expect("metrics address")
-        .to_string();
+    let addr = metrics_addr(log).await;
     wait_for_line(log, "listening on").await;
     (child, addr)
 }
@@ -486,14 +480,7 @@ async fn stage_sync_peers_log_their_edits_and_their_metrics_move() {
                 .spawn()
                 .expect("spawn peer");
             c.children.push(child);
-            let line = wait_for_line(&log, "metrics on http://").await;
-            addrs.push(
-                line.split("http://")
-                    .nth(1)
-                    .and_then(|rest| rest.split('/').next())
-                    .expect("metrics address")
-                    .to_string(),
-            );
+            addrs.push(metrics_addr(&log).await);
             logs.push(log);
         }
         let (_, page) = http_get(&addrs[1], "/metrics").await;

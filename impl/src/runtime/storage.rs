@@ -594,15 +594,25 @@ pub trait UserStore: Store {
     /// from the empty store) and sorts them; a store whose keys are ordered answers in time
     /// proportional to the page, as [`KvStore`] does.
     fn scan_rows(&self, after: Option<&[u8]>, limit: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
-        let mut all: Vec<(Vec<u8>, Vec<u8>)> = Self::rows(&self.diff_from(&Self::default()))
-            .into_iter()
-            .filter_map(|(k, v)| Some((k, v?)))
-            .filter(|(k, _)| after.is_none_or(|a| k.as_slice() > a))
-            .collect();
-        all.sort();
-        all.truncate(limit);
-        all
+        scan_every_row(self, after, limit)
     }
+}
+
+/// [`UserStore::scan_rows`] by reading every row of `data` (the delta from the empty store)
+/// and sorting them: the default, for any user layer.
+pub fn scan_every_row<S: UserStore>(
+    data: &S,
+    after: Option<&[u8]>,
+    limit: usize,
+) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut all: Vec<(Vec<u8>, Vec<u8>)> = S::rows(&data.diff_from(&S::default()))
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, v?)))
+        .filter(|(k, _)| after.is_none_or(|a| k.as_slice() > a))
+        .collect();
+    all.sort();
+    all.truncate(limit);
+    all
 }
 
 /// The shipped user layer: UTF-8 string keys and byte values.
@@ -1118,18 +1128,6 @@ mod tests {
     /// ASCII, and a starting point that is not UTF-8.
     #[test]
     fn a_range_scan_gives_the_page_every_row_gives() {
-        /// The trait's default, on the same rows.
-        fn every_row(kv: &KvStore, after: Option<&[u8]>, limit: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
-            let mut all: Vec<(Vec<u8>, Vec<u8>)> =
-                KvStore::rows(&kv.diff_from(&KvStore::default()))
-                    .into_iter()
-                    .filter_map(|(k, v)| Some((k, v?)))
-                    .filter(|(k, _)| after.is_none_or(|a| k.as_slice() > a))
-                    .collect();
-            all.sort();
-            all.truncate(limit);
-            all
-        }
         let keys = [
             "",
             "a",
@@ -1159,7 +1157,7 @@ mod tests {
             for limit in [0, 1, 3, 100] {
                 assert_eq!(
                     kv.scan_rows(after.as_deref(), limit),
-                    every_row(&kv, after.as_deref(), limit),
+                    scan_every_row(&kv, after.as_deref(), limit),
                     "after {after:?}, limit {limit}"
                 );
             }

@@ -195,14 +195,10 @@ pub async fn run(cmd: FailoverCommand, cluster: FailoverCluster, json: bool) -> 
             );
             let endpoint = tokio_util::sync::CancellationToken::new();
             if let Some(addr) = &cluster.metrics_listen {
-                use replicore_runtime::runtime::metrics;
-                let handle = metrics::install()?;
-                let listener = metrics::bind(addr).await?;
-                let bound = listener.local_addr().context("metrics listener address")?;
-                println!("replicore failover server {id} metrics on http://{bound}/metrics");
                 // Ready while it runs: the endpoint stops with the server.
-                let ready: metrics::Readiness = std::sync::Arc::new(|| true);
-                tokio::spawn(metrics::serve(listener, handle, ready, endpoint.clone()));
+                let name = format!("replicore failover server {id}");
+                let ready = std::sync::Arc::new(|| true);
+                crate::start_metrics(addr, &name, ready, endpoint.clone()).await?;
             }
             let _stop_endpoint = endpoint.drop_guard();
             let mut term =

@@ -213,19 +213,10 @@ pub async fn run(
                 .map_err(listen_err)?;
             eprintln!("replica {replica} serving syncs on {listen}");
             if let Some(addr) = metrics_listen {
-                use replicore_runtime::runtime::metrics;
-                let handle = metrics::install()?;
-                let endpoint = metrics::bind(addr).await?;
-                let bound = endpoint.local_addr()?;
-                eprintln!("replica {replica} metrics on http://{bound}/metrics");
                 // Ready while it serves: the process ends when serving does.
-                let ready: metrics::Readiness = std::sync::Arc::new(|| true);
-                tokio::spawn(metrics::serve(
-                    endpoint,
-                    handle,
-                    ready,
-                    tokio_util::sync::CancellationToken::new(),
-                ));
+                let name = format!("replica {replica}");
+                let stop = tokio_util::sync::CancellationToken::new();
+                crate::start_metrics(addr, &name, std::sync::Arc::new(|| true), stop).await?;
             }
             net::serve_secured(listener, r, cluster_id, key, security)
                 .await

@@ -1185,6 +1185,24 @@ pub(crate) async fn refuse_running(
     Ok(())
 }
 
+/// Starts `name`'s metrics endpoint at `addr` (`--metrics-listen`): installs the process's
+/// recorder, binds, prints the bound address (`{name} metrics on http://…/metrics`, so port 0
+/// works), and serves `/metrics` and `/health` (`ready`) until `stop` is cancelled.
+pub(crate) async fn start_metrics(
+    addr: &str,
+    name: &str,
+    ready: replicore_runtime::runtime::metrics::Readiness,
+    stop: tokio_util::sync::CancellationToken,
+) -> Result<()> {
+    use replicore_runtime::runtime::metrics;
+    let handle = metrics::install()?;
+    let listener = metrics::bind(addr).await?;
+    let bound = listener.local_addr().context("metrics listener address")?;
+    println!("{name} metrics on http://{bound}/metrics");
+    tokio::spawn(metrics::serve(listener, handle, ready, stop));
+    Ok(())
+}
+
 /// Runs one node until Ctrl-C or SIGTERM, then shuts it down gracefully.
 async fn serve(cfg: NodeConfig, metrics_listen: Option<&str>) -> Result<()> {
     let role = if cfg.node_id == MASTER_ID {
@@ -1207,17 +1225,8 @@ async fn serve(cfg: NodeConfig, metrics_listen: Option<&str>) -> Result<()> {
     );
     let cancel = node.cancel_token();
     if let Some(addr) = metrics_listen {
-        use replicore_runtime::runtime::metrics;
-        let handle = metrics::install()?;
-        let listener = metrics::bind(addr).await?;
-        let bound = listener.local_addr().context("metrics listener address")?;
-        println!("replicore {role} metrics on http://{bound}/metrics");
-        tokio::spawn(metrics::serve(
-            listener,
-            handle,
-            node.readiness(),
-            cancel.clone(),
-        ));
+        let name = format!("replicore {role}");
+        start_metrics(addr, &name, node.readiness(), cancel.clone()).await?;
     }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot watch SIGTERM")?;

@@ -180,19 +180,10 @@ pub async fn run(
             tracing::info!(peer = id, addr = %handle.addr, "stage-sync peer running");
             let endpoint = tokio_util::sync::CancellationToken::new();
             if let Some(addr) = metrics_listen {
-                use replicore_runtime::runtime::metrics;
-                let metrics_handle = metrics::install()?;
-                let listener = metrics::bind(addr).await?;
-                let bound = listener.local_addr()?;
-                eprintln!("stage-sync peer {id} metrics on http://{bound}/metrics");
                 // Ready while it runs: the endpoint stops with the peer.
-                let ready: metrics::Readiness = std::sync::Arc::new(|| true);
-                tokio::spawn(metrics::serve(
-                    listener,
-                    metrics_handle,
-                    ready,
-                    endpoint.clone(),
-                ));
+                let name = format!("stage-sync peer {id}");
+                let ready = std::sync::Arc::new(|| true);
+                crate::start_metrics(addr, &name, ready, endpoint.clone()).await?;
             }
             let _stop_endpoint = endpoint.drop_guard();
             handle
