@@ -157,20 +157,22 @@ async fn a_replica_that_missed_a_forgotten_deletion_needs_a_full_bundle() {
     assert_eq!(b.data().knowledge, a.data().knowledge);
 }
 
+/// Runs `replicore ARGS`: its exit code, stdout and stderr.
+fn run(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_replicore"))
+        .args(args)
+        .output()
+        .expect("replicore runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[test]
 fn the_cli_exports_imports_and_refuses_a_truncated_bundle_in_one_line() {
     let dir = tempfile::tempdir().unwrap();
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_replicore"))
-            .args(args)
-            .output()
-            .expect("replicore runs");
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
     let a = dir.path().join("a");
     let b = dir.path().join("b");
     let file = dir.path().join("a.bundle");
@@ -246,17 +248,9 @@ fn the_cli_exports_imports_and_refuses_a_truncated_bundle_in_one_line() {
 fn a_replica_created_again_after_its_store_was_lost_reuses_no_change_id() {
     let dir = tempfile::tempdir().unwrap();
     let run = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_replicore"))
-            .args(args)
-            .output()
-            .expect("replicore runs");
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        let (code, out, err) = run(args);
+        assert_eq!(code, Some(0), "{args:?}: {err}");
+        out
     };
     let a = dir.path().join("a");
     let b = dir.path().join("b");

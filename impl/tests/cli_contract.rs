@@ -661,38 +661,13 @@ async fn a_second_failover_server_or_stage_sync_peer_with_a_running_id_is_refuse
 async fn failover_commands_share_the_exit_codes_json_and_value_files() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let mut c = Cluster::new(1);
-        let mut servers = Vec::new();
-        for id in 0..2 {
+        for id in 0..2u64 {
             let log = c.dir.path().join(format!("failover{id}.log"));
-            let out = std::fs::File::create(&log).expect("log");
-            let err = out.try_clone().expect("log");
-            let child = Command::new(BIN)
-                .arg("--config")
-                .arg(&c.config)
-                .arg("--key-file")
-                .arg(&c.key_file)
-                .args([
-                    "--init",
-                    "failover",
-                    "serve",
-                    "--id",
-                    &id.to_string(),
-                    "--data-dir",
-                ])
-                .arg(c.dir.path().join(format!("fdata{id}")))
-                .stdout(out)
-                .stderr(err)
-                .spawn()
-                .expect("spawn server");
-            c.children.insert(10 + id, child);
-            servers.push(log);
-        }
-        for log in &servers {
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while !std::fs::read_to_string(log).is_ok_and(|s| s.contains("listening on")) {
-                assert!(Instant::now() < deadline, "failover server did not start");
-                tokio::time::sleep(Duration::from_millis(25)).await;
-            }
+            let data = c.dir.path().join(format!("fdata{id}"));
+            let id_arg = id.to_string();
+            let args = ["failover", "serve", "--id", &id_arg, "--data-dir"];
+            let args = [&args[..], &[data.to_str().expect("utf-8")]].concat();
+            spawn_logged(&mut c, 10 + id, &args, &log, "listening on").await;
         }
         let binary: Vec<u8> = (0..=255u8).rev().collect();
         let file = c.dir.path().join("f.bin");
