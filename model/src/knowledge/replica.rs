@@ -6,8 +6,8 @@
 //!   destination                                   source
 //!   ─ RequestChanges{session, knowledge, filter} ─▶  enumerates what the destination
 //!                                                    does not know (claim 9)
-//!   ◀─ ConveyChanges{session, seq, change, minimum} ─ one per change (claims 1, 2, 21)
-//!   ◀─ CompleteBundle{session, count, learned, ..} ── (claims 3, 4, 20)
+//!   ◀─ ConveyChanges{session, source, seq, change, ..} one per change (claims 1, 2, 21)
+//!   ◀─ CompleteBundle{session, source, count, ..} ─── (claims 3, 4, 20)
 //!   ─ AcknowledgeChange{id, outcome} ────────────▶   per change (claim 6)
 //!   merges `learned` once all `count` changes are applied, then
 //!   ─ ConveyKnowledge{session, knowledge} ───────▶   (claim 8)
