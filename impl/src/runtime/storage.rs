@@ -1001,8 +1001,14 @@ impl Disk {
         let Some(saved) = self.meta_row(&meta, "saved")? else {
             return Ok(None);
         };
-        let rest: D = postcard::from_bytes(&saved)
-            .map_err(|e| damaged("meta row saved".into(), e.to_string()))?;
+        // Its check held: bytes that do not decode were written in another layout (an
+        // older version of replicore), not damaged on the disk.
+        let rest: D = postcard::from_bytes(&saved).map_err(|e| {
+            damaged(
+                "meta row saved".into(),
+                format!("its check holds but it does not decode ({e}): written by another version of replicore?"),
+            )
+        })?;
         let table = txn.open_table(DATA).map_err(db)?;
         let mut rows = Vec::new();
         for row in table.iter().map_err(db)? {
@@ -1399,6 +1405,45 @@ mod tests {
         assert_eq!(disk.load::<Repairs>().unwrap(), None);
         drop(disk);
         Disk::open(dir.path(), &ID).expect("the identity survives a discard");
+    }
+
+    /// A saved row whose check holds but which does not decode as the storage it is loaded
+    /// as (a layout of another version) is refused in one line that says so, and the file is
+    /// left as it was.
+    #[test]
+    fn a_saved_row_of_another_layout_is_refused_as_such() {
+        /// `Versioned` with one more field, as a later version might save it.
+        #[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
+        struct Grown {
+            version: u64,
+            data: KvStore,
+            extra: u64,
+        }
+        impl Durable for Grown {
+            type Data = KvStore;
+            fn split(mut self) -> (KvStore, Self) {
+                let data = std::mem::take(&mut self.data);
+                (data, self)
+            }
+            fn join(mut self, data: KvStore) -> Self {
+                self.data = data;
+                self
+            }
+            fn version(&self) -> u64 {
+                self.version
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = saved_store(dir.path());
+        let before = bytes(&file);
+        let err = Disk::open(dir.path(), &ID)
+            .and_then(|d| d.load::<Grown>())
+            .expect_err("another layout");
+        let text = err.to_string();
+        assert!(text.contains("meta row saved"), "{text}");
+        assert!(text.contains("another version of replicore"), "{text}");
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert_eq!(bytes(&file), before, "left as it was");
     }
 
     /// A storage whose protocol repairs a damaged node from its peers.
