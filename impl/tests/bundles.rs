@@ -254,10 +254,17 @@ fn a_replica_created_again_after_its_store_was_lost_reuses_no_change_id() {
     };
     let a = dir.path().join("a");
     let b = dir.path().join("b");
-    let (a_dir, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+    let trace = dir.path().join("trace");
+    let (a_dir, b, trace) = (
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        trace.to_str().unwrap(),
+    );
     let put = |key: &str, value: &str| {
         let out = run(&[
             "--json",
+            "--trace-dir",
+            trace,
             "knowledge-sync",
             "replica-put",
             "--init",
@@ -275,6 +282,8 @@ fn a_replica_created_again_after_its_store_was_lost_reuses_no_change_id() {
         let file = dir.path().join(name);
         let file = file.to_str().unwrap();
         run(&[
+            "--trace-dir",
+            trace,
             "export-bundle",
             "--data-dir",
             a_dir,
@@ -284,6 +293,8 @@ fn a_replica_created_again_after_its_store_was_lost_reuses_no_change_id() {
             file,
         ]);
         run(&[
+            "--trace-dir",
+            trace,
             "import-bundle",
             "--init",
             "--data-dir",
@@ -308,6 +319,12 @@ fn a_replica_created_again_after_its_store_was_lost_reuses_no_change_id() {
     let shown = run(&["replica-show", "--data-dir", b, "--replica", "2"]);
     assert!(shown.contains(&format!("k = old ({old})")), "{shown}");
     assert!(shown.contains(&format!("k2 = new ({new})")), "{shown}");
+    // The run conforms to the model: the replica created again replays as its lost store,
+    // and the model's properties hold on every state.
+    let report = run(&["--json", "knowledge-sync", "check-trace", trace]);
+    let report: serde_json::Value = serde_json::from_str(report.trim()).unwrap();
+    assert_eq!(report["conforms"], true, "{report}");
+    assert_eq!(report["storage_faults"], 1, "{report}");
 }
 
 #[tokio::test]

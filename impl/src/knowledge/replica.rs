@@ -155,7 +155,8 @@ pub struct TraceMeta {
 }
 
 /// Replays the traces in `dir` through each replica's actor
-/// ([`crate::runtime::conformance::replay_checked`]); every command run is an incarnation.
+/// ([`crate::runtime::conformance::replay_with`]); every command run is an incarnation, and
+/// a replica created again after its store was lost replays as the model's lost store.
 /// It checks the model's properties on the run too: on every state of every replica, that
 /// its knowledge claims no change it does not cover, of every change any replica of the run
 /// saved, and that its counter is ahead of its own changes (`props::knowledge_sound`,
@@ -176,7 +177,7 @@ pub fn check_trace(dir: &Path) -> Result<Replayed, ConformanceError> {
             })
         });
     let all = props::changes_in(saved);
-    let (mut report, last) = conformance::replay_checked(
+    let (mut report, last) = conformance::replay_with(
         &nodes,
         |node, header| {
             let meta: TraceMeta = serde_json::from_value(header.meta.clone())
@@ -194,6 +195,8 @@ pub fn check_trace(dir: &Path) -> Result<Replayed, ConformanceError> {
                 Ok(())
             }
         },
+        // The model loses stores (`KnowledgeModel`): a replica created again replays as it.
+        true,
     )?;
     let datas: Vec<_> = last.values().map(|s| &s.data).collect();
     if !props::equal_knowledge_equal_data_of(&datas) {

@@ -238,6 +238,10 @@ pub struct Replayed {
     /// How many of the model's properties the protocol's check evaluated on the run (0: the
     /// replay alone).
     pub properties: usize,
+    /// Restarts that loaded nothing though an earlier incarnation had saved: the store was
+    /// lost and the node created again, replayed as the model's storage fault where the
+    /// protocol's model has it ([`replay_with`]); a divergence otherwise.
+    pub storage_faults: usize,
 }
 
 impl fmt::Display for Replayed {
@@ -254,6 +258,9 @@ impl fmt::Display for Replayed {
             self.restarts,
             self.unsaved_steps
         )?;
+        if self.storage_faults > 0 {
+            write!(f, "; {} stores lost and created again", self.storage_faults)?;
+        }
         if self.properties > 0 {
             write!(f, "; {} of the model's properties hold", self.properties)?;
         }
@@ -319,7 +326,25 @@ where
 pub fn replay_checked<A>(
     nodes: &Nodes<A::Msg, A::Timer, A::Storage>,
     actor_of: impl Fn(u64, &Header) -> Result<A, String>,
+    check: impl FnMut(u64, &A::State) -> Result<(), String>,
+) -> Result<(Replayed, BTreeMap<u64, A::State>), ConformanceError>
+where
+    A: Actor,
+    A::Msg: PartialEq,
+    A::Storage: PartialEq,
+{
+    replay_with(nodes, actor_of, check, false)
+}
+
+/// [`replay_checked`], and with `lost_stores` a restart that loaded nothing after an earlier
+/// incarnation saved is replayed as the model's lost store (the node created again with
+/// `--init`), for a protocol whose model has that fault (knowledge sync); it is counted in
+/// [`Replayed::storage_faults`], and the node's later restarts load its new saves.
+pub fn replay_with<A>(
+    nodes: &Nodes<A::Msg, A::Timer, A::Storage>,
+    actor_of: impl Fn(u64, &Header) -> Result<A, String>,
     mut check: impl FnMut(u64, &A::State) -> Result<(), String>,
+    lost_stores: bool,
 ) -> Result<(Replayed, BTreeMap<u64, A::State>), ConformanceError>
 where
     A: Actor,
@@ -377,6 +402,10 @@ where
                         match storage {
                             s if s.as_ref() == last => {}
                             Some(s) if Some(s) == earlier => report.unsaved_steps += 1,
+                            None if lost_stores => {
+                                report.storage_faults += 1;
+                                saves.clear();
+                            }
                             _ => {
                                 return Err(diverged(
                                     "the storage loaded at start is not the last save".into(),
