@@ -875,6 +875,54 @@ async fn knowledge_and_stage_sync_commands_print_json_and_refuse_binary_text_val
     .expect("test bounded");
 }
 
+/// A client that dies after its handshake (its connection reset, not closed) is an ordinary
+/// disconnect to the master: no warning names a bad frame or the reset, and the master
+/// serves on.
+#[tokio::test]
+async fn a_connection_reset_after_the_handshake_is_no_warning() {
+    use replicore_runtime::runtime::handshake::Identity;
+    use replicore_runtime::runtime::tls::Stream;
+    use replicore_runtime::runtime::transport;
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let mut c = Cluster::new(1);
+        c.start(0).await;
+        c.start(1).await;
+        let config = std::fs::read_to_string(&c.config).expect("config");
+        let master = config
+            .lines()
+            .find_map(|l| l.strip_prefix("master = "))
+            .expect("master address")
+            .trim_matches('"')
+            .to_string();
+        for i in 0..3 {
+            let me = Identity::new(
+                CLUSTER,
+                transport::CLIENT_ID_MIN + 7 + i,
+                KEY.as_bytes().to_vec(),
+            );
+            let (io, _) = transport::connect(&master, &me)
+                .await
+                .expect("the handshake succeeds");
+            let tcp = match io.get_ref() {
+                Stream::Plain(s) => s,
+                Stream::Tls(s) => s.get_ref().0,
+            };
+            // A zero linger resets the connection at once: a client killed mid-session.
+            #[allow(deprecated)]
+            tcp.set_linger(Some(Duration::ZERO)).expect("linger");
+            drop(io);
+        }
+        // The master serves on, and its log has no warning of the resets.
+        c.expect(code::OK, &["put", "after-reset", "v"]).await;
+        let text = std::fs::read_to_string(c.dir.path().join("node0.log")).expect("log");
+        assert!(!text.contains("reset by peer"), "{text}");
+        assert!(!text.contains("bad frame"), "{text}");
+        assert!(!text.contains("WARN"), "{text}");
+    })
+    .await
+    .expect("test bounded");
+}
+
 #[tokio::test]
 async fn a_peer_that_dies_mid_handshake_is_not_logged_as_refused() {
     tokio::time::timeout(TEST_TIMEOUT, async {
