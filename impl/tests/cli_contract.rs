@@ -194,6 +194,17 @@ impl Cluster {
     }
 
     /// Runs a command that must exit `code`, printing a one-line error when it fails.
+    /// The master's address, as the cluster file gives it.
+    fn master_addr(&self) -> String {
+        let config = std::fs::read_to_string(&self.config).expect("config");
+        config
+            .lines()
+            .find_map(|l| l.strip_prefix("master = "))
+            .expect("master address")
+            .trim_matches('"')
+            .to_string()
+    }
+
     async fn expect(&self, code: i32, args: &[&str]) -> Out {
         let out = self.cli(args).await;
         assert_eq!(
@@ -887,13 +898,7 @@ async fn a_connection_reset_after_the_handshake_is_no_warning() {
         let mut c = Cluster::new(1);
         c.start(0).await;
         c.start(1).await;
-        let config = std::fs::read_to_string(&c.config).expect("config");
-        let master = config
-            .lines()
-            .find_map(|l| l.strip_prefix("master = "))
-            .expect("master address")
-            .trim_matches('"')
-            .to_string();
+        let master = c.master_addr();
         for i in 0..3 {
             let me = Identity::new(
                 CLUSTER,
@@ -928,13 +933,7 @@ async fn a_peer_that_dies_mid_handshake_is_not_logged_as_refused() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let mut c = Cluster::new(1);
         c.start(0).await;
-        let config = std::fs::read_to_string(&c.config).expect("config");
-        let master = config
-            .lines()
-            .find_map(|l| l.strip_prefix("master = "))
-            .expect("master address")
-            .trim_matches('"')
-            .to_string();
+        let master = c.master_addr();
         for _ in 0..3 {
             let s = tokio::net::TcpStream::connect(&master)
                 .await

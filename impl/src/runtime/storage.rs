@@ -1412,25 +1412,20 @@ mod tests {
     /// left as it was.
     #[test]
     fn a_saved_row_of_another_layout_is_refused_as_such() {
-        /// `Versioned` with one more field, as a later version might save it.
+        /// `Versioned` with one more field after it, as a later version might save it.
         #[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
-        struct Grown {
-            version: u64,
-            data: KvStore,
-            extra: u64,
-        }
+        struct Grown(Versioned, u64);
         impl Durable for Grown {
             type Data = KvStore;
-            fn split(mut self) -> (KvStore, Self) {
-                let data = std::mem::take(&mut self.data);
-                (data, self)
+            fn split(self) -> (KvStore, Self) {
+                let (data, rest) = self.0.split();
+                (data, Grown(rest, self.1))
             }
-            fn join(mut self, data: KvStore) -> Self {
-                self.data = data;
-                self
+            fn join(self, data: KvStore) -> Self {
+                Grown(self.0.join(data), self.1)
             }
             fn version(&self) -> u64 {
-                self.version
+                self.0.version
             }
         }
         let dir = tempfile::tempdir().unwrap();

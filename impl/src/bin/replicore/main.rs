@@ -1125,7 +1125,6 @@ async fn submit(
 /// cluster file (with its own `--listen` or data directory). A node started with another
 /// `--listen` and never at its configured address is not seen.
 async fn refuse_duplicate(cluster: &Cluster, id: u64) -> Result<()> {
-    const PROBE: Duration = Duration::from_secs(3);
     let Ok(addr) = cluster.addr_of(id) else {
         return Ok(());
     };
@@ -1134,21 +1133,8 @@ async fn refuse_duplicate(cluster: &Cluster, id: u64) -> Result<()> {
     } else {
         format!("slave {id}")
     };
-    let probe = async {
-        let mut c = cluster.client(id, None).await.ok()?;
-        c.status().await.ok()
-    };
-    if let Ok(Some(s)) = tokio::time::timeout(PROBE, probe).await
-        && s.node_id == id
-    {
-        return Err(exit::fail(
-            exit::FAILED,
-            format!(
-                "{name} already runs at {addr} (it answered as node {id}); refusing to start a second node with id {id}"
-            ),
-        ));
-    }
-    Ok(())
+    let security = cluster.security(Role::Client)?;
+    refuse_running(addr, id, &name, cluster.cluster_id, &cluster.key, security).await
 }
 
 /// Refuses to start `what` (node `id`) when a node already answers as `id` at `addr`, the
