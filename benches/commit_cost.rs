@@ -63,7 +63,7 @@ fn bench(c: &mut Criterion) {
                 )
                 .expect("open");
                 let mut last = disk
-                    .save(&KvStore::default(), saved(1, base.clone()))
+                    .save(&Default::default(), saved(1, base.clone()))
                     .expect("initial save");
                 let mut data = base.clone();
                 let mut version = 1;

@@ -224,7 +224,7 @@ fn redb_save(dir: &std::path::Path, samples: usize, keys: u64) -> Result<Vec<Dur
     for i in 0..1000 {
         data.entries.insert(format!("key{i:08}"), vec![7; 100]);
     }
-    let mut last = disk.save(&KvStore::default(), saved(1, data.clone()))?;
+    let mut last = disk.save(&Default::default(), saved(1, data.clone()))?;
     let mut out = Vec::with_capacity(samples);
     for v in 2..samples as u64 + 2 {
         for k in 0..keys {

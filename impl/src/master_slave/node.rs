@@ -9,14 +9,19 @@ use crate::runtime::handshake::Identity;
 #[cfg(feature = "testing")]
 use crate::runtime::memnet::MemNet;
 use crate::runtime::node_loop::{self, Host, INBOX_INPUTS};
-use crate::runtime::storage::{Disk, Durable, KvStore, Owner, StorageError, UserStore, digest_of};
+use crate::runtime::storage::{
+    Disk, Durable, KvStore, Owner, Rows, StorageError, UserStore, digest_of,
+};
 use crate::runtime::tls::Security;
 use crate::runtime::trace::Tracer;
 use crate::runtime::transport::{self, CLIENT_ID_MIN, Input, Link, random_client_id};
 use bytes::Bytes;
+use imbl::OrdMap;
+use replicore_model::master_slave::master_user::ClientEntry;
 use replicore_model::master_slave::{
     AbortReason, ClientMsg, MasterServer, MasterState, Mode, Msg, Saved, SlaveServer, SlaveState,
 };
+use replicore_model::store::Store;
 use replicore_model::store::{KvOp, Version};
 use stateright::actor::{Actor, Id};
 use std::collections::HashMap;
@@ -229,22 +234,102 @@ pub struct View<S> {
     pub prepared: Option<Version>,
 }
 
-/// Protocol 1's storage in the runtime's database: the user layer's data row by row.
-impl<S: UserStore> Durable for Saved<S> {
-    type Data = S;
+/// Protocol 1's row part: the user layer's data, a row per key in the `data` table, and the
+/// master's client ledger (`MasterUser::clients`), a row per client id in the `ledger`
+/// table. Both are structurally shared, so a save diffs and writes only what the step
+/// changed: the cost of an update is flat in the data set's size and in the client ids the
+/// master has seen (`benches/ledger_cost.rs`).
+#[derive(Clone, Debug, Default)]
+pub struct SavedRows<S: Store> {
+    /// The user layer's data.
+    pub data: S,
+    /// The master's client ledger (empty for a slave).
+    pub clients: OrdMap<Id, ClientEntry<S>>,
+}
 
-    fn split(mut self) -> (S, Self) {
-        let data = match &mut self {
-            Saved::Master(m) => std::mem::take(&mut m.user.data),
-            Saved::Slave(s) => std::mem::take(&mut s.user.data),
-        };
-        (data, self)
+impl<S: UserStore> Rows for SavedRows<S> {
+    fn diff_rows(&self, last: &Self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+        self.data.diff_rows(&last.data)
     }
 
-    fn join(mut self, data: S) -> Self {
+    fn from_table(rows: impl Iterator<Item = (Vec<u8>, Vec<u8>)>) -> Result<Self, String> {
+        Ok(SavedRows {
+            data: S::from_rows(rows)?,
+            clients: OrdMap::new(),
+        })
+    }
+
+    /// A row per client id: key the id's 8 bytes big-endian, value postcard of its entry.
+    fn diff_ledger_rows(&self, last: &Self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+        use imbl::ordmap::DiffItem;
+        let key = |id: &Id| (usize::from(*id) as u64).to_be_bytes().to_vec();
+        last.clients
+            .diff(&self.clients)
+            .map(|item| match item {
+                DiffItem::Add(id, entry)
+                | DiffItem::Update {
+                    new: (id, entry), ..
+                } => {
+                    // A model type always encodes; an empty row would be refused at load.
+                    (
+                        key(id),
+                        Some(postcard::to_allocvec(entry).unwrap_or_default()),
+                    )
+                }
+                DiffItem::Remove(id, _) => (key(id), None),
+            })
+            .collect()
+    }
+
+    fn with_ledger_rows(
+        mut self,
+        rows: impl Iterator<Item = (Vec<u8>, Vec<u8>)>,
+    ) -> Result<Self, String> {
+        for (key, value) in rows {
+            let id: [u8; 8] = key
+                .as_slice()
+                .try_into()
+                .map_err(|_| format!("a ledger key of {} bytes, expected 8", key.len()))?;
+            let id = usize::try_from(u64::from_be_bytes(id))
+                .map_err(|_| "a client id beyond this machine's word".to_string())?;
+            let entry = postcard::from_bytes(&value)
+                .map_err(|e| format!("the entry of client {id} does not decode ({e})"))?;
+            self.clients.insert(Id::from(id), entry);
+        }
+        Ok(self)
+    }
+}
+
+/// Protocol 1's storage in the runtime's database: the user layer's data and the master's
+/// client ledger row by row ([`SavedRows`]), the rest in one row.
+impl<S: UserStore> Durable for Saved<S> {
+    type Data = SavedRows<S>;
+
+    fn split(mut self) -> (SavedRows<S>, Self) {
+        let rows = match &mut self {
+            Saved::Master(m) => SavedRows {
+                data: std::mem::take(&mut m.user.data),
+                clients: std::mem::take(&mut m.user.clients),
+            },
+            Saved::Slave(s) => SavedRows {
+                data: std::mem::take(&mut s.user.data),
+                clients: OrdMap::new(),
+            },
+        };
+        (rows, self)
+    }
+
+    fn join(mut self, rows: SavedRows<S>) -> Self {
         match &mut self {
-            Saved::Master(m) => m.user.data = data,
-            Saved::Slave(s) => s.user.data = data,
+            Saved::Master(m) => {
+                m.user.data = rows.data;
+                // A store written before the ledger had rows of its own keeps it in the
+                // saved row: merged here (the rows win), and written out as rows by the
+                // next save (`Disk::save`).
+                let legacy = std::mem::take(&mut m.user.clients);
+                m.user.clients = rows.clients.union(legacy);
+            }
+            Saved::Slave(s) => s.user.data = rows.data,
         }
         self
     }

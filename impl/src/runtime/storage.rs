@@ -7,9 +7,12 @@
 //!    node     u64 big-endian                 incrementally: only the rows a step
 //!    role     the protocol and role          changed (Rows::diff_rows)
 //!    version  u64 big-endian
-//!    saved    postcard(actor storage without its row part)
+//!    saved    postcard(actor storage          table "ledger"  (bytes → bytes)
+//!             without its row part)             the row part's bookkeeping rows, written
+//!                                               incrementally too (Rows::diff_ledger_rows):
+//!                                               protocol 1's client ledger, a row per id
 //!
-//!  every value, in both tables: the bytes ++ check (8 bytes), the first 8 bytes of
+//!  every value, in every table: the bytes ++ check (8 bytes), the first 8 bytes of
 //!  SHA-256(table, key length, key, bytes): verified on every row read from the file
 //! ```
 //!
@@ -44,6 +47,7 @@ use redb::{Database, ReadableTable, TableDefinition};
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const DATA: TableDefinition<&[u8], &[u8]> = TableDefinition::new("data");
+const LEDGER: TableDefinition<&[u8], &[u8]> = TableDefinition::new("ledger");
 
 /// The format marker written in a fresh database; anything else is refused at start.
 pub const FORMAT: &[u8] = b"replicore-storage-2";
@@ -219,6 +223,13 @@ fn check_of(table: u8, key: &[u8], value: &[u8]) -> [u8; CHECK_BYTES] {
 
 const META_TAG: u8 = b'm';
 const DATA_TAG: u8 = b'd';
+const LEDGER_TAG: u8 = b'l';
+
+/// A table of rows: raw key → sealed value.
+type RowTable = TableDefinition<'static, &'static [u8], &'static [u8]>;
+
+/// The row tables and their tags, in the order a load reads them.
+const ROW_TABLES: [(RowTable, u8); 2] = [(DATA, DATA_TAG), (LEDGER, LEDGER_TAG)];
 
 /// A value as stored: the bytes and their check.
 fn seal(table: u8, key: &[u8], value: &[u8]) -> Vec<u8> {
@@ -241,10 +252,10 @@ fn row_name(table: u8, key: &[u8]) -> String {
     if key.chars().count() > 40 {
         key = key.chars().take(40).collect::<String>() + "...";
     }
-    if table == META_TAG {
-        format!("meta row {key}")
-    } else {
-        format!("data row {key:?}")
+    match table {
+        META_TAG => format!("meta row {key}"),
+        DATA_TAG => format!("data row {key:?}"),
+        _ => format!("ledger row {key:?}"),
     }
 }
 
@@ -471,17 +482,19 @@ fn precheck(path: &Path, owner: &Owner) -> Result<(), StorageError> {
             }
             Err(e) => return Err(not_redb(e.to_string())),
         }
-        match txn.open_table(DATA) {
-            Ok(t) => {
-                for row in t.iter().map_err(|e| not_redb(e.to_string()))? {
-                    let (k, v) = row.map_err(|e| not_redb(e.to_string()))?;
-                    if unseal(DATA_TAG, k.value(), v.value()).is_none() {
-                        return Err(damaged(row_name(DATA_TAG, k.value())));
+        for (table, tag) in ROW_TABLES {
+            match txn.open_table(table) {
+                Ok(t) => {
+                    for row in t.iter().map_err(|e| not_redb(e.to_string()))? {
+                        let (k, v) = row.map_err(|e| not_redb(e.to_string()))?;
+                        if unseal(tag, k.value(), v.value()).is_none() {
+                            return Err(damaged(row_name(tag, k.value())));
+                        }
                     }
                 }
+                Err(redb::TableError::TableDoesNotExist(_)) => {}
+                Err(e) => return Err(not_redb(e.to_string())),
             }
-            Err(redb::TableError::TableDoesNotExist(_)) => {}
-            Err(e) => return Err(not_redb(e.to_string())),
         }
         Ok(())
     };
@@ -681,6 +694,26 @@ pub trait Rows: Clone + Default + Send + Sync + 'static {
 
     /// Rebuilds the value from every stored row, in key order.
     fn from_table(rows: impl Iterator<Item = (Vec<u8>, Vec<u8>)>) -> Result<Self, String>;
+
+    /// The rows of the `ledger` table that differ from `last`: bookkeeping that grows apart
+    /// from the data and changes a few entries per step (protocol 1's client ledger, a row
+    /// per client id), so that a save costs the entries that changed, not all of them. It
+    /// should cost what changed, like [`Rows::diff_rows`]. None by default.
+    fn diff_ledger_rows(&self, _last: &Self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+        Vec::new()
+    }
+
+    /// Adds every stored `ledger` row, in key order, to the value [`Rows::from_table`]
+    /// rebuilt. By default there are none, and a row is an error.
+    fn with_ledger_rows(
+        self,
+        mut rows: impl Iterator<Item = (Vec<u8>, Vec<u8>)>,
+    ) -> Result<Self, String> {
+        match rows.next() {
+            None => Ok(self),
+            Some(_) => Err("ledger rows in a store that keeps none".into()),
+        }
+    }
 }
 
 impl<S: UserStore> Rows for S {
@@ -759,8 +792,13 @@ pub fn digest_of<T: Serialize>(data: &T) -> [u8; 32] {
 pub struct Disk {
     db: Arc<Database>,
     path: PathBuf,
-    /// Data rows written or removed by saves since open: observes that a save costs its delta.
+    /// Data and ledger rows written or removed by saves since open: observes that a save
+    /// costs its delta.
     rows_written: Arc<std::sync::atomic::AtomicU64>,
+    /// Whether the file has no `ledger` table (a store written before there was one): the
+    /// next save then writes the whole ledger, not its difference from the last save, since
+    /// the last one kept it inside the `saved` row.
+    ledger_absent: Arc<std::sync::atomic::AtomicBool>,
     /// The damage found at open, when the saved state was discarded for it
     /// ([`Disk::open_for`]): the node starts from [`Durable::after_damage`].
     discarded: Option<Arc<StorageError>>,
@@ -834,6 +872,7 @@ impl Disk {
             db: Arc::new(database),
             path,
             rows_written: Arc::default(),
+            ledger_absent: Arc::default(),
             discarded: None,
         };
         // A database without any table was just created here (or by an --init run that
@@ -864,6 +903,7 @@ impl Disk {
                         .map_err(db)?;
                 }
                 txn.open_table(DATA).map_err(db)?;
+                txn.open_table(LEDGER).map_err(db)?;
             }
             txn.commit().map_err(db)?;
         }
@@ -940,6 +980,7 @@ impl Disk {
             db: Arc::new(database),
             path,
             rows_written: Arc::default(),
+            ledger_absent: Arc::default(),
             discarded: None,
         };
         // The identity rows are checked; a damaged identity is refused like any open.
@@ -947,8 +988,10 @@ impl Disk {
         let mut txn = disk.db.begin_write().map_err(db)?;
         txn.set_durability(redb::Durability::Immediate);
         {
-            txn.delete_table(DATA).map_err(db)?;
-            txn.open_table(DATA).map_err(db)?;
+            for (table, _) in ROW_TABLES {
+                txn.delete_table(table).map_err(db)?;
+                txn.open_table(table).map_err(db)?;
+            }
             let mut meta = txn.open_table(META).map_err(db)?;
             meta.remove("saved").map_err(db)?;
             meta.remove("version").map_err(db)?;
@@ -1009,18 +1052,34 @@ impl Disk {
                 format!("its check holds but it does not decode ({e}): written by another version of replicore?"),
             )
         })?;
-        let table = txn.open_table(DATA).map_err(db)?;
-        let mut rows = Vec::new();
-        for row in table.iter().map_err(db)? {
-            let (k, v) = row.map_err(db)?;
-            let key = k.value();
-            let Some(value) = unseal(DATA_TAG, key, v.value()) else {
-                return Err(damaged(row_name(DATA_TAG, key), "check mismatch".into()));
+        let mut tables = Vec::new();
+        for (table, tag) in ROW_TABLES {
+            let table = match txn.open_table(table) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) if tag == LEDGER_TAG => {
+                    self.ledger_absent
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                    tables.push(Vec::new());
+                    continue;
+                }
+                Err(e) => return Err(db(e)),
             };
-            rows.push((key.to_vec(), value.to_vec()));
+            let mut rows = Vec::new();
+            for row in table.iter().map_err(db)? {
+                let (k, v) = row.map_err(db)?;
+                let key = k.value();
+                let Some(value) = unseal(tag, key, v.value()) else {
+                    return Err(damaged(row_name(tag, key), "check mismatch".into()));
+                };
+                rows.push((key.to_vec(), value.to_vec()));
+            }
+            tables.push(rows);
         }
-        let data = D::Data::from_table(rows.into_iter())
-            .map_err(|detail| damaged("data rows".into(), detail))?;
+        let ledger = tables.pop().unwrap_or_default();
+        let data = D::Data::from_table(tables.pop().unwrap_or_default().into_iter())
+            .map_err(|detail| damaged("data rows".into(), detail))?
+            .with_ledger_rows(ledger.into_iter())
+            .map_err(|detail| damaged("ledger rows".into(), detail))?;
         let loaded = rest.join(data);
         if let Some(version) = self.meta_row(&meta, "version")? {
             let version = read_u64(&version, "version")
@@ -1035,13 +1094,21 @@ impl Disk {
         Ok(Some(loaded))
     }
 
-    /// Saves `saved` durably, writing only the data rows that differ from `last` (the data of
-    /// the previous save) plus the metadata rows, in one transaction. Returns the saved data,
-    /// the `last` of the next save. Blocking: call it from a blocking context.
+    /// Saves `saved` durably, writing only the data and ledger rows that differ from `last`
+    /// (the row part of the previous save) plus the metadata rows, in one transaction.
+    /// Returns the saved row part, the `last` of the next save. Blocking: call it from a
+    /// blocking context.
     pub fn save<D: Durable>(&self, last: &D::Data, saved: D) -> Result<D::Data, StorageError> {
+        use std::sync::atomic::Ordering;
         let version = saved.version();
         let (data, rest) = saved.split();
         let rows = data.diff_rows(last);
+        let ledger_absent = self.ledger_absent.load(Ordering::Relaxed);
+        let ledger_rows = if ledger_absent {
+            data.diff_ledger_rows(&D::Data::default())
+        } else {
+            data.diff_ledger_rows(last)
+        };
         let rest = postcard::to_allocvec(&rest).map_err(|e| StorageError::Corrupt {
             what: "saved state",
             detail: e.to_string(),
@@ -1051,16 +1118,16 @@ impl Disk {
         // because the save-before-send rule depends on it).
         txn.set_durability(redb::Durability::Immediate);
         {
-            let mut table = txn.open_table(DATA).map_err(db)?;
             self.rows_written
-                .fetch_add(rows.len() as u64, std::sync::atomic::Ordering::Relaxed);
-            for (k, v) in rows {
-                match v {
-                    Some(v) => table
-                        .insert(&k[..], &seal(DATA_TAG, &k, &v)[..])
-                        .map_err(db)?,
-                    None => table.remove(&k[..]).map_err(db)?,
-                };
+                .fetch_add((rows.len() + ledger_rows.len()) as u64, Ordering::Relaxed);
+            for ((table, tag), rows) in ROW_TABLES.into_iter().zip([rows, ledger_rows]) {
+                let mut table = txn.open_table(table).map_err(db)?;
+                for (k, v) in rows {
+                    match v {
+                        Some(v) => table.insert(&k[..], &seal(tag, &k, &v)[..]).map_err(db)?,
+                        None => table.remove(&k[..]).map_err(db)?,
+                    };
+                }
             }
             let mut meta = txn.open_table(META).map_err(db)?;
             meta.insert("saved", &seal(META_TAG, b"saved", &rest)[..])
@@ -1072,6 +1139,9 @@ impl Disk {
             .map_err(db)?;
         }
         txn.commit().map_err(db)?;
+        if ledger_absent {
+            self.ledger_absent.store(false, Ordering::Relaxed);
+        }
         Ok(data)
     }
 
@@ -1195,7 +1265,10 @@ mod tests {
             assert_ne!(next, base, "stores differing in {key} compare unequal");
         }
     }
+    use replicore_model::master_slave::master_user::{ClientEntry, MasterUser};
+    use replicore_model::master_slave::{ClientMsg, MasterStorage, Saved};
     use replicore_model::store::KvOp;
+    use stateright::actor::Id;
     use test_support::Versioned;
 
     fn slave(version: u64, data: KvStore) -> Versioned {
@@ -1244,6 +1317,106 @@ mod tests {
         drop(disk);
         let disk = Disk::open(dir.path(), &ID).unwrap();
         assert_eq!(disk.load::<Versioned>().unwrap(), Some(slave(2, data)));
+    }
+
+    /// A master that has seen `ids` client ids, each answered once, at `version`.
+    fn master(version: u64, ids: usize, data: KvStore) -> Saved<KvStore> {
+        let mut user = MasterUser::new();
+        user.data = data;
+        user.version = version;
+        user.next_version = version + 1;
+        for i in 0..ids {
+            user.clients.insert(
+                Id::from(1000 + i),
+                ClientEntry {
+                    next_req: 1,
+                    last_reply: Some(ClientMsg::Committed { req: 0, version }),
+                },
+            );
+        }
+        Saved::Master(MasterStorage {
+            user,
+            pending: None,
+            last_decision: None,
+        })
+    }
+
+    /// The master's client ledger is saved a row per id, incrementally: an update by one
+    /// client of a master that has seen 5,000 writes one data row and one ledger row, and
+    /// the saved-state row does not grow with the ledger.
+    #[test]
+    fn a_master_update_writes_one_ledger_row_however_many_clients_it_has_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = Disk::open_or_init(dir.path(), &ID).unwrap();
+        let first = master(1, 5_000, KvStore::default());
+        let last = disk.save(&Default::default(), first.clone()).unwrap();
+        assert_eq!(disk.rows_written(), 5_000);
+        let Saved::Master(mut m) = first else {
+            unreachable!()
+        };
+        m.user.version = 2;
+        m.user.next_version = 3;
+        let d = m.user.data.delta_of(&KvOp::Put("k".into(), b"v".to_vec()));
+        m.user.data.apply(&d);
+        m.user.clients.insert(
+            Id::from(1000 + 4_242),
+            ClientEntry {
+                next_req: 2,
+                last_reply: Some(ClientMsg::Committed { req: 1, version: 2 }),
+            },
+        );
+        let second = Saved::Master(m);
+        disk.save(&last, second.clone()).unwrap();
+        assert_eq!(disk.rows_written(), 5_002, "one data row, one ledger row");
+        let (_, rest) = second.clone().split();
+        let row = postcard::to_allocvec(&rest).unwrap();
+        assert!(
+            row.len() < 64,
+            "the saved row holds no ledger: {} bytes",
+            row.len()
+        );
+        drop(disk);
+        let disk = Disk::open(dir.path(), &ID).unwrap();
+        assert_eq!(disk.load::<Saved<KvStore>>().unwrap(), Some(second));
+    }
+
+    /// A store written when the ledger lived inside the saved row (no `ledger` table) loads
+    /// with its ledger, and its next save writes the whole ledger as rows, so nothing of it
+    /// is lost when the saved row no longer carries it.
+    #[test]
+    fn a_ledger_kept_in_the_saved_row_loads_and_moves_into_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = Disk::open_or_init(dir.path(), &ID).unwrap();
+        let old = master(1, 3, KvStore::default());
+        disk.save(&Default::default(), old.clone()).unwrap();
+        let path = disk.path().to_path_buf();
+        drop(disk);
+        // Rewrite it in the earlier layout: the whole storage but the data in the saved row.
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.delete_table(LEDGER).unwrap();
+            {
+                let Saved::Master(mut m) = old.clone() else {
+                    unreachable!()
+                };
+                m.user.data = KvStore::default();
+                let rest = postcard::to_allocvec(&Saved::Master(m)).unwrap();
+                let mut meta = txn.open_table(META).unwrap();
+                meta.insert("saved", &seal(META_TAG, b"saved", &rest)[..])
+                    .unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let disk = Disk::open(dir.path(), &ID).unwrap();
+        let loaded = disk.load::<Saved<KvStore>>().unwrap().unwrap();
+        assert_eq!(loaded, old);
+        let last = loaded.clone().split().0;
+        disk.save(&last, loaded).unwrap();
+        assert_eq!(disk.rows_written(), 3, "the whole ledger, as rows");
+        drop(disk);
+        let disk = Disk::open(dir.path(), &ID).unwrap();
+        assert_eq!(disk.load::<Saved<KvStore>>().unwrap(), Some(old));
     }
 
     #[test]
