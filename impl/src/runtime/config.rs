@@ -19,6 +19,9 @@
 //! seed = 7                                         # `crate::runtime::faults::FaultPlan`
 //! loss = 0.05
 //! ```
+//!
+//! `[faults]` is refused by a build without the `testing` feature ([`ConfigError::TestingOnly`]):
+//! a deployed node never injects faults because of a stray table in its cluster file.
 
 use crate::runtime::tls::{CertFiles, CertPaths, Role, Security, TlsError};
 use serde::Deserialize;
@@ -142,6 +145,16 @@ pub enum ConfigError {
         /// The cause.
         source: Box<toml::de::Error>,
     },
+    /// The file has a table only a build with the `testing` feature takes.
+    #[error(
+        "{path}: the [{table}] table is for tests, and this replicore was built without the testing feature"
+    )]
+    TestingOnly {
+        /// The file.
+        path: String,
+        /// The table.
+        table: &'static str,
+    },
 }
 
 impl ClusterFile {
@@ -155,11 +168,23 @@ impl ClusterFile {
             path: path.display().to_string(),
             source: Box::new(source),
         })?;
+        file.refuse_testing_only(path, cfg!(feature = "testing"))?;
         file.dir = Some(match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         });
         Ok(file)
+    }
+
+    /// Refuses the tables a build without the `testing` feature must not take.
+    fn refuse_testing_only(&self, path: &Path, testing: bool) -> Result<(), ConfigError> {
+        if self.faults.is_some() && !testing {
+            return Err(ConfigError::TestingOnly {
+                path: path.display().to_string(),
+                table: "faults",
+            });
+        }
+        Ok(())
     }
 
     /// Parses a cluster file's text.
@@ -183,8 +208,15 @@ mod tests {
         assert_eq!(f.heartbeat_ms, Some(50));
         assert!(ClusterFile::parse("bogus = 1").is_err());
         let f = ClusterFile::parse("cluster_id = 1\n[faults]\nseed = 3\nloss = 0.5\n").unwrap();
-        assert_eq!(f.faults.map(|p| (p.seed, p.loss)), Some((3, 0.5)));
+        assert_eq!(f.faults.as_ref().map(|p| (p.seed, p.loss)), Some((3, 0.5)));
         assert!(ClusterFile::parse("[faults]\nseed = 3\nlos = 0.5\n").is_err());
+        // Only a testing build takes it.
+        let path = Path::new("cluster.toml");
+        assert!(f.refuse_testing_only(path, true).is_ok());
+        let refused = f.refuse_testing_only(path, false).unwrap_err().to_string();
+        assert!(refused.contains("[faults] table is for tests"), "{refused}");
+        let plain = ClusterFile::parse("cluster_id = 1\n").unwrap();
+        assert!(plain.refuse_testing_only(path, false).is_ok());
     }
 
     #[test]

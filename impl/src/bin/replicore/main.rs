@@ -151,7 +151,9 @@ enum Command {
         /// How long the certificates are valid, in days from now.
         #[arg(long, default_value_t = 365)]
         valid_days: u32,
-        /// Testing only: issue certificates that expired yesterday.
+        /// Testing only: issue certificates that expired yesterday (a build with the
+        /// `testing` feature).
+        #[cfg(feature = "testing")]
         #[arg(long, hide = true)]
         expired: bool,
     },
@@ -687,8 +689,11 @@ async fn run(cli: Cli) -> Result<()> {
             nodes,
             ca_dir,
             valid_days,
+            #[cfg(feature = "testing")]
             expired,
         } => {
+            #[cfg(not(feature = "testing"))]
+            let expired = false;
             let file = match &cli.cluster.config {
                 Some(p) => ClusterFile::load(p)?,
                 None => ClusterFile::default(),
