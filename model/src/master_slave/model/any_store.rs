@@ -118,69 +118,35 @@ impl<S: Store> AnyStoreConfig<S> {
         };
 
         use props::*;
-        model = model
-            .property(Expectation::Always, SLAVE_DATA, |_, s| slave_data(s))
-            .property(Expectation::Always, NO_ABORTED_VISIBLE, |_, s| {
-                no_aborted_visible(s)
-            })
-            .property(Expectation::Always, AGREEMENT, |_, s| agreement(s))
-            .property(Expectation::Always, COMMIT_VALIDITY, |_, s| {
-                commit_validity(s)
-            })
-            .property(Expectation::Always, UNIQUE_VERSIONS, |_, s| {
-                unique_versions(s)
-            })
-            .property(Expectation::Always, MONOTONIC, |_, s| monotonic(s))
-            .property(Expectation::Always, DURABLE_VOTES, |_, s| durable_votes(s))
-            .property(Expectation::Always, ACKNOWLEDGED_REPLAY, |m, s| {
-                acknowledged_replay_of(s, |c, req| m.cfg.update(c, req))
-            });
-        if self.max_crashes == 0 {
-            model = model.property(Expectation::Eventually, CONVERGES, |m, s| {
-                let clients = m.cfg.client_ids().into_iter();
-                let scripts = m.cfg.scripts.iter().map(Vec::len);
-                converged_of(&clients.zip(scripts).collect::<Vec<_>>(), s)
-            });
-        }
-        if self.has(UpdateKind::TwoPhase) || self.has(UpdateKind::RolledBack) {
-            model = model
-                .property(Expectation::Sometimes, REACH_TWO_PHASE_COMMIT, |m, s| {
-                    two_phase_commit_everywhere_of(m.cfg.slaves, s)
-                })
-                .property(Expectation::Sometimes, REACH_ABORT, |_, s| {
-                    !s.history.aborted.is_empty()
-                });
-        }
-        if self.scripts.len() >= 3 && self.has(UpdateKind::TwoPhase) {
-            model = model.property(Expectation::Sometimes, REACH_GROUP_COMMIT, |_, s| {
-                s.history.group_committed
-            });
-        }
-        if self.has(UpdateKind::RolledBack) {
-            model = model.property(Expectation::Sometimes, REACH_ROLLBACK, |_, s| {
-                s.history.rolled_back
-            });
-        }
-        if self.scripts.iter().any(|script| script.len() >= 2) {
-            model = model.property(Expectation::Sometimes, REACH_DELTA, |_, s| {
-                s.history.delta_applied
-            });
-            let pruned = self.scripts.iter().any(|script| {
+        let shape = Shape {
+            two_phase: self.has(UpdateKind::TwoPhase),
+            rolled_back: self.has(UpdateKind::RolledBack),
+            clients: self.scripts.len(),
+            several_steps: self.scripts.iter().any(|script| script.len() >= 2),
+            pruned: self.scripts.iter().any(|script| {
                 script
                     .iter()
                     .skip(self.history_bound)
                     .any(|s| s.kind == UpdateKind::OnePhase)
-            });
-            if self.max_crashes > 0 || pruned {
-                model = model.property(Expectation::Sometimes, REACH_SNAPSHOT, |_, s| {
-                    s.history.snapshot_applied
-                });
-            }
-        }
-        if self.max_crashes > 0 {
-            model = model.property(Expectation::Sometimes, REACH_RECOVERY, |_, s| {
-                recovered_and_converged_of(s)
-            });
+            }),
+            crashes: self.max_crashes > 0,
+        };
+        for (expectation, name) in shape.applicable() {
+            let condition: fn(&AnyStoreModel<S>, &SystemState<S>) -> bool = match name {
+                ACKNOWLEDGED_REPLAY => {
+                    |m, s| acknowledged_replay_of(s, |c, req| m.cfg.update(c, req))
+                }
+                CONVERGES => |m, s| {
+                    let clients = m.cfg.client_ids().into_iter();
+                    let scripts = m.cfg.scripts.iter().map(Vec::len);
+                    converged_of(&clients.zip(scripts).collect::<Vec<_>>(), s)
+                },
+                REACH_TWO_PHASE_COMMIT => |m, s| two_phase_commit_everywhere_of(m.cfg.slaves, s),
+                REACH_RECOVERY => |_, s| recovered_and_converged_of(s),
+                other => state_condition(other)
+                    .unwrap_or_else(|| unreachable!("no condition for the property {other:?}")),
+            };
+            model = model.property(expectation, name, condition);
         }
         model
     }

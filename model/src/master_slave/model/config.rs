@@ -6,7 +6,6 @@ use crate::master_slave::client::{ScriptClient, ScriptStep, UpdateKind};
 use crate::master_slave::master::MasterServer;
 use crate::master_slave::slave::SlaveServer;
 use crate::store::{KvOp, ModelKv, Store};
-use stateright::Expectation;
 use stateright::actor::{ActorModel, Id, LossyNetwork, Network};
 use std::fmt;
 use std::marker::PhantomData;
@@ -325,72 +324,28 @@ impl MasterSlaveConfig {
         let mut model = MasterSlaveModel::new(system);
 
         use props::*;
-        model = model
-            .property(Expectation::Always, SLAVE_DATA, |_, s| slave_data(s))
-            .property(Expectation::Always, NO_ABORTED_VISIBLE, |_, s| {
-                no_aborted_visible(s)
-            })
-            .property(Expectation::Always, AGREEMENT, |_, s| agreement(s))
-            .property(Expectation::Always, COMMIT_VALIDITY, |_, s| {
-                commit_validity(s)
-            })
-            .property(Expectation::Always, UNIQUE_VERSIONS, |_, s| {
-                unique_versions(s)
-            })
-            .property(Expectation::Always, MONOTONIC, |_, s| monotonic(s))
-            .property(Expectation::Always, DURABLE_VOTES, |_, s| durable_votes(s))
-            .property(Expectation::Always, ACKNOWLEDGED_REPLAY, |m, s| {
-                acknowledged_replay(&m.cfg, s)
-            });
-        if self.max_crashes == 0 {
-            // With crashes allowed no state is terminal (a crash is always possible), so
-            // Stateright's `Eventually` would pass vacuously: it is only added where it can
-            // fail. the liveness graph check (`replicore_explore::liveness`) covers every config.
-            model = model.property(Expectation::Eventually, CONVERGES, |m, s| {
-                converged(&m.cfg, s)
-            });
-        }
-        if self.has(UpdateKind::TwoPhase) || self.has(UpdateKind::RolledBack) {
-            model = model
-                .property(Expectation::Sometimes, REACH_TWO_PHASE_COMMIT, |m, s| {
-                    two_phase_commit_everywhere(&m.cfg, s)
-                })
-                .property(Expectation::Sometimes, REACH_ABORT, |_, s| {
-                    !s.history.aborted.is_empty()
-                });
-        }
-        if self.clients >= 3 && self.has(UpdateKind::TwoPhase) {
-            model = model.property(Expectation::Sometimes, REACH_GROUP_COMMIT, |_, s| {
-                s.history.group_committed
-            });
-        }
-        if self.has(UpdateKind::RolledBack) {
-            model = model.property(Expectation::Sometimes, REACH_ROLLBACK, |_, s| {
-                s.history.rolled_back
-            });
-        }
-        if self.script.len() >= 2 {
-            model = model.property(Expectation::Sometimes, REACH_DELTA, |_, s| {
-                s.history.delta_applied
-            });
-            // A slave needs a version the master no longer remembers: after a master restart
-            // (history is not saved), or behind a one-phase update past the history bound (a
-            // two-phase update waits for every slave, so it never leaves one two behind).
-            let pruned = self
+        let shape = Shape {
+            two_phase: self.has(UpdateKind::TwoPhase),
+            rolled_back: self.has(UpdateKind::RolledBack),
+            clients: self.clients,
+            several_steps: self.script.len() >= 2,
+            pruned: self
                 .script
                 .iter()
                 .skip(self.history_bound)
-                .any(|s| s.kind == UpdateKind::OnePhase);
-            if self.max_crashes > 0 || pruned {
-                model = model.property(Expectation::Sometimes, REACH_SNAPSHOT, |_, s| {
-                    s.history.snapshot_applied
-                });
-            }
-        }
-        if self.max_crashes > 0 {
-            model = model.property(Expectation::Sometimes, REACH_RECOVERY, |m, s| {
-                recovered_and_converged(&m.cfg, s)
-            });
+                .any(|s| s.kind == UpdateKind::OnePhase),
+            crashes: self.max_crashes > 0,
+        };
+        for (expectation, name) in shape.applicable() {
+            let condition: fn(&MasterSlaveModel, &super::MasterSlaveState) -> bool = match name {
+                ACKNOWLEDGED_REPLAY => |m, s| acknowledged_replay(&m.cfg, s),
+                CONVERGES => |m, s| converged(&m.cfg, s),
+                REACH_TWO_PHASE_COMMIT => |m, s| two_phase_commit_everywhere(&m.cfg, s),
+                REACH_RECOVERY => |m, s| recovered_and_converged(&m.cfg, s),
+                other => state_condition(other)
+                    .unwrap_or_else(|| unreachable!("no condition for the property {other:?}")),
+            };
+            model = model.property(expectation, name, condition);
         }
         model
     }

@@ -7,6 +7,7 @@ use crate::master_slave::master::MasterState;
 use crate::master_slave::master_user::Step;
 use crate::master_slave::slave::SlaveState;
 use crate::store::Store;
+use stateright::Expectation;
 use stateright::actor::Id;
 
 /// Safety 1: every live slave's (version, data) is the master's committed data at that
@@ -46,6 +47,93 @@ pub const REACH_DELTA: &str = "a slave catches up by delta request";
 pub const REACH_SNAPSHOT: &str = "a slave catches up by snapshot";
 /// Reachability.
 pub const REACH_RECOVERY: &str = "a crashed slave recovers and converges";
+
+/// What of a checked system of protocol 1 decides which properties apply to it: the one
+/// rule behind [`MasterSlaveConfig::into_model`] and [`super::AnyStoreConfig::into_model`].
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub(crate) struct Shape {
+    /// Some client issues a two-phase update that commits or aborts.
+    pub two_phase: bool,
+    /// Some client rolls an update back.
+    pub rolled_back: bool,
+    /// How many clients run a script.
+    pub clients: usize,
+    /// Some script has two or more updates.
+    pub several_steps: bool,
+    /// Some one-phase update lies past the history bound in its script.
+    pub pruned: bool,
+    /// Crashes are allowed.
+    pub crashes: bool,
+}
+
+impl Shape {
+    /// The properties that apply, in the order they are reported: every safety property;
+    /// `Eventually` convergence where a crash cannot make it vacuous; each reachability
+    /// property whose behaviour the workload can reach.
+    pub(crate) fn applicable(&self) -> Vec<(Expectation, &'static str)> {
+        use Expectation::{Always, Eventually, Sometimes};
+        let mut all = vec![
+            (Always, SLAVE_DATA),
+            (Always, NO_ABORTED_VISIBLE),
+            (Always, AGREEMENT),
+            (Always, COMMIT_VALIDITY),
+            (Always, UNIQUE_VERSIONS),
+            (Always, MONOTONIC),
+            (Always, DURABLE_VOTES),
+            (Always, ACKNOWLEDGED_REPLAY),
+        ];
+        if !self.crashes {
+            // With crashes allowed no state is terminal (a crash is always possible), so
+            // Stateright's `Eventually` would pass vacuously: it is only added where it can
+            // fail. The liveness graph check (`replicore_explore::liveness`) covers every
+            // config.
+            all.push((Eventually, CONVERGES));
+        }
+        if self.two_phase || self.rolled_back {
+            all.push((Sometimes, REACH_TWO_PHASE_COMMIT));
+            all.push((Sometimes, REACH_ABORT));
+        }
+        if self.clients >= 3 && self.two_phase {
+            all.push((Sometimes, REACH_GROUP_COMMIT));
+        }
+        if self.rolled_back {
+            all.push((Sometimes, REACH_ROLLBACK));
+        }
+        if self.several_steps {
+            all.push((Sometimes, REACH_DELTA));
+            // A slave needs a version the master no longer remembers: after a master restart
+            // (history is not saved), or behind a one-phase update past the history bound (a
+            // two-phase update waits for every slave, so it never leaves one two behind).
+            if self.crashes || self.pruned {
+                all.push((Sometimes, REACH_SNAPSHOT));
+            }
+        }
+        if self.crashes {
+            all.push((Sometimes, REACH_RECOVERY));
+        }
+        all
+    }
+}
+
+/// The condition of each property that reads the state alone, for any model of protocol 1
+/// over it; `None` for the properties whose condition also reads the config.
+pub(crate) fn state_condition<M, S: Store>(name: &str) -> Option<fn(&M, &SystemState<S>) -> bool> {
+    Some(match name {
+        SLAVE_DATA => |_, s| slave_data(s),
+        NO_ABORTED_VISIBLE => |_, s| no_aborted_visible(s),
+        AGREEMENT => |_, s| agreement(s),
+        COMMIT_VALIDITY => |_, s| commit_validity(s),
+        UNIQUE_VERSIONS => |_, s| unique_versions(s),
+        MONOTONIC => |_, s| monotonic(s),
+        DURABLE_VOTES => |_, s| durable_votes(s),
+        REACH_ABORT => |_, s| !s.history.aborted.is_empty(),
+        REACH_GROUP_COMMIT => |_, s| s.history.group_committed,
+        REACH_ROLLBACK => |_, s| s.history.rolled_back,
+        REACH_DELTA => |_, s| s.history.delta_applied,
+        REACH_SNAPSHOT => |_, s| s.history.snapshot_applied,
+        _ => return None,
+    })
+}
 
 /// Every property's stable id (for `--json` and scripts), beside its prose name: an id
 /// never changes once published, the prose may.
