@@ -28,6 +28,7 @@ mod cluster;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use cluster::{BatchKv, BenchStore, Cluster, Load, quantile};
+use replicore_runtime::runtime::tls::Security;
 use replicore_runtime::{KvStore, Mode};
 use serde_json::json;
 use std::io::{Read, Write};
@@ -83,6 +84,10 @@ enum Command {
         /// Where the nodes' data directories go.
         #[arg(long, default_value = "/tmp")]
         dir: PathBuf,
+        /// Plain TCP between every node and client, instead of TLS 1.3 with keys derived
+        /// from the cluster key (the default).
+        #[arg(long)]
+        plain: bool,
     },
     /// Redis: SET, pipelined `depth` deep, or SET + WAIT `wait` 1000 per update.
     Redis {
@@ -250,6 +255,7 @@ struct ReplicoreRun {
     value_bytes: usize,
     seconds: f64,
     dir: PathBuf,
+    plain: bool,
 }
 
 async fn replicore(r: ReplicoreRun) -> Result<serde_json::Value> {
@@ -273,10 +279,16 @@ async fn replicore_with<S: BenchStore>(r: ReplicoreRun) -> Result<serde_json::Va
         value_bytes,
         seconds,
         dir,
+        plain,
     } = r;
     let tmp =
         tempfile::tempdir_in(&dir).with_context(|| format!("temp dir in {}", dir.display()))?;
-    let cluster = Cluster::<S>::start(slaves, tmp.path()).await;
+    let security = if plain {
+        Security::Plain
+    } else {
+        Security::default()
+    };
+    let cluster = Cluster::<S>::start_secured(slaves, tmp.path(), security).await;
     let load = Load::For(Duration::from_secs_f64(seconds));
     let out = match (mode, pipeline) {
         (ModeArg::One, Some(window)) => {
@@ -300,6 +312,8 @@ async fn replicore_with<S: BenchStore>(r: ReplicoreRun) -> Result<serde_json::Va
         }
     };
     cluster.shutdown().await;
+    let mut out = out;
+    out["transport"] = if plain { "plain" } else { "tls" }.into();
     Ok(out)
 }
 
@@ -521,6 +535,7 @@ fn main() -> Result<()> {
             value_bytes,
             seconds,
             dir,
+            plain,
         } => rt.block_on(replicore(ReplicoreRun {
             slaves,
             clients,
@@ -530,6 +545,7 @@ fn main() -> Result<()> {
             value_bytes,
             seconds,
             dir,
+            plain,
         }))?,
         Command::Redis {
             addr,

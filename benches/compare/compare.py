@@ -11,15 +11,19 @@ by its own pgbench), so the systems are measured by the same client code on the 
 
 - floor: loopback TCP round trip, fsync of a small append and of a write into a
   preallocated file, and replicore's own durable save (one redb transaction of one key);
-- replicore: a master and N slaves (embedding API, TCP, redb with fsync on every save),
-  one-phase and two-phase updates from 1, 16 and 256 TCP clients (`--clients`), one-phase through the
+- replicore: a master and N slaves (embedding API, TCP with TLS 1.3 under keys derived from
+  the cluster key, the default transport; redb with fsync on every save),
+  one-phase and two-phase updates from 1, 16 and 256 TCP clients (`--clients`), the same again
+  over plain TCP (`loadgen replicore --plain`) for the cost of TLS, one-phase through the
   master's embedding API with 16 updates in flight (its "pipelined" form), and batching
   emulated: one client whose every update is a batch of 16 puts committed as one version;
 - Redis 7 (redis-server): a primary and N replicas, once with `appendonly yes` +
   `appendfsync always` on every node (the durability replicore has), once with no
   persistence; SET from 1, 16 and 256 clients, SET 16 deep pipelined, SET + WAIT N;
 - PostgreSQL 15 with one synchronous standby (synchronous_commit=on): pgbench, a
-  single-row INSERT per transaction, 1, 16 and 256 clients (max_connections raised to fit);
+  single-row INSERT per transaction, 1, 16 and 256 clients (max_connections raised to fit),
+  the clients once over plain TCP (sslmode=disable) and once over TLS (sslmode=require); the
+  server has `ssl = on` with a self-signed certificate, so its replication link is TLS in both;
 - etcd 3.4, three members: put through its HTTP/JSON gateway, 1, 16 and 256 clients.
 
 The 256-client rows answer etcd's published 44 k puts/s at 1,000 clients on 8 cores with
@@ -108,6 +112,10 @@ def run_replicore(args, results):
             log(f"replicore: {n} slave(s), {clients} client(s)")
             results[("rc", "1p", n, clients)] = loadgen(args, "replicore", "--mode", "one", "--clients", clients, *common)
             results[("rc", "2p", n, clients)] = loadgen(args, "replicore", "--mode", "two", "--clients", clients, *common)
+            # The same over plain TCP: what TLS costs (every row above is TLS).
+            for mode, tag in (("one", "1p"), ("two", "2p")):
+                results[("rc-plain", tag, n, clients)] = loadgen(
+                    args, "replicore", "--mode", mode, "--clients", clients, "--plain", *common)
         results[("rc", "1p-pipe", n)] = loadgen(args, "replicore", "--mode", "one", "--pipeline", 16, *common)
         # Batching emulated with today's protocol: one client whose every update is a batch of
         # 16 puts, committed as one version (one save per node, one announcement or one
@@ -199,6 +207,15 @@ def run_postgres(args, results):
                 f"max_connections = {max(args.clients) + 20}\n")
     with open(os.path.join(primary, "pg_hba.conf"), "a") as f:
         f.write("host replication postgres 127.0.0.1/32 trust\n")
+    # TLS on the server (a self-signed certificate): the TLS rows' clients ask for it, and the
+    # standby's replication link (sslmode=prefer) takes it.
+    sh(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+        "-keyout", os.path.join(primary, "server.key"), "-out", os.path.join(primary, "server.crt")])
+    for name in ("server.key", "server.crt"):
+        shutil.chown(os.path.join(primary, name), "postgres", "postgres")
+    os.chmod(os.path.join(primary, "server.key"), 0o600)
+    with open(os.path.join(primary, "postgresql.conf"), "a") as f:
+        f.write("ssl = on\n")
     servers = []
     try:
         as_postgres([f"{PG_BIN}/pg_ctl", "-D", primary, "-l", os.path.join(base, "primary.log"), "-w", "start"])
@@ -217,11 +234,12 @@ def run_postgres(args, results):
         with open(script, "w") as f:
             f.write("insert into t (v) values (repeat('x', 100));\n")
         os.chmod(script, 0o644)
-        for clients in args.clients:
-            logdir = os.path.join(base, f"log{clients}")
+        for (tag, sslmode), clients in ((t, c) for t in (("pg", "disable"), ("pg-tls", "require"))
+                                        for c in args.clients):
+            logdir = os.path.join(base, f"log-{tag}-{clients}")
             os.makedirs(logdir)
             shutil.chown(logdir, "postgres", "postgres")
-            out = as_postgres(["pgbench", "-n", "-h", "127.0.0.1", "-p", str(p1), "-U", "postgres",
+            out = as_postgres(["env", f"PGSSLMODE={sslmode}", "pgbench", "-n", "-h", "127.0.0.1", "-p", str(p1), "-U", "postgres",
                                "-c", str(clients), "-j", str(min(clients, 2)), "-T", str(int(args.seconds)),
                                "-f", script, "-l", "--log-prefix", os.path.join(logdir, "tx"), "postgres"],
                               cwd=base)
@@ -231,7 +249,7 @@ def run_postgres(args, results):
                 with open(os.path.join(logdir, name)) as f:
                     lat += [int(line.split()[2]) for line in f if line.strip()]
             lat.sort()
-            results[("pg", clients)] = {
+            results[(tag, clients)] = {
                 "ops_per_sec": round(tps),
                 "p50_us": lat[len(lat) // 2] if lat else 0,
                 "p99_us": lat[int((len(lat) - 1) * 0.99)] if lat else 0,
@@ -347,8 +365,21 @@ def table(args, r, load_before, load_after, when):
         if g(("redis-benchmark", "set-pipe", n)):
             row(f"one-phase, 16 in flight (embedded), {s}", g(("rc", "1p-pipe", n)),
                 "redis-benchmark SET -c 16 -P 16, no fsync", g(("redis-benchmark", "set-pipe", n)), "tput")
+    # The cost of TLS: replicore's rows (TLS) against the same loads over plain TCP.
+    for n in args.replicas:
+        s = f"{n} slave{'s' if n > 1 else ''}"
+        for tag, label in (("1p", "one-phase"), ("2p", "two-phase")):
+            for c in args.clients:
+                clients = f"{c} client{'s' if c > 1 else ''}"
+                row(f"{label}, {clients}, {s}, TLS", g(("rc", tag, n, c)),
+                    f"replicore over plain TCP, the same load", g(("rc-plain", tag, n, c)), "tput")
     two = 2 if 2 in args.replicas else args.replicas[0]
     s = f"{two} slave{'s' if two > 1 else ''}"
+    # TLS on both sides: replicore's rows (TLS) against PostgreSQL's clients over TLS.
+    for c in args.clients:
+        clients = f"{c} client{'s' if c > 1 else ''}"
+        row(f"two-phase, {clients}, {s}, TLS", g(("rc", "2p", two, c)),
+            f"PostgreSQL sync standby, {clients}, TLS", g(("pg-tls", c)), "tput")
     row(f"two-phase p50 to commit on all, 1 client, {s}", g(("rc", "2p", two, 1)),
         "PostgreSQL sync standby INSERT p50, 1 client", g(("pg", 1)), "lat")
     row(f"two-phase, 1 client, {s}", g(("rc", "2p", two, 1)), "PostgreSQL sync standby, 1 client", g(("pg", 1)), "tput")

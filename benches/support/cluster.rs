@@ -10,6 +10,7 @@
 use replicore_model::store::{KvOp, Store};
 use replicore_runtime::master_slave::client::Client;
 use replicore_runtime::master_slave::node::{Node, NodeConfig, Ticket};
+use replicore_runtime::runtime::tls::Security;
 use replicore_runtime::{KvStore, Mode, UserStore};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -109,6 +110,8 @@ pub struct Cluster<S: UserStore = KvStore> {
     pub master: Node<S>,
     /// The slaves (nodes 1..=N).
     pub slaves: Vec<Node<S>>,
+    /// What secures every connection, the clients' included.
+    pub security: Security,
 }
 
 impl<S: BenchStore> Cluster<S> {
@@ -116,19 +119,28 @@ impl<S: BenchStore> Cluster<S> {
     /// waits until every slave is connected (a one-phase, then a two-phase update reach
     /// all of them).
     pub async fn start(slaves: u64, dir: &Path) -> Cluster<S> {
+        Self::start_secured(slaves, dir, Security::default()).await
+    }
+
+    /// [`Cluster::start`], every connection secured by `security` (TLS with derived keys by
+    /// default; `Security::Plain` for the plain-TCP rows beside them).
+    pub async fn start_secured(slaves: u64, dir: &Path, security: Security) -> Cluster<S> {
         let mut cfg = NodeConfig::new(CLUSTER_ID, KEY, 0, slaves, dir.join("master"));
         cfg.init = true;
+        cfg.security = security.clone();
         let master = Node::start(cfg).await.expect("master starts");
         let mut nodes = Vec::new();
         for i in 1..=slaves {
             let mut cfg = NodeConfig::new(CLUSTER_ID, KEY, i, slaves, dir.join(format!("s{i}")));
             cfg.init = true;
+            cfg.security = security.clone();
             cfg.master_addr = master.local_addr().to_string();
             nodes.push(Node::start(cfg).await.expect("slave starts"));
         }
         let cluster = Cluster {
             master,
             slaves: nodes,
+            security,
         };
         // Every slave is connected once it has a one-phase update: a prepare sent to a slave
         // not yet connected is lost and would only be repaired by aborting at the timeout,
@@ -178,9 +190,15 @@ pub async fn clients<S: BenchStore>(cluster: &Cluster<S>, n: usize) -> Vec<Clien
     let mut out = Vec::new();
     for _ in 0..n {
         out.push(
-            Client::<S>::connect(&cluster.master_addr(), CLUSTER_ID, KEY, None)
-                .await
-                .expect("client connects"),
+            Client::<S>::connect_secured(
+                &cluster.master_addr(),
+                CLUSTER_ID,
+                KEY,
+                None,
+                cluster.security.clone(),
+            )
+            .await
+            .expect("client connects"),
         );
     }
     out
