@@ -34,7 +34,7 @@ use serde_json::json;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 #[derive(Parser)]
@@ -105,6 +105,10 @@ enum Command {
         value_bytes: usize,
         #[arg(long, default_value_t = 5.0)]
         seconds: f64,
+        /// Connect over TLS 1.3, checking the server's certificate (for 127.0.0.1) against
+        /// the CA in this PEM file.
+        #[arg(long)]
+        tls_ca: Option<PathBuf>,
     },
     /// etcd: put through the HTTP/JSON gateway, clients spread over the endpoints.
     Etcd {
@@ -328,8 +332,44 @@ fn resp(args: &[&[u8]]) -> Vec<u8> {
     out
 }
 
+/// A connection to Redis: plain TCP or TLS.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// A TLS 1.3 connector that trusts the CA in `ca` (a PEM file).
+fn tls_connector(ca: &std::path::Path) -> Result<tokio_rustls::TlsConnector> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).with_context(|| format!("{}", ca.display()))? {
+        roots.add(cert.with_context(|| format!("{}", ca.display()))?)?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(std::sync::Arc::new(
+        config,
+    )))
+}
+
+/// Connects to `addr`, over TLS when `tls` is given.
+async fn connect(addr: &str, tls: Option<tokio_rustls::TlsConnector>) -> Result<Box<dyn Io>> {
+    let s = TcpStream::connect(addr).await?;
+    s.set_nodelay(true)?;
+    Ok(match tls {
+        None => Box::new(s),
+        Some(tls) => {
+            let name = rustls::pki_types::ServerName::try_from("127.0.0.1")?;
+            Box::new(tls.connect(name, s).await?)
+        }
+    })
+}
+
 /// Reads one simple RESP reply line (`+OK`, `:2`, `-ERR ...`).
-async fn resp_line(r: &mut BufReader<TcpStream>, line: &mut String) -> Result<()> {
+async fn resp_line<R: AsyncRead + Unpin>(r: &mut BufReader<R>, line: &mut String) -> Result<()> {
     line.clear();
     if r.read_line(line).await? == 0 {
         bail!("redis closed the connection");
@@ -347,16 +387,17 @@ async fn redis(
     depth: usize,
     value_bytes: usize,
     seconds: f64,
+    tls_ca: Option<PathBuf>,
 ) -> Result<serde_json::Value> {
+    let tls = tls_ca.as_deref().map(tls_connector).transpose()?;
     let started = Instant::now();
     let until = started + Duration::from_secs_f64(seconds);
     let mut tasks = Vec::new();
     for c in 0..clients {
         let addr = addr.clone();
+        let tls = tls.clone();
         tasks.push(tokio::spawn(async move {
-            let s = TcpStream::connect(&addr).await?;
-            s.set_nodelay(true)?;
-            let mut r = BufReader::new(s);
+            let mut r = BufReader::new(connect(&addr, tls).await?);
             let value = vec![0x5a_u8; value_bytes];
             let wait_n = wait.to_string();
             let mut line = String::new();
@@ -404,6 +445,7 @@ async fn redis(
     let elapsed = started.elapsed();
     let mut out = report(latency.len() as u64, elapsed, &mut latency);
     out["waits_short_of_replicas"] = short.into();
+    out["transport"] = if tls_ca.is_some() { "tls" } else { "plain" }.into();
     Ok(out)
 }
 
@@ -554,7 +596,16 @@ fn main() -> Result<()> {
             depth,
             value_bytes,
             seconds,
-        } => rt.block_on(redis(addr, clients, wait, depth, value_bytes, seconds))?,
+            tls_ca,
+        } => rt.block_on(redis(
+            addr,
+            clients,
+            wait,
+            depth,
+            value_bytes,
+            seconds,
+            tls_ca,
+        ))?,
         Command::Etcd {
             endpoints,
             clients,

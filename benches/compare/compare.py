@@ -19,7 +19,9 @@ by its own pgbench), so the systems are measured by the same client code on the 
   emulated: one client whose every update is a batch of 16 puts committed as one version;
 - Redis 7 (redis-server): a primary and N replicas, once with `appendonly yes` +
   `appendfsync always` on every node (the durability replicore has), once with no
-  persistence; SET from 1, 16 and 256 clients, SET 16 deep pipelined, SET + WAIT N;
+  persistence, and once durable with TLS on every client and replication link (a CA and a
+  certificate for 127.0.0.1 made with openssl); SET from 1, 16 and 256 clients, SET 16 deep
+  pipelined, SET + WAIT N;
 - PostgreSQL 15 with one synchronous standby (synchronous_commit=on): pgbench, a
   single-row INSERT per transaction, 1, 16 and 256 clients (max_connections raised to fit),
   the clients once over plain TCP (sslmode=disable) and once over TLS (sslmode=require); the
@@ -127,30 +129,53 @@ def run_replicore(args, results):
 # ---------------------------------------------------------------- Redis
 
 
-def redis_cli(port, *cmd):
-    return sh(["redis-cli", "-h", "127.0.0.1", "-p", str(port), *cmd])
+def redis_cli(port, *cmd, tls=None):
+    secure = ["--tls", "--cacert", os.path.join(tls, "ca.crt")] if tls else []
+    return sh(["redis-cli", *secure, "-h", "127.0.0.1", "-p", str(port), *cmd])
 
 
-def start_redis(args, replicas, durable):
+def tls_certificates(d):
+    """A CA and a certificate for 127.0.0.1 signed by it, in `d` (ca.crt, server.crt, server.key)."""
+    os.makedirs(d, exist_ok=True)
+    j = lambda name: os.path.join(d, name)
+    sh(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=compare-ca",
+        "-keyout", j("ca.key"), "-out", j("ca.crt")])
+    sh(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+        "-keyout", j("server.key"), "-out", j("server.csr")])
+    with open(j("ext"), "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n")
+    sh(["openssl", "x509", "-req", "-in", j("server.csr"), "-CA", j("ca.crt"), "-CAkey", j("ca.key"),
+        "-CAcreateserial", "-days", "2", "-out", j("server.crt"), "-extfile", j("ext")])
+    return d
+
+
+def start_redis(args, replicas, durable, tls=None):
+    """A primary and `replicas` replicas; with `tls` (a directory from `tls_certificates`) every
+    client and replication link is TLS and no plain port is open."""
     persistence = ["--appendonly", "yes", "--appendfsync", "always"] if durable else ["--appendonly", "no"]
     nodes = []
     primary = None
     for i in range(replicas + 1):
         port = free_port()
-        d = os.path.join(args.work, f"redis-{replicas}-{int(durable)}-{i}")
+        d = os.path.join(args.work, f"redis-{replicas}-{int(durable)}-{int(bool(tls))}-{i}")
         os.makedirs(d)
-        cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", d, "--save", "",
+        listen = ["--port", str(port)]
+        if tls:
+            listen = ["--port", "0", "--tls-port", str(port), "--tls-cert-file", os.path.join(tls, "server.crt"),
+                      "--tls-key-file", os.path.join(tls, "server.key"), "--tls-ca-cert-file",
+                      os.path.join(tls, "ca.crt"), "--tls-auth-clients", "no", "--tls-replication", "yes"]
+        cmd = ["redis-server", *listen, "--bind", "127.0.0.1", "--dir", d, "--save", "",
                "--protected-mode", "no", *persistence]
         if primary is not None:
             cmd += ["--replicaof", "127.0.0.1", str(primary)]
         p = spawn(f"redis {port}", cmd, os.path.join(d, "log"))
-        wait_until(f"redis on {port}", lambda: "PONG" in redis_cli(port, "ping"))
+        wait_until(f"redis on {port}", lambda: "PONG" in redis_cli(port, "ping", tls=tls))
         nodes.append(p)
         if primary is None:
             primary = port
 
     def replicated():
-        info = redis_cli(primary, "info", "replication")
+        info = redis_cli(primary, "info", "replication", tls=tls)
         return info.count("state=online") == replicas
 
     wait_until("redis replication", replicated)
@@ -158,13 +183,17 @@ def start_redis(args, replicas, durable):
 
 
 def run_redis(args, results):
+    certs = tls_certificates(os.path.join(args.work, "redis-tls"))
     for n in args.replicas:
-        for durable in (True, False):
-            tag = "always" if durable else "nofsync"
+        # appendfsync always over TLS: the fair reference for replicore's TLS rows.
+        for durable, tls in ((True, None), (False, None), (True, certs)):
+            tag = ("always" if durable else "nofsync") + ("-tls" if tls else "")
             log(f"redis: {n} replica(s), {tag}")
-            port, nodes = start_redis(args, n, durable)
+            port, nodes = start_redis(args, n, durable, tls)
             addr = f"127.0.0.1:{port}"
             common = ["--addr", addr, "--seconds", args.seconds, "--value-bytes", 100]
+            if tls:
+                common += ["--tls-ca", os.path.join(tls, "ca.crt")]
             try:
                 for clients in args.clients:
                     results[("redis", "set", tag, n, clients)] = loadgen(args, "redis", "--clients", clients, *common)
@@ -362,6 +391,14 @@ def table(args, r, load_before, load_after, when):
                     f"Redis SET+WAIT {n}, {c} clients, {label}", g(("redis", "wait", tag, n, c)), "tput")
             row(f"two-phase, batches of 16 (group commit emulated), {s}", g(("rc", "2p-batch16", n)),
                 f"Redis SET+WAIT {n}, 16 clients, {label}", g(("redis", "wait", tag, n, 16)), "tput")
+        # TLS on both sides: replicore's rows (TLS) against Redis over TLS, appendfsync always.
+        for c in args.clients:
+            clients = f"{c} client{'s' if c > 1 else ''}"
+            row(f"one-phase, {clients}, {s}, TLS", g(("rc", "1p", n, c)),
+                f"Redis SET, {clients}, appendfsync always, TLS", g(("redis", "set", "always-tls", n, c)), "tput")
+            row(f"two-phase, {clients}, {s}, TLS", g(("rc", "2p", n, c)),
+                f"Redis SET+WAIT {n}, {clients}, appendfsync always, TLS", g(("redis", "wait", "always-tls", n, c)),
+                "tput")
         if g(("redis-benchmark", "set-pipe", n)):
             row(f"one-phase, 16 in flight (embedded), {s}", g(("rc", "1p-pipe", n)),
                 "redis-benchmark SET -c 16 -P 16, no fsync", g(("redis-benchmark", "set-pipe", n)), "tput")
