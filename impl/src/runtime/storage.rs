@@ -1380,6 +1380,39 @@ mod tests {
         assert_eq!(disk.load::<Saved<KvStore>>().unwrap(), Some(second));
     }
 
+    /// A ledger row whose bytes changed on the disk is found before the store is opened for
+    /// writing, named as a ledger row, and the file is left as it was.
+    #[test]
+    fn a_flipped_byte_in_a_ledger_row_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = Disk::open_or_init(dir.path(), &ID).unwrap();
+        disk.save(&Default::default(), master(1, 2, KvStore::default()))
+            .unwrap();
+        let path = disk.path().to_path_buf();
+        drop(disk);
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut table = txn.open_table(LEDGER).unwrap();
+                let (key, mut value) = {
+                    let (k, v) = table.first().unwrap().expect("a ledger row");
+                    (k.value().to_vec(), v.value().to_vec())
+                };
+                value[0] ^= 0x01;
+                table.insert(&key[..], &value[..]).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let before = std::fs::read(&path).unwrap();
+        let err = Disk::open(dir.path(), &ID).unwrap_err();
+        assert!(
+            matches!(&err, StorageError::Damaged { row, .. } if row.starts_with("ledger row")),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), before, "left as it was");
+    }
+
     /// A store written when the ledger lived inside the saved row (no `ledger` table) loads
     /// with its ledger, and its next save writes the whole ledger as rows, so nothing of it
     /// is lost when the saved row no longer carries it.
