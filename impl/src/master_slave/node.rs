@@ -443,11 +443,13 @@ struct LocalClient {
 /// let slave = Node::start(cfg).await?;
 ///
 /// let v1 = master.put("greeting", "hello", Mode::OnePhase).await?;
+/// // The slave converges: watch its committed versions. Once it holds v1 it is connected;
+/// // a two-phase update needs that (a prepare a slave never received aborts at the timeout,
+/// // while a lost announcement is repaired by the heartbeat).
+/// let mut versions = slave.versions();
+/// versions.wait_for(|v| *v >= v1).await?;
 /// let v2 = master.put("answer", "42", Mode::TwoPhase { timeout_ms: 5_000 }).await?;
 /// assert!(v2 > v1);
-///
-/// // The slave converges: watch its committed versions.
-/// let mut versions = slave.versions();
 /// versions.wait_for(|v| *v >= v2).await?;
 /// assert_eq!(slave.get("answer").as_deref(), Some(&b"42"[..]));
 ///
