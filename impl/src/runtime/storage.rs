@@ -228,6 +228,9 @@ const LEDGER_TAG: u8 = b'l';
 /// A table of rows: raw key → sealed value.
 type RowTable = TableDefinition<'static, &'static [u8], &'static [u8]>;
 
+/// A stored row, its check removed: key and value.
+type StoredRow = (Vec<u8>, Vec<u8>);
+
 /// The row tables and their tags, in the order a load reads them.
 const ROW_TABLES: [(RowTable, u8); 2] = [(DATA, DATA_TAG), (LEDGER, LEDGER_TAG)];
 
@@ -1033,6 +1036,35 @@ impl Disk {
         }
     }
 
+    /// Every row of `table`, each checked against `tag`, in key order; `None` when the
+    /// file has no such table.
+    fn checked_rows(
+        &self,
+        txn: &redb::ReadTransaction,
+        table: RowTable,
+        tag: u8,
+    ) -> Result<Option<Vec<StoredRow>>, StorageError> {
+        let table = match txn.open_table(table) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(db(e)),
+        };
+        let mut rows = Vec::new();
+        for row in table.iter().map_err(db)? {
+            let (k, v) = row.map_err(db)?;
+            let key = k.value();
+            let Some(value) = unseal(tag, key, v.value()) else {
+                return Err(StorageError::Damaged {
+                    path: self.path.clone(),
+                    row: row_name(tag, key),
+                    detail: "check mismatch".into(),
+                });
+            };
+            rows.push((key.to_vec(), value.to_vec()));
+        }
+        Ok(Some(rows))
+    }
+
     fn load_checked<D: Durable>(&self) -> Result<Option<D>, StorageError> {
         let damaged = |row: String, detail: String| StorageError::Damaged {
             path: self.path.clone(),
@@ -1052,31 +1084,16 @@ impl Disk {
                 format!("its check holds but it does not decode ({e}): written by another version of replicore?"),
             )
         })?;
-        let mut tables = Vec::new();
-        for (table, tag) in ROW_TABLES {
-            let table = match txn.open_table(table) {
-                Ok(t) => t,
-                Err(redb::TableError::TableDoesNotExist(_)) if tag == LEDGER_TAG => {
-                    self.ledger_absent
-                        .store(true, std::sync::atomic::Ordering::Relaxed);
-                    tables.push(Vec::new());
-                    continue;
-                }
-                Err(e) => return Err(db(e)),
-            };
-            let mut rows = Vec::new();
-            for row in table.iter().map_err(db)? {
-                let (k, v) = row.map_err(db)?;
-                let key = k.value();
-                let Some(value) = unseal(tag, key, v.value()) else {
-                    return Err(damaged(row_name(tag, key), "check mismatch".into()));
-                };
-                rows.push((key.to_vec(), value.to_vec()));
-            }
-            tables.push(rows);
-        }
-        let ledger = tables.pop().unwrap_or_default();
-        let data = D::Data::from_table(tables.pop().unwrap_or_default().into_iter())
+        // A file without a ledger table was written before there was one (see `ledger_absent`).
+        let read = |table, tag| self.checked_rows(&txn, table, tag);
+        let data = read(DATA, DATA_TAG)?
+            .ok_or_else(|| db(redb::TableError::TableDoesNotExist("data".into())))?;
+        let ledger = read(LEDGER, LEDGER_TAG)?.unwrap_or_else(|| {
+            self.ledger_absent
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            Vec::new()
+        });
+        let data = D::Data::from_table(data.into_iter())
             .map_err(|detail| damaged("data rows".into(), detail))?
             .with_ledger_rows(ledger.into_iter())
             .map_err(|detail| damaged("ledger rows".into(), detail))?;
