@@ -31,6 +31,7 @@ fn config(slaves: usize, updates: &str) -> MasterSlaveConfig {
         max_crashes: 1,
         history_bound: 1,
         disk_faults: 0,
+        master_faults: false,
         mutant: None,
     }
 }

@@ -122,6 +122,10 @@ pub struct MasterSlaveArgs {
     /// finds it damaged; needs --crashes 1 or more [default: 0].
     #[arg(long, value_name = "K", value_parser = clap::value_parser!(u8).range(0..=4))]
     pub disk_faults: Option<u8>,
+    /// The master's store may be lost too, within --disk-faults: while it is down and some
+    /// slave holds everything it saved; it rebuilds from its slaves.
+    #[arg(long)]
+    pub master_faults: bool,
     /// Check a deliberately broken variant (see `replicore-check list`).
     #[arg(long, value_name = "NAME", value_parser = parse_mutant)]
     pub mutant: Option<Mutant>,

@@ -154,7 +154,11 @@ pub fn config(args: &MasterSlaveArgs) -> anyhow::Result<MasterSlaveConfig> {
         cfg.disk_faults = usize::from(k);
     }
     cfg.own_keys = args.own_keys;
+    cfg.master_faults = args.master_faults;
     cfg.mutant = args.mutant;
+    if cfg.master_faults && cfg.disk_faults == 0 {
+        bail!("--master-faults needs --disk-faults 1 or more: it lets one of them hit the master");
+    }
     if cfg.disk_faults > 0 && cfg.max_crashes == 0 {
         bail!(
             "--disk-faults {} needs --crashes 1 or more: a disk fails while its server is down",
@@ -192,6 +196,9 @@ pub fn config_args(cfg: &MasterSlaveConfig) -> String {
     if cfg.disk_faults > 0 {
         s.push_str(&format!(" --disk-faults {}", cfg.disk_faults));
     }
+    if cfg.master_faults {
+        s.push_str(" --master-faults");
+    }
     if let Some(m) = cfg.mutant {
         s.push_str(&format!(" --mutant {}", m.name()));
     }
@@ -214,6 +221,7 @@ fn config_fields(cfg: &MasterSlaveConfig) -> serde_json::Value {
         "crashes": cfg.max_crashes,
         "history": cfg.history_bound,
         "disk_faults": cfg.disk_faults,
+        "master_faults": cfg.master_faults,
         "mutant": cfg.mutant.map(Mutant::name),
     })
 }

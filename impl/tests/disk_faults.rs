@@ -5,8 +5,10 @@
 //! peer and a knowledge replica.
 //!
 //! A refusal is a non-zero exit, one line on stderr, and the file left byte for byte as it
-//! was. The one repair is a protocol-1 slave's: a damaged value is discarded (the file kept
-//! aside) and the slave catches up from the master, serving the right value again.
+//! was. The repairs are protocol 1's: a slave's damaged value is discarded (the file kept
+//! aside) and the slave catches up from the master, serving the right value again; a master
+//! whose store was lost (`--recover`) or whose value is damaged rebuilds from its slave and
+//! hands out no version the slave holds.
 //!
 //! Every test runs under a `tokio::time::timeout`; waits poll a real outcome.
 
@@ -434,7 +436,7 @@ async fn get(config: &Path, node: u64) -> Option<String> {
 }
 
 #[tokio::test]
-async fn a_slave_discards_a_damaged_value_and_repairs_from_the_master_a_master_refuses() {
+async fn a_slave_discards_a_damaged_value_and_repairs_from_the_master() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let tmp = tempfile::tempdir().expect("tempdir");
         let (config, ports) = cluster_file(tmp.path());
@@ -503,25 +505,136 @@ async fn a_slave_discards_a_damaged_value_and_repairs_from_the_master_a_master_r
         }
         stop(slave);
 
-        // The master's value is damaged: it refuses to start, naming the file and the row.
         stop(master);
-        let mfile = mdir.join(FILE);
-        std::fs::write(
-            &mfile,
-            flip_all(&std::fs::read(&mfile).unwrap(), b"stored-value"),
+    })
+    .await
+    .expect("test bounded");
+}
+
+/// `replicore --json ARGS`, parsed; (exit code, the JSON object).
+async fn run_json(config: &Path, args: &[&str]) -> (Option<i32>, serde_json::Value) {
+    let mut a = vec!["--json".to_string()];
+    a.extend(args.iter().map(|s| s.to_string()));
+    let (code, out, err) = run(config, &a).await;
+    let line = out.lines().next().unwrap_or("null");
+    let json = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {out} {err}"));
+    (code, json)
+}
+
+/// Waits until node `node` serves `value` for `key`; returns the version it read at.
+async fn serves(config: &Path, node: u64, key: &str, value: &str) -> u64 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, j) = run_json(config, &["get", key, "--node", &node.to_string()]).await;
+        if code == Some(0) && j["value"] == value {
+            return j["version"].as_u64().expect("a version");
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node {node} never served {key}={value}: {j}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `replicore put KEY VALUE`; the version it committed as.
+async fn put_version(config: &Path, key: &str, value: &str) -> u64 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        // A master that is rebuilding serves nothing yet: the put is retried.
+        let (code, j) = run_json(config, &["put", key, value, "--timeout", "3000"]).await;
+        if code == Some(0) {
+            return j["version"].as_u64().expect("a version");
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "put {key}={value} never committed: {j}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_master_whose_store_is_lost_or_damaged_rebuilds_from_its_slave_and_never_reuses_a_version()
+ {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (config, ports) = cluster_file(tmp.path());
+        let (mdir, sdir) = (tmp.path().join("master"), tmp.path().join("slave"));
+        let with = |flag: &str, role: Role, dir: &Path, id| {
+            let mut a = vec![flag.to_string()];
+            a.extend(role.args(dir, ports, id));
+            a
+        };
+        let log = |name: &str| tmp.path().join(name);
+        let master = spawn(
+            &config,
+            &with("--init", Role::Master, &mdir, 0),
+            &log("m1.log"),
         )
-        .unwrap();
+        .await;
+        let slave = spawn(
+            &config,
+            &with("--init", Role::Slave, &sdir, 1),
+            &log("s1.log"),
+        )
+        .await;
+        put_version(&config, "key", "value-one").await;
+        let v2 = put_version(&config, "key", "value-two").await;
+        assert_eq!(serves(&config, 1, "key", "value-two").await, v2);
+
+        // The master's directory is lost. Without --recover it is refused; with it, the
+        // master rebuilds from its slave: the slave's data at the slave's version, and the
+        // next update takes a version past it, never one the slave holds.
+        stop(master);
+        std::fs::remove_dir_all(&mdir).unwrap();
         refused(
             Role::Master,
             &config,
             ports,
             &mdir,
             0,
-            "damaged data row \"key\"",
-            "value",
+            "no replicore store",
+            "lost",
         )
         .await;
-        assert!(!mdir.join("replicore.redb.damaged").exists());
+        let master = spawn(
+            &config,
+            &with("--recover", Role::Master, &mdir, 0),
+            &log("m2.log"),
+        )
+        .await;
+        assert_eq!(serves(&config, 0, "key", "value-two").await, v2);
+        let v3 = put_version(&config, "key", "value-three").await;
+        assert!(v3 > v2, "a version past the slave's: {v3} after {v2}");
+        assert_eq!(serves(&config, 1, "key", "value-three").await, v3);
+        stop(master);
+
+        // --recover on a directory that holds a store changes nothing.
+        let mfile = mdir.join(FILE);
+        let before = std::fs::read(&mfile).unwrap();
+        let (code, _, err) = run(&config, &with("--recover", Role::Master, &mdir, 0)).await;
+        assert!(
+            code.is_some_and(|c| c != 0) && err.contains("already holds a store"),
+            "{err}"
+        );
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert!(std::fs::read(&mfile).unwrap() == before, "left as it was");
+
+        // The master's value is damaged: the file is kept aside, the damaged value is never
+        // served, and the master rebuilds from its slave.
+        let damaged = flip_all(&before, b"value-three");
+        std::fs::write(&mfile, &damaged).unwrap();
+        let m3 = log("m3.log");
+        let master = spawn(&config, &Role::Master.args(&mdir, ports, 0), &m3).await;
+        let text = std::fs::read_to_string(&m3).unwrap();
+        assert!(text.contains("damaged data row \"key\""), "{text}");
+        assert!(std::fs::read(mdir.join("replicore.redb.damaged")).unwrap() == damaged);
+        assert_eq!(serves(&config, 0, "key", "value-three").await, v3);
+        let v4 = put_version(&config, "key", "value-four").await;
+        assert!(v4 > v3, "{v4} after {v3}");
+        assert_eq!(serves(&config, 1, "key", "value-four").await, v4);
+        stop(master);
+        stop(slave);
     })
     .await
     .expect("test bounded");

@@ -122,6 +122,9 @@ fn default_config_holds_everything_in_one_pass() {
 
 // With `canonical_fingerprint` (the `recovered` flag kept): 792,783.
 const PINNED_DEFAULT_UNIQUE: usize = 279_995;
+/// The unique states of the `--master-faults` test's config (a change to the rebuild, the
+/// fault's assumption or the reductions moves it).
+const MASTER_FAULT_STATES: usize = 75_013;
 
 /// Three clients whose two-phase requests queue behind a round and share the next one:
 /// every safety property holds, group commit is reached, convergence stays reachable.
@@ -819,6 +822,8 @@ fn every_mutant_has_a_test_above() {
         Mutant::GroupLosesMember,
         Mutant::ServeDamagedCopy,
         Mutant::AcceptBackwardSnapshot,
+        Mutant::RecoverFromOneSlave,
+        Mutant::RecoverCounterFromCopy,
     ];
     assert_eq!(Mutant::ALL.len(), tested.len());
     for m in Mutant::ALL {
@@ -835,6 +840,82 @@ fn mutant_serve_damaged_copy_is_refuted() {
 #[test]
 fn mutant_accept_backward_snapshot_is_refuted() {
     assert_refuted(Mutant::AcceptBackwardSnapshot);
+}
+
+#[test]
+fn mutant_recover_from_one_slave_is_refuted() {
+    assert_refuted(Mutant::RecoverFromOneSlave);
+}
+
+#[test]
+fn mutant_recover_counter_from_copy_is_refuted() {
+    assert_refuted(Mutant::RecoverCounterFromCopy);
+}
+
+/// The master's store lost (issue 18, `--master-faults`): the rebuild from the slave keeps
+/// every safety property, the fault is taken, and only where a slave holds everything the
+/// master saved.
+#[test]
+fn a_master_store_lost_keeps_every_safety_property_and_waits_for_a_full_copy() {
+    use replicore_model::master_slave::model::StorageFault;
+    use stateright::actor::{ActorModelAction, Id};
+    let cfg = MasterSlaveConfig {
+        slaves: 1,
+        script: script("2p,1p"),
+        disk_faults: 1,
+        master_faults: true,
+        ..Default::default()
+    }
+    .safety_equivalent();
+    let model = cfg.clone().into_model();
+    let run = explore_one_pass(&model);
+    assert_eq!(run.cut, None);
+    for (p, found) in model.properties().iter().zip(&run.discoveries) {
+        if p.expectation == Expectation::Always {
+            assert!(found.is_none(), "violated: {}", p.name);
+        }
+    }
+    assert_eq!(run.unique, MASTER_FAULT_STATES);
+
+    // The fault needs the master down and a slave holding all it saved.
+    let (master, client) = (Id::from(0), Id::from(2));
+    let faults = |s: &MasterSlaveState| {
+        let mut actions = Vec::new();
+        model.actions(s, &mut actions);
+        actions
+            .into_iter()
+            .filter_map(|a| StorageFault::of(&a))
+            .collect::<Vec<_>>()
+    };
+    let step = |s: &MasterSlaveState, a| model.next_state(s, a).expect("a step");
+    let init = model.init_states().remove(0);
+    let down = step(&init, ActorModelAction::Crash(master));
+    // Nothing saved by the master yet: nothing to lose.
+    assert!(faults(&down).is_empty(), "{:?}", faults(&down));
+    let deliver = |s: &MasterSlaveState, src: Id, dst: Id| {
+        let env = s
+            .network
+            .iter_deliverable()
+            .find(|e| e.src == src && e.dst == dst)
+            .expect("a message")
+            .to_cloned_msg();
+        step(
+            s,
+            ActorModelAction::Deliver {
+                src,
+                dst,
+                msg: env.msg,
+            },
+        )
+    };
+    // The two-phase update is prepared: the master saved a round no slave knows decided.
+    let prepared = deliver(&init, client, master);
+    let down = step(&prepared, ActorModelAction::Crash(master));
+    assert!(
+        faults(&down).is_empty(),
+        "an undecided round: {:?}",
+        faults(&down)
+    );
 }
 
 /// Storage faults (issue 18): a slave's store lost or damaged while it is down, twice in a

@@ -304,6 +304,16 @@ impl Renamer {
                 S::Abort { version } => S::Abort { version: *version },
                 S::Heartbeat(b) => S::Heartbeat(*b),
                 S::HeartbeatAck(b) => S::HeartbeatAck(*b),
+                S::Recover => S::Recover,
+                S::Report {
+                    version,
+                    data,
+                    seen,
+                } => S::Report {
+                    version: *version,
+                    data: self.data(data)?,
+                    seen: *seen,
+                },
             }),
         })
     }
@@ -371,6 +381,7 @@ impl Renamer {
                 },
                 lost: s.lost,
             }),
+            Saved::MasterLost => Saved::MasterLost,
         })
     }
 }
@@ -443,6 +454,7 @@ impl<'t> Replay<'t> {
             // Every restart may find a slave's store lost or damaged; the model's bound only
             // keeps a search finite.
             disk_faults: usize::MAX,
+            master_faults: true,
             mutant: None,
         };
         let model = cfg.into_model();
@@ -926,15 +938,23 @@ impl<'t> Replay<'t> {
 /// the model holds `expected`: a slave's store gone and created again (`None`), or found
 /// damaged and discarded by the runtime ([`Saved::after_damage`]). The model's damaged copy
 /// keeps the rest of the saved state beside the flag ([`StorageFault::apply`]); the slave's
-/// `on_start` discards either, and the replay runs it on what was really loaded. A master's
-/// store is never lost or damaged in the model: such a restart is a divergence.
+/// `on_start` discards either, and the replay runs it on what was really loaded. A master
+/// whose store was lost or damaged restarts from [`Saved::MasterLost`] (`--recover`, or its
+/// damaged store discarded), the model's `Lost` fault of the master; any other master
+/// restart that did not load its last save is a divergence.
 fn storage_fault(
     node: u64,
     loaded: &Option<Saved<ModelKv>>,
     expected: &Option<Saved<ModelKv>>,
 ) -> Option<StorageFault> {
     if node == MASTER_ID {
-        return None;
+        return (loaded == &Some(Saved::MasterLost))
+            .then(|| {
+                StorageFault::Lost
+                    .apply(expected)
+                    .map(|_| StorageFault::Lost)
+            })
+            .flatten();
     }
     match loaded {
         None => StorageFault::Lost

@@ -86,6 +86,11 @@ pub struct NodeConfig {
     /// mistyped directory never starts a fresh node (issue 18). An existing store is opened
     /// and checked either way.
     pub init: bool,
+    /// The master's store was lost: create it anew and rebuild from the slaves before
+    /// serving (`--recover`, issue 18; [`Saved::MasterLost`]). On a slave it rejoins empty
+    /// and asks the master for everything, as a slave whose copy was found damaged does.
+    /// Refused on a directory that holds a store.
+    pub recover: bool,
     /// The master's heartbeat period range.
     pub heartbeat: Range<Duration>,
     /// How many committed steps the master remembers for deltas.
@@ -128,6 +133,7 @@ impl NodeConfig {
             listen: "127.0.0.1:0".into(),
             data_dir: data_dir.into(),
             init: false,
+            recover: false,
             heartbeat: Duration::from_millis(100)..Duration::from_millis(150),
             history: 256,
             max_frame_bytes: crate::runtime::codec::MAX_FRAME_BYTES_DEFAULT,
@@ -315,6 +321,10 @@ impl<S: UserStore> Durable for Saved<S> {
                 data: std::mem::take(&mut s.user.data),
                 clients: OrdMap::new(),
             },
+            Saved::MasterLost => SavedRows {
+                data: S::default(),
+                clients: OrdMap::new(),
+            },
         };
         (rows, self)
     }
@@ -330,6 +340,7 @@ impl<S: UserStore> Durable for Saved<S> {
                 m.user.clients = rows.clients.union(legacy);
             }
             Saved::Slave(s) => s.user.data = rows.data,
+            Saved::MasterLost => {}
         }
         self
     }
@@ -562,11 +573,18 @@ impl<S: UserStore> Node<S> {
                 ROLE_SLAVE
             },
         );
+        let (dir, init, recover) = (config.data_dir.clone(), config.init, config.recover);
+        let open = move || {
+            if recover {
+                Disk::create_lost::<Saved<S>>(&dir, &identity)
+            } else {
+                Disk::open_for::<Saved<S>>(&dir, &identity, init)
+            }
+        };
         let disk = if inline {
-            Disk::open_for::<Saved<S>>(&config.data_dir, &identity, config.init)?
+            open()?
         } else {
-            let (dir, init) = (config.data_dir.clone(), config.init);
-            tokio::task::spawn_blocking(move || Disk::open_for::<Saved<S>>(&dir, &identity, init))
+            tokio::task::spawn_blocking(open)
                 .await
                 .map_err(|e| NodeError::Task(e.to_string()))??
         };

@@ -173,6 +173,27 @@ pub enum StorageError {
         /// The configured role.
         expected: &'static str,
     },
+    /// `--recover` on a directory that already holds a store.
+    #[error(
+        "{path} already holds a store; --recover creates the store of a node whose store was lost (drop --recover to start from this one)"
+    )]
+    RecoverExisting {
+        /// The file.
+        path: PathBuf,
+    },
+    /// `--recover` for a node whose protocol does not rebuild a lost store from its peers.
+    #[error("{what} cannot rebuild a lost store from its peers; --recover is not for it")]
+    NoRecovery {
+        /// The node, e.g. `slave 2`.
+        what: String,
+    },
+    /// Why a store created with `--recover` starts from nothing saved (never an error
+    /// shown on its own: the reason the saved state counts as lost, [`Disk::discarded`]).
+    #[error("{path}: created again with --recover after the store was lost")]
+    Recreated {
+        /// The file.
+        path: PathBuf,
+    },
     /// `--init` on a directory that already holds a store.
     #[error("{path} already holds a store; a node is created only once (drop --init)")]
     Exists {
@@ -1005,6 +1026,34 @@ impl Disk {
             copy.display()
         );
         disk.discarded = Some(Arc::new(damage));
+        Ok(disk)
+    }
+
+    /// Creates the store of a node whose store was lost, in a directory that holds none
+    /// (`--recover`, issue 18): the node starts as its protocol says a node with a lost
+    /// store does ([`Durable::after_damage`], reported by [`Disk::discarded`]); for
+    /// protocol 1's master, a rebuild from its slaves. Refused when the directory holds a
+    /// store already (nothing is changed), or when `D`'s protocol has no such rule.
+    pub fn create_lost<D: Durable>(dir: &Path, owner: &Owner) -> Result<Disk, StorageError> {
+        if D::after_damage(owner.node).is_none() {
+            return Err(StorageError::NoRecovery {
+                what: format!("node {}", owner.node),
+            });
+        }
+        let path = dir.join(FILE_NAME);
+        let exists = path.try_exists().map_err(|source| StorageError::Dir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        if exists {
+            return Err(StorageError::RecoverExisting { path });
+        }
+        let mut disk = Self::open_with(dir, owner, true)?;
+        tracing::warn!(
+            "{}: created again after its store was lost; the node rebuilds from its peers before it serves",
+            path.display()
+        );
+        disk.discarded = Some(Arc::new(StorageError::Recreated { path }));
         Ok(disk)
     }
 

@@ -13,7 +13,7 @@
 use super::master_user::{CatchUp, MasterUser, Step};
 use super::msg::{AbortReason, Beat, ClientMsg, Decision, Mode, Msg, Outcome, ServiceMsg, Timer};
 use super::{Mutant, Saved};
-use crate::store::Store;
+use crate::store::{Store, Version};
 use serde::{Deserialize, Serialize};
 use stateright::actor::{Actor, Id, Out};
 use stateright::{Rewrite, RewritePlan};
@@ -79,6 +79,22 @@ pub struct MasterStorage<S: Store> {
     pub last_decision: Option<Decision>,
 }
 
+/// A master rebuilding its state from its slaves after its store was lost or found
+/// damaged (issue 18; [`Saved::MasterLost`]). It serves nothing until every slave has
+/// reported: only then does it know the most advanced committed copy (a slave that has not
+/// reported may hold a later one) and every version any slave has heard of.
+#[derive(Clone, Debug, Default, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct Recovery<S: Store> {
+    /// The slaves that reported.
+    pub reported: BTreeSet<Id>,
+    /// The most advanced committed version reported.
+    pub version: Version,
+    /// The committed data at `version`, from the slave that reported it.
+    pub data: S,
+    /// The highest version any report names.
+    pub seen: Version,
+}
+
 /// The master server's state.
 ///
 /// # Invariants
@@ -101,6 +117,8 @@ pub struct MasterState<S: Store> {
     /// Requests waiting for `pending`'s decision, oldest first. Volatile: after a master
     /// restart their clients' retries bring them back.
     pub queue: VecDeque<Queued<S>>,
+    /// Set while the master rebuilds a lost store from its slaves ([`Recovery`]).
+    pub recovery: Option<Recovery<S>>,
 }
 
 impl<S: Store> MasterState<S> {
@@ -136,6 +154,9 @@ impl<S: Store> Rewrite<Id> for MasterState<S> {
         let mut s = self.clone();
         s.votes = self.votes.iter().map(|id| plan.rewrite(id)).collect();
         s.acked = self.acked.iter().map(|id| plan.rewrite(id)).collect();
+        if let (Some(r), Some(mine)) = (&mut s.recovery, &self.recovery) {
+            r.reported = mine.reported.iter().map(|id| plan.rewrite(id)).collect();
+        }
         s
     }
 }
@@ -398,6 +419,56 @@ impl<S: Store> MasterServer<S> {
         }
     }
 
+    /// A slave's report to a master rebuilding its store (issue 18): once every slave has
+    /// reported, the master takes the most advanced committed copy, and its counter moves
+    /// past every version any slave has heard of, so no version is handed out twice
+    /// (claims 9, 37, 43). A version above the copy that a slave heard of was never
+    /// committed (its copy would hold it), so it is decided aborted, which tells every
+    /// slave holding it prepared to drop it. The ledger is gone with the store.
+    fn on_report(
+        &self,
+        state: &mut Cow<MasterState<S>>,
+        src: Id,
+        version: Version,
+        data: S,
+        seen: Version,
+        o: &mut Out<Self>,
+    ) {
+        let fresh = state
+            .recovery
+            .as_ref()
+            .is_some_and(|r| !r.reported.contains(&src));
+        if !fresh || !self.slaves.contains(&src) {
+            return;
+        }
+        let state = state.to_mut();
+        let r = state.recovery.as_mut().expect("recovering");
+        r.reported.insert(src);
+        if version > r.version {
+            r.version = version;
+            r.data = data;
+        }
+        r.seen = r.seen.max(seen).max(version);
+        let all = r.reported.len() == self.slaves.len();
+        if !all && !self.is(Mutant::RecoverFromOneSlave) {
+            return;
+        }
+        let r = state.recovery.take().expect("recovering");
+        state.user.data = r.data;
+        state.user.version = r.version;
+        state.user.next_version = if self.is(Mutant::RecoverCounterFromCopy) {
+            r.version + 1
+        } else {
+            r.seen + 1
+        };
+        state.last_decision = (r.seen > r.version).then_some(Decision {
+            version: r.seen,
+            outcome: Outcome::Abort,
+        });
+        o.save(state.storage());
+        self.rearm_heartbeat(state, o);
+    }
+
     fn on_service(
         &self,
         state: &mut Cow<MasterState<S>>,
@@ -406,6 +477,11 @@ impl<S: Store> MasterServer<S> {
         o: &mut Out<Self>,
     ) {
         match msg {
+            ServiceMsg::Report {
+                version,
+                data,
+                seen,
+            } => self.on_report(state, src, version, data, seen, o),
             ServiceMsg::DeltaRequest { from } => {
                 // Claims 17, 36d: MS asks MU for what the slave misses and sends it.
                 match state.user.catch_up(from) {
@@ -479,7 +555,8 @@ impl<S: Store> MasterServer<S> {
             | ServiceMsg::Prepare { .. }
             | ServiceMsg::Commit { .. }
             | ServiceMsg::Abort { .. }
-            | ServiceMsg::Heartbeat(_) => {}
+            | ServiceMsg::Heartbeat(_)
+            | ServiceMsg::Recover => {}
         }
     }
 }
@@ -499,8 +576,17 @@ impl<S: Store> Actor for MasterServer<S> {
             last_decision: None,
             acked: BTreeSet::new(),
             queue: VecDeque::new(),
+            recovery: None,
         };
-        if let Some(Saved::Master(saved)) = storage {
+        if let Some(Saved::MasterLost) = storage {
+            // The store was lost or found damaged (issue 18): rebuild from the slaves before
+            // serving. The marker is saved first, so a crash meanwhile rebuilds again rather
+            // than start a fresh cluster at version 0.
+            state.recovery = Some(Recovery::default());
+            o.save(Saved::MasterLost);
+            self.multicast(o, ServiceMsg::Recover);
+            o.set_timer(Timer::Heartbeat, self.heartbeat.clone());
+        } else if let Some(Saved::Master(saved)) = storage {
             state.user = saved.user.clone();
             state.pending = saved.pending.clone();
             state.last_decision = saved.last_decision;
@@ -523,6 +609,10 @@ impl<S: Store> Actor for MasterServer<S> {
         o: &mut Out<Self>,
     ) {
         match msg {
+            // A master rebuilding its store serves nothing and hears nothing but reports:
+            // clients retry, and slaves are heartbeated once it is done.
+            Msg::Service(msg @ ServiceMsg::Report { .. }) => self.on_service(state, src, msg, o),
+            _ if state.recovery.is_some() => {}
             Msg::Client(msg) => self.on_client(state, src, msg, o),
             Msg::Service(msg) => self.on_service(state, src, msg, o),
         }
@@ -536,6 +626,15 @@ impl<S: Store> Actor for MasterServer<S> {
         o: &mut Out<Self>,
     ) {
         match timer {
+            Timer::Heartbeat if state.recovery.is_some() => {
+                let reported = &state.recovery.as_ref().expect("recovering").reported;
+                for slave in &self.slaves {
+                    if !reported.contains(slave) {
+                        o.send(*slave, Msg::Service(ServiceMsg::Recover));
+                    }
+                }
+                o.set_timer(Timer::Heartbeat, self.heartbeat.clone());
+            }
             Timer::Heartbeat => {
                 let beat = state.beat();
                 for slave in &self.slaves {

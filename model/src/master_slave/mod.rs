@@ -38,6 +38,11 @@ pub enum Saved<S: Store> {
     Master(MasterStorage<S>),
     /// A slave's saved state.
     Slave(SlaveStorage<S>),
+    /// A master's saved state that was lost or found damaged (issue 18): nothing of it is
+    /// trusted. The master restarted from it rebuilds its state from its slaves before it
+    /// serves ([`MasterState::recovery`]), and saves this marker first, so a crash during
+    /// the rebuild starts it again rather than a fresh cluster.
+    MasterLost,
 }
 
 impl<S: Store> Saved<S> {
@@ -48,6 +53,7 @@ impl<S: Store> Saved<S> {
             Saved::Master(m) => m.user.version,
             Saved::Slave(s) if s.lost => 0,
             Saved::Slave(s) => s.user.version,
+            Saved::MasterLost => 0,
         }
     }
 
@@ -55,11 +61,15 @@ impl<S: Store> Saved<S> {
     ///
     /// A slave rejoins empty and catches up from the master ([`SlaveStorage::lost`]): its
     /// copy is a cache of the master's (claims 30, 42), so nothing committed is lost while
-    /// the master holds it. A master refuses to start (`None`): its committed versions, its
-    /// version counter and its decisions may exist nowhere else, and starting over would
-    /// hand out a version again (claims 9, 37, 43).
+    /// the master holds it. A master rebuilds from its slaves before it serves
+    /// ([`Saved::MasterLost`]): it takes the most advanced slave's copy and hands out
+    /// versions past every one a slave has heard of, never a version again (claims 9, 37,
+    /// 43). What only the lost store held (the client ledger, a version no slave reached)
+    /// is gone; `docs/reliability.md` states the assumption.
     pub fn after_damage(master: bool) -> Option<Saved<S>> {
-        (!master).then(|| {
+        Some(if master {
+            Saved::MasterLost
+        } else {
             Saved::Slave(SlaveStorage {
                 user: slave_user::SlaveUser::default(),
                 lost: true,
@@ -110,11 +120,18 @@ pub enum Mutant {
     /// A slave takes a snapshot that is not newer than its copy (any snapshot whose version
     /// differs from its own), so a late one moves it backwards.
     AcceptBackwardSnapshot,
+    /// A master rebuilding from its slaves takes the first slave's report, not every one, so
+    /// a lagging slave's copy can become the master's and its versions are handed out again.
+    RecoverFromOneSlave,
+    /// A master rebuilding from its slaves restarts its version counter after the copy it
+    /// took, not past every version a slave has heard of, so an aborted version is used
+    /// again.
+    RecoverCounterFromCopy,
 }
 
 impl Mutant {
     /// Every mutant.
-    pub const ALL: [Mutant; 13] = [
+    pub const ALL: [Mutant; 15] = [
         Mutant::ApplyWithoutPriorCheck,
         Mutant::CommitOnMajority,
         Mutant::VoteWithoutSaving,
@@ -128,6 +145,8 @@ impl Mutant {
         Mutant::GroupLosesMember,
         Mutant::ServeDamagedCopy,
         Mutant::AcceptBackwardSnapshot,
+        Mutant::RecoverFromOneSlave,
+        Mutant::RecoverCounterFromCopy,
     ];
 
     /// The command-line name.
@@ -146,6 +165,8 @@ impl Mutant {
             Mutant::GroupLosesMember => "group-loses-member",
             Mutant::ServeDamagedCopy => "serve-damaged-copy",
             Mutant::AcceptBackwardSnapshot => "accept-backward-snapshot",
+            Mutant::RecoverFromOneSlave => "recover-from-one-slave",
+            Mutant::RecoverCounterFromCopy => "recover-counter-from-copy",
         }
     }
 
@@ -174,6 +195,12 @@ impl Mutant {
             }
             Mutant::AcceptBackwardSnapshot => {
                 "a slave takes a snapshot older than its copy and moves backwards"
+            }
+            Mutant::RecoverFromOneSlave => {
+                "a master rebuilding its lost store trusts the first slave that reports"
+            }
+            Mutant::RecoverCounterFromCopy => {
+                "a master rebuilding its lost store restarts its counter after the copy it took"
             }
         }
     }
@@ -290,6 +317,28 @@ impl Mutant {
                     slaves: 1,
                     script: model::script("1p,1p"),
                     disk_faults: 1,
+                    ..base
+                },
+            ),
+            // The master's store lost: two slaves, one of them behind when it is lost.
+            Mutant::RecoverFromOneSlave => (
+                props::UNIQUE_VERSIONS,
+                MasterSlaveConfig {
+                    slaves: 2,
+                    script: model::script("1p,1p"),
+                    disk_faults: 1,
+                    master_faults: true,
+                    ..base
+                },
+            ),
+            // An aborted version that only the slave remembers.
+            Mutant::RecoverCounterFromCopy => (
+                props::AGREEMENT,
+                MasterSlaveConfig {
+                    slaves: 1,
+                    script: model::script("2p,1p"),
+                    disk_faults: 1,
+                    master_faults: true,
                     ..base
                 },
             ),

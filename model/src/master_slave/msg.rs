@@ -144,6 +144,21 @@ pub enum ServiceMsg<S: Store> {
     Heartbeat(Beat),
     /// SS → MS: the slave holds everything `Beat` names (version reached, decision applied).
     HeartbeatAck(Beat),
+    /// MS → every SS that has not reported, from a master whose store was lost or found
+    /// damaged (issue 18): "what do you hold?" Repeated on the heartbeat timer until every
+    /// slave has answered; the master serves nothing meanwhile.
+    Recover,
+    /// SS → MS: this slave's committed copy and the highest version it has heard of, the
+    /// answer to [`ServiceMsg::Recover`] (issue 18; claims 9, 43: the recovered master hands
+    /// out versions past every one a slave knows).
+    Report {
+        /// The slave's committed version.
+        version: Version,
+        /// Its committed data at `version`.
+        data: S,
+        /// The highest version it has heard of: committed, prepared, waiting or decided.
+        seen: Version,
+    },
 }
 
 /// Messages between a client (a master user or device, claim 2) and the master user layer.

@@ -13,7 +13,7 @@ use super::master_user::Step;
 use super::msg::{Beat, Msg, Outcome, ServiceMsg, Timer};
 use super::slave_user::SlaveUser;
 use super::{Mutant, Saved};
-use crate::store::Store;
+use crate::store::{Store, Version};
 use serde::{Deserialize, Serialize};
 use stateright::actor::{Actor, Id, Out};
 use stateright::{Rewrite, RewritePlan};
@@ -213,11 +213,32 @@ impl<S: Store> SlaveServer<S> {
             }
             ServiceMsg::Abort { version: v } => self.learn_decision(state, v, o),
             ServiceMsg::Heartbeat(beat) => self.on_heartbeat(state, beat, o),
+            ServiceMsg::Recover => {
+                // A master rebuilding a lost store (issue 18): this copy, and the highest
+                // version this slave has heard of, so the master hands out none of them again.
+                let user = &state.user;
+                let seen = [
+                    user.prepared.as_ref().map(|p| p.new),
+                    state.waiting.as_ref().map(|w| w.new),
+                ]
+                .into_iter()
+                .flatten()
+                .fold(user.version.max(user.decided), Version::max);
+                self.send(
+                    o,
+                    ServiceMsg::Report {
+                        version: user.version,
+                        data: user.data.clone(),
+                        seen,
+                    },
+                );
+            }
             // Slave-to-master messages never arrive at a slave (only by a stray sender).
             ServiceMsg::DeltaRequest { .. }
             | ServiceMsg::Prepared { .. }
             | ServiceMsg::Refused { .. }
-            | ServiceMsg::HeartbeatAck(_) => {}
+            | ServiceMsg::HeartbeatAck(_)
+            | ServiceMsg::Report { .. } => {}
         }
     }
 

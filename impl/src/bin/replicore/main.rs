@@ -85,8 +85,14 @@ struct ClusterArgs {
     /// Create this node's store if its data directory has none (every protocol's node and
     /// replica commands). Without it a missing or empty data directory is refused: a node
     /// is created once, explicitly, and an empty directory never means a fresh node.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, conflicts_with = "recover")]
     init: bool,
+    /// This node's store was lost: create it anew in a directory that holds none, and
+    /// rebuild before serving (protocol 1's master: from every slave, taking the most
+    /// advanced copy and handing out versions past every one a slave has heard of; a
+    /// slave: empty, from the master). Refused on a directory that holds a store.
+    #[arg(long, global = true)]
+    recover: bool,
     /// Testing only: write each step's save behind its messages (a deliberately broken
     /// runtime that the chaos test and trace conformance must catch). Refused by a build
     /// without the `testing` feature.
@@ -307,6 +313,7 @@ struct Cluster {
     unsafe_send_before_save: bool,
     transport: TransportSettings,
     init: bool,
+    recover: bool,
 }
 
 /// The transport from the cluster file and the flags; warns when it is plain.
@@ -475,6 +482,7 @@ impl Cluster {
             unsafe_send_before_save: a.unsafe_send_before_save,
             transport,
             init: a.init,
+            recover: a.recover,
         })
     }
 
@@ -540,6 +548,7 @@ impl Cluster {
         }
         cfg.security = self.security(Role::Node(node_id))?;
         cfg.init = self.init;
+        cfg.recover = self.recover;
         Ok(cfg)
     }
 
@@ -723,6 +732,7 @@ async fn run(cli: Cli) -> Result<()> {
             } else {
                 None
             };
+            only_protocol_1_recovers(&cli.cluster)?;
             let trace_dir = cli.cluster.trace_dir.clone();
             print!(
                 "{}",
@@ -745,6 +755,7 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::StageSync { command } => {
+            only_protocol_1_recovers(&cli.cluster)?;
             let c = Cluster::from_args(&cli.cluster)?;
             let trace_dir = cli.cluster.trace_dir.clone();
             print!(
@@ -768,6 +779,7 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Failover { command } => {
+            only_protocol_1_recovers(&cli.cluster)?;
             let cluster = Cluster::from_args(&cli.cluster)?;
             let servers = std::iter::once(cluster.master()?.to_string())
                 .chain(cluster.slaves.iter().cloned())
@@ -1599,5 +1611,16 @@ async fn demo_in(dir: &std::path::Path, updates: u32, json: bool) -> Result<()> 
         node.shutdown().await?;
     }
     master.shutdown().await?;
+    Ok(())
+}
+
+/// `--recover` rebuilds a lost store of protocol 1's nodes; the other protocols create a
+/// lost node again with `--init` (knowledge sync as a new incarnation).
+fn only_protocol_1_recovers(a: &ClusterArgs) -> Result<()> {
+    if a.recover {
+        anyhow::bail!(
+            "--recover is for protocol 1's master and slaves; create a lost node of this protocol again with --init"
+        );
+    }
     Ok(())
 }

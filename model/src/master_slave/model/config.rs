@@ -178,6 +178,12 @@ pub struct MasterSlaveConfig {
     /// state or find it damaged ([`super::StorageFault`]), at most this many times in all.
     /// 0 (the default) keeps every disk intact.
     pub disk_faults: usize,
+    /// Whether the master's store may be lost too (issue 18), within the same bound: while
+    /// the master is down and some slave holds everything it saved
+    /// ([`super::system::master_copy_survives`]), its store is lost, and it rebuilds from its
+    /// slaves. Off by default: with it, nothing the master counts is a floor while a fault
+    /// may still come, so fewer messages are dead and the space is larger.
+    pub master_faults: bool,
     /// A deliberate bug.
     pub mutant: Option<Mutant>,
 }
@@ -198,6 +204,7 @@ impl Default for MasterSlaveConfig {
             max_crashes: 1,
             history_bound: 1,
             disk_faults: 0,
+            master_faults: false,
             mutant: None,
         }
     }
@@ -207,7 +214,7 @@ impl fmt::Display for MasterSlaveConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "master-slave: slaves={} script={}{}{} network={}{} crashes={}{} history={} mutant={}",
+            "master-slave: slaves={} script={}{}{} network={}{} crashes={}{}{} history={} mutant={}",
             self.slaves,
             script_text(&self.script),
             if self.clients == 1 {
@@ -223,6 +230,11 @@ impl fmt::Display for MasterSlaveConfig {
                 String::new()
             } else {
                 format!(" disk-faults={}", self.disk_faults)
+            },
+            if self.master_faults {
+                " master-faults"
+            } else {
+                ""
             },
             self.history_bound,
             self.mutant.map_or("none", Mutant::name),
@@ -309,6 +321,7 @@ impl MasterSlaveConfig {
     pub fn into_model(self) -> MasterSlaveModel {
         let mut ghost = Ghost::default();
         ghost.storage_faults_max = self.disk_faults;
+        ghost.master_faults = self.master_faults;
         let scripts = (0..self.clients).map(|c| self.client_script(c)).collect();
         let system = actors(
             self.clone(),

@@ -98,6 +98,9 @@ pub struct GhostHistory<S: Store> {
     /// The most storage faults a run may have ([`MasterSlaveConfig::disk_faults`]), kept
     /// here so the reductions can tell whether one may still come.
     pub storage_faults_max: usize,
+    /// Whether the master's store may be lost ([`MasterSlaveConfig::master_faults`]), kept
+    /// here for the reductions.
+    pub master_faults: bool,
     /// The crashed servers whose saved state was lost or damaged since they went down; a
     /// recovery takes a server out. [`super::props::monotonic`] does not judge them: their
     /// version goes back by the fault, not by the protocol.

@@ -15,6 +15,11 @@ fn faults_left(s: &MasterSlaveState) -> bool {
     s.history.storage_faults < s.history.storage_faults_max
 }
 
+/// Whether the master's store may still be lost in a run through `s`.
+fn master_faults_left(s: &MasterSlaveState) -> bool {
+    s.history.master_faults && faults_left(s)
+}
+
 /// The lowest committed version slave `i` can ever hold again: its version only grows while
 /// it runs, and a restart resumes from its saved version (or from nothing, after a storage
 /// fault).
@@ -49,7 +54,9 @@ fn decided_floor(s: &MasterSlaveState, i: usize) -> Version {
 /// The master's floors: the lowest values its counters can ever take again. Each only
 /// grows while the master runs, a restart resumes from the saved value, and every save
 /// stores the live value. (The mutant that reuses an aborted version lowers the version
-/// counter by one at most, which `is_dead` allows for.)
+/// counter by one at most, which `is_dead` allows for.) While a storage fault may still
+/// come, the master's store may be lost and rebuilt without its last decision or its
+/// ledger, so every floor is 0.
 struct MasterFloor {
     version: Version,
     decided: Option<Version>,
@@ -57,13 +64,17 @@ struct MasterFloor {
 }
 
 fn master_floor(s: &MasterSlaveState) -> MasterFloor {
-    let NodeState::Master(m) = &*s.actor_states[0] else {
-        return MasterFloor {
-            version: 0,
-            decided: None,
-            next_version: 0,
-        };
+    let none = MasterFloor {
+        version: 0,
+        decided: None,
+        next_version: 0,
     };
+    let NodeState::Master(m) = &*s.actor_states[0] else {
+        return none;
+    };
+    if master_faults_left(s) {
+        return none;
+    }
     let live = (
         m.user.version,
         m.last_decision.map(|d| d.version),
@@ -84,8 +95,12 @@ fn master_floor(s: &MasterSlaveState) -> MasterFloor {
     }
 }
 
-/// The lowest "next request" the master can ever expect again from `client`.
+/// The lowest "next request" the master can ever expect again from `client` (0 while a
+/// storage fault may still take the master's ledger).
 fn request_floor(s: &MasterSlaveState, client: Id) -> u64 {
+    if master_faults_left(s) {
+        return 0;
+    }
     let live = match &*s.actor_states[0] {
         NodeState::Master(m) => m.user.clients.get(&client).map_or(0, |e| e.next_req),
         _ => 0,
@@ -431,7 +446,14 @@ fn fingerprint(s: &MasterSlaveState, with_recovered: bool, look_for_dead: bool) 
         key.hash(&mut h);
     }
     match &*s.actor_states[0] {
-        NodeState::Master(m) => (&m.user, &m.pending, &m.last_decision, &m.queue).hash(&mut h),
+        NodeState::Master(m) => (
+            &m.user,
+            &m.pending,
+            &m.last_decision,
+            &m.queue,
+            m.recovery.as_ref().map(|r| (r.version, &r.data, r.seen)),
+        )
+            .hash(&mut h),
         other => other.hash(&mut h),
     }
     (
@@ -461,6 +483,7 @@ fn fingerprint(s: &MasterSlaveState, with_recovered: bool, look_for_dead: bool) 
         g.group_committed,
         g.storage_faults,
         g.storage_faults_max,
+        g.master_faults,
         g.went_back,
     )
         .hash(&mut h);
@@ -499,7 +522,8 @@ fn fingerprint(s: &MasterSlaveState, with_recovered: bool, look_for_dead: bool) 
                 v.sort_unstable();
                 v
             };
-            (ids(&m.votes), ids(&m.acked)).hash(&mut h);
+            let reported = m.recovery.as_ref().map(|r| ids(&r.reported));
+            (ids(&m.votes), ids(&m.acked), reported).hash(&mut h);
         }
         let mut voted: Vec<(Id, Version)> =
             g.voted.iter().map(|(id, v)| (rename(*id), *v)).collect();

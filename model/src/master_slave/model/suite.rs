@@ -128,6 +128,22 @@ pub fn cases() -> Vec<Case<MasterSlaveConfig>> {
             },
             "a storage fault around a rollback: prepared deltas and decisions lost with the store",
         ),
+        Case::quick(
+            MasterSlaveConfig {
+                disk_faults: 1,
+                master_faults: true,
+                ..cfg(1, "2p,1p", 1)
+            },
+            "the master's store lost: it rebuilds from its slave, past every version the slave heard of",
+        ),
+        Case::full(
+            MasterSlaveConfig {
+                disk_faults: 1,
+                master_faults: true,
+                ..cfg(2, "1p,1p", 1)
+            },
+            "the master's store lost with two slaves: it waits for both, one of them behind",
+        ),
         // Small enough to check with every reduction off as well, and audited.
         Case::quick(
             MasterSlaveConfig {
@@ -135,6 +151,15 @@ pub fn cases() -> Vec<Case<MasterSlaveConfig>> {
                 ..loss_free(cfg(2, "1p", 1))
             },
             "exact: dead messages that a storage fault brings back to life, symmetric slaves",
+        )
+        .exact(),
+        Case::quick(
+            MasterSlaveConfig {
+                disk_faults: 1,
+                master_faults: true,
+                ..loss_free(cfg(1, "2p", 1))
+            },
+            "exact: the master's rebuild, with the floors a lost store takes back",
         )
         .exact(),
         Case::quick(

@@ -80,6 +80,11 @@ impl StorageFault {
     /// changes nothing (a damaged store that never held anything).
     pub fn apply(self, saved: &Option<Saved<ModelKv>>) -> Option<Option<Saved<ModelKv>>> {
         let after = match (self, saved) {
+            // A master's store lost or damaged alike leaves the marker its rebuild starts
+            // from (the runtime's `--recover`, or its discarding of a damaged store): one
+            // fault, `Lost`, stands for both.
+            (StorageFault::Lost, Some(Saved::Master(_))) => Some(Saved::MasterLost),
+            (_, Some(Saved::Master(_) | Saved::MasterLost)) => return None,
             (StorageFault::Lost, _) => None,
             (StorageFault::Damaged, Some(Saved::Slave(st))) => Some(Saved::Slave(SlaveStorage {
                 user: SlaveUser {
@@ -88,8 +93,7 @@ impl StorageFault {
                 },
                 lost: true,
             })),
-            // The master's storage is never lost (see [`MasterSlaveModel`]); nothing saved
-            // cannot be damaged.
+            // Nothing saved cannot be damaged.
             (StorageFault::Damaged, _) => return None,
         };
         (after != *saved).then_some(after)
@@ -98,10 +102,11 @@ impl StorageFault {
 
 /// The checked system of protocol 1: Stateright's actor model ([`MasterSlaveActors`]) plus
 /// the storage faults of issue 18, which Stateright's actor model cannot express: while a
-/// slave is down, its saved state may be lost or damaged, at most
-/// [`MasterSlaveConfig::disk_faults`] times in a run. The next recovery runs the slave's own
-/// `on_start` on what is left, the same code the runtime runs. The master's storage is never
-/// lost (the assumption under which protocol 1's properties hold, `docs/reliability.md`).
+/// server is down, its saved state may be lost or damaged, at most
+/// [`MasterSlaveConfig::disk_faults`] times in a run. The next recovery runs the server's own
+/// `on_start` on what is left, the same code the runtime runs. The master's store is lost
+/// only while some slave's saved copy holds everything it saved ([`master_copy_survives`]):
+/// the assumption under which protocol 1's properties hold (`docs/reliability.md`).
 ///
 /// It derefs to the actor model, so `model.cfg` and `model.actors` read as before.
 #[derive(Clone)]
@@ -149,6 +154,16 @@ impl MasterSlaveModel {
             return Vec::new();
         }
         let mut faults = Vec::new();
+        let master = self.cfg.master_id();
+        if self.cfg.master_faults
+            && s.crashed[usize::from(master)]
+            && master_copy_survives(s)
+            && StorageFault::Lost
+                .apply(&s.actor_storages[usize::from(master)])
+                .is_some()
+        {
+            faults.push((master, StorageFault::Lost));
+        }
         for id in self.cfg.slave_ids() {
             let i = usize::from(id);
             if !s.crashed[i] {
@@ -268,6 +283,27 @@ fn version_of<S: Store>(state: &NodeState<S>) -> crate::store::Version {
         NodeState::Slave(sl) => sl.user.version,
         NodeState::Client(_) => 0,
     }
+}
+
+/// The assumption under which the master's store may be lost (issue 18): it saved no
+/// undecided round, and some slave's saved copy (not itself found damaged) is at the
+/// master's saved version and has heard of every version the master handed out (its
+/// committed or decided version reaches the master's counter). Then every committed
+/// version, and every version number used, survives on a slave; what the master's rebuild
+/// must find. Without it a version only the master held is gone, and no protocol could tell.
+pub fn master_copy_survives<S: Store>(s: &SystemState<S>) -> bool {
+    let Some(Saved::Master(m)) = &s.actor_storages[0] else {
+        return false;
+    };
+    m.pending.is_none()
+        && s.actor_storages.iter().skip(1).any(|saved| match saved {
+            Some(Saved::Slave(sl)) => {
+                !sl.lost
+                    && sl.user.version == m.user.version
+                    && sl.user.version.max(sl.user.decided) + 1 >= m.user.next_version
+            }
+            _ => false,
+        })
 }
 
 /// Whether `fault` may happen to `id` in `s` (see [`MasterSlaveModel::faults`]).

@@ -97,6 +97,7 @@ fn text(
                     Some(p) => format!("saved v{} (pending v{})", m.user.version, p.step.new),
                     None => format!("saved v{}", m.user.version),
                 },
+                Some(Saved::MasterLost) => "its store lost, to rebuild from the slaves".into(),
                 None => "nothing saved".into(),
             };
             (format!("{} restarts with {saved}", node(*id)), Some(*id))
@@ -175,6 +176,12 @@ pub fn msg_text(msg: &Msg<ModelKv>) -> String {
             ServiceMsg::Abort { version } => format!("Abort{{v{version}}}"),
             ServiceMsg::Heartbeat(b) => format!("Heartbeat{{{}}}", beat_text(b)),
             ServiceMsg::HeartbeatAck(b) => format!("HeartbeatAck{{{}}}", beat_text(b)),
+            ServiceMsg::Recover => "Recover".into(),
+            ServiceMsg::Report {
+                version,
+                data,
+                seen,
+            } => format!("Report{{v{version} {}, seen v{seen}}}", data_text(data)),
         },
         Msg::Client(m) => match m {
             ClientMsg::Update { req, op, mode } => {
