@@ -847,6 +847,60 @@ mod tests {
     }
 
     #[test]
+    fn a_lost_store_is_rebuilt_from_every_slave_before_the_master_serves() {
+        let m = master();
+        let mut out = Out::new();
+        let state = m.on_start(Id::from(0), &Some(Saved::MasterLost), &mut out);
+        let cmds: Vec<String> = out.iter().map(|c| format!("{c:?}")).collect();
+        assert_eq!(
+            cmds,
+            vec![
+                "Save(MasterLost)",
+                "Send(Id(1), Service(Recover))",
+                "Send(Id(2), Service(Recover))",
+                "SetTimer(Heartbeat, 0ns..0ns)",
+            ],
+            "the marker is saved before anything leaves"
+        );
+        // Rebuilding, it serves no client.
+        let (state, cmds) = deliver(&m, state, 3, update(0, Mode::OnePhase));
+        assert!(cmds.is_empty() && state.user.version == 0, "{cmds:?}");
+        let mut data = ModelKv::default();
+        data.apply(&data.delta_of(&KvOp::Put(0, 7)));
+        let report = |version, seen| {
+            Msg::Service(ServiceMsg::Report {
+                version,
+                data: if version == 3 {
+                    data.clone()
+                } else {
+                    ModelKv::default()
+                },
+                seen,
+            })
+        };
+        // One slave of two is not enough: the other may hold a later copy.
+        let (state, cmds) = deliver(&m, state, 1, report(3, 4));
+        assert!(cmds.is_empty() && state.recovery.is_some(), "{cmds:?}");
+        let (state, cmds) = deliver(&m, state, 2, report(0, 2));
+        assert!(state.recovery.is_none());
+        assert_eq!((state.user.version, state.user.next_version), (3, 5));
+        assert_eq!(state.user.data, data, "the most advanced copy");
+        assert_eq!(
+            state.last_decision,
+            Some(Decision {
+                version: 4,
+                outcome: Outcome::Abort
+            }),
+            "a version heard of above the copy was never committed"
+        );
+        assert!(cmds[0].starts_with("Save(Master("), "{cmds:?}");
+        assert_eq!(cmds[1], "SetTimer(Heartbeat, 0ns..0ns)");
+        // Serving again: the next update takes a version past every one heard of.
+        let (state, _) = deliver(&m, state, 3, update(0, Mode::OnePhase));
+        assert_eq!(state.user.version, 5);
+    }
+
+    #[test]
     fn restart_aborts_an_undecided_update_and_never_reuses_its_version() {
         let m = master();
         let state = m.on_start(Id::from(0), &None, &mut Out::new());
