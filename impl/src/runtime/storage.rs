@@ -223,6 +223,16 @@ pub enum StorageError {
     Task(String),
 }
 
+/// The store file of the data directory `dir`, and whether it exists.
+fn store_file(dir: &Path) -> Result<(PathBuf, bool), StorageError> {
+    let path = dir.join(FILE_NAME);
+    let exists = path.try_exists().map_err(|source| StorageError::Dir {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    Ok((path, exists))
+}
+
 fn db<E: Into<redb::Error>>(e: E) -> StorageError {
     StorageError::Db(Box::new(e.into()))
 }
@@ -859,11 +869,7 @@ impl Disk {
 
     /// [`Disk::open_or_init`] when `init`, else [`Disk::open`].
     pub fn open_with(dir: &Path, owner: &Owner, init: bool) -> Result<Disk, StorageError> {
-        let path = dir.join(FILE_NAME);
-        let exists = path.try_exists().map_err(|source| StorageError::Dir {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        let (path, exists) = store_file(dir)?;
         if exists {
             precheck(&path, owner)?;
         } else if !init {
@@ -1040,11 +1046,7 @@ impl Disk {
                 what: format!("node {}", owner.node),
             });
         }
-        let path = dir.join(FILE_NAME);
-        let exists = path.try_exists().map_err(|source| StorageError::Dir {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        let (path, exists) = store_file(dir)?;
         if exists {
             return Err(StorageError::RecoverExisting { path });
         }
