@@ -114,6 +114,14 @@ pub enum KnowledgeCommand {
         /// The bundle file.
         file: PathBuf,
     },
+}
+
+/// `replicore knowledge-sync <verb>`: the replica commands (also at the top level, as
+/// before) and `check-trace`, which only this form has (the top level's is protocol 1's).
+#[derive(Debug, Subcommand)]
+pub enum KnowledgeSyncCommand {
+    #[command(flatten)]
+    Replica(KnowledgeCommand),
     /// Knowledge sync: replay the traces in a directory through each replica's actor.
     CheckTrace {
         /// The directory the replicas recorded their traces in (`--trace-dir`).
@@ -189,10 +197,6 @@ pub async fn run(
     json: bool,
 ) -> anyhow::Result<String> {
     match cmd {
-        KnowledgeCommand::CheckTrace { dir } => {
-            crate::conforms(&replicore_runtime::knowledge::check_trace(&dir)?, json);
-            Ok(String::new())
-        }
         KnowledgeCommand::ReplicaServe {
             data_dir,
             replica,

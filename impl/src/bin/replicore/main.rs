@@ -135,7 +135,7 @@ enum Command {
     /// replica-serve, sync (also at the top level, as before).
     KnowledgeSync {
         #[command(subcommand)]
-        command: knowledge::KnowledgeCommand,
+        command: knowledge::KnowledgeSyncCommand,
     },
     /// Protocol 4, stage-ordered peer sync: `peer`, `insert`, `remove`, `show`.
     StageSync {
@@ -621,7 +621,10 @@ fn main() -> ExitCode {
             MasterSlaveCommand::Master { .. } | MasterSlaveCommand::Slave { .. }
         ),
         Command::Failover { command } => command.is_server(),
-        Command::KnowledgeSync { command } | Command::KnowledgeAlias(command) => {
+        Command::KnowledgeSync {
+            command: knowledge::KnowledgeSyncCommand::Replica(command),
+        }
+        | Command::KnowledgeAlias(command) => {
             matches!(command, knowledge::KnowledgeCommand::ReplicaServe { .. })
         }
         Command::StageSync { command } => {
@@ -725,7 +728,16 @@ async fn run(cli: Cli) -> Result<()> {
         Command::MasterSlave { command } | Command::MasterSlaveAlias(command) => {
             master_slave(command, &cli.cluster, cli.json).await
         }
-        Command::KnowledgeSync { command } | Command::KnowledgeAlias(command) => {
+        Command::KnowledgeSync {
+            command: knowledge::KnowledgeSyncCommand::CheckTrace { dir },
+        } => {
+            conforms(&replicore_runtime::knowledge::check_trace(&dir)?, cli.json);
+            Ok(())
+        }
+        Command::KnowledgeSync {
+            command: knowledge::KnowledgeSyncCommand::Replica(command),
+        }
+        | Command::KnowledgeAlias(command) => {
             let cluster = if command.needs_cluster() {
                 let c = Cluster::from_args(&cli.cluster)?;
                 Some((c.cluster_id, c.key, c.transport))
