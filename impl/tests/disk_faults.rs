@@ -639,3 +639,76 @@ async fn a_master_whose_store_is_lost_or_damaged_rebuilds_from_its_slave_and_nev
     .await
     .expect("test bounded");
 }
+
+#[tokio::test]
+async fn a_slave_refuses_a_master_created_again_with_init_and_follows_it_once_it_recovers() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (config, ports) = cluster_file(tmp.path());
+        let (mdir, sdir) = (tmp.path().join("master"), tmp.path().join("slave"));
+        let with = |flag: &str, role: Role, dir: &Path, id| {
+            let mut a = vec![flag.to_string()];
+            a.extend(role.args(dir, ports, id));
+            a
+        };
+        let log = |name: &str| tmp.path().join(name);
+        let master = spawn(
+            &config,
+            &with("--init", Role::Master, &mdir, 0),
+            &log("m1.log"),
+        )
+        .await;
+        let slave_log = log("s1.log");
+        let slave = spawn(&config, &with("--init", Role::Slave, &sdir, 1), &slave_log).await;
+        put_version(&config, "key", "value-one").await;
+        let v2 = put_version(&config, "key", "value-two").await;
+        assert_eq!(serves(&config, 1, "key", "value-two").await, v2);
+
+        // The master's store is lost and the operator creates it again with --init: a new
+        // cluster under the same id. Its slave refuses it, both sides say why, and whatever
+        // the new master commits never reaches the slave's copy.
+        stop(master);
+        std::fs::remove_dir_all(&mdir).unwrap();
+        let m2 = log("m2.log");
+        let master = spawn(&config, &with("--init", Role::Master, &mdir, 0), &m2).await;
+        let why = "another creation of cluster";
+        wait_for(&slave_log, |t| t.contains(why)).await;
+        wait_for(&m2, |t| t.contains(why)).await;
+        let _ = run(
+            &config,
+            &[
+                "put".into(),
+                "key".into(),
+                "value-of-another-cluster".into(),
+            ],
+        )
+        .await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(serves(&config, 1, "key", "value-two").await, v2);
+        stop(master);
+
+        // Started with --recover instead, the master joins the slave's incarnation and
+        // rebuilds from it.
+        std::fs::remove_dir_all(&mdir).unwrap();
+        let master = spawn(
+            &config,
+            &with("--recover", Role::Master, &mdir, 0),
+            &log("m3.log"),
+        )
+        .await;
+        assert_eq!(serves(&config, 0, "key", "value-two").await, v2);
+        let v3 = put_version(&config, "key", "value-three").await;
+        assert!(v3 > v2, "{v3} after {v2}");
+        assert_eq!(serves(&config, 1, "key", "value-three").await, v3);
+        stop(master);
+
+        // Restarted, the recovered master keeps the incarnation it joined.
+        let master = spawn(&config, &Role::Master.args(&mdir, ports, 0), &log("m4.log")).await;
+        let v4 = put_version(&config, "key", "value-four").await;
+        assert_eq!(serves(&config, 1, "key", "value-four").await, v4);
+        stop(master);
+        stop(slave);
+    })
+    .await
+    .expect("test bounded");
+}

@@ -5,7 +5,7 @@ use crate::master_slave::conformance::NodeMeta;
 use crate::runtime::codec::{NodeStatus, Query, Reply};
 use crate::runtime::driver::{Driver, DriverError, DriverOptions, Router};
 use crate::runtime::faults::{FaultLayer, FaultPlan, counts_file_name as faults_counts_file};
-use crate::runtime::handshake::Identity;
+use crate::runtime::handshake::{Identity, Incarnation};
 #[cfg(feature = "testing")]
 use crate::runtime::memnet::MemNet;
 use crate::runtime::node_loop::{self, Host, INBOX_INPUTS};
@@ -588,6 +588,7 @@ impl<S: UserStore> Node<S> {
                 .await
                 .map_err(|e| NodeError::Task(e.to_string()))??
         };
+        let incarnation = incarnation_of(&disk, config.node_id)?;
         let options = DriverOptions {
             max_frame_bytes: config.max_frame_bytes,
             seed: config.seed,
@@ -636,7 +637,8 @@ impl<S: UserStore> Node<S> {
         let cancel = CancellationToken::new();
         let link = Link {
             identity: Identity::new(config.cluster_id, config.node_id, config.key.clone())
-                .with_security(config.security.clone()),
+                .with_security(config.security.clone())
+                .with_incarnation(incarnation),
             router: router.clone(),
             inbox: inbox_tx.clone(),
             max_frame_bytes: config.max_frame_bytes,
@@ -1036,4 +1038,32 @@ where
             changed
         });
     }
+}
+
+/// The incarnation of its cluster this node belongs to (issue 18), as its store knows it.
+/// A master that knows none and is not rebuilding a lost store draws one and saves it: its
+/// cluster's creation (`--init`), or a store written before incarnations. A slave adopts
+/// its master's at their first meeting; a master rebuilding a lost store adopts its slaves'.
+/// Either way it is saved before the connection that brought it is accepted, and a node
+/// of another creation of the cluster is refused from then on.
+fn incarnation_of(disk: &Disk, node_id: u64) -> Result<Incarnation, StorageError> {
+    let known = disk.incarnation()?;
+    let rebuilding = matches!(disk.discarded(), Some(StorageError::Recreated { .. }));
+    let save = {
+        let disk = disk.clone();
+        move |n| disk.set_incarnation(n).map_err(|e| e.to_string())
+    };
+    if node_id != MASTER_ID {
+        return Ok(Incarnation::adopting(known, |peer| peer == MASTER_ID, save));
+    }
+    if known == 0 && !rebuilding {
+        let drawn = rand::random::<u64>().max(1);
+        disk.set_incarnation(drawn)?;
+        return Ok(Incarnation::fixed(drawn));
+    }
+    Ok(Incarnation::adopting(
+        known,
+        |peer| peer != MASTER_ID && peer < CLIENT_ID_MIN,
+        save,
+    ))
 }

@@ -20,7 +20,7 @@ use tokio_util::codec::LengthDelimitedCodec;
 pub const MAGIC: [u8; 4] = *b"RPLC";
 
 /// The version of this wire format; peers with another version are refused.
-pub const WIRE_VERSION: u16 = 2;
+pub const WIRE_VERSION: u16 = 3;
 
 /// The default largest frame body, in bytes (a snapshot of the whole data travels in one frame).
 pub const MAX_FRAME_BYTES_DEFAULT: usize = 64 * 1024 * 1024;

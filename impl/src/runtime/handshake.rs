@@ -2,7 +2,8 @@
 //!
 //! ```text
 //!  initiator (dials)                                   acceptor (listens)
-//!    Hello{magic, wire version, cluster, id, nonce_i} ──▶  checks magic, version, cluster
+//!    Hello{magic, wire version, cluster, incarnation, id, nonce_i}
+//!                                                    ──▶  checks magic, version, cluster, incarnation
 //!    ◀── Challenge{Hello{.., id, nonce_a}, mac_a}          mac_a = HMAC(key, "acceptor" ‖ transcript)
 //!    checks mac_a (does the acceptor know the key?)
 //!    Proof{mac_i} ─────────────────────────────────────▶  checks mac_i = HMAC(key, "initiator" ‖ transcript)
@@ -13,6 +14,12 @@
 //! connection (fresh nonces), for another node id, or relayed between two TLS sessions by a
 //! man in the middle. Both sides prove the cluster's pre-shared key without sending it. A
 //! peer failing any check is refused: the connection closes and the refusing side logs why.
+//!
+//! The incarnation ([`Incarnation`]) tells two creations of one cluster apart: a store made
+//! again with `--init` starts a new cluster under the same id, and the nodes of the old one
+//! refuse it (issue 18), as etcd members refuse a peer of another cluster. A node that does
+//! not know its cluster's incarnation yet adopts, and saves, the first one a peer entitled to
+//! give it proves with the key.
 
 use crate::runtime::codec::{self, CodecError, MAGIC, WIRE_VERSION};
 use crate::runtime::tls::{Security, TlsError};
@@ -20,6 +27,7 @@ use futures::{SinkExt, StreamExt};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
@@ -41,6 +49,114 @@ pub struct Identity {
     pub key: Vec<u8>,
     /// How connections are secured (TLS with derived keys unless set).
     pub security: Security,
+    /// Which creation of the cluster this side belongs to ([`Incarnation::none`] unless set).
+    pub incarnation: Incarnation,
+}
+
+/// Saves an adopted incarnation before the connection that brought it is accepted.
+type SaveIncarnation = dyn Fn(u64) -> Result<(), String> + Send + Sync;
+
+/// How a node adopts an incarnation: from which peer ids, saved how.
+#[derive(Clone)]
+struct Adopt {
+    save: Arc<SaveIncarnation>,
+    from: fn(u64) -> bool,
+}
+
+/// Which creation of its cluster a node belongs to: a random non-zero number drawn when the
+/// cluster's master store is created (`--init`) and saved with every node's identity, or 0
+/// while a node does not know it yet (a slave before it first meets its master, a master
+/// rebuilding a lost store before it meets a slave). Two sides that both know one and differ
+/// never talk: one of them belongs to a cluster created again under the same id (a master
+/// whose store was lost and re-created with `--init` instead of `--recover`).
+#[derive(Clone, Default)]
+pub struct Incarnation {
+    known: Arc<Mutex<u64>>,
+    adopt: Option<Adopt>,
+}
+
+impl std::fmt::Debug for Incarnation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Incarnation({})", self.get())
+    }
+}
+
+impl Incarnation {
+    /// None known and none adopted: clients, and the protocols that do not use one; the
+    /// check then never refuses.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// `known`, never changed.
+    pub fn fixed(known: u64) -> Self {
+        Incarnation {
+            known: Arc::new(Mutex::new(known)),
+            adopt: None,
+        }
+    }
+
+    /// `known`; while it is 0, the incarnation of the first peer that proves the key and
+    /// whose id `from` accepts is saved by `save` and adopted (a failed save refuses that
+    /// peer).
+    pub fn adopting(
+        known: u64,
+        from: fn(u64) -> bool,
+        save: impl Fn(u64) -> Result<(), String> + Send + Sync + 'static,
+    ) -> Self {
+        Incarnation {
+            known: Arc::new(Mutex::new(known)),
+            adopt: Some(Adopt {
+                save: Arc::new(save),
+                from,
+            }),
+        }
+    }
+
+    /// The incarnation this side knows, 0 when none.
+    pub fn get(&self) -> u64 {
+        *self.known.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The incarnation mismatch with a peer announcing `theirs`, if both know one.
+    fn conflict(&self, cluster_id: u64, theirs: u64) -> Result<(), HandshakeError> {
+        let ours = self.get();
+        if ours != 0 && theirs != 0 && ours != theirs {
+            return Err(HandshakeError::Incarnation {
+                cluster_id,
+                theirs,
+                ours,
+            });
+        }
+        Ok(())
+    }
+
+    /// Adopts `theirs` from the peer `peer` (which proved the key) when this side knows
+    /// none and may take it from that peer.
+    fn adopt(&self, cluster_id: u64, peer: u64, theirs: u64) -> Result<(), HandshakeError> {
+        let Some(Adopt { save, from }) = &self.adopt else {
+            return Ok(());
+        };
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        if *known == 0 && theirs != 0 && from(peer) {
+            save(theirs).map_err(HandshakeError::SaveIncarnation)?;
+            tracing::info!(
+                cluster = cluster_id,
+                incarnation = theirs,
+                peer,
+                "joined the cluster's incarnation"
+            );
+            *known = theirs;
+        } else if *known != 0 && theirs != 0 && *known != theirs {
+            // Another connection adopted a different one meanwhile.
+            return Err(HandshakeError::Incarnation {
+                cluster_id,
+                theirs,
+                ours: *known,
+            });
+        }
+        Ok(())
+    }
 }
 
 impl Identity {
@@ -52,12 +168,19 @@ impl Identity {
             node_id,
             key: key.into(),
             security: Security::default(),
+            incarnation: Incarnation::none(),
         }
     }
 
     /// The same identity, its connections secured by `security`.
     pub fn with_security(mut self, security: Security) -> Self {
         self.security = security;
+        self
+    }
+
+    /// The same identity, of the cluster's incarnation `incarnation`.
+    pub fn with_incarnation(mut self, incarnation: Incarnation) -> Self {
+        self.incarnation = incarnation;
         self
     }
 }
@@ -71,6 +194,8 @@ pub struct Hello {
     pub wire_version: u16,
     /// The sender's cluster.
     pub cluster_id: u64,
+    /// The sender's incarnation of its cluster, 0 when it knows none ([`Incarnation`]).
+    pub incarnation: u64,
     /// The sender's node (or client) id.
     pub node_id: u64,
     /// A fresh random nonce.
@@ -135,6 +260,21 @@ pub enum HandshakeError {
         /// Ours.
         ours: u64,
     },
+    /// Both sides belong to cluster `cluster_id`, but to different creations of it.
+    #[error(
+        "peer belongs to another creation of cluster {cluster_id} (incarnation {theirs:#018x}, this node's is {ours:#018x}): a store created again with --init starts a new cluster; a master whose store was lost rejoins with --recover"
+    )]
+    Incarnation {
+        /// The cluster id both share.
+        cluster_id: u64,
+        /// The peer's incarnation.
+        theirs: u64,
+        /// Ours.
+        ours: u64,
+    },
+    /// The incarnation adopted from a peer could not be saved.
+    #[error("could not save the cluster's incarnation: {0}")]
+    SaveIncarnation(String),
     /// The acceptor closed after the key proof instead of accepting: it refused this side's
     /// credential for the id it claims.
     #[error(
@@ -181,6 +321,7 @@ fn hello(me: &Identity) -> Hello {
         magic: MAGIC,
         wire_version: WIRE_VERSION,
         cluster_id: me.cluster_id,
+        incarnation: me.incarnation.get(),
         node_id: me.node_id,
         nonce: rand::random(),
     }
@@ -218,6 +359,7 @@ fn mac(
     m.update(role);
     for h in [initiator, acceptor] {
         m.update(&h.cluster_id.to_be_bytes());
+        m.update(&h.incarnation.to_be_bytes());
         m.update(&h.node_id.to_be_bytes());
         m.update(&h.nonce);
     }
@@ -301,6 +443,7 @@ pub async fn initiate_bound<T: AsyncRead + AsyncWrite + Unpin>(
             return Err(HandshakeError::Unexpected);
         };
         check(me, &theirs)?;
+        me.incarnation.conflict(me.cluster_id, theirs.incarnation)?;
         // Prove first, then check: so that with mismatched keys both sides see the mismatch
         // and log it, instead of the acceptor seeing a bare close.
         let proof = sign(&me.key, b"initiator", &mine, &theirs, binding);
@@ -312,7 +455,11 @@ pub async fn initiate_bound<T: AsyncRead + AsyncWrite + Unpin>(
         }
         judge(theirs.node_id)?;
         match recv(io).await {
-            Ok(HandshakeMsg::Accepted) => Ok(theirs.node_id),
+            Ok(HandshakeMsg::Accepted) => {
+                me.incarnation
+                    .adopt(me.cluster_id, theirs.node_id, theirs.incarnation)?;
+                Ok(theirs.node_id)
+            }
             Ok(_) => Err(HandshakeError::Unexpected),
             Err(HandshakeError::Closed) => Err(HandshakeError::Refused),
             Err(e) => Err(e),
@@ -337,6 +484,9 @@ pub async fn accept_bound<T: AsyncRead + AsyncWrite + Unpin>(
         check(me, &theirs)?;
         let mine = hello(me);
         let mac = sign(&me.key, b"acceptor", &theirs, &mine, binding);
+        // An incarnation mismatch is refused after this side's hello went out, so that the
+        // initiator sees the mismatch and logs it too, instead of a bare close.
+        let conflict = me.incarnation.conflict(me.cluster_id, theirs.incarnation);
         send(
             io,
             &HandshakeMsg::Challenge {
@@ -345,6 +495,7 @@ pub async fn accept_bound<T: AsyncRead + AsyncWrite + Unpin>(
             },
         )
         .await?;
+        conflict?;
         let HandshakeMsg::Proof { mac } = recv(io).await? else {
             return Err(HandshakeError::Unexpected);
         };
@@ -354,6 +505,8 @@ pub async fn accept_bound<T: AsyncRead + AsyncWrite + Unpin>(
             });
         }
         judge(theirs.node_id)?;
+        me.incarnation
+            .adopt(me.cluster_id, theirs.node_id, theirs.incarnation)?;
         send(io, &HandshakeMsg::Accepted).await?;
         Ok(theirs.node_id)
     })
@@ -401,6 +554,95 @@ mod tests {
         let (i, a) = run(id(5, b"k"), id(0, b"k")).await;
         assert_eq!(i.unwrap(), 0);
         assert_eq!(a.unwrap(), 5);
+    }
+
+    #[tokio::test]
+    async fn another_creation_of_the_cluster_is_refused_on_both_sides() {
+        let (a, b) = (
+            id(1, b"k").with_incarnation(Incarnation::fixed(11)),
+            id(0, b"k").with_incarnation(Incarnation::fixed(22)),
+        );
+        let (i, r) = run(a, b).await;
+        for (side, theirs, ours) in [(i, 22, 11), (r, 11, 22)] {
+            assert!(
+                matches!(side, Err(HandshakeError::Incarnation { cluster_id: 7, theirs: t, ours: o }) if t == theirs && o == ours),
+                "{side:?}"
+            );
+        }
+        // A side knowing none, or a client announcing none, is never refused for it.
+        for (a, b) in [(0, 22), (11, 0), (0, 0), (5, 5)] {
+            let (i, r) = run(
+                id(1, b"k").with_incarnation(Incarnation::fixed(a)),
+                id(0, b"k").with_incarnation(Incarnation::fixed(b)),
+            )
+            .await;
+            assert!(i.is_ok() && r.is_ok(), "{a} {b}: {i:?} {r:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unknown_incarnation_is_adopted_and_saved_only_from_an_entitled_peer_with_the_key() {
+        let saved = Arc::new(Mutex::new(Vec::new()));
+        let store = saved.clone();
+        let slave = Incarnation::adopting(
+            0,
+            |peer| peer == 0,
+            move |n| {
+                store.lock().unwrap().push(n);
+                Ok(())
+            },
+        );
+        let me = id(1, b"k").with_incarnation(slave.clone());
+        // Not from a peer that fails the key, nor from one it may not take it from.
+        let (i, _) = run(
+            me.clone(),
+            id(0, b"bad").with_incarnation(Incarnation::fixed(9)),
+        )
+        .await;
+        assert!(i.is_err());
+        let (i, _) = run(
+            me.clone(),
+            id(3, b"k").with_incarnation(Incarnation::fixed(9)),
+        )
+        .await;
+        assert!(i.is_ok(), "{i:?}");
+        assert_eq!((slave.get(), saved.lock().unwrap().len()), (0, 0));
+        // From its master, once: then another creation is refused.
+        let (i, _) = run(
+            me.clone(),
+            id(0, b"k").with_incarnation(Incarnation::fixed(9)),
+        )
+        .await;
+        assert!(i.is_ok(), "{i:?}");
+        assert_eq!((slave.get(), saved.lock().unwrap().clone()), (9, vec![9]));
+        let (i, _) = run(
+            me.clone(),
+            id(0, b"k").with_incarnation(Incarnation::fixed(8)),
+        )
+        .await;
+        assert!(
+            matches!(
+                i,
+                Err(HandshakeError::Incarnation {
+                    theirs: 8,
+                    ours: 9,
+                    ..
+                })
+            ),
+            "{i:?}"
+        );
+        // A save that fails refuses the peer and adopts nothing.
+        let failing = Incarnation::adopting(0, |_| true, |_| Err("disk full".into()));
+        let (i, _) = run(
+            id(1, b"k").with_incarnation(failing.clone()),
+            id(0, b"k").with_incarnation(Incarnation::fixed(9)),
+        )
+        .await;
+        assert!(
+            matches!(i, Err(HandshakeError::SaveIncarnation(_))),
+            "{i:?}"
+        );
+        assert_eq!(failing.get(), 0);
     }
 
     #[tokio::test]

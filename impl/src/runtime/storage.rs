@@ -1059,6 +1059,30 @@ impl Disk {
         Ok(disk)
     }
 
+    /// The incarnation of its cluster this store belongs to, 0 when it knows none yet
+    /// ([`crate::runtime::handshake::Incarnation`]). Kept with the identity rows: a damaged
+    /// saved state discarded at open keeps it; a store lost and created again has none.
+    pub fn incarnation(&self) -> Result<u64, StorageError> {
+        let txn = self.db.begin_read().map_err(db)?;
+        let meta = txn.open_table(META).map_err(db)?;
+        match self.meta_row(&meta, "incarnation")? {
+            None => Ok(0),
+            Some(bytes) => read_u64(&bytes, "meta row incarnation"),
+        }
+    }
+
+    /// Saves the incarnation of its cluster this store belongs to, durably.
+    pub fn set_incarnation(&self, incarnation: u64) -> Result<(), StorageError> {
+        let mut txn = self.db.begin_write().map_err(db)?;
+        txn.set_durability(redb::Durability::Immediate);
+        {
+            let mut meta = txn.open_table(META).map_err(db)?;
+            let row = seal(META_TAG, b"incarnation", &incarnation.to_be_bytes());
+            meta.insert("incarnation", &row[..]).map_err(db)?;
+        }
+        txn.commit().map_err(db)
+    }
+
     /// The damage for which this node's saved state was discarded at open, if any.
     pub fn discarded(&self) -> Option<&StorageError> {
         self.discarded.as_deref()
