@@ -32,6 +32,8 @@ if [[ -n "$shard" ]]; then
 fi
 mkdir -p "$out"
 export REPLICORE_MUTATION_SUITE=$protocol
+# Incremental release builds: a mutant rebuilds in seconds instead of half a minute.
+export CARGO_PROFILE_RELEASE_INCREMENTAL=true
 cargo mutants --package replicore-model --test-package replicore-checker \
     --profile release --baseline skip --timeout 600 --build-timeout 900 \
     "${args[@]}" --output "$out" \
